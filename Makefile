@@ -1,0 +1,39 @@
+# The two commands: `make demo` (set up and run the demo) and `make test` (the whole suite).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 3000
+export DAGSTER_HOME := $(CURDIR)/dagster_home
+
+.PHONY: demo test lint venv clean-demo
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/batch-predict demo-data --days 30 --rows-per-day 2000
+	$(BIN)/batch-predict model train-demo
+	$(BIN)/batch-predict materialize --last 7
+	$(BIN)/batch-predict status --last 7
+	@if [ -z "$(NO_UI)" ]; then \
+		echo "Dagster UI on http://127.0.0.1:$(PORT) (Ctrl-C stops it)"; \
+		PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT); \
+	fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check batch_predict batch_predict_tests benchmarks
+	$(BIN)/ruff format --check batch_predict batch_predict_tests benchmarks
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+clean-demo:
+	rm -rf data/landing data/models data/staging data/warehouse.duckdb* dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/logs

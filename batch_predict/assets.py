@@ -1,0 +1,180 @@
+"""The three assets: the partition's inputs, the loaded model and the partition's predictions."""
+
+
+from typing import Any
+
+import dagster as dg
+
+from batch_predict.batch import predict_partition
+from batch_predict.contract import FeatureContract
+from batch_predict.registry import LoadedModel
+from batch_predict.resources import BatchResource, ModelRegistryResource, SourceResource, WarehouseResource
+from batch_predict.scoring import probability_column, verify_model
+from batch_predict.warehouse import PREDICTION_BASE_COLUMNS
+
+GROUP = "batch_predict"
+OWNERS = ["team:ml-platform"]
+EVERY_INPUT_PREDICTED = "every_input_predicted"
+
+
+def inputs_schema(contract: FeatureContract) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn("partition_key", "VARCHAR", description="The partition the record's event time falls in."),
+            dg.TableColumn("record_id", "VARCHAR", description=f"Source column {contract.id_column}; unique."),
+            dg.TableColumn("event_time", "TIMESTAMPTZ", description=f"Source column {contract.time_column}."),
+            *(dg.TableColumn(name, "DOUBLE", description="Feature, finite.") for name in contract.features),
+            dg.TableColumn("source_file", "VARCHAR", description="The file the record was read from."),
+            dg.TableColumn("run_id", "VARCHAR", description="The Dagster run that snapshotted it."),
+            dg.TableColumn("loaded_at", "TIMESTAMPTZ"),
+        ]
+    )
+
+
+def predictions_schema(classes: list[str] | None = None) -> dg.TableSchema:
+    descriptions = {
+        "partition_key": "The partition of the input record.",
+        "record_id": "The input record's id (inputs.record_id).",
+        "prediction": "The predicted class: the one with the highest probability.",
+        "model_name": "Registered name of the model that predicted the row.",
+        "model_version": "Registry version of that model.",
+        "run_id": "The Dagster run that wrote the row.",
+        "predicted_at": "When the batch was predicted.",
+    }
+    columns = [dg.TableColumn(name, kind, description=descriptions[name]) for name, kind in PREDICTION_BASE_COLUMNS]
+    if classes is None:
+        columns.append(dg.TableColumn("proba_<class>", "DOUBLE", description="One column per model class."))
+    else:
+        columns += [
+            dg.TableColumn(probability_column(label), "DOUBLE", description=f"Probability of class {label}.")
+            for label in classes
+        ]
+    return dg.TableSchema(columns=columns)
+
+
+def predictions_lineage(contract: FeatureContract, classes: list[str]) -> dg.TableColumnLineage:
+    features = [dg.TableColumnDep(asset_key="inputs", column_name=name) for name in contract.features]
+    deps_by_column = {
+        "partition_key": [dg.TableColumnDep(asset_key="inputs", column_name="partition_key")],
+        "record_id": [dg.TableColumnDep(asset_key="inputs", column_name="record_id")],
+        "prediction": features,
+        **{probability_column(label): features for label in classes},
+    }
+    return dg.TableColumnLineage(deps_by_column=deps_by_column)
+
+
+def model_metadata(loaded: LoadedModel) -> dict[str, Any]:
+    meta = loaded.metadata
+    return {
+        "model_name": meta.name,
+        "model_version": meta.version,
+        "checksum": meta.checksum,
+        "trained_at": meta.trained_at,
+        "training_window": dg.MetadataValue.json(meta.training_window),
+        "metrics": dg.MetadataValue.json(meta.metrics),
+        "classes": ", ".join(meta.classes),
+        "features": dg.MetadataValue.json(meta.features),
+        "artifact": dg.MetadataValue.path(str(loaded.path)),
+    }
+
+
+def load_champion(registry: ModelRegistryResource, source: SourceResource) -> LoadedModel:
+    loaded = registry.registry().load(registry.alias)
+    verify_model(loaded, source.contract())
+    return loaded
+
+
+def build_assets(partitions_def: dg.PartitionsDefinition, contract: FeatureContract) -> list[dg.AssetsDefinition]:
+    @dg.asset(
+        partitions_def=partitions_def,
+        group_name=GROUP,
+        owners=OWNERS,
+        kinds={"duckdb"},
+        metadata={"dagster/column_schema": inputs_schema(contract), "dagster/table_name": "inputs"},
+    )
+    def inputs(
+        context: dg.AssetExecutionContext, source: SourceResource, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        """One row per valid source record whose event time falls in the partition; records that break the feature contract go to `rejected_inputs` with a reason."""
+        window = context.partition_time_window
+        stats = warehouse.open(source.contract()).snapshot_inputs(
+            source.source(), context.partition_key, window.start, window.end, context.run_id
+        )
+        if stats.source_rows == 0:
+            context.log.warning(f"Partition {context.partition_key} has no source records in [{window.start}, {window.end}).")
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": stats.valid_rows,
+                "source_rows": stats.source_rows,
+                "rejected_rows": stats.rejected_rows,
+                "rejected_by_reason": dg.MetadataValue.json(stats.rejected_by_reason),
+                "window": f"[{window.start.isoformat()}, {window.end.isoformat()})",
+                "empty_partition": stats.source_rows == 0,
+            }
+        )
+
+    @dg.asset(group_name=GROUP, owners=OWNERS, kinds={"scikitlearn"})
+    def model(model_registry: ModelRegistryResource, source: SourceResource) -> dg.MaterializeResult:
+        """The registered model the alias (default `champion`) points at, loaded and checked against the feature contract with a smoke prediction."""
+        loaded = load_champion(model_registry, source)
+        return dg.MaterializeResult(
+            metadata=model_metadata(loaded), data_version=dg.DataVersion(loaded.metadata.checksum)
+        )
+
+    @dg.asset(
+        partitions_def=partitions_def,
+        deps=[inputs, model],
+        group_name=GROUP,
+        owners=OWNERS,
+        kinds={"duckdb", "scikitlearn"},
+        metadata={"dagster/column_schema": predictions_schema(), "dagster/table_name": "predictions"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                EVERY_INPUT_PREDICTED,
+                asset="predictions",
+                blocking=True,
+                description="Each valid input of the partition has exactly one prediction, and no prediction lacks an input.",
+            )
+        ],
+    )
+    def predictions(
+        context: dg.AssetExecutionContext,
+        source: SourceResource,
+        warehouse: WarehouseResource,
+        model_registry: ModelRegistryResource,
+        batch: BatchResource,
+    ) -> dg.MaterializeResult:
+        """One row per valid input record of the partition: the model's predicted class, one probability per class, and the model version that made it."""
+        loaded = load_champion(model_registry, source)
+        outcome = predict_partition(
+            warehouse.open(source.contract()), loaded, context.partition_key, context.run_id, batch.chunk_size
+        )
+        done = outcome.completeness
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": outcome.stats.predicted_rows,
+                "valid_inputs": outcome.stats.valid_inputs,
+                "model_name": loaded.metadata.name,
+                "model_version": loaded.metadata.version,
+                "model_checksum": loaded.metadata.checksum,
+                "wall_seconds": round(outcome.stats.wall_seconds, 3),
+                "dagster/column_schema": predictions_schema(loaded.metadata.classes),
+                "dagster/column_lineage": predictions_lineage(source.contract(), loaded.metadata.classes),
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=EVERY_INPUT_PREDICTED,
+                    passed=done.passed,
+                    metadata={
+                        "valid_inputs": done.valid_inputs,
+                        "predictions": done.predictions,
+                        "inputs_without_prediction": done.missing,
+                        "duplicate_predictions": done.duplicated,
+                        "predictions_without_input": done.unexpected,
+                    },
+                )
+            ],
+        )
+
+    return [inputs, model, predictions]
+

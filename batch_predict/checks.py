@@ -1,0 +1,82 @@
+"""Checks that watch the batch as time passes: an outdated model and a missed deadline.
+
+Both are unpartitioned checks evaluated against the clock, so they run on their own
+schedule (`monitoring_job`) rather than only when an asset is materialized. The
+deadline check looks up the one partition that is due now, by key, so backfilling an
+older partition can never make a missed deadline look met (a `FreshnessPolicy` judges
+the asset's newest materialization of any partition and would).
+"""
+
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from batch_predict.resources import BatchResource, ModelRegistryResource, SourceResource, WarehouseResource
+
+MODEL_NOT_OUTDATED = "model_not_outdated"
+NEWEST_DUE_PARTITION_ON_TIME = "newest_due_partition_on_time"
+
+
+def newest_due_partition(
+    partitions_def: dg.TimeWindowPartitionsDefinition, deadline: timedelta, now: datetime
+) -> tuple[str, datetime] | None:
+    """The newest partition whose predictions were due by `now`, and when they were due."""
+    with dg.partition_loading_context(effective_dt=now - deadline):
+        key = partitions_def.get_last_partition_key()
+    if key is None:
+        return None
+    return key, partitions_def.time_window_for_partition_key(key).end + deadline
+
+
+def build_checks(partitions_def: dg.TimeWindowPartitionsDefinition) -> list[dg.AssetChecksDefinition]:
+    @dg.asset_check(asset="model", name=MODEL_NOT_OUTDATED, description="Warns when the model the alias points at was trained longer ago than BATCH_PREDICT_MODEL_MAX_AGE_DAYS.")
+    def model_not_outdated(model_registry: ModelRegistryResource) -> dg.AssetCheckResult:
+        registry = model_registry.registry()
+        metadata = registry.metadata(registry.resolve(model_registry.alias))
+        age = metadata.age_days(datetime.now(UTC))
+        return dg.AssetCheckResult(
+            passed=age <= model_registry.max_age_days,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=(
+                f"Model {metadata.version} was trained {age:.1f} days ago; the limit is "
+                f"{model_registry.max_age_days:g} days."
+            ),
+            metadata={
+                "model_version": metadata.version,
+                "trained_at": metadata.trained_at,
+                "age_days": round(age, 2),
+                "max_age_days": model_registry.max_age_days,
+            },
+        )
+
+    @dg.asset_check(asset="predictions", name=NEWEST_DUE_PARTITION_ON_TIME, description="Fails when the newest partition whose deadline (partition end + BATCH_PREDICT_DEADLINE_HOURS) has passed has no predictions; warns when they came late.")
+    def newest_due_partition_on_time(
+        source: SourceResource, warehouse: WarehouseResource, batch: BatchResource
+    ) -> dg.AssetCheckResult:
+        now = datetime.now(UTC)
+        due = newest_due_partition(partitions_def, timedelta(hours=batch.deadline_hours), now)
+        if due is None:
+            return dg.AssetCheckResult(passed=True, description="No partition is due yet.")
+        key, due_at = due
+        completed_at = warehouse.open(source.contract()).completed_partitions([key]).get(key)
+        metadata = {"partition_key": key, "due_at": due_at.isoformat()}
+        if completed_at is None:
+            return dg.AssetCheckResult(
+                passed=False,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=f"Partition {key} was due at {due_at.isoformat()} and has no predictions.",
+                metadata=metadata,
+            )
+        late = completed_at - due_at
+        return dg.AssetCheckResult(
+            passed=late <= timedelta(0),
+            severity=dg.AssetCheckSeverity.WARN,
+            description=(
+                f"Partition {key} was predicted at {completed_at.isoformat()}"
+                + (f", {late} after its deadline." if late > timedelta(0) else ", before its deadline.")
+            ),
+            metadata={**metadata, "completed_at": completed_at.isoformat()},
+        )
+
+    return [model_not_outdated, newest_due_partition_on_time]

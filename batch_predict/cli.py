@@ -1,0 +1,181 @@
+"""`batch-predict`: the project's commands for what Dagster has no verb for."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from batch_predict.contract import FeatureContract
+from batch_predict.registry import ModelError, Registry
+from batch_predict.settings import Settings, SettingsError, load_settings
+from batch_predict.warehouse import SourceError, Warehouse, WarehouseError
+
+STATUS_COLUMNS = (
+    ("partition_key", "partition"),
+    ("source_rows", "source"),
+    ("inputs", "inputs"),
+    ("rejected", "rejected"),
+    ("predictions", "predicted"),
+    ("model_version", "model"),
+    ("every_input_predicted", "complete"),
+    ("deadline", "deadline"),
+    ("run_id", "run"),
+    ("updated_at", "updated"),
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="batch-predict", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo-data", help="write demo iris records into the landing folder")
+    demo.add_argument("--start", type=date.fromisoformat, help="first day (default: DAYS-1 days before today, UTC)")
+    demo.add_argument("--days", type=int, default=30, help="number of days (default 30)")
+    demo.add_argument("--rows-per-day", type=int, default=2000, help="records per day (default 2000)")
+    demo.add_argument("--files-per-day", type=int, default=4, help="arrival files per day (default 4)")
+    demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+
+    model = commands.add_parser("model", help="manage the model registry")
+    model_commands = model.add_subparsers(dest="model_command", required=True)
+    model_commands.add_parser("train-demo", help="train the demo iris model, register it and make it the alias")
+
+    status = commands.add_parser("status", help="one line per partition: counts, model, checks")
+    status.add_argument("--last", type=int, default=10, help="newest N partitions (default 10)")
+    status.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+
+    run = commands.add_parser(
+        "materialize", help="materialize the model and the newest partitions as real Dagster runs in DAGSTER_HOME"
+    )
+    run.add_argument("--last", type=int, default=7, help="newest N complete partitions (default 7)")
+
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        if args.command == "demo-data":
+            return _demo_data(settings, args)
+        if args.command == "model":
+            return _train_demo(settings)
+        if args.command == "status":
+            return _status(settings, args.last, args.json)
+        return _materialize(settings, args.last)
+    except (SettingsError, ModelError, SourceError, WarehouseError) as error:
+        print(f"batch-predict: {error}", file=sys.stderr)
+        return 2
+
+
+def _demo_data(settings: Settings, args: argparse.Namespace) -> int:
+    from batch_predict.demo import write_landing
+
+    if args.days < 1 or args.rows_per_day < 1 or args.files_per_day < 1:
+        raise SettingsError("--days, --rows-per-day and --files-per-day must be at least 1.")
+    start = args.start or datetime.now(UTC).date() - timedelta(days=args.days - 1)
+    days = write_landing(settings.landing, start, args.days, args.rows_per_day, args.seed, args.files_per_day)
+    files = sum(len(day.paths) for day in days)
+    print(f"wrote {len(days)} days x {args.rows_per_day} records ({files} files) from {start} into {settings.landing}")
+    return 0
+
+
+def _train_demo(settings: Settings) -> int:
+    from batch_predict.demo import train_demo_model
+
+    metadata = train_demo_model(Registry(settings.models), settings.model_alias)
+    print(
+        f"{settings.model_alias} -> {metadata.name} {metadata.version} "
+        f"(holdout accuracy {metadata.metrics['holdout_accuracy']:.3f}, sha256 {metadata.checksum[:12]}) "
+        f"in {settings.models}"
+    )
+    return 0
+
+
+def status_rows(settings: Settings, last: int, now: datetime) -> list[dict[str, Any]]:
+    """Per-partition counts, model and check outcomes, newest partition first."""
+    warehouse = Warehouse(settings.warehouse, FeatureContract.from_settings(settings), settings.lock_timeout_seconds)
+    deadline = timedelta(hours=settings.deadline_hours)
+    rows = []
+    for row in warehouse.partition_status(last):
+        due_at = row["window_end"] + deadline if row["window_end"] is not None else None
+        completed_at = row["completed_at"]
+        if completed_at is not None and due_at is not None:
+            verdict = "on_time" if completed_at <= due_at else "late"
+        elif due_at is not None and now > due_at:
+            verdict = "missed"
+        else:
+            verdict = "pending"
+        rows.append(
+            {
+                "partition_key": row["partition_key"],
+                "source_rows": row["source_rows"],
+                "inputs": row["inputs"],
+                "rejected": row["rejected"],
+                "rejected_by_reason": json.loads(row["rejected_by_reason"] or "{}"),
+                "predictions": row["predictions"],
+                "model_name": row["model_name"],
+                "model_version": row["model_version"],
+                "every_input_predicted": row["every_input_predicted"],
+                "deadline": verdict,
+                "due_at": due_at.isoformat() if due_at else None,
+                "run_id": row["run_id"],
+                "updated_at": row["updated_at"].isoformat() if row["updated_at"] else None,
+            }
+        )
+    return rows
+
+
+def _status(settings: Settings, last: int, as_json: bool) -> int:
+    rows = status_rows(settings, last, datetime.now(UTC))
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no partitions in {settings.warehouse} yet")
+        return 0
+    table = [[header for _, header in STATUS_COLUMNS]]
+    for row in rows:
+        cells = {**row, "run_id": (row["run_id"] or "")[:8], "updated_at": (row["updated_at"] or "")[:19]}
+        table.append(["-" if cells[key] is None else str(cells[key]) for key, _ in STATUS_COLUMNS])
+    widths = [max(len(line[i]) for line in table) for i in range(len(STATUS_COLUMNS))]
+    for line in table:
+        print("  ".join(cell.rjust(width) if cell.isdigit() else cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+    return 0
+
+
+def _materialize(settings: Settings, last: int) -> int:
+    """Run the model asset, then predictions_job for each of the newest `last` complete partitions."""
+    import dagster as dg
+
+    from batch_predict.definitions import build_definitions
+
+    defs = build_definitions(settings)
+    partitions_def = defs.resolve_job_def("predictions_job").partitions_def
+    assert partitions_def is not None
+    keys = partitions_def.get_partition_keys()[-last:]
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    with dg.DagsterInstance.get() as instance:
+        results = [
+            defs.resolve_implicit_global_asset_job_def().execute_in_process(
+                instance=instance, asset_selection=[dg.AssetKey("model")], run_config=quiet, raise_on_error=False
+            )
+        ]
+        for key in keys:
+            results.append(
+                defs.resolve_job_def("predictions_job").execute_in_process(
+                    instance=instance, partition_key=key, run_config=quiet, raise_on_error=False
+                )
+            )
+            print(f"partition {key}: {'ok' if results[-1].success else 'FAILED'} (run {results[-1].run_id[:8]})")
+        results.append(defs.resolve_job_def("monitoring_job").execute_in_process(
+                instance=instance, run_config=quiet, raise_on_error=False
+            ))
+    failed = [result.run_id for result in results if not result.success]
+    if failed:
+        print(f"batch-predict: {len(failed)} run(s) failed: {', '.join(failed)}; see them in the Dagster UI.", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""The feature contract: which columns a source record must have and what makes it valid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from batch_predict.settings import Settings
+
+# Reason codes written to `rejected_inputs.reason`, checked in this order: a record is
+# rejected for the first rule it breaks, and `detail` names the offending column.
+MISSING_RECORD_ID = "missing_record_id"
+MISSING_FEATURE = "missing_feature"
+NOT_A_NUMBER = "not_a_number"
+NAN_FEATURE = "nan_feature"
+NEGATIVE_VALUE = "negative_value"
+DUPLICATE_RECORD_ID = "duplicate_record_id"
+REASONS = (MISSING_RECORD_ID, MISSING_FEATURE, NOT_A_NUMBER, NAN_FEATURE, NEGATIVE_VALUE, DUPLICATE_RECORD_ID)
+
+
+@dataclass(frozen=True)
+class FeatureContract:
+    """Columns of a source record and the rules a valid record obeys.
+
+    Every feature is a finite DOUBLE (a value that does not cast is `not_a_number`),
+    the features in `nonnegative` are at least zero, and a record id appears once
+    across all partitions.
+    """
+
+    id_column: str
+    time_column: str
+    features: tuple[str, ...]
+    nonnegative: tuple[str, ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FeatureContract:
+        return cls(
+            id_column=settings.id_column,
+            time_column=settings.time_column,
+            features=settings.features,
+            nonnegative=settings.nonnegative_features,
+        )
+
+    @property
+    def required_columns(self) -> tuple[str, ...]:
+        return (self.id_column, self.time_column, *self.features)

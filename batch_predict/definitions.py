@@ -1,0 +1,29 @@
+"""The table of contents: every asset, check, job, schedule and resource of batch_predict."""
+
+
+import dagster as dg
+
+from batch_predict.assets import build_assets
+from batch_predict.checks import build_checks
+from batch_predict.contract import FeatureContract
+from batch_predict.partitions import build_partitions
+from batch_predict.resources import build_resources
+from batch_predict.schedules import build_jobs_and_schedules
+from batch_predict.settings import Settings, load_settings
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    partitions_def = build_partitions(settings)
+    assets = build_assets(partitions_def, FeatureContract.from_settings(settings))
+    checks = build_checks(partitions_def)
+    jobs, schedules = build_jobs_and_schedules(assets, checks, settings)
+    return dg.Definitions(
+        assets=assets,
+        asset_checks=checks,
+        jobs=jobs,
+        schedules=schedules,
+        resources=build_resources(settings),
+    )
+
+
+defs = build_definitions(load_settings())

@@ -1,0 +1,221 @@
+"""The model registry: a folder with one immutable subfolder per version and alias files.
+
+    models/
+      v1/model.joblib       the artifact (a fitted scikit-learn estimator, joblib format)
+      v1/metadata.json      version, trained_at, features and dtypes, classes, metrics,
+                            training window, sha256 checksum of the artifact
+      aliases/champion.json {"version": "v1", "updated_at": ...}
+
+A version folder is written under a temporary name and renamed into place, so a
+reader never sees half a version, and two registrations never take the same number.
+Loading verifies the checksum before unpickling: joblib artifacts run code when
+loaded, so only register artifacts you trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+
+ARTIFACT = "model.joblib"
+METADATA = "metadata.json"
+_VERSION = re.compile(r"^v(\d+)$")
+
+
+class ModelError(RuntimeError):
+    """The registry, an alias or a model artifact cannot be used; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    name: str
+    version: str
+    trained_at: str
+    features: list[dict[str, str]]
+    classes: list[str]
+    checksum: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    training_window: dict[str, str | None] = field(default_factory=dict)
+    format: str = "sklearn-joblib"
+    registered_at: str = ""
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [feature["name"] for feature in self.features]
+
+    def age_days(self, now: datetime) -> float:
+        """Days since the model was trained."""
+        return (now - datetime.fromisoformat(self.trained_at)).total_seconds() / 86_400
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A registered model loaded into memory: the prediction 'server' of one run."""
+
+    metadata: ModelMetadata
+    estimator: Any
+    path: Path
+
+    def predict_proba(self, features: Any) -> np.ndarray:
+        return np.asarray(self.estimator.predict_proba(features), dtype=np.float64)
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Registry:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def versions(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        found = [p.name for p in self.root.iterdir() if p.is_dir() and _VERSION.match(p.name)]
+        return sorted(found, key=lambda name: int(name[1:]))
+
+    def metadata(self, version: str) -> ModelMetadata:
+        path = self.root / version / METADATA
+        try:
+            data = json.loads(path.read_text())
+            return ModelMetadata(**data)
+        except FileNotFoundError:
+            raise ModelError(
+                f"Model version {version!r} has no metadata at {path}. Known versions: "
+                f"{', '.join(self.versions()) or 'none'}. Register the model again with `batch-predict model train-demo`."
+            ) from None
+        except (json.JSONDecodeError, TypeError) as error:
+            raise ModelError(
+                f"The metadata file {path} is not valid registry metadata ({error}). "
+                "Register the model again; versions are never edited in place."
+            ) from None
+
+    def resolve(self, alias: str) -> str:
+        """The version an alias points at."""
+        if not self.root.is_dir():
+            raise ModelError(
+                f"No model registry at {self.root}. Train and register a model with "
+                "`batch-predict model train-demo`, or set BATCH_PREDICT_MODELS to your registry folder."
+            )
+        path = self.root / "aliases" / f"{alias}.json"
+        try:
+            return str(json.loads(path.read_text())["version"])
+        except FileNotFoundError:
+            raise ModelError(
+                f"The model registry {self.root} has no alias {alias!r} ({path} is missing). "
+                f"Versions: {', '.join(self.versions()) or 'none'}. Point it at a version with "
+                "`batch-predict model train-demo`, or set BATCH_PREDICT_MODEL_ALIAS."
+            ) from None
+        except (json.JSONDecodeError, KeyError) as error:
+            raise ModelError(f"The alias file {path} is unreadable ({error}); set the alias again.") from None
+
+    def load(self, alias: str) -> LoadedModel:
+        """Load the version `alias` points at, verifying the artifact's checksum first."""
+        version = self.resolve(alias)
+        metadata = self.metadata(version)
+        path = self.root / version / ARTIFACT
+        if not path.is_file():
+            raise ModelError(
+                f"The artifact of model {version} is missing: {path}. Restore it, or register "
+                "a new model and point the alias at it (`batch-predict model train-demo`)."
+            )
+        actual = sha256(path)
+        if actual != metadata.checksum:
+            raise ModelError(
+                f"The artifact {path} is corrupt or was changed: its sha256 is {actual}, the registry "
+                f"recorded {metadata.checksum}. Restore the original file, or register a new model."
+            )
+        try:
+            estimator = joblib.load(path)
+        except Exception as error:  # unpickling can fail with almost any exception type
+            raise ModelError(
+                f"Cannot load the artifact {path} ({type(error).__name__}: {error}). It may need other "
+                "library versions than installed; register a model trained with this environment."
+            ) from error
+        if not hasattr(estimator, "predict_proba"):
+            raise ModelError(
+                f"The artifact {path} holds a {type(estimator).__name__}, which has no predict_proba. "
+                "Register a classifier that gives class probabilities."
+            )
+        return LoadedModel(metadata=metadata, estimator=estimator, path=path)
+
+    def register(
+        self,
+        estimator: Any,
+        *,
+        name: str,
+        trained_at: datetime,
+        features: list[dict[str, str]],
+        metrics: dict[str, float],
+        training_window: dict[str, str | None],
+    ) -> ModelMetadata:
+        """Store a fitted estimator as a new version, or return the version that already holds it.
+
+        Registering the same bytes twice returns the existing version, which keeps
+        `make demo` idempotent.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
+        artifact = staging / ARTIFACT
+        joblib.dump(estimator, artifact)
+        checksum = sha256(artifact)
+        for version in self.versions():
+            existing = self.metadata(version)
+            if existing.checksum == checksum and existing.name == name:
+                _remove_tree(staging)
+                return existing
+        classes = [str(label) for label in estimator.classes_]
+        while True:
+            version = f"v{len(self.versions()) + 1}"
+            metadata = ModelMetadata(
+                name=name,
+                version=version,
+                trained_at=trained_at.astimezone(UTC).isoformat(),
+                features=features,
+                classes=classes,
+                checksum=checksum,
+                metrics=metrics,
+                training_window=training_window,
+                registered_at=datetime.now(UTC).isoformat(),
+            )
+            (staging / METADATA).write_text(json.dumps(asdict(metadata), indent=2) + "\n")
+            try:
+                # rename() of a directory fails if the target exists, so a concurrent
+                # registration that took this number makes us try the next one.
+                os.rename(staging, self.root / version)
+                return metadata
+            except OSError:
+                if not (self.root / version).exists():
+                    raise
+
+    def set_alias(self, alias: str, version: str) -> None:
+        self.metadata(version)  # refuses unknown versions
+        if (self.root / "aliases" / f"{alias}.json").exists() and self.resolve(alias) == version:
+            return
+        aliases = self.root / "aliases"
+        aliases.mkdir(parents=True, exist_ok=True)
+        payload = {"version": version, "updated_at": datetime.now(UTC).isoformat()}
+        handle, temporary = tempfile.mkstemp(dir=aliases, suffix=".tmp")
+        with os.fdopen(handle, "w") as stream:
+            json.dump(payload, stream)
+        os.replace(temporary, aliases / f"{alias}.json")
+
+
+def _remove_tree(path: Path) -> None:
+    for child in path.iterdir():
+        child.unlink()
+    path.rmdir()

@@ -1,0 +1,191 @@
+"""Every setting of the application, read from environment variables with documented defaults.
+
+Settings are parsed and validated in one place so that a bad value fails when the
+definitions load, with a message naming the variable and the values it accepts.
+"""
+
+from __future__ import annotations
+
+import os
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+CADENCES = ("hourly", "daily", "weekly", "monthly")
+IRIS_FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+
+# The schedule fires this many minutes after a partition ends (to let late data land);
+# the delay is expressed as the tick's minute and hour, so it must stay under an hour
+# for hourly partitions and under a day otherwise.
+_MAX_DELAY_MINUTES = {"hourly": 59, "daily": 24 * 60 - 1, "weekly": 24 * 60 - 1, "monthly": 24 * 60 - 1}
+
+DEFAULTS: Mapping[str, str] = {
+    "BATCH_PREDICT_WAREHOUSE": "data/warehouse.duckdb",
+    "BATCH_PREDICT_LANDING": "data/landing",
+    "BATCH_PREDICT_SOURCE_GLOB": "**/*.parquet",
+    "BATCH_PREDICT_MODELS": "data/models",
+    "BATCH_PREDICT_MODEL_ALIAS": "champion",
+    "BATCH_PREDICT_CADENCE": "daily",
+    "BATCH_PREDICT_START": "2026-01-01",
+    "BATCH_PREDICT_TIMEZONE": "UTC",
+    "BATCH_PREDICT_MODEL_MAX_AGE_DAYS": "30",
+    "BATCH_PREDICT_DEADLINE_HOURS": "6",
+    "BATCH_PREDICT_SCHEDULE_DELAY_MINUTES": "15",
+    "BATCH_PREDICT_CHUNK_SIZE": "65536",
+    "BATCH_PREDICT_ID_COLUMN": "record_id",
+    "BATCH_PREDICT_TIME_COLUMN": "event_time",
+    "BATCH_PREDICT_FEATURES": ",".join(IRIS_FEATURES),
+    "BATCH_PREDICT_NONNEGATIVE_FEATURES": ",".join(IRIS_FEATURES),
+    "BATCH_PREDICT_LOCK_TIMEOUT_SECONDS": "300",
+    "BATCH_PREDICT_DUCKDB_MEMORY_LIMIT": "1GB",
+    "BATCH_PREDICT_DUCKDB_THREADS": "2",
+}
+
+
+class SettingsError(ValueError):
+    """A setting has a value the application cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    warehouse: Path
+    landing: Path
+    source_glob: str
+    models: Path
+    model_alias: str
+    cadence: str
+    start: datetime
+    timezone: str
+    model_max_age_days: float
+    deadline_hours: float
+    schedule_delay_minutes: int
+    chunk_size: int
+    id_column: str
+    time_column: str
+    features: tuple[str, ...]
+    nonnegative_features: tuple[str, ...]
+    lock_timeout_seconds: float
+    duckdb_memory_limit: str
+    duckdb_threads: int
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting from `environ` (default: the process environment).
+
+    Raises:
+        SettingsError: naming the first variable with a bad value and what it accepts.
+    """
+    env = os.environ if environ is None else environ
+
+    def raw(name: str) -> str:
+        value = env.get(name, "").strip()
+        return value if value else DEFAULTS[name]
+
+    cadence = raw("BATCH_PREDICT_CADENCE").lower()
+    if cadence not in CADENCES:
+        raise SettingsError(_bad("BATCH_PREDICT_CADENCE", cadence, "one of " + "|".join(CADENCES)))
+
+    features = _names(raw("BATCH_PREDICT_FEATURES"), "BATCH_PREDICT_FEATURES")
+    listed = raw("BATCH_PREDICT_NONNEGATIVE_FEATURES")
+    nonnegative = () if listed.lower() == "none" else _names(listed, "BATCH_PREDICT_NONNEGATIVE_FEATURES")
+    unknown = sorted(set(nonnegative) - set(features))
+    if unknown:
+        raise SettingsError(
+            _bad(
+                "BATCH_PREDICT_NONNEGATIVE_FEATURES",
+                ",".join(unknown),
+                "a comma-separated subset of BATCH_PREDICT_FEATURES (" + ",".join(features) + ")",
+            )
+        )
+
+    timezone = raw("BATCH_PREDICT_TIMEZONE")
+    try:
+        zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(
+            _bad("BATCH_PREDICT_TIMEZONE", timezone, "an IANA time zone name such as UTC or Europe/Berlin")
+        ) from None
+
+    delay = _int(raw("BATCH_PREDICT_SCHEDULE_DELAY_MINUTES"), "BATCH_PREDICT_SCHEDULE_DELAY_MINUTES", 0)
+    if delay > _MAX_DELAY_MINUTES[cadence]:
+        raise SettingsError(
+            _bad(
+                "BATCH_PREDICT_SCHEDULE_DELAY_MINUTES",
+                str(delay),
+                f"a whole number of minutes from 0 to {_MAX_DELAY_MINUTES[cadence]} for {cadence} partitions",
+            )
+        )
+
+    return Settings(
+        warehouse=_path(raw("BATCH_PREDICT_WAREHOUSE")),
+        landing=_path(raw("BATCH_PREDICT_LANDING")),
+        source_glob=raw("BATCH_PREDICT_SOURCE_GLOB"),
+        models=_path(raw("BATCH_PREDICT_MODELS")),
+        model_alias=_names(raw("BATCH_PREDICT_MODEL_ALIAS"), "BATCH_PREDICT_MODEL_ALIAS")[0],
+        cadence=cadence,
+        start=_start(raw("BATCH_PREDICT_START")),
+        timezone=timezone,
+        model_max_age_days=_float(raw("BATCH_PREDICT_MODEL_MAX_AGE_DAYS"), "BATCH_PREDICT_MODEL_MAX_AGE_DAYS", 0),
+        deadline_hours=_float(raw("BATCH_PREDICT_DEADLINE_HOURS"), "BATCH_PREDICT_DEADLINE_HOURS", 0),
+        schedule_delay_minutes=delay,
+        chunk_size=_int(raw("BATCH_PREDICT_CHUNK_SIZE"), "BATCH_PREDICT_CHUNK_SIZE", 1),
+        id_column=_names(raw("BATCH_PREDICT_ID_COLUMN"), "BATCH_PREDICT_ID_COLUMN")[0],
+        time_column=_names(raw("BATCH_PREDICT_TIME_COLUMN"), "BATCH_PREDICT_TIME_COLUMN")[0],
+        features=features,
+        nonnegative_features=nonnegative,
+        lock_timeout_seconds=_float(
+            raw("BATCH_PREDICT_LOCK_TIMEOUT_SECONDS"), "BATCH_PREDICT_LOCK_TIMEOUT_SECONDS", 0
+        ),
+        duckdb_memory_limit=raw("BATCH_PREDICT_DUCKDB_MEMORY_LIMIT"),
+        duckdb_threads=_int(raw("BATCH_PREDICT_DUCKDB_THREADS"), "BATCH_PREDICT_DUCKDB_THREADS", 1),
+    )
+
+
+def _bad(name: str, value: str, allowed: str) -> str:
+    return f"{name}={value!r} is not valid: use {allowed} (or unset it for the default {DEFAULTS[name]!r})."
+
+
+def _path(value: str) -> Path:
+    # Relative paths are taken from the directory the process runs in (the repository
+    # root for `make demo` and `dagster dev`), and fixed there for the whole process.
+    return Path(value).expanduser().resolve()
+
+
+def _names(value: str, name: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in value.split(",") if part.strip())
+    if not names or any(not part.replace("_", "").isalnum() for part in names):
+        raise SettingsError(_bad(name, value, "names made of letters, digits and underscores, comma-separated"))
+    if len(set(names)) != len(names):
+        raise SettingsError(_bad(name, value, "names without repeats"))
+    return names
+
+
+def _int(value: str, name: str, minimum: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise SettingsError(_bad(name, value, f"a whole number of at least {minimum}")) from None
+    if number < minimum:
+        raise SettingsError(_bad(name, value, f"a whole number of at least {minimum}"))
+    return number
+
+
+def _float(value: str, name: str, minimum: float) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise SettingsError(_bad(name, value, f"a number of at least {minimum:g}")) from None
+    if not number >= minimum or number == float("inf"):  # also rejects NaN
+        raise SettingsError(_bad(name, value, f"a number of at least {minimum:g}"))
+    return number
+
+
+def _start(value: str) -> datetime:
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise SettingsError(
+            _bad("BATCH_PREDICT_START", value, "an ISO date or date-time such as 2026-01-01 or 2026-01-01T06:00")
+        ) from None
