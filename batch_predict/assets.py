@@ -98,7 +98,7 @@ def build_assets(partitions_def: dg.PartitionsDefinition, contract: FeatureContr
         """One row per valid source record whose event time falls in the partition; records that break the feature contract go to `rejected_inputs` with a reason."""
         window = context.partition_time_window
         stats = warehouse.open(source.contract()).snapshot_inputs(
-            source.source(), context.partition_key, window.start, window.end, context.run_id
+            source.source(), context.partition_key, window.start, window.end, context.run.run_id
         )
         if stats.source_rows == 0:
             context.log.warning(f"Partition {context.partition_key} has no source records in [{window.start}, {window.end}).")
@@ -147,7 +147,7 @@ def build_assets(partitions_def: dg.PartitionsDefinition, contract: FeatureContr
         """One row per valid input record of the partition: the model's predicted class, one probability per class, and the model version that made it."""
         loaded = load_champion(model_registry, source)
         outcome = predict_partition(
-            warehouse.open(source.contract()), loaded, context.partition_key, context.run_id, batch.chunk_size
+            warehouse.open(source.contract()), loaded, context.partition_key, context.run.run_id, batch.chunk_size
         )
         done = outcome.completeness
         return dg.MaterializeResult(

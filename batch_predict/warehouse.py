@@ -244,7 +244,8 @@ class Warehouse:
                     "BATCH_PREDICT_LANDING / BATCH_PREDICT_SOURCE_GLOB to where they are."
                 ) from error
             raise SourceError(
-                f"Cannot read the source files {source.pattern} with {source.reader}: {error}. "
+                f"Cannot read the source files {source.pattern} with {source.reader}: "
+                f"{str(error).splitlines()[0].rstrip('.')}. "
                 "Move the unreadable file out of the landing folder (or fix it) and rerun the partition."
             ) from error
         missing = [name for name in self.contract.required_columns if name not in columns]

@@ -1,0 +1,60 @@
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from batch_predict.contract import FeatureContract
+from batch_predict.demo import train_demo_model, write_landing
+from batch_predict.registry import Registry
+from batch_predict.settings import Settings, load_settings
+from batch_predict.warehouse import Source, Warehouse
+
+FIRST_DAY = date(2026, 3, 1)
+DAYS = 3
+ROWS_PER_DAY = 400
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    """Settings whose paths all live in this test's temp dir; keyword arguments override variables."""
+
+    def make(**overrides: str) -> Settings:
+        env = {
+            "BATCH_PREDICT_WAREHOUSE": str(tmp_path / "warehouse.duckdb"),
+            "BATCH_PREDICT_LANDING": str(tmp_path / "landing"),
+            "BATCH_PREDICT_MODELS": str(tmp_path / "models"),
+            "BATCH_PREDICT_START": "2026-03-01",
+            **{f"BATCH_PREDICT_{key.upper()}": value for key, value in overrides.items()},
+        }
+        return load_settings(env)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def landing(settings: Settings) -> Path:
+    write_landing(settings.landing, FIRST_DAY, DAYS, ROWS_PER_DAY, seed=7, files_per_day=3)
+    return settings.landing
+
+
+@pytest.fixture
+def registry(settings: Settings) -> Registry:
+    registry = Registry(settings.models)
+    train_demo_model(registry, "champion")
+    return registry
+
+
+@pytest.fixture
+def warehouse(settings: Settings) -> Warehouse:
+    return Warehouse(settings.warehouse, FeatureContract.from_settings(settings), lock_timeout_seconds=30)
+
+
+@pytest.fixture
+def source(settings: Settings) -> Source:
+    return Source(settings.landing, settings.source_glob)

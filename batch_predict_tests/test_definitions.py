@@ -1,0 +1,161 @@
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from batch_predict.checks import newest_due_partition
+from batch_predict.definitions import build_definitions
+from batch_predict.partitions import build_partitions
+from batch_predict.registry import METADATA, Registry
+from batch_predict.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCH_PREDICT_")}
+    return env | extra
+
+
+def test_definitions_load_with_nothing_set(tmp_path: Path) -> None:
+    code = "from batch_predict.definitions import defs; print(len(defs.resolve_all_asset_keys()))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "3"
+
+
+def test_a_bad_setting_fails_at_load_naming_it(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", "import batch_predict.definitions"],
+        cwd=tmp_path,
+        env=clean_env(BATCH_PREDICT_CADENCE="fortnightly"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "BATCH_PREDICT_CADENCE='fortnightly' is not valid: use one of hourly|daily|weekly|monthly" in done.stderr
+
+
+def test_workspace_is_the_only_code_location_pointer() -> None:
+    assert "batch_predict.definitions" in (ROOT / "workspace.yaml").read_text()
+    assert "[tool.dagster]" not in (ROOT / "pyproject.toml").read_text()
+
+
+def test_every_asset_is_described_owned_and_typed(settings: Settings) -> None:
+    defs = build_definitions(settings)
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert keys == {"inputs", "model", "predictions"}
+    for key in graph.get_all_asset_keys():
+        spec = graph.get(key)
+        assert spec.description and len(spec.description) > 40, key
+        assert spec.owners, key
+        assert spec.kinds, key
+    for name in ("inputs", "predictions"):
+        assert "dagster/column_schema" in graph.get(dg.AssetKey(name)).metadata
+    predictions = graph.get(dg.AssetKey("predictions"))
+    assert {k.to_user_string() for k in predictions.parent_keys} == {"inputs", "model"}
+
+
+def test_one_partitions_definition_for_assets_job_and_schedule(settings: Settings) -> None:
+    defs = build_definitions(settings)
+    graph = defs.resolve_asset_graph()
+    inputs_parts = graph.get(dg.AssetKey("inputs")).partitions_def
+    assert inputs_parts == graph.get(dg.AssetKey("predictions")).partitions_def
+    assert defs.resolve_job_def("predictions_job").partitions_def == inputs_parts
+
+
+def tick(settings: Settings, at: datetime) -> list[Any]:
+    defs = build_definitions(settings)
+    schedule = defs.resolve_schedule_def("predictions_job_schedule")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    with dg.build_schedule_context(scheduled_execution_time=at) as context:
+        data = schedule.evaluate_tick(context)
+    assert data.run_requests is not None
+    return data.run_requests
+
+
+def test_daily_schedule_requests_the_day_that_just_closed(settings: Settings) -> None:
+    defs = build_definitions(settings)
+    assert defs.resolve_schedule_def("predictions_job_schedule").cron_schedule == "15 0 * * *"
+    [request] = tick(settings, datetime(2026, 3, 5, 0, 15, tzinfo=UTC))
+    assert request.partition_key == "2026-03-04"
+
+
+def test_hourly_schedule_requests_the_hour_that_just_closed(make_settings: Any) -> None:
+    settings = make_settings(cadence="hourly", schedule_delay_minutes="5")
+    [request] = tick(settings, datetime(2026, 3, 5, 10, 5, tzinfo=UTC))
+    assert request.partition_key == "2026-03-05-09:00"
+
+
+def test_schedule_follows_the_partition_timezone(make_settings: Any) -> None:
+    settings = make_settings(timezone="America/New_York", schedule_delay_minutes="0")
+    [request] = tick(settings, datetime(2026, 3, 5, 5, 0, tzinfo=UTC))  # midnight in New York
+    assert request.partition_key == "2026-03-04"
+
+
+def test_newest_due_partition_waits_for_the_deadline(settings: Settings) -> None:
+    partitions = build_partitions(settings)
+    six = timedelta(hours=6)
+    assert newest_due_partition(partitions, six, datetime(2026, 3, 5, 5, 59, tzinfo=UTC)) == (
+        "2026-03-03",
+        datetime(2026, 3, 4, 6, tzinfo=UTC),
+    )
+    assert newest_due_partition(partitions, six, datetime(2026, 3, 5, 6, 0, tzinfo=UTC)) == (
+        "2026-03-04",
+        datetime(2026, 3, 5, 6, tzinfo=UTC),
+    )
+    assert newest_due_partition(partitions, six, datetime(2026, 3, 1, 12, tzinfo=UTC)) is None
+
+
+def check_results(settings: Settings) -> dict[str, dg.AssetCheckEvaluation]:
+    defs = build_definitions(settings)
+    result = defs.resolve_job_def("monitoring_job").execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def test_backfilling_an_old_partition_does_not_meet_the_deadline(
+    settings: Settings, landing: Path, registry: Registry
+) -> None:
+    defs = build_definitions(settings)
+    job = defs.resolve_job_def("predictions_job")
+    assert job.execute_in_process(partition_key="2026-03-01", instance=dg.DagsterInstance.ephemeral()).success
+    missed = check_results(settings)["newest_due_partition_on_time"]
+    assert not missed.passed
+    assert missed.severity == dg.AssetCheckSeverity.ERROR
+    due = newest_due_partition(build_partitions(settings), timedelta(hours=6), datetime.now(UTC))
+    assert due is not None
+    assert job.execute_in_process(partition_key=due[0], instance=dg.DagsterInstance.ephemeral()).success
+    met = check_results(settings)["newest_due_partition_on_time"]
+    assert met.metadata["partition_key"].value == due[0]
+    # Done after its deadline (it is a backfill), so it passes only if it was on time.
+    assert met.passed == (datetime.now(UTC) <= due[1])
+
+
+def test_model_age_warns_past_the_limit(settings: Settings, registry: Registry) -> None:
+    assert check_results(settings)["model_not_outdated"].passed
+    path = registry.root / "v1" / METADATA
+    meta = json.loads(path.read_text())
+    meta["trained_at"] = (datetime.now(UTC) - timedelta(days=31)).isoformat()
+    path.write_text(json.dumps(meta))
+    outdated = check_results(settings)["model_not_outdated"]
+    assert not outdated.passed
+    assert outdated.severity == dg.AssetCheckSeverity.WARN
+    assert outdated.metadata["age_days"].value > 30
+
+
+@pytest.mark.parametrize("cadence", ["weekly", "monthly"])
+def test_every_cadence_builds(make_settings: Any, cadence: str) -> None:
+    settings = make_settings(cadence=cadence)
+    keys = build_partitions(settings).get_partition_keys(current_time=datetime(2026, 6, 1, tzinfo=UTC))
+    assert keys

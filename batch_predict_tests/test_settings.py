@@ -1,0 +1,59 @@
+from datetime import datetime
+
+import pytest
+
+from batch_predict.settings import DEFAULTS, IRIS_FEATURES, SettingsError, load_settings
+
+
+def test_defaults_need_no_environment() -> None:
+    settings = load_settings({})
+    assert settings.cadence == "daily"
+    assert settings.timezone == "UTC"
+    assert settings.warehouse.name == "warehouse.duckdb"
+    assert settings.landing.parts[-2:] == ("data", "landing")
+    assert settings.models.parts[-2:] == ("data", "models")
+    assert settings.model_max_age_days == 30
+    assert settings.deadline_hours == 6
+    assert settings.start == datetime(2026, 1, 1)
+    assert settings.features == IRIS_FEATURES
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "allowed"),
+    [
+        ("BATCH_PREDICT_CADENCE", "yearly", "hourly|daily|weekly|monthly"),
+        ("BATCH_PREDICT_TIMEZONE", "Mars/Olympus", "IANA time zone"),
+        ("BATCH_PREDICT_START", "yesterday", "ISO date"),
+        ("BATCH_PREDICT_MODEL_MAX_AGE_DAYS", "-1", "a number of at least 0"),
+        ("BATCH_PREDICT_DEADLINE_HOURS", "soon", "a number of at least 0"),
+        ("BATCH_PREDICT_CHUNK_SIZE", "0", "a whole number of at least 1"),
+        ("BATCH_PREDICT_FEATURES", "a,a", "without repeats"),
+        ("BATCH_PREDICT_NONNEGATIVE_FEATURES", "height", "subset of BATCH_PREDICT_FEATURES"),
+        ("BATCH_PREDICT_SCHEDULE_DELAY_MINUTES", "90", "from 0 to 59 for hourly"),
+    ],
+)
+def test_bad_value_names_variable_and_allowed_values(name: str, value: str, allowed: str) -> None:
+    env = {name: value}
+    if name == "BATCH_PREDICT_SCHEDULE_DELAY_MINUTES":
+        env["BATCH_PREDICT_CADENCE"] = "hourly"
+    with pytest.raises(SettingsError) as raised:
+        load_settings(env)
+    message = str(raised.value)
+    assert name in message
+    assert repr(value) in message
+    assert allowed in message
+
+
+def test_every_setting_is_documented() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    example = (root / ".env.example").read_text()
+    for name in DEFAULTS:
+        assert name in readme, f"{name} missing from README settings table"
+        assert name in example, f"{name} missing from .env.example"
+
+
+def test_nonnegative_rule_can_be_switched_off() -> None:
+    assert load_settings({"BATCH_PREDICT_NONNEGATIVE_FEATURES": "none"}).nonnegative_features == ()
