@@ -1,6 +1,5 @@
 """The three assets: the partition's inputs, the loaded model and the partition's predictions."""
 
-
 from typing import Any
 
 import dagster as dg
@@ -101,7 +100,9 @@ def build_assets(partitions_def: dg.PartitionsDefinition, contract: FeatureContr
             source.source(), context.partition_key, window.start, window.end, context.run.run_id
         )
         if stats.source_rows == 0:
-            context.log.warning(f"Partition {context.partition_key} has no source records in [{window.start}, {window.end}).")
+            context.log.warning(
+                f"Partition {context.partition_key} has no source records in [{window.start}, {window.end})."
+            )
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": stats.valid_rows,
@@ -177,4 +178,3 @@ def build_assets(partitions_def: dg.PartitionsDefinition, contract: FeatureContr
         )
 
     return [inputs, model, predictions]
-

@@ -7,7 +7,6 @@ older partition can never make a missed deadline look met (a `FreshnessPolicy` j
 the asset's newest materialization of any partition and would).
 """
 
-
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -30,7 +29,11 @@ def newest_due_partition(
 
 
 def build_checks(partitions_def: dg.TimeWindowPartitionsDefinition) -> list[dg.AssetChecksDefinition]:
-    @dg.asset_check(asset="model", name=MODEL_NOT_OUTDATED, description="Warns when the model the alias points at was trained longer ago than BATCH_PREDICT_MODEL_MAX_AGE_DAYS.")
+    @dg.asset_check(
+        asset="model",
+        name=MODEL_NOT_OUTDATED,
+        description="Warns when the model the alias points at was trained longer ago than BATCH_PREDICT_MODEL_MAX_AGE_DAYS.",
+    )
     def model_not_outdated(model_registry: ModelRegistryResource) -> dg.AssetCheckResult:
         registry = model_registry.registry()
         metadata = registry.metadata(registry.resolve(model_registry.alias))
@@ -50,7 +53,11 @@ def build_checks(partitions_def: dg.TimeWindowPartitionsDefinition) -> list[dg.A
             },
         )
 
-    @dg.asset_check(asset="predictions", name=NEWEST_DUE_PARTITION_ON_TIME, description="Fails when the newest partition whose deadline (partition end + BATCH_PREDICT_DEADLINE_HOURS) has passed has no predictions; warns when they came late.")
+    @dg.asset_check(
+        asset="predictions",
+        name=NEWEST_DUE_PARTITION_ON_TIME,
+        description="Fails when the newest partition whose deadline (partition end + BATCH_PREDICT_DEADLINE_HOURS) has passed has no predictions; warns when they came late.",
+    )
     def newest_due_partition_on_time(
         source: SourceResource, warehouse: WarehouseResource, batch: BatchResource
     ) -> dg.AssetCheckResult:

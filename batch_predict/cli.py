@@ -139,7 +139,12 @@ def _status(settings: Settings, last: int, as_json: bool) -> int:
         table.append(["-" if cells[key] is None else str(cells[key]) for key, _ in STATUS_COLUMNS])
     widths = [max(len(line[i]) for line in table) for i in range(len(STATUS_COLUMNS))]
     for line in table:
-        print("  ".join(cell.rjust(width) if cell.isdigit() else cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+        print(
+            "  ".join(
+                cell.rjust(width) if cell.isdigit() else cell.ljust(width)
+                for cell, width in zip(line, widths, strict=True)
+            ).rstrip()
+        )
     return 0
 
 
@@ -167,12 +172,17 @@ def _materialize(settings: Settings, last: int) -> int:
                 )
             )
             print(f"partition {key}: {'ok' if results[-1].success else 'FAILED'} (run {results[-1].run_id[:8]})")
-        results.append(defs.resolve_job_def("monitoring_job").execute_in_process(
+        results.append(
+            defs.resolve_job_def("monitoring_job").execute_in_process(
                 instance=instance, run_config=quiet, raise_on_error=False
-            ))
+            )
+        )
     failed = [result.run_id for result in results if not result.success]
     if failed:
-        print(f"batch-predict: {len(failed)} run(s) failed: {', '.join(failed)}; see them in the Dagster UI.", file=sys.stderr)
+        print(
+            f"batch-predict: {len(failed)} run(s) failed: {', '.join(failed)}; see them in the Dagster UI.",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -1,6 +1,5 @@
 """The table of contents: every asset, check, job, schedule and resource of batch_predict."""
 
-
 import dagster as dg
 
 from batch_predict.assets import build_assets

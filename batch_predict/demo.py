@@ -71,7 +71,7 @@ def generate_day(day: date, rows: int, seed: int = 7) -> pa.Table:
     ids = np.array([f"{day:%Y%m%d}-{i:06d}" for i in range(rows)], dtype=object)
     columns: dict[str, list[float | None]] = {name: list(values[:, j]) for j, name in enumerate(IRIS_FEATURES)}
 
-    n_bad = int(round(rows * MALFORMED_SHARE))
+    n_bad = round(rows * MALFORMED_SHARE)
     bad_rows = rng.choice(rows, size=n_bad, replace=False) if rows > 1 else np.array([], dtype=int)
     for n, row in enumerate(bad_rows):
         kind = MALFORMED_KINDS[n % len(MALFORMED_KINDS)]

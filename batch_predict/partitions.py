@@ -1,16 +1,8 @@
 """The one time-window partitions definition, built from the cadence, start and timezone settings."""
 
-
 import dagster as dg
 
 from batch_predict.settings import Settings
-
-_BY_CADENCE: dict[str, type[dg.TimeWindowPartitionsDefinition]] = {
-    "hourly": dg.HourlyPartitionsDefinition,
-    "daily": dg.DailyPartitionsDefinition,
-    "weekly": dg.WeeklyPartitionsDefinition,
-    "monthly": dg.MonthlyPartitionsDefinition,
-}
 
 
 def build_partitions(settings: Settings) -> dg.TimeWindowPartitionsDefinition:
@@ -19,4 +11,11 @@ def build_partitions(settings: Settings) -> dg.TimeWindowPartitionsDefinition:
     The newest partition is the last complete one (Dagster's default end offset of 0):
     a partition becomes runnable once its window has closed.
     """
-    return _BY_CADENCE[settings.cadence](start_date=settings.start, timezone=settings.timezone)
+    start, timezone = settings.start, settings.timezone
+    if settings.cadence == "hourly":
+        return dg.HourlyPartitionsDefinition(start_date=start, timezone=timezone)
+    if settings.cadence == "weekly":
+        return dg.WeeklyPartitionsDefinition(start_date=start, timezone=timezone)
+    if settings.cadence == "monthly":
+        return dg.MonthlyPartitionsDefinition(start_date=start, timezone=timezone)
+    return dg.DailyPartitionsDefinition(start_date=start, timezone=timezone)

@@ -1,6 +1,5 @@
 """Dagster resources: thin configurable wrappers that hand the domain objects to assets."""
 
-
 from pathlib import Path
 
 import dagster as dg

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 
 import dagster as dg
 
@@ -10,7 +11,7 @@ from batch_predict.settings import Settings
 
 def build_jobs_and_schedules(
     assets: list[dg.AssetsDefinition], checks: list[dg.AssetChecksDefinition], settings: Settings
-) -> tuple[list[dg.UnresolvedAssetJobDefinition], list[dg.ScheduleDefinition]]:
+) -> tuple[list[dg.UnresolvedAssetJobDefinition], list[dg.ScheduleDefinition | Any]]:
     by_name = {a.key.to_user_string(): a for a in assets}
     predictions_job = dg.define_asset_job(
         "predictions_job",
@@ -23,9 +24,6 @@ def build_jobs_and_schedules(
         description="Evaluate the clock-driven checks: model age and the prediction deadline.",
     )
     delay = settings.schedule_delay_minutes
-    timing = {"minute_of_hour": delay % 60}
-    if settings.cadence != "hourly":
-        timing["hour_of_day"] = delay // 60
     predictions_schedule = dg.build_schedule_from_partitioned_job(
         predictions_job,
         name="predictions_job_schedule",
@@ -34,7 +32,8 @@ def build_jobs_and_schedules(
             "materialize that newest complete partition."
         ),
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        **timing,
+        minute_of_hour=delay % 60,
+        hour_of_day=None if settings.cadence == "hourly" else delay // 60,
     )
     monitoring_schedule = dg.ScheduleDefinition(
         name="monitoring_job_schedule",

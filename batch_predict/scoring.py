@@ -42,8 +42,7 @@ def verify_model(model: LoadedModel, contract: FeatureContract) -> None:
         proba = model.predict_proba(smoke)
     except Exception as error:  # the estimator can raise anything; report it as a model problem
         raise ModelError(
-            f"Model {meta.version} ({model.path}) failed a smoke prediction on one row: "
-            f"{type(error).__name__}: {error}"
+            f"Model {meta.version} ({model.path}) failed a smoke prediction on one row: {type(error).__name__}: {error}"
         ) from error
     if proba.shape != (1, len(meta.classes)) or not np.isclose(proba.sum(), 1.0):
         raise ModelError(

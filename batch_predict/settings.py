@@ -135,9 +135,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         time_column=_names(raw("BATCH_PREDICT_TIME_COLUMN"), "BATCH_PREDICT_TIME_COLUMN")[0],
         features=features,
         nonnegative_features=nonnegative,
-        lock_timeout_seconds=_float(
-            raw("BATCH_PREDICT_LOCK_TIMEOUT_SECONDS"), "BATCH_PREDICT_LOCK_TIMEOUT_SECONDS", 0
-        ),
+        lock_timeout_seconds=_float(raw("BATCH_PREDICT_LOCK_TIMEOUT_SECONDS"), "BATCH_PREDICT_LOCK_TIMEOUT_SECONDS", 0),
         duckdb_memory_limit=raw("BATCH_PREDICT_DUCKDB_MEMORY_LIMIT"),
         duckdb_threads=_int(raw("BATCH_PREDICT_DUCKDB_THREADS"), "BATCH_PREDICT_DUCKDB_THREADS", 1),
     )

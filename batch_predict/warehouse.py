@@ -235,7 +235,9 @@ class Warehouse:
                 "(`batch-predict demo-data` writes demo records), or set BATCH_PREDICT_LANDING."
             )
         try:
-            described = con.execute(f"DESCRIBE SELECT * FROM {self._source_relation(source)}", {"pattern": source.pattern})
+            described = con.execute(
+                f"DESCRIBE SELECT * FROM {self._source_relation(source)}", {"pattern": source.pattern}
+            )
             columns = {row[0] for row in described.fetchall()}
         except duckdb.Error as error:
             if "no files found" in str(error).lower():
@@ -413,9 +415,7 @@ class Warehouse:
                 """,
                 {"partition_key": partition_key, "path": str(path)},
             )
-            row = con.execute(
-                "SELECT count(*) FROM inputs WHERE partition_key = ?", [partition_key]
-            ).fetchone()
+            row = con.execute("SELECT count(*) FROM inputs WHERE partition_key = ?", [partition_key]).fetchone()
         assert row is not None
         return int(row[0])
 

@@ -12,7 +12,9 @@ from batch_predict.settings import Settings
 from .conftest import ROWS_PER_DAY
 
 
-def run(settings: Settings, selection: list[str], partition_key: str | None = None, **kwargs: Any) -> dg.ExecuteInProcessResult:
+def run(
+    settings: Settings, selection: list[str], partition_key: str | None = None, **kwargs: Any
+) -> dg.ExecuteInProcessResult:
     defs = build_definitions(settings)
     job = defs.resolve_implicit_global_asset_job_def()
     return job.execute_in_process(

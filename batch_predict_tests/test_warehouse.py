@@ -96,7 +96,9 @@ def test_each_rule_has_its_reason(warehouse: Warehouse, tmp_path: Path) -> None:
         "duplicate_record_id": 1,
     }
     with duckdb.connect(str(warehouse.path), read_only=True) as con:
-        details = dict(con.execute("SELECT reason, detail FROM rejected_inputs WHERE reason <> 'nan_feature'").fetchall())
+        details = dict(
+            con.execute("SELECT reason, detail FROM rejected_inputs WHERE reason <> 'nan_feature'").fetchall()
+        )
     assert details["missing_feature"] == "sepal_length"
     assert details["missing_record_id"] == "record_id"
     assert details["duplicate_record_id"] == "repeated within this partition"
