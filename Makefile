@@ -28,8 +28,8 @@ demo: $(STAMP)
 	fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check batch_predict batch_predict_tests benchmarks
-	$(BIN)/ruff format --check batch_predict batch_predict_tests benchmarks
+	$(BIN)/ruff check batch_predict batch_predict_tests
+	$(BIN)/ruff format --check batch_predict batch_predict_tests
 	$(BIN)/mypy
 
 test: lint
