@@ -134,3 +134,16 @@ def test_chunk_size_does_not_change_the_result(
     materialize_partition(settings, "2026-03-01")
     rows = query(settings, "SELECT count(*), count(DISTINCT record_id) FROM predictions")
     assert rows[0][0] == rows[0][1] > 0
+
+
+def test_partitions_follow_the_configured_timezone(make_settings: Any, landing: Path, registry: Registry) -> None:
+    settings = make_settings(timezone="Asia/Tokyo")
+    materialize_partition(settings, "2026-03-02")
+    [(first, last, window_start)] = query(
+        settings,
+        "SELECT min(event_time), max(event_time), any_value(window_start) FROM inputs JOIN input_stats USING (partition_key)",
+    )
+    # Tokyo's 2 March is [1 March 15:00, 2 March 15:00) in UTC.
+    assert window_start.isoformat() == "2026-03-01T15:00:00+00:00"
+    assert first.isoformat() >= "2026-03-01T15:00:00+00:00"
+    assert last.isoformat() < "2026-03-02T15:00:00+00:00"

@@ -1,0 +1,66 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from batch_predict.cli import main
+from batch_predict.settings import Settings
+
+
+@pytest.fixture
+def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for name, value in {
+        "BATCH_PREDICT_WAREHOUSE": settings.warehouse,
+        "BATCH_PREDICT_LANDING": settings.landing,
+        "BATCH_PREDICT_MODELS": settings.models,
+        "BATCH_PREDICT_START": "2026-03-01",
+    }.items():
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.setenv("DAGSTER_HOME", str(settings.warehouse.parent / "dagster_home"))
+    (settings.warehouse.parent / "dagster_home").mkdir()
+    return settings
+
+
+def test_demo_train_materialize_status(env: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    # The default start makes the days end today, so the newest complete partitions have records.
+    assert main(["demo-data", "--days", "3", "--rows-per-day", "200"]) == 0
+    assert len(list(env.landing.glob("*/*.parquet"))) == 12
+    assert main(["model", "train-demo"]) == 0
+    assert "champion -> iris-logreg v1" in capsys.readouterr().out
+    assert main(["materialize", "--last", "2"]) == 0
+    capsys.readouterr()
+    assert main(["status", "--last", "5", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    newest_two = [row["partition_key"] for row in rows]
+    assert len(newest_two) == 2 and newest_two == sorted(newest_two, reverse=True)
+    for row in rows:
+        assert {"partition_key", "source_rows", "inputs", "rejected", "predictions", "model_version"} <= set(row)
+        assert row["predictions"] == row["inputs"] > 150
+        assert row["source_rows"] == row["inputs"] + row["rejected"]
+        assert row["model_version"] == "v1"
+        assert row["every_input_predicted"] is True
+    assert main(["status"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:5] == ["partition", "source", "inputs", "rejected", "predicted"]
+    assert len(table) == 3
+
+
+def test_status_without_a_warehouse_says_what_to_do(env: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status"]) == 2
+    assert "No warehouse at" in capsys.readouterr().err
+
+
+def test_a_bad_setting_is_reported_not_raised(
+    env: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BATCH_PREDICT_CHUNK_SIZE", "many")
+    assert main(["status"]) == 2
+    assert "BATCH_PREDICT_CHUNK_SIZE='many' is not valid" in capsys.readouterr().err
+
+
+def test_demo_data_is_repeatable(env: Settings, tmp_path: Path) -> None:
+    args = ["demo-data", "--start", "2026-03-01", "--days", "1", "--rows-per-day", "50"]
+    assert main(args) == 0
+    first = {p: p.read_bytes() for p in env.landing.rglob("*.parquet")}
+    assert main(args) == 0
+    assert {p: p.read_bytes() for p in env.landing.rglob("*.parquet")} == first
