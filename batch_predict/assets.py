@@ -1,19 +1,67 @@
 """The three assets: the partition's inputs, the loaded model and the partition's predictions."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
+from pydantic import Field
 
-from batch_predict.batch import predict_partition
+from batch_predict.batch import BatchOutcome, predict_partition
 from batch_predict.contract import FeatureContract
-from batch_predict.registry import LoadedModel
+from batch_predict.registry import LoadedModel, ModelError
 from batch_predict.resources import BatchResource, ModelRegistryResource, SourceResource, WarehouseResource
 from batch_predict.scoring import probability_column, verify_model
-from batch_predict.warehouse import PREDICTION_BASE_COLUMNS
+from batch_predict.settings import SettingsError
+from batch_predict.warehouse import PREDICTION_BASE_COLUMNS, SourceError, WarehouseError, WarehouseLockTimeout
 
 GROUP = "batch_predict"
 OWNERS = ["team:ml-platform"]
 EVERY_INPUT_PREDICTED = "every_input_predicted"
+NO_PREDICTION_ERRORS = "no_prediction_errors"
+
+
+class PredictionsConfig(dg.Config):
+    full_refresh: bool = Field(
+        default=False,
+        description="Re-predict every record of the partition, whatever BATCH_PREDICT_ON_FAILURE says.",
+    )
+
+
+@contextmanager
+def deterministic_failures() -> Iterator[None]:
+    """Fail without step retries on bad data, a bad model or a bad setting: retrying cannot help.
+
+    Everything else (I/O errors, a warehouse lock held too long) stays retryable.
+    """
+    try:
+        yield
+    except WarehouseLockTimeout:
+        raise
+    except (SourceError, ModelError, SettingsError, WarehouseError) as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from error
+
+
+def retry_policy(retries: int) -> dg.RetryPolicy:
+    return dg.RetryPolicy(max_retries=retries, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
+def outcome_metadata(outcome: BatchOutcome) -> dict[str, Any]:
+    published = outcome.published
+    return {
+        "mode": outcome.mode,
+        "succeeded": published.succeeded,
+        "failed": published.failed,
+        "dead": published.dead,
+        "carried_in": published.carried_in,
+        "work_own": outcome.work.own,
+        "work_carried": outcome.work.carried,
+        "run_predicted": published.run_predicted,
+        "run_failed": published.run_failed,
+        "model_calls": outcome.scored.model_calls,
+        "rows_per_second": round(outcome.scored.predicted / outcome.wall_seconds, 1) if outcome.wall_seconds else 0,
+        "wall_seconds": round(outcome.wall_seconds, 3),
+    }
 
 
 def inputs_schema(contract: FeatureContract) -> dg.TableSchema:
@@ -32,13 +80,14 @@ def inputs_schema(contract: FeatureContract) -> dg.TableSchema:
 
 def predictions_schema(classes: list[str] | None = None) -> dg.TableSchema:
     descriptions = {
-        "partition_key": "The partition of the input record.",
+        "partition_key": "The partition of the input record (inputs.partition_key).",
         "record_id": "The input record's id (inputs.record_id).",
         "prediction": "The predicted class: the one with the highest probability.",
         "model_name": "Registered name of the model that predicted the row.",
         "model_version": "Registry version of that model.",
         "run_id": "The Dagster run that wrote the row.",
         "predicted_at": "When the batch was predicted.",
+        "predicted_in_partition": "The partition whose run predicted the record: another one for a carried record.",
     }
     columns = [dg.TableColumn(name, kind, description=descriptions[name]) for name, kind in PREDICTION_BASE_COLUMNS]
     if classes is None:
@@ -83,9 +132,12 @@ def load_champion(registry: ModelRegistryResource, source: SourceResource) -> Lo
     return loaded
 
 
-def build_assets(partitions_def: dg.PartitionsDefinition, contract: FeatureContract) -> list[dg.AssetsDefinition]:
+def build_assets(
+    partitions_def: dg.PartitionsDefinition, contract: FeatureContract, step_retries: int = 3
+) -> list[dg.AssetsDefinition]:
     @dg.asset(
         partitions_def=partitions_def,
+        retry_policy=retry_policy(step_retries),
         group_name=GROUP,
         owners=OWNERS,
         kinds={"duckdb"},
@@ -96,9 +148,15 @@ def build_assets(partitions_def: dg.PartitionsDefinition, contract: FeatureContr
     ) -> dg.MaterializeResult:
         """One row per valid source record whose event time falls in the partition; records that break the feature contract go to `rejected_inputs` with a reason."""
         window = context.partition_time_window
-        stats = warehouse.open(source.contract()).snapshot_inputs(
-            source.source(), context.partition_key, window.start, window.end, context.run.run_id
-        )
+        with deterministic_failures():
+            stats = warehouse.open(source.contract()).snapshot_inputs(
+                source.source(),
+                context.partition_key,
+                window.start,
+                window.end,
+                context.run.run_id,
+                source.max_rejected_share,
+            )
         if stats.source_rows == 0:
             context.log.warning(
                 f"Partition {context.partition_key} has no source records in [{window.start}, {window.end})."
@@ -117,7 +175,8 @@ def build_assets(partitions_def: dg.PartitionsDefinition, contract: FeatureContr
     @dg.asset(group_name=GROUP, owners=OWNERS, kinds={"scikitlearn"})
     def model(model_registry: ModelRegistryResource, source: SourceResource) -> dg.MaterializeResult:
         """The registered model the alias (default `champion`) points at, loaded and checked against the feature contract with a smoke prediction."""
-        loaded = load_champion(model_registry, source)
+        with deterministic_failures():
+            loaded = load_champion(model_registry, source)
         return dg.MaterializeResult(
             metadata=model_metadata(loaded), data_version=dg.DataVersion(loaded.metadata.checksum)
         )
@@ -125,6 +184,7 @@ def build_assets(partitions_def: dg.PartitionsDefinition, contract: FeatureContr
     @dg.asset(
         partitions_def=partitions_def,
         deps=[inputs, model],
+        retry_policy=retry_policy(step_retries),
         group_name=GROUP,
         owners=OWNERS,
         kinds={"duckdb", "scikitlearn"},
@@ -134,31 +194,46 @@ def build_assets(partitions_def: dg.PartitionsDefinition, contract: FeatureContr
                 EVERY_INPUT_PREDICTED,
                 asset="predictions",
                 blocking=True,
-                description="Each valid input of the partition has exactly one prediction, and no prediction lacks an input.",
-            )
+                description="Each valid input of the partition has exactly one outcome: a prediction or a recorded error, and no outcome lacks an input.",
+            ),
+            dg.AssetCheckSpec(
+                NO_PREDICTION_ERRORS,
+                asset="predictions",
+                description="Warns while records of the partition are in the prediction_errors ledger (failed, or dead after BATCH_PREDICT_MAX_ATTEMPTS).",
+            ),
         ],
     )
     def predictions(
         context: dg.AssetExecutionContext,
+        config: PredictionsConfig,
         source: SourceResource,
         warehouse: WarehouseResource,
         model_registry: ModelRegistryResource,
         batch: BatchResource,
     ) -> dg.MaterializeResult:
         """One row per valid input record of the partition: the model's predicted class, one probability per class, and the model version that made it."""
-        loaded = load_champion(model_registry, source)
-        outcome = predict_partition(
-            warehouse.open(source.contract()), loaded, context.partition_key, context.run.run_id, batch.chunk_size
-        )
-        done = outcome.completeness
+        with deterministic_failures():
+            loaded = load_champion(model_registry, source)
+            outcome = predict_partition(
+                warehouse.open(source.contract()),
+                loaded,
+                context.partition_key,
+                context.run.run_id,
+                batch.chunk_size,
+                mode=batch.on_failure,
+                full_refresh=config.full_refresh,
+                max_attempts=batch.max_attempts,
+            )
+        done = outcome.published.completeness
+        published = outcome.published
         return dg.MaterializeResult(
             metadata={
-                "dagster/row_count": outcome.stats.predicted_rows,
-                "valid_inputs": outcome.stats.valid_inputs,
+                "dagster/row_count": published.succeeded,
+                "valid_inputs": done.valid_inputs,
+                **outcome_metadata(outcome),
                 "model_name": loaded.metadata.name,
                 "model_version": loaded.metadata.version,
                 "model_checksum": loaded.metadata.checksum,
-                "wall_seconds": round(outcome.stats.wall_seconds, 3),
                 "dagster/column_schema": predictions_schema(loaded.metadata.classes),
                 "dagster/column_lineage": predictions_lineage(source.contract(), loaded.metadata.classes),
             },
@@ -168,12 +243,25 @@ def build_assets(partitions_def: dg.PartitionsDefinition, contract: FeatureContr
                     passed=done.passed,
                     metadata={
                         "valid_inputs": done.valid_inputs,
-                        "predictions": done.predictions,
-                        "inputs_without_prediction": done.missing,
-                        "duplicate_predictions": done.duplicated,
-                        "predictions_without_input": done.unexpected,
+                        "outcomes": done.predictions,
+                        "inputs_without_outcome": done.missing,
+                        "duplicate_outcomes": done.duplicated,
+                        "outcomes_without_input": done.unexpected,
                     },
-                )
+                ),
+                dg.AssetCheckResult(
+                    check_name=NO_PREDICTION_ERRORS,
+                    passed=published.failed == 0,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    description=(
+                        f"{published.failed} record(s) of the partition failed ({published.dead} dead); see "
+                        "prediction_errors. They are retried as BATCH_PREDICT_ON_FAILURE="
+                        f"{batch.on_failure} says."
+                    )
+                    if published.failed
+                    else "Every valid input has a prediction.",
+                    metadata={"failed": published.failed, "dead": published.dead},
+                ),
             ],
         )
 

@@ -19,6 +19,7 @@ class SourceResource(dg.ConfigurableResource):
     time_column: str
     features: list[str]
     nonnegative_features: list[str]
+    max_rejected_share: float
 
     def source(self) -> Source:
         return Source(root=Path(self.landing), glob=self.glob)
@@ -56,10 +57,12 @@ class ModelRegistryResource(dg.ConfigurableResource):
 
 
 class BatchResource(dg.ConfigurableResource):
-    """Run-time knobs of the batch: chunk size and the deadline after a partition's end."""
+    """Run-time knobs of the batch: chunk size, deadline, and how failed records are rerun."""
 
     chunk_size: int
     deadline_hours: float
+    on_failure: str
+    max_attempts: int
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
@@ -71,6 +74,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             time_column=settings.time_column,
             features=list(settings.features),
             nonnegative_features=list(settings.nonnegative_features),
+            max_rejected_share=settings.max_rejected_share,
         ),
         "warehouse": WarehouseResource(
             path=str(settings.warehouse),
@@ -81,5 +85,10 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "model_registry": ModelRegistryResource(
             path=str(settings.models), alias=settings.model_alias, max_age_days=settings.model_max_age_days
         ),
-        "batch": BatchResource(chunk_size=settings.chunk_size, deadline_hours=settings.deadline_hours),
+        "batch": BatchResource(
+            chunk_size=settings.chunk_size,
+            deadline_hours=settings.deadline_hours,
+            on_failure=settings.on_failure,
+            max_attempts=settings.max_attempts,
+        ),
     }

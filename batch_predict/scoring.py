@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from batch_predict.contract import FeatureContract
@@ -53,9 +54,23 @@ def verify_model(model: LoadedModel, contract: FeatureContract) -> None:
 
 @dataclass(frozen=True)
 class RunInfo:
+    """The run that predicts: its partition (which may take carried records of others) and id."""
+
     partition_key: str
     run_id: str
     predicted_at: datetime
+
+
+ERROR_SCHEMA = pa.schema(
+    [
+        pa.field("partition_key", pa.string()),
+        pa.field("record_id", pa.string()),
+        pa.field("error", pa.string()),
+        pa.field("attempted_in_partition", pa.string()),
+        pa.field("run_id", pa.string()),
+        pa.field("failed_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
 
 
 def prediction_schema(model: LoadedModel) -> pa.Schema:
@@ -68,33 +83,100 @@ def prediction_schema(model: LoadedModel) -> pa.Schema:
         pa.field("model_version", pa.string()),
         pa.field("run_id", pa.string()),
         pa.field("predicted_at", pa.timestamp("us", tz="UTC")),
+        pa.field("predicted_in_partition", pa.string()),
     ]
     return pa.schema(fields)
 
 
-def score_batch(model: LoadedModel, batch: pa.RecordBatch, features: tuple[str, ...], run: RunInfo) -> pa.Table:
-    """Predict one batch of valid inputs: one output row per input row, in the same order.
+@dataclass
+class Scored:
+    """The outcome of one batch: a prediction row or an error row for every input row."""
 
-    The predicted class is the one with the highest probability, so the label and the
-    probability columns never disagree.
-    """
-    frame = batch.select(list(features)).to_pandas()
-    proba = model.predict_proba(frame)
-    classes = np.asarray(model.metadata.classes, dtype=object)
-    n = batch.num_rows
+    predictions: list[pa.Table] = field(default_factory=list)
+    errors: list[pa.Table] = field(default_factory=list)
+    model_calls: int = 0
+
+
+def _repeat(value: object, n: int, kind: pa.DataType) -> pa.Array:
+    return pa.repeat(pa.scalar(value, kind), n)
+
+
+def _prediction_rows(model: LoadedModel, batch: pa.RecordBatch, proba: np.ndarray, run: RunInfo) -> pa.Table:
     meta = model.metadata
+    n = batch.num_rows
+    classes = np.asarray(meta.classes, dtype=object)
     columns: dict[str, pa.Array] = {
-        "partition_key": pa.array([run.partition_key] * n, pa.string()),
+        "partition_key": batch.column("partition_key"),
         "record_id": batch.column("record_id"),
         "prediction": pa.array(classes[proba.argmax(axis=1)] if n else [], pa.string()),
     }
     for index, label in enumerate(meta.classes):
         columns[probability_column(label)] = pa.array(proba[:, index] if n else [], pa.float64())
-    columns["model_name"] = pa.array([meta.name] * n, pa.string())
-    columns["model_version"] = pa.array([meta.version] * n, pa.string())
-    columns["run_id"] = pa.array([run.run_id] * n, pa.string())
-    columns["predicted_at"] = pa.array([run.predicted_at] * n, pa.timestamp("us", tz="UTC"))
+    columns["model_name"] = _repeat(meta.name, n, pa.string())
+    columns["model_version"] = _repeat(meta.version, n, pa.string())
+    columns["run_id"] = _repeat(run.run_id, n, pa.string())
+    columns["predicted_at"] = _repeat(run.predicted_at, n, pa.timestamp("us", tz="UTC"))
+    columns["predicted_in_partition"] = _repeat(run.partition_key, n, pa.string())
     return pa.table(columns, schema=prediction_schema(model))
+
+
+def _error_rows(batch: pa.RecordBatch, message: str, run: RunInfo) -> pa.Table:
+    n = batch.num_rows
+    return pa.table(
+        {
+            "partition_key": batch.column("partition_key"),
+            "record_id": batch.column("record_id"),
+            "error": _repeat(message[:1000], n, pa.string()),
+            "attempted_in_partition": _repeat(run.partition_key, n, pa.string()),
+            "run_id": _repeat(run.run_id, n, pa.string()),
+            "failed_at": _repeat(run.predicted_at, n, pa.timestamp("us", tz="UTC")),
+        },
+        schema=ERROR_SCHEMA,
+    )
+
+
+def score_batch(model: LoadedModel, batch: pa.RecordBatch, features: tuple[str, ...], run: RunInfo) -> Scored:
+    """Predict a batch; when the model raises, bisect it until the failing records are isolated.
+
+    Every input row ends as exactly one prediction row or one error row, in input order.
+    A record whose probabilities are not finite or do not sum to 1 is an error too. The
+    predicted class is the one with the highest probability, so the label and the
+    probability columns never disagree.
+    """
+    scored = Scored()
+
+    def attempt(part: pa.RecordBatch) -> None:
+        if part.num_rows == 0:
+            return
+        scored.model_calls += 1
+        try:
+            proba = model.predict_proba(part.select(list(features)).to_pandas())
+        except Exception as error:  # any exception of the model is a property of these records
+            if part.num_rows == 1:
+                scored.errors.append(_error_rows(part, f"{type(error).__name__}: {error}", run))
+                return
+            middle = part.num_rows // 2
+            attempt(part.slice(0, middle))
+            attempt(part.slice(middle))
+            return
+        sane = np.isfinite(proba).all(axis=1) & np.isclose(proba.sum(axis=1), 1.0, atol=1e-6)
+        if proba.shape != (part.num_rows, len(model.metadata.classes)):
+            sane = np.zeros(part.num_rows, dtype=bool)
+        if sane.all():
+            scored.predictions.append(_prediction_rows(model, part, proba, run))
+            return
+        mask = pa.array(sane)
+        scored.predictions.append(_prediction_rows(model, part.filter(mask), proba[sane], run))
+        scored.errors.append(
+            _error_rows(
+                part.filter(pc.invert(mask)),
+                "InvalidProbabilities: the model returned probabilities that are not finite or do not sum to 1",
+                run,
+            )
+        )
+
+    attempt(batch)
+    return scored
 
 
 def iter_batches(path: Path, chunk_size: int) -> Iterator[pa.RecordBatch]:
@@ -102,23 +184,38 @@ def iter_batches(path: Path, chunk_size: int) -> Iterator[pa.RecordBatch]:
     yield from pq.ParquetFile(path).iter_batches(batch_size=chunk_size)
 
 
+@dataclass(frozen=True)
+class FileOutcome:
+    predicted: int
+    failed: int
+    model_calls: int
+
+
 def predict_file(
     model: LoadedModel,
-    inputs_path: Path,
-    output_path: Path,
+    work_path: Path,
+    predictions_path: Path,
+    errors_path: Path,
     features: tuple[str, ...],
     run: RunInfo,
     chunk_size: int,
-) -> int:
-    """Predict every row of a Parquet file of valid inputs into a Parquet file of predictions.
+) -> FileOutcome:
+    """Predict every record of a Parquet work file into a predictions file and an errors file.
 
-    Memory is bounded by `chunk_size`: one input batch and its predictions at a time.
-    Returns the number of predictions written.
+    Memory is bounded by `chunk_size`: one input batch and its outcome at a time.
     """
-    written = 0
-    with pq.ParquetWriter(output_path, prediction_schema(model)) as writer:
-        for batch in iter_batches(inputs_path, chunk_size):
-            table = score_batch(model, batch, features, run)
-            writer.write_table(table)
-            written += table.num_rows
-    return written
+    predicted = failed = calls = 0
+    with (
+        pq.ParquetWriter(predictions_path, prediction_schema(model)) as predictions,
+        pq.ParquetWriter(errors_path, ERROR_SCHEMA) as errors,
+    ):
+        for batch in iter_batches(work_path, chunk_size):
+            scored = score_batch(model, batch, features, run)
+            for table in scored.predictions:
+                predictions.write_table(table)
+                predicted += table.num_rows
+            for table in scored.errors:
+                errors.write_table(table)
+                failed += table.num_rows
+            calls += scored.model_calls
+    return FileOutcome(predicted=predicted, failed=failed, model_calls=calls)

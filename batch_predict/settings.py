@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 CADENCES = ("hourly", "daily", "weekly", "monthly")
+ON_FAILURE_MODES = ("retry_all", "retry_failed", "carry_over")
 IRIS_FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 
 # The schedule fires this many minutes after a partition ends (to let late data land);
@@ -38,6 +39,10 @@ DEFAULTS: Mapping[str, str] = {
     "BATCH_PREDICT_TIME_COLUMN": "event_time",
     "BATCH_PREDICT_FEATURES": ",".join(IRIS_FEATURES),
     "BATCH_PREDICT_NONNEGATIVE_FEATURES": ",".join(IRIS_FEATURES),
+    "BATCH_PREDICT_ON_FAILURE": "retry_all",
+    "BATCH_PREDICT_MAX_ATTEMPTS": "3",
+    "BATCH_PREDICT_MAX_REJECTED_SHARE": "0.5",
+    "BATCH_PREDICT_STEP_RETRIES": "3",
     "BATCH_PREDICT_LOCK_TIMEOUT_SECONDS": "300",
     "BATCH_PREDICT_DUCKDB_MEMORY_LIMIT": "1GB",
     "BATCH_PREDICT_DUCKDB_THREADS": "2",
@@ -66,6 +71,10 @@ class Settings:
     time_column: str
     features: tuple[str, ...]
     nonnegative_features: tuple[str, ...]
+    on_failure: str
+    max_attempts: int
+    max_rejected_share: float
+    step_retries: int
     lock_timeout_seconds: float
     duckdb_memory_limit: str
     duckdb_threads: int
@@ -86,6 +95,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     cadence = raw("BATCH_PREDICT_CADENCE").lower()
     if cadence not in CADENCES:
         raise SettingsError(_bad("BATCH_PREDICT_CADENCE", cadence, "one of " + "|".join(CADENCES)))
+
+    on_failure = raw("BATCH_PREDICT_ON_FAILURE").lower()
+    if on_failure not in ON_FAILURE_MODES:
+        raise SettingsError(_bad("BATCH_PREDICT_ON_FAILURE", on_failure, "one of " + "|".join(ON_FAILURE_MODES)))
+    max_rejected_share = _float(raw("BATCH_PREDICT_MAX_REJECTED_SHARE"), "BATCH_PREDICT_MAX_REJECTED_SHARE", 0)
+    if max_rejected_share > 1:
+        raise SettingsError(_bad("BATCH_PREDICT_MAX_REJECTED_SHARE", str(max_rejected_share), "a share from 0 to 1"))
 
     features = _names(raw("BATCH_PREDICT_FEATURES"), "BATCH_PREDICT_FEATURES")
     listed = raw("BATCH_PREDICT_NONNEGATIVE_FEATURES")
@@ -135,6 +151,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         time_column=_names(raw("BATCH_PREDICT_TIME_COLUMN"), "BATCH_PREDICT_TIME_COLUMN")[0],
         features=features,
         nonnegative_features=nonnegative,
+        on_failure=on_failure,
+        max_attempts=_int(raw("BATCH_PREDICT_MAX_ATTEMPTS"), "BATCH_PREDICT_MAX_ATTEMPTS", 1),
+        max_rejected_share=max_rejected_share,
+        step_retries=_int(raw("BATCH_PREDICT_STEP_RETRIES"), "BATCH_PREDICT_STEP_RETRIES", 0),
         lock_timeout_seconds=_float(raw("BATCH_PREDICT_LOCK_TIMEOUT_SECONDS"), "BATCH_PREDICT_LOCK_TIMEOUT_SECONDS", 0),
         duckdb_memory_limit=raw("BATCH_PREDICT_DUCKDB_MEMORY_LIMIT"),
         duckdb_threads=_int(raw("BATCH_PREDICT_DUCKDB_THREADS"), "BATCH_PREDICT_DUCKDB_THREADS", 1),

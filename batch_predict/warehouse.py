@@ -37,11 +37,20 @@ PREDICTION_BASE_COLUMNS = (
     ("model_version", "VARCHAR"),
     ("run_id", "VARCHAR"),
     ("predicted_at", "TIMESTAMPTZ"),
+    ("predicted_in_partition", "VARCHAR"),
 )
+
+# Parquet physical/converted types a feature or the event time may have.
+_NUMERIC_PARQUET = {"DOUBLE", "FLOAT", "INT32", "INT64"}
+_TEMPORAL_CONVERTED = {"TIMESTAMP_MILLIS", "TIMESTAMP_MICROS", "DATE"}
 
 
 class WarehouseError(RuntimeError):
     """The warehouse file cannot be used as it is."""
+
+
+class WarehouseLockTimeout(WarehouseError):
+    """Another process held the warehouse longer than the lock timeout; worth retrying."""
 
 
 class SourceError(RuntimeError):
@@ -85,19 +94,30 @@ class InputStats:
 
 
 @dataclass(frozen=True)
-class PredictionStats:
+class WorkSet:
+    """How many records a run predicts: its own partition's and those carried from earlier ones."""
+
+    own: int
+    carried: int
+
+
+@dataclass(frozen=True)
+class PredictionRun:
+    """What publishing needs to know about the run whose outcome it records."""
+
     partition_key: str
-    valid_inputs: int
-    predicted_rows: int
+    run_id: str
+    mode: str
     model_name: str
     model_version: str
-    run_id: str
+    probability_columns: Sequence[str]
+    max_attempts: int
     wall_seconds: float
 
 
 @dataclass(frozen=True)
 class Completeness:
-    """How the predictions of one partition cover its valid inputs."""
+    """How the outcomes (predictions plus recorded errors) of one partition cover its valid inputs."""
 
     valid_inputs: int
     predictions: int
@@ -108,6 +128,19 @@ class Completeness:
     @property
     def passed(self) -> bool:
         return self.missing == 0 and self.duplicated == 0 and self.unexpected == 0
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """The partition's ledger right after a run published: live counts of its own records."""
+
+    completeness: Completeness
+    succeeded: int
+    failed: int
+    dead: int
+    carried_in: int
+    run_predicted: int
+    run_failed: int
 
 
 def _ident(name: str) -> str:
@@ -158,7 +191,7 @@ class Warehouse:
                 if not _is_lock_conflict(error):
                     raise self._unusable(error) from error
                 if time.monotonic() + delay > deadline:
-                    raise WarehouseError(
+                    raise WarehouseLockTimeout(
                         f"The warehouse {self.path} stayed locked by another process for "
                         f"{self.lock_timeout_seconds:g}s ({error}). Wait for the other run to finish, "
                         "or raise BATCH_PREDICT_LOCK_TIMEOUT_SECONDS."
@@ -206,13 +239,29 @@ class Warehouse:
             CREATE TABLE IF NOT EXISTS predictions (
                 {", ".join(f"{name} {kind}" for name, kind in PREDICTION_BASE_COLUMNS)}
             );
+            CREATE TABLE IF NOT EXISTS prediction_errors (
+                partition_key VARCHAR NOT NULL, record_id VARCHAR NOT NULL, error VARCHAR, attempt INTEGER,
+                dead BOOLEAN, attempted_in_partition VARCHAR, run_id VARCHAR, failed_at TIMESTAMPTZ
+            );
             CREATE TABLE IF NOT EXISTS prediction_stats (
-                partition_key VARCHAR PRIMARY KEY, valid_inputs BIGINT, predicted_rows BIGINT,
-                model_name VARCHAR, model_version VARCHAR, run_id VARCHAR, completed_at TIMESTAMPTZ,
-                wall_seconds DOUBLE, rows_per_second DOUBLE, every_input_predicted BOOLEAN
+                partition_key VARCHAR PRIMARY KEY, mode VARCHAR, valid_inputs BIGINT, succeeded BIGINT,
+                failed BIGINT, dead BIGINT, rejected BIGINT, carried_in BIGINT, run_predicted BIGINT,
+                run_failed BIGINT, model_name VARCHAR, model_version VARCHAR, run_id VARCHAR,
+                completed_at TIMESTAMPTZ, wall_seconds DOUBLE, rows_per_second DOUBLE,
+                every_input_predicted BOOLEAN
             );
             """
         )
+        # Columns added after the first release: add them to warehouses made before.
+        for table, column, kind in (
+            ("predictions", "predicted_in_partition", "VARCHAR"),
+            *(
+                ("prediction_stats", name, "BIGINT")
+                for name in ("succeeded", "failed", "dead", "rejected", "carried_in", "run_predicted", "run_failed")
+            ),
+            ("prediction_stats", "mode", "VARCHAR"),
+        ):
+            con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
         have = {row[0] for row in con.execute("SELECT column_name FROM (DESCRIBE inputs)").fetchall()}
         missing = [name for name in c.features if name not in have]
         if missing:
@@ -238,7 +287,7 @@ class Warehouse:
             described = con.execute(
                 f"DESCRIBE SELECT * FROM {self._source_relation(source)}", {"pattern": source.pattern}
             )
-            columns = {row[0] for row in described.fetchall()}
+            columns = {row[0]: str(row[1]) for row in described.fetchall()}
         except duckdb.Error as error:
             if "no files found" in str(error).lower():
                 raise SourceError(
@@ -250,12 +299,56 @@ class Warehouse:
                 f"{str(error).splitlines()[0].rstrip('.')}. "
                 "Move the unreadable file out of the landing folder (or fix it) and rerun the partition."
             ) from error
-        missing = [name for name in self.contract.required_columns if name not in columns]
+        c = self.contract
+        missing = [name for name in c.required_columns if name not in columns]
         if missing:
             raise SourceError(
                 f"The source files {source.pattern} have no column(s) {', '.join(missing)} in any file; "
-                f"the feature contract needs {', '.join(self.contract.required_columns)}. Fix the files, "
+                f"the feature contract needs {', '.join(c.required_columns)}. Fix the files, "
                 "or set BATCH_PREDICT_ID_COLUMN / BATCH_PREDICT_TIME_COLUMN / BATCH_PREDICT_FEATURES to match them."
+            )
+        time_type = columns[c.time_column]
+        if not (time_type.startswith("TIMESTAMP") or time_type == "DATE"):
+            raise SourceError(
+                f"The event-time column {c.time_column} of {source.pattern} reads as {time_type}, not a timestamp, "
+                "so its records cannot be placed in partitions. Write it as a timestamp (ISO 8601 text in CSV), "
+                "or set BATCH_PREDICT_TIME_COLUMN to the right column."
+            )
+        if source.reader == "read_parquet":
+            self._check_parquet_files(con, source)
+
+    def _check_parquet_files(self, con: duckdb.DuckDBPyConnection, source: Source) -> None:
+        """Name every Parquet file that lacks a contract column or gives one a type it cannot have."""
+        c = self.contract
+        rows = con.execute(
+            "SELECT file_name, name, type, converted_type, logical_type FROM parquet_schema($pattern)",
+            {"pattern": source.pattern},
+        ).fetchall()
+        by_file: dict[str, dict[str, tuple[str | None, str | None, str | None]]] = {}
+        for file_name, name, kind, converted, logical in rows:
+            by_file.setdefault(file_name, {})[name] = (kind, converted, logical)
+        problems = []
+        for file_name, found in sorted(by_file.items()):
+            absent = [name for name in c.required_columns if name not in found]
+            if absent:
+                problems.append(f"{file_name} has no column(s) {', '.join(absent)}")
+            for name in c.features:
+                kind, converted, _ = found.get(name, (None, None, None))
+                numeric = (kind in _NUMERIC_PARQUET and converted not in _TEMPORAL_CONVERTED) or converted == "DECIMAL"
+                if name in found and not numeric:
+                    problems.append(f"{file_name} stores feature {name} as {converted or kind}, not a number")
+            if c.time_column in found:
+                kind, converted, logical = found[c.time_column]
+                temporal = converted in _TEMPORAL_CONVERTED or kind == "INT96" or "Timestamp" in (logical or "")
+                if not temporal:
+                    problems.append(
+                        f"{file_name} stores {c.time_column} as {converted or kind}, not a timestamp or date"
+                    )
+        if problems:
+            shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+            raise SourceError(
+                f"Source files do not match the feature contract: {shown}. Fix or move these files out of "
+                f"{source.root}, then rerun the partition; nothing was written."
             )
 
     def _classified_source_sql(self, source: Source) -> str:
@@ -321,10 +414,14 @@ class Warehouse:
         window_start: datetime,
         window_end: datetime,
         run_id: str,
+        max_rejected_share: float = 1.0,
     ) -> InputStats:
         """Replace one partition of `inputs` and `rejected_inputs` with the source rows of its window.
 
-        One transaction: the partition is either fully replaced or left as it was.
+        One transaction: the partition is either fully replaced or left as it was. When
+        more than `max_rejected_share` of the rows break the contract, nothing is written
+        and `SourceError` says which rules they broke: a source that is mostly invalid is
+        usually a wrong file or setting, not bad records.
         """
         features = ", ".join(_ident(f) for f in self.contract.features)
         params = {"partition_key": partition_key, "run_id": run_id}
@@ -375,6 +472,14 @@ class Warehouse:
                 )
                 assert counts is not None
                 source_rows, valid_rows = int(counts[0]), int(counts[1])
+                if source_rows and (source_rows - valid_rows) / source_rows > max_rejected_share:
+                    raise SourceError(
+                        f"{source_rows - valid_rows} of the {source_rows} source records of partition "
+                        f"{partition_key} break the feature contract ({json.dumps(by_reason, sort_keys=True)}), "
+                        f"more than BATCH_PREDICT_MAX_REJECTED_SHARE={max_rejected_share:g}. Nothing was written. "
+                        "Check the files and the BATCH_PREDICT_*_COLUMN / FEATURES settings, or raise the share "
+                        "to accept these rejections."
+                    )
                 con.execute(
                     """
                     INSERT INTO input_stats VALUES
@@ -399,86 +504,181 @@ class Warehouse:
 
     # -- predictions ----------------------------------------------------------------------
 
-    def export_valid_inputs(self, partition_key: str, path: Path) -> int:
-        """Write the partition's valid inputs (id and features, ordered by id) to a Parquet file.
+    def export_work(self, partition_key: str, path: Path, *, only_unpredicted: bool, carry: bool) -> WorkSet:
+        """Write the records a run of `partition_key` must predict to a Parquet work file.
 
-        The prediction step then streams that file chunk by chunk without holding the
-        warehouse open. Returns the number of rows written.
+        Own records: every valid input of the partition, or with `only_unpredicted` only
+        those without a prediction (failed or never tried). With `carry`, also the failed,
+        not yet dead records of earlier partitions, each with the attempt number seen now
+        so that publishing can tell whether another run settled it meanwhile.
         """
-        features = ", ".join(_ident(f) for f in self.contract.features)
+        features = ", ".join(f"i.{_ident(f)}" for f in self.contract.features)
+        own = f"""
+            SELECT i.partition_key, i.record_id, {features}, CAST(NULL AS INTEGER) AS attempt_seen
+            FROM inputs AS i WHERE i.partition_key = $partition_key
+        """
+        if only_unpredicted:
+            own += """
+                AND NOT EXISTS (SELECT 1 FROM predictions AS p
+                                WHERE p.partition_key = i.partition_key AND p.record_id = i.record_id)
+            """
+        carried = f"""
+            UNION ALL
+            SELECT i.partition_key, i.record_id, {features}, e.attempt AS attempt_seen
+            FROM inputs AS i JOIN prediction_errors AS e USING (partition_key, record_id)
+            WHERE i.partition_key < $partition_key AND NOT e.dead
+        """
+        work = own + (carried if carry else "")
+        params = {"partition_key": partition_key}
         with self.connect() as con:
             con.execute(
-                f"""
-                COPY (SELECT record_id, {features} FROM inputs WHERE partition_key = $partition_key
-                      ORDER BY record_id)
-                TO $path (FORMAT parquet)
-                """,
-                {"partition_key": partition_key, "path": str(path)},
+                f"COPY ({work} ORDER BY partition_key, record_id) TO $path (FORMAT parquet)",
+                {**params, "path": str(path)},
             )
-            row = con.execute("SELECT count(*) FROM inputs WHERE partition_key = ?", [partition_key]).fetchone()
+            row = con.execute(
+                "SELECT count(*) FILTER (WHERE partition_key = $partition_key), "
+                "count(*) FILTER (WHERE partition_key <> $partition_key) FROM read_parquet($path)",
+                {**params, "path": str(path)},
+            ).fetchone()
         assert row is not None
-        return int(row[0])
+        return WorkSet(own=int(row[0]), carried=int(row[1]))
 
-    def publish_predictions(
-        self, stats: PredictionStats, predictions_path: Path, probability_columns: Sequence[str]
-    ) -> Completeness:
-        """Replace one partition of `predictions` with the rows of a Parquet file, in one transaction.
+    def publish_outcome(self, run: PredictionRun, work: Path, predictions: Path, errors: Path) -> PublishResult:
+        """Record a run's predictions and errors in the ledger, in one transaction.
 
-        The completeness of the new rows against the partition's valid inputs is computed
-        in the same transaction and stored with the partition's stats.
+        For each record of the work file, its previous prediction or error row is replaced
+        by its new outcome, so a record is never in `predictions` twice nor in both tables.
+        A carried record is applied only if its error row is unchanged since the work file
+        was written (another run may have settled it meanwhile). A failed record's attempt
+        counts up; at `max_attempts` it is marked dead and no longer carried. Predictions
+        and errors of the partition whose input is gone (re-snapshotted away) are removed.
         """
-        params: dict[str, Any] = {"partition_key": stats.partition_key}
+        key = {"partition_key": run.partition_key}
         with self.connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
-                for column in probability_columns:
+                for column in run.probability_columns:
                     con.execute(f"ALTER TABLE predictions ADD COLUMN IF NOT EXISTS {_ident(column)} DOUBLE")
-                con.execute("DELETE FROM predictions WHERE partition_key = $partition_key", params)
                 con.execute(
-                    "INSERT INTO predictions BY NAME SELECT * FROM read_parquet($path)",
-                    {"path": str(predictions_path)},
+                    """
+                    CREATE OR REPLACE TEMP TABLE work AS
+                    SELECT w.partition_key, w.record_id, w.attempt_seen, e.attempt AS prior_attempt
+                    FROM read_parquet($path) AS w
+                    LEFT JOIN prediction_errors AS e USING (partition_key, record_id)
+                    WHERE w.attempt_seen IS NULL OR (e.attempt = w.attempt_seen AND NOT e.dead)
+                    """,
+                    {"path": str(work)},
                 )
-                completeness = self._completeness(con, stats.partition_key)
-                con.execute("DELETE FROM prediction_stats WHERE partition_key = $partition_key", params)
-                rate = stats.predicted_rows / stats.wall_seconds if stats.wall_seconds > 0 else None
+                for table in ("predictions", "prediction_errors"):
+                    con.execute(
+                        f"""
+                        DELETE FROM {table} AS t USING work AS w
+                        WHERE t.partition_key = w.partition_key AND t.record_id = w.record_id
+                        """
+                    )
+                    con.execute(
+                        f"""
+                        DELETE FROM {table} AS t WHERE t.partition_key = $partition_key AND NOT EXISTS (
+                            SELECT 1 FROM inputs AS i
+                            WHERE i.partition_key = t.partition_key AND i.record_id = t.record_id)
+                        """,
+                        key,
+                    )
+                con.execute(
+                    """
+                    INSERT INTO predictions BY NAME
+                    SELECT p.* FROM read_parquet($path) AS p SEMI JOIN work USING (partition_key, record_id)
+                    """,
+                    {"path": str(predictions)},
+                )
+                con.execute(
+                    """
+                    INSERT INTO prediction_errors BY NAME
+                    SELECT f.partition_key, f.record_id, f.error, coalesce(w.prior_attempt, 0) + 1 AS attempt,
+                           coalesce(w.prior_attempt, 0) + 1 >= $max_attempts AS dead,
+                           f.attempted_in_partition, f.run_id, f.failed_at
+                    FROM read_parquet($path) AS f JOIN work AS w USING (partition_key, record_id)
+                    """,
+                    {"path": str(errors), "max_attempts": run.max_attempts},
+                )
+                result = self._publish_result(con, run.partition_key)
+                rate = result.run_predicted / run.wall_seconds if run.wall_seconds > 0 else None
+                con.execute("DELETE FROM prediction_stats WHERE partition_key = $partition_key", key)
                 con.execute(
                     """
                     INSERT INTO prediction_stats BY NAME SELECT
-                        $partition_key AS partition_key, $valid_inputs AS valid_inputs,
-                        $predicted_rows AS predicted_rows, $model_name AS model_name,
-                        $model_version AS model_version, $run_id AS run_id, now() AS completed_at,
-                        $wall_seconds AS wall_seconds, $rate AS rows_per_second,
+                        $partition_key AS partition_key, $mode AS mode, $valid_inputs AS valid_inputs,
+                        $succeeded AS succeeded, $failed AS failed, $dead AS dead,
+                        (SELECT coalesce(max(rejected_rows), 0) FROM input_stats
+                         WHERE partition_key = $partition_key) AS rejected,
+                        $carried_in AS carried_in, $run_predicted AS run_predicted, $run_failed AS run_failed,
+                        $model_name AS model_name, $model_version AS model_version, $run_id AS run_id,
+                        now() AS completed_at, $wall_seconds AS wall_seconds, $rate AS rows_per_second,
                         $passed AS every_input_predicted
                     """,
                     {
-                        **params,
-                        "valid_inputs": stats.valid_inputs,
-                        "predicted_rows": stats.predicted_rows,
-                        "model_name": stats.model_name,
-                        "model_version": stats.model_version,
-                        "run_id": stats.run_id,
-                        "wall_seconds": stats.wall_seconds,
+                        **key,
+                        "mode": run.mode,
+                        "valid_inputs": result.completeness.valid_inputs,
+                        "succeeded": result.succeeded,
+                        "failed": result.failed,
+                        "dead": result.dead,
+                        "carried_in": result.carried_in,
+                        "run_predicted": result.run_predicted,
+                        "run_failed": result.run_failed,
+                        "model_name": run.model_name,
+                        "model_version": run.model_version,
+                        "run_id": run.run_id,
+                        "wall_seconds": run.wall_seconds,
                         "rate": rate,
-                        "passed": completeness.passed,
+                        "passed": result.completeness.passed,
                     },
                 )
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
-        return completeness
+        return result
+
+    def _publish_result(self, con: duckdb.DuckDBPyConnection, partition_key: str) -> PublishResult:
+        row = con.execute(
+            """
+            SELECT
+                (SELECT count(*) FROM predictions WHERE partition_key = $p),
+                (SELECT count(*) FROM prediction_errors WHERE partition_key = $p),
+                (SELECT count(*) FROM prediction_errors WHERE partition_key = $p AND dead),
+                (SELECT count(*) FROM work WHERE partition_key <> $p),
+                (SELECT count(*) FROM predictions AS p SEMI JOIN work USING (partition_key, record_id)),
+                (SELECT count(*) FROM prediction_errors AS e SEMI JOIN work USING (partition_key, record_id))
+            """,
+            {"p": partition_key},
+        ).fetchone()
+        assert row is not None
+        succeeded, failed, dead, carried_in, run_predicted, run_failed = (int(value) for value in row)
+        return PublishResult(
+            completeness=self._completeness(con, partition_key),
+            succeeded=succeeded,
+            failed=failed,
+            dead=dead,
+            carried_in=carried_in,
+            run_predicted=run_predicted,
+            run_failed=run_failed,
+        )
 
     def _completeness(self, con: duckdb.DuckDBPyConnection, partition_key: str) -> Completeness:
         row = con.execute(
             """
             WITH i AS (SELECT record_id FROM inputs WHERE partition_key = $partition_key),
-                 p AS (SELECT record_id, count(*) AS n FROM predictions
-                       WHERE partition_key = $partition_key GROUP BY record_id)
+                 o AS (SELECT record_id, count(*) AS n FROM (
+                           SELECT record_id FROM predictions WHERE partition_key = $partition_key
+                           UNION ALL
+                           SELECT record_id FROM prediction_errors WHERE partition_key = $partition_key)
+                       GROUP BY record_id)
             SELECT (SELECT count(*) FROM i),
-                   (SELECT coalesce(sum(n), 0) FROM p),
-                   (SELECT count(*) FROM i ANTI JOIN p USING (record_id)),
-                   (SELECT coalesce(sum(n - 1), 0) FROM p),
-                   (SELECT count(*) FROM p ANTI JOIN i USING (record_id))
+                   (SELECT coalesce(sum(n), 0) FROM o),
+                   (SELECT count(*) FROM i ANTI JOIN o USING (record_id)),
+                   (SELECT coalesce(sum(n - 1), 0) FROM o),
+                   (SELECT count(*) FROM o ANTI JOIN i USING (record_id))
             """,
             {"partition_key": partition_key},
         ).fetchone()
@@ -501,20 +701,53 @@ class Warehouse:
         return {key: completed_at for key, completed_at in rows}
 
     def partition_status(self, last: int) -> list[dict[str, Any]]:
-        """One dict per partition that has inputs or predictions, newest first."""
+        """One dict per partition that has inputs or predictions, newest first, with live ledger counts.
+
+        `predictions` and `failed` count the partition's own records wherever they were
+        predicted; `carried_in` counts earlier partitions' records that this partition's
+        run predicted or failed, `carried_out` this partition's records predicted by a
+        later partition's run. For every partition: source_rows = rejected + predictions + failed.
+        """
         with self.connect(read_only=True) as con:
             cursor = con.execute(
                 """
-                SELECT coalesce(i.partition_key, p.partition_key) AS partition_key,
-                       i.window_start, i.window_end, i.source_rows, i.valid_rows AS inputs,
+                WITH keys AS (
+                    SELECT partition_key FROM input_stats UNION SELECT partition_key FROM prediction_stats
+                    ORDER BY partition_key DESC LIMIT $last
+                ),
+                own AS (
+                    SELECT partition_key, count(*) AS n,
+                           count(*) FILTER (WHERE predicted_in_partition <> partition_key) AS carried_out
+                    FROM predictions SEMI JOIN keys USING (partition_key) GROUP BY ALL
+                ),
+                failures AS (
+                    SELECT partition_key, count(*) AS n, count(*) FILTER (WHERE dead) AS dead
+                    FROM prediction_errors SEMI JOIN keys USING (partition_key) GROUP BY ALL
+                ),
+                carried AS (
+                    SELECT attempted AS partition_key, count(*) AS n FROM (
+                        SELECT predicted_in_partition AS attempted FROM predictions
+                        WHERE predicted_in_partition <> partition_key
+                        UNION ALL
+                        SELECT attempted_in_partition FROM prediction_errors
+                        WHERE attempted_in_partition <> partition_key)
+                    GROUP BY ALL
+                )
+                SELECT k.partition_key, i.window_start, i.window_end, i.source_rows, i.valid_rows AS inputs,
                        i.rejected_rows AS rejected, i.rejected_by_reason,
-                       p.predicted_rows AS predictions, p.model_name, p.model_version,
-                       coalesce(p.run_id, i.run_id) AS run_id,
-                       coalesce(p.completed_at, i.loaded_at) AS updated_at,
-                       p.completed_at, p.every_input_predicted, p.rows_per_second
-                FROM input_stats AS i FULL OUTER JOIN prediction_stats AS p USING (partition_key)
-                ORDER BY partition_key DESC
-                LIMIT $last
+                       coalesce(own.n, 0) AS predictions, coalesce(failures.n, 0) AS failed,
+                       coalesce(failures.dead, 0) AS dead, coalesce(carried.n, 0) AS carried_in,
+                       coalesce(own.carried_out, 0) AS carried_out, s.mode,
+                       s.model_name, s.model_version, coalesce(s.run_id, i.run_id) AS run_id,
+                       coalesce(s.completed_at, i.loaded_at) AS updated_at,
+                       s.completed_at, s.every_input_predicted, s.rows_per_second
+                FROM keys AS k
+                LEFT JOIN input_stats AS i USING (partition_key)
+                LEFT JOIN prediction_stats AS s USING (partition_key)
+                LEFT JOIN own USING (partition_key)
+                LEFT JOIN failures USING (partition_key)
+                LEFT JOIN carried USING (partition_key)
+                ORDER BY k.partition_key DESC
                 """,
                 {"last": last},
             )

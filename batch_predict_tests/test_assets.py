@@ -101,7 +101,7 @@ def test_an_empty_partition_succeeds_with_zero_rows(settings: Settings, landing:
     result = materialize_partition(settings, "2026-03-20")
     [inputs_mat] = result.asset_materializations_for_node("inputs")
     assert inputs_mat.metadata["empty_partition"].value is True
-    assert query(settings, "SELECT predicted_rows, every_input_predicted FROM prediction_stats") == [(0, True)]
+    assert query(settings, "SELECT succeeded, every_input_predicted FROM prediction_stats") == [(0, True)]
 
 
 def test_a_missing_model_fails_predictions_and_keeps_inputs(settings: Settings, landing: Path) -> None:

@@ -166,7 +166,7 @@ def test_a_backfill_launched_like_the_ui_writes_every_partition(dagster_dev: tup
     with duckdb.connect(str(warehouse), read_only=True) as con:
         rows = con.execute(
             """
-            SELECT s.partition_key, s.source_rows, s.valid_rows, s.rejected_rows, p.predicted_rows,
+            SELECT s.partition_key, s.source_rows, s.valid_rows, s.rejected_rows, p.succeeded,
                    (SELECT count(*) FROM predictions x WHERE x.partition_key = s.partition_key)
             FROM input_stats s JOIN prediction_stats p USING (partition_key) ORDER BY 1
             """

@@ -2,10 +2,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batch_predict.registry import Registry
+from batch_predict.registry import LoadedModel, Registry
 from batch_predict.scoring import RunInfo, predict_file, probability_column, score_batch
 from batch_predict.settings import IRIS_FEATURES
 
@@ -16,8 +17,18 @@ def iris_batch(n: int) -> pa.RecordBatch:
     rng = np.random.default_rng(0)
     values = rng.uniform([4.3, 2.0, 1.0, 0.1], [7.9, 4.4, 6.9, 2.5], size=(n, 4))
     return pa.record_batch(
-        {"record_id": [f"r{i}" for i in range(n)], **{name: values[:, j] for j, name in enumerate(IRIS_FEATURES)}}
+        {
+            "partition_key": ["2026-03-01"] * n,
+            "record_id": [f"r{i}" for i in range(n)],
+            **{name: values[:, j] for j, name in enumerate(IRIS_FEATURES)},
+        }
     )
+
+
+def predicted(model: LoadedModel, batch: pa.RecordBatch) -> pa.Table:
+    scored = score_batch(model, batch, IRIS_FEATURES, RUN)
+    assert not scored.errors
+    return pa.concat_tables(scored.predictions)
 
 
 def test_probability_column_names() -> None:
@@ -29,7 +40,7 @@ def test_probability_column_names() -> None:
 def test_one_output_row_per_input_with_consistent_label(registry: Registry) -> None:
     model = registry.load("champion")
     batch = iris_batch(50)
-    table = score_batch(model, batch, IRIS_FEATURES, RUN)
+    table = predicted(model, batch)
     assert table.num_rows == 50
     assert table.column("record_id").to_pylist() == batch.column("record_id").to_pylist()
     proba = np.column_stack([table.column(probability_column(c)).to_numpy() for c in model.metadata.classes])
@@ -38,12 +49,13 @@ def test_one_output_row_per_input_with_consistent_label(registry: Registry) -> N
     assert table.column("prediction").to_pylist() == list(expected)
     assert set(table.column("model_version").to_pylist()) == {"v1"}
     assert set(table.column("partition_key").to_pylist()) == {"2026-03-01"}
+    assert set(table.column("predicted_in_partition").to_pylist()) == {"2026-03-01"}
 
 
 def test_predictions_match_the_estimator(registry: Registry) -> None:
     model = registry.load("champion")
     batch = iris_batch(30)
-    table = score_batch(model, batch, IRIS_FEATURES, RUN)
+    table = predicted(model, batch)
     direct = model.estimator.predict(batch.select(list(IRIS_FEATURES)).to_pandas())
     assert table.column("prediction").to_pylist() == list(direct)
 
@@ -52,15 +64,72 @@ def test_chunked_file_prediction_equals_one_batch(registry: Registry, tmp_path: 
     model = registry.load("champion")
     batch = iris_batch(103)
     pq.write_table(pa.Table.from_batches([batch]), tmp_path / "in.parquet")
-    written = predict_file(model, tmp_path / "in.parquet", tmp_path / "out.parquet", IRIS_FEATURES, RUN, chunk_size=10)
-    assert written == 103
-    chunked = pq.read_table(tmp_path / "out.parquet")
-    assert chunked.equals(score_batch(model, batch, IRIS_FEATURES, RUN))
-    assert pq.ParquetFile(tmp_path / "out.parquet").metadata.num_rows == 103
+    outcome = predict_file(
+        model, tmp_path / "in.parquet", tmp_path / "out.parquet", tmp_path / "err.parquet", IRIS_FEATURES, RUN, 10
+    )
+    assert (outcome.predicted, outcome.failed, outcome.model_calls) == (103, 0, 11)
+    assert pq.read_table(tmp_path / "out.parquet").equals(predicted(model, batch))
+    assert pq.read_table(tmp_path / "err.parquet").num_rows == 0
 
 
-def test_empty_input_gives_an_empty_file(registry: Registry, tmp_path: Path) -> None:
+def test_empty_input_gives_empty_files(registry: Registry, tmp_path: Path) -> None:
     model = registry.load("champion")
     pq.write_table(pa.Table.from_batches([iris_batch(0)]), tmp_path / "in.parquet")
-    assert predict_file(model, tmp_path / "in.parquet", tmp_path / "out.parquet", IRIS_FEATURES, RUN, 10) == 0
+    outcome = predict_file(
+        model, tmp_path / "in.parquet", tmp_path / "out.parquet", tmp_path / "err.parquet", IRIS_FEATURES, RUN, 10
+    )
+    assert (outcome.predicted, outcome.failed) == (0, 0)
     assert pq.read_table(tmp_path / "out.parquet").num_rows == 0
+
+
+class PoisonedModel:
+    """Raises on any chunk holding a record whose sepal_length is a poison value."""
+
+    def __init__(self, inner: LoadedModel, poison: set[float], nan_on: frozenset[float] = frozenset()) -> None:
+        self.inner = inner
+        self.poison = poison
+        self.nan_on = nan_on
+        self.calls = 0
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        self.calls += 1
+        hit = set(frame["sepal_length"]) & self.poison
+        if hit:
+            raise ValueError(f"cannot score sepal_length {sorted(hit)}")
+        proba = self.inner.predict_proba(frame)
+        proba[frame["sepal_length"].isin(self.nan_on).to_numpy()] = np.nan
+        return proba
+
+
+def poisoned(
+    registry: Registry, poison: set[float], nan_on: frozenset[float] = frozenset()
+) -> tuple[LoadedModel, PoisonedModel]:
+    loaded = registry.load("champion")
+    fake = PoisonedModel(loaded, poison, nan_on)
+    return LoadedModel(metadata=loaded.metadata, estimator=fake, path=loaded.path), fake
+
+
+def test_poison_records_are_isolated_and_the_rest_predicted(registry: Registry) -> None:
+    batch = iris_batch(64)
+    values = batch.column("sepal_length").to_pylist()
+    poison = {values[5], values[40]}
+    model, fake = poisoned(registry, poison)
+    scored = score_batch(model, batch, IRIS_FEATURES, RUN)
+    errors = pa.concat_tables(scored.errors)
+    assert sorted(errors.column("record_id").to_pylist()) == ["r40", "r5"]
+    assert all("ValueError: cannot score" in e for e in errors.column("error").to_pylist())
+    predictions = pa.concat_tables(scored.predictions)
+    assert predictions.num_rows == 62
+    assert set(predictions.column("record_id").to_pylist()).isdisjoint({"r5", "r40"})
+    # Bisection: far fewer calls than one per record.
+    assert fake.calls == scored.model_calls < 30
+
+
+def test_invalid_probabilities_are_errors(registry: Registry) -> None:
+    batch = iris_batch(10)
+    model, _ = poisoned(registry, set(), nan_on=frozenset({batch.column("sepal_length").to_pylist()[3]}))
+    scored = score_batch(model, batch, IRIS_FEATURES, RUN)
+    [errors] = scored.errors
+    assert errors.column("record_id").to_pylist() == ["r3"]
+    assert "InvalidProbabilities" in errors.column("error")[0].as_py()
+    assert sum(t.num_rows for t in scored.predictions) == 9

@@ -174,14 +174,57 @@ def test_a_column_missing_everywhere_fails_before_writing(warehouse: Warehouse, 
         warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r")
 
 
-def test_a_column_missing_in_one_file_rejects_those_rows(warehouse: Warehouse, tmp_path: Path) -> None:
+def test_a_parquet_file_missing_a_column_fails_naming_it(warehouse: Warehouse, tmp_path: Path) -> None:
     source = Source(tmp_path / "src")
     write(source.root / "a.parquet", rows(["a"]))
+    warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r1")
     table = rows(["b"])
     del table["petal_width"]
     write(source.root / "b.parquet", table)
+    with pytest.raises(SourceError, match=r"b\.parquet has no column\(s\) petal_width.*nothing was written"):
+        warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r2")
+    assert counts(warehouse.path, "2026-03-01") == (1, 0, 1)
+
+
+def test_a_parquet_column_of_the_wrong_type_fails_naming_it(warehouse: Warehouse, tmp_path: Path) -> None:
+    source = Source(tmp_path / "src")
+    write(source.root / "a.parquet", rows(["a"], sepal_width=["wide"]))
+    with pytest.raises(SourceError, match=r"a\.parquet stores feature sepal_width as UTF8, not a number"):
+        warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r")
+
+
+def test_an_event_time_that_is_text_fails_naming_it(warehouse: Warehouse, tmp_path: Path) -> None:
+    source = Source(tmp_path / "src", "*.csv")
+    source.root.mkdir()
+    (source.root / "a.csv").write_text(
+        "record_id,event_time,sepal_length,sepal_width,petal_length,petal_width\na,yesterday,5.1,3.5,1.4,0.2\n"
+    )
+    with pytest.raises(SourceError, match="event-time column event_time .* reads as VARCHAR"):
+        warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r")
+
+
+def test_a_csv_file_missing_a_column_rejects_its_rows(warehouse: Warehouse, tmp_path: Path) -> None:
+    source = Source(tmp_path / "src", "*.csv")
+    source.root.mkdir()
+    header = "record_id,event_time,sepal_length,sepal_width,petal_length"
+    (source.root / "a.csv").write_text(header + ",petal_width\na,2026-03-01T01:00:00Z,5.1,3.5,1.4,0.2\n")
+    (source.root / "b.csv").write_text(header + "\nb,2026-03-01T02:00:00Z,5.1,3.5,1.4\n")
     stats = warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r")
     assert (stats.valid_rows, stats.rejected_by_reason) == (1, {"missing_feature": 1})
+
+
+def test_a_partition_of_invalid_rows_fails_and_writes_nothing(warehouse: Warehouse, tmp_path: Path) -> None:
+    source = Source(tmp_path / "src")
+    write(source.root / "a.parquet", rows(["a", "b"]))
+    warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r1")
+    write(source.root / "a.parquet", rows(["a", "b"], petal_length=[-1.0, float("nan")]))
+    with pytest.raises(
+        SourceError, match=r"2 of the 2 source records of partition 2026-03-01 break.*MAX_REJECTED_SHARE"
+    ):
+        warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r2", max_rejected_share=0.5)
+    assert counts(warehouse.path, "2026-03-01") == (2, 0, 2)
+    accepted = warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r3", max_rejected_share=1.0)
+    assert (accepted.valid_rows, accepted.rejected_rows) == (0, 2)
 
 
 def test_a_file_that_is_not_duckdb_names_the_setting(tmp_path: Path) -> None:
