@@ -45,7 +45,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     model = commands.add_parser("model", help="manage the model registry")
     model_commands = model.add_subparsers(dest="model_command", required=True)
-    model_commands.add_parser("train-demo", help="train the demo iris model, register it and make it the alias")
+    train = model_commands.add_parser("train-demo", help="train the demo iris model, register it and make it the alias")
+    train.add_argument(
+        "--fail-share",
+        type=float,
+        default=0.0,
+        help="wrap the model so that about this share of records fail (to try the rerun modes); default 0",
+    )
 
     status = commands.add_parser("status", help="one line per partition: counts, model, checks")
     status.add_argument("--last", type=int, default=10, help="newest N partitions (default 10)")
@@ -62,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo-data":
             return _demo_data(settings, args)
         if args.command == "model":
-            return _train_demo(settings)
+            return _train_demo(settings, args.fail_share)
         if args.command == "status":
             return _status(settings, args.last, args.json)
         return _materialize(settings, args.last)
@@ -83,10 +89,12 @@ def _demo_data(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_demo(settings: Settings) -> int:
+def _train_demo(settings: Settings, fail_share: float) -> int:
     from batch_predict.demo import train_demo_model
 
-    metadata = train_demo_model(Registry(settings.models), settings.model_alias)
+    if not 0 <= fail_share < 1:
+        raise SettingsError(f"--fail-share={fail_share} must be at least 0 and below 1.")
+    metadata = train_demo_model(Registry(settings.models), settings.model_alias, fail_share=fail_share)
     print(
         f"{settings.model_alias} -> {metadata.name} {metadata.version} "
         f"(holdout accuracy {metadata.metrics['holdout_accuracy']:.3f}, sha256 {metadata.checksum[:12]}) "

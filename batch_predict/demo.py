@@ -14,8 +14,10 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -35,6 +37,42 @@ DRIFT_PER_DAY = np.array([0.0, 0.0, 0.0015, 0.0008])
 MALFORMED_SHARE = 0.01
 MALFORMED_KINDS = ("missing_feature", "nan_feature", "negative_value", "duplicate_record_id")
 DEMO_MODEL_NAME = "iris-logreg"
+
+
+class FlakyClassifier:
+    """A classifier that raises on some records, to see the rerun modes and the error ledger at work.
+
+    A record fails when its `column` value is one of `poison_values`, or when a hash of
+    its feature values falls in the first `fail_share` of buckets: the same record fails
+    every time, as a record the model cannot handle does. Any batch holding such a
+    record raises, so the prediction step has to isolate it.
+    """
+
+    def __init__(
+        self,
+        estimator: Any,
+        fail_share: float = 0.0,
+        poison_values: tuple[float, ...] = (),
+        column: str = "sepal_length",
+    ) -> None:
+        self.estimator = estimator
+        self.fail_share = fail_share
+        self.poison_values = poison_values
+        self.column = column
+        self.classes_ = estimator.classes_
+
+    def failing(self, frame: pd.DataFrame) -> np.ndarray:
+        values = frame.to_numpy(dtype=np.float64)
+        buckets = (
+            np.round(values * 100).astype(np.int64) * np.array([7919, 104729, 1299709, 15485863])[: values.shape[1]]
+        ).sum(axis=1) % 10_000
+        return (buckets < self.fail_share * 10_000) | frame[self.column].isin(self.poison_values).to_numpy()
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        failing = self.failing(frame)
+        if failing.any():
+            raise ValueError(f"{int(failing.sum())} record(s) in this batch cannot be scored (injected fault)")
+        return np.asarray(self.estimator.predict_proba(frame))
 
 
 @dataclass(frozen=True)
@@ -123,11 +161,14 @@ def write_landing(
     return written
 
 
-def train_demo_model(registry: Registry, alias: str = "champion", seed: int = 0) -> ModelMetadata:
+def train_demo_model(
+    registry: Registry, alias: str = "champion", seed: int = 0, fail_share: float = 0.0
+) -> ModelMetadata:
     """Train a scaler + logistic regression pipeline on the bundled iris data and make it `alias`.
 
     The same seed and library versions give the same bytes, so a rerun finds the
-    version already registered and changes nothing.
+    version already registered and changes nothing. With `fail_share`, the pipeline is
+    wrapped in a `FlakyClassifier` that fails on about that share of records.
     """
     iris = load_iris(as_frame=True)
     frame = iris.frame.rename(columns=dict(zip(iris.feature_names, IRIS_FEATURES, strict=True)))
@@ -136,9 +177,10 @@ def train_demo_model(registry: Registry, alias: str = "champion", seed: int = 0)
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.3, random_state=seed, stratify=y)
     pipeline = Pipeline([("scale", StandardScaler()), ("classify", LogisticRegression(max_iter=1000))])
     pipeline.fit(x_train, y_train)
+    model: Any = FlakyClassifier(pipeline, fail_share=fail_share) if fail_share else pipeline
     metadata = registry.register(
-        pipeline,
-        name=DEMO_MODEL_NAME,
+        model,
+        name=DEMO_MODEL_NAME + ("-flaky" if fail_share else ""),
         trained_at=datetime.now(UTC),
         features=[{"name": name, "dtype": "float64"} for name in IRIS_FEATURES],
         metrics={"holdout_accuracy": float(pipeline.score(x_test, y_test))},

@@ -1,5 +1,6 @@
 import json
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -97,7 +98,7 @@ def test_concurrent_registrations_get_distinct_versions(tmp_path: Path) -> None:
         meta = registry.register(
             model,
             name="m",
-            trained_at=__import__("datetime").datetime.now(__import__("datetime").UTC),
+            trained_at=datetime.now(UTC),
             features=[{"name": n, "dtype": "float64"} for n in IRIS_FEATURES],
             metrics={},
             training_window={},

@@ -1,0 +1,202 @@
+"""The per-record outcome ledger and the three rerun modes, on a real warehouse without Dagster."""
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from batch_predict.batch import CARRY_OVER, RETRY_ALL, RETRY_FAILED, predict_partition
+from batch_predict.demo import FlakyClassifier
+from batch_predict.registry import LoadedModel, Registry
+from batch_predict.scoring import RunInfo, predict_file
+from batch_predict.settings import IRIS_FEATURES
+from batch_predict.warehouse import PredictionRun, Source, Warehouse
+
+DAYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
+
+
+@pytest.fixture
+def snapshotted(warehouse: Warehouse, source: Source, landing: Path) -> Warehouse:
+    for key in DAYS:
+        start = datetime.fromisoformat(key).replace(tzinfo=UTC)
+        warehouse.snapshot_inputs(source, key, start, start + timedelta(days=1), f"inputs-{key}")
+    return warehouse
+
+
+def flaky(registry: Registry, share: float = 0.03) -> LoadedModel:
+    clean = registry.load("champion")
+    return LoadedModel(clean.metadata, FlakyClassifier(clean.estimator, fail_share=share), clean.path)
+
+
+def query(warehouse: Warehouse, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    with duckdb.connect(str(warehouse.path), read_only=True) as con:
+        return con.execute(sql, params).fetchall()
+
+
+def failing_ids(warehouse: Warehouse, model: LoadedModel, key: str) -> set[str]:
+    with duckdb.connect(str(warehouse.path), read_only=True) as con:
+        frame = con.execute("SELECT * FROM inputs WHERE partition_key = ? ORDER BY record_id", [key]).fetch_df()
+    mask = model.estimator.failing(frame[list(IRIS_FEATURES)])
+    return set(frame["record_id"][mask])
+
+
+def ledger(warehouse: Warehouse, key: str) -> dict[str, Any]:
+    [(inputs, predicted, failed, both)] = query(
+        warehouse,
+        """
+        SELECT (SELECT count(*) FROM inputs WHERE partition_key = $k),
+               (SELECT count(*) FROM predictions WHERE partition_key = $k),
+               (SELECT count(*) FROM prediction_errors WHERE partition_key = $k),
+               (SELECT count(*) FROM predictions p JOIN prediction_errors e USING (partition_key, record_id)
+                WHERE p.partition_key = $k)
+        """,
+        k=key,
+    )
+    assert both == 0, "a record is both predicted and failed"
+    assert predicted + failed == inputs, "a record is lost or duplicated"
+    return {"inputs": inputs, "predicted": predicted, "failed": failed}
+
+
+def run(warehouse: Warehouse, model: LoadedModel, key: str, mode: str, **kwargs: Any) -> Any:
+    return predict_partition(warehouse, model, key, f"run-{key}-{mode}", chunk_size=64, mode=mode, **kwargs)
+
+
+def test_failed_records_are_isolated_and_recorded(snapshotted: Warehouse, registry: Registry) -> None:
+    model = flaky(registry)
+    expected = failing_ids(snapshotted, model, DAYS[0])
+    assert 3 <= len(expected) < 40
+    outcome = run(snapshotted, model, DAYS[0], RETRY_ALL)
+    counts = ledger(snapshotted, DAYS[0])
+    assert counts["failed"] == len(expected) == outcome.published.failed
+    assert outcome.published.completeness.passed
+    errors = query(snapshotted, "SELECT record_id, error, attempt, dead, run_id FROM prediction_errors")
+    assert {row[0] for row in errors} == expected
+    assert all("injected fault" in row[1] and row[2] == 1 and not row[3] for row in errors)
+    assert {row[4] for row in errors} == {"run-2026-03-01-retry_all"}
+    [stats] = query(
+        snapshotted,
+        "SELECT succeeded, failed, rejected, carried_in, model_version, run_id, rows_per_second, wall_seconds "
+        "FROM prediction_stats",
+    )
+    assert stats[:6] == (counts["predicted"], len(expected), stats[2], 0, "v1", "run-2026-03-01-retry_all")
+    assert stats[2] > 0 and stats[6] > 0 and stats[7] > 0
+
+
+def test_retry_all_repredicts_every_record(snapshotted: Warehouse, registry: Registry) -> None:
+    run(snapshotted, flaky(registry), DAYS[0], RETRY_ALL)
+    outcome = predict_partition(snapshotted, registry.load("champion"), DAYS[0], "second", 64, mode=RETRY_ALL)
+    counts = ledger(snapshotted, DAYS[0])
+    assert counts["failed"] == 0
+    assert outcome.work.own == counts["inputs"] == outcome.published.run_predicted
+    assert query(snapshotted, "SELECT DISTINCT run_id FROM predictions") == [("second",)]
+
+
+def test_retry_failed_repredicts_only_the_failed_records(snapshotted: Warehouse, registry: Registry) -> None:
+    first = run(snapshotted, flaky(registry), DAYS[0], RETRY_ALL)
+    failed = first.published.failed
+    before = query(snapshotted, "SELECT record_id, run_id, predicted_at FROM predictions ORDER BY 1")
+    clean = registry.load("champion")
+    outcome = predict_partition(snapshotted, clean, DAYS[0], "partial", 64, mode=RETRY_FAILED)
+    assert outcome.work.own == failed == outcome.published.run_predicted
+    assert outcome.scored.model_calls == 1  # one chunk of the failed records, nothing else
+    counts = ledger(snapshotted, DAYS[0])
+    assert counts["failed"] == 0
+    after = query(
+        snapshotted, "SELECT record_id, run_id, predicted_at FROM predictions WHERE run_id <> 'partial' ORDER BY 1"
+    )
+    assert after == before
+    assert query(snapshotted, "SELECT count(*) FROM predictions WHERE run_id = 'partial'") == [(failed,)]
+
+
+def test_retry_failed_counts_attempts_and_full_refresh_takes_everything(
+    snapshotted: Warehouse, registry: Registry
+) -> None:
+    model = flaky(registry)
+    run(snapshotted, model, DAYS[0], RETRY_ALL)
+    run(snapshotted, model, DAYS[0], RETRY_FAILED)
+    assert {row[0] for row in query(snapshotted, "SELECT attempt FROM prediction_errors")} == {2}
+    refreshed = predict_partition(
+        snapshotted, registry.load("champion"), DAYS[0], "refresh", 64, mode=RETRY_FAILED, full_refresh=True
+    )
+    assert refreshed.mode == RETRY_ALL
+    assert refreshed.work.own == ledger(snapshotted, DAYS[0])["inputs"]
+    assert query(snapshotted, "SELECT DISTINCT run_id FROM predictions") == [("refresh",)]
+
+
+def test_carry_over_takes_failed_records_into_the_next_batch(snapshotted: Warehouse, registry: Registry) -> None:
+    first = run(snapshotted, flaky(registry), DAYS[0], CARRY_OVER)
+    failed = first.published.failed
+    second = run(snapshotted, registry.load("champion"), DAYS[1], CARRY_OVER)
+    assert second.work.carried == failed == second.published.carried_in
+    assert ledger(snapshotted, DAYS[0]) == {"inputs": first.work.own, "predicted": first.work.own, "failed": 0}
+    ledger(snapshotted, DAYS[1])
+    carried = query(
+        snapshotted,
+        "SELECT partition_key, predicted_in_partition, count(*) FROM predictions "
+        "WHERE partition_key <> predicted_in_partition GROUP BY ALL",
+    )
+    assert carried == [(DAYS[0], DAYS[1], failed)]
+    # The same record ids, not copies: each input of the first day has exactly one prediction.
+    assert query(
+        snapshotted,
+        "SELECT count(*), count(DISTINCT record_id) FROM predictions WHERE partition_key = $k",
+        k=DAYS[0],
+    ) == [(first.work.own, first.work.own)]
+
+
+def test_a_record_that_keeps_failing_dies_after_max_attempts(snapshotted: Warehouse, registry: Registry) -> None:
+    model = flaky(registry)
+    origin = failing_ids(snapshotted, model, DAYS[0])
+    for key in DAYS:
+        run(snapshotted, model, key, CARRY_OVER, max_attempts=3)
+    rows = query(
+        snapshotted,
+        "SELECT record_id, attempt, dead, attempted_in_partition FROM prediction_errors WHERE partition_key = $k",
+        k=DAYS[0],
+    )
+    assert {row[0] for row in rows} == origin
+    assert {row[1:] for row in rows} == {(3, True, DAYS[2])}
+    # Dead records are not carried any further; the later days' failures (attempts 1 and 2) are.
+    alive = failing_ids(snapshotted, model, DAYS[1]) | failing_ids(snapshotted, model, DAYS[2])
+    later = predict_partition(snapshotted, registry.load("champion"), "2026-03-04", "later", 64, mode=CARRY_OVER)
+    assert later.work.carried == len(alive) == later.published.carried_in
+    assert {row[0] for row in query(snapshotted, "SELECT record_id FROM prediction_errors")} == origin
+    for key in DAYS:
+        ledger(snapshotted, key)
+
+
+def test_two_runs_carrying_the_same_record_store_one_prediction(
+    snapshotted: Warehouse, registry: Registry, tmp_path: Path
+) -> None:
+    run(snapshotted, flaky(registry), DAYS[0], CARRY_OVER)
+    clean = registry.load("champion")
+    work = {}
+    for key in DAYS[1:]:  # both export their work before either publishes
+        work[key] = tmp_path / f"{key}.parquet"
+        snapshotted.export_work(key, work[key], only_unpredicted=False, carry=True)
+    results = {}
+    for key in DAYS[1:]:
+        info = RunInfo(partition_key=key, run_id=f"race-{key}", predicted_at=datetime.now(UTC))
+        predict_file(clean, work[key], tmp_path / f"p{key}", tmp_path / f"e{key}", IRIS_FEATURES, info, 64)
+        results[key] = snapshotted.publish_outcome(
+            PredictionRun(
+                key,
+                f"race-{key}",
+                CARRY_OVER,
+                "m",
+                "v1",
+                ["proba_setosa", "proba_versicolor", "proba_virginica"],
+                3,
+                1.0,
+            ),
+            work[key],
+            tmp_path / f"p{key}",
+            tmp_path / f"e{key}",
+        )
+    assert results[DAYS[1]].carried_in > 0
+    assert results[DAYS[2]].carried_in == 0
+    for key in DAYS:
+        ledger(snapshotted, key)
+    assert query(snapshotted, "SELECT count(*) - count(DISTINCT (partition_key, record_id)) FROM predictions") == [(0,)]
