@@ -157,10 +157,9 @@ def build_assets(
                 context.run.run_id,
                 source.max_rejected_share,
             )
+        empty = f"No source records in [{window.start}, {window.end}): the partition is empty."
         if stats.source_rows == 0:
-            context.log.warning(
-                f"Partition {context.partition_key} has no source records in [{window.start}, {window.end})."
-            )
+            context.log.warning(f"Partition {context.partition_key}: {empty}")
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": stats.valid_rows,
@@ -169,6 +168,7 @@ def build_assets(
                 "rejected_by_reason": dg.MetadataValue.json(stats.rejected_by_reason),
                 "window": f"[{window.start.isoformat()}, {window.end.isoformat()})",
                 "empty_partition": stats.source_rows == 0,
+                **({"warning": empty} if stats.source_rows == 0 else {}),
             }
         )
 

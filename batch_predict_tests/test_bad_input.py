@@ -1,0 +1,172 @@
+"""Each kind of bad input fails with a message naming the problem and the fix, and changes no row."""
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from batch_predict.definitions import build_definitions
+from batch_predict.registry import Registry
+from batch_predict.settings import IRIS_FEATURES, Settings, SettingsError, load_settings
+
+TABLES = ("inputs", "rejected_inputs", "input_stats", "predictions", "prediction_errors", "prediction_stats")
+
+
+def snapshot(path: Path) -> dict[str, Any]:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return {
+            table: con.execute(f"SELECT count(*), list(DISTINCT run_id ORDER BY run_id) FROM {table}").fetchall()
+            for table in TABLES
+        }
+
+
+def run(settings: Settings, assets: list[str], key: str) -> dg.ExecuteInProcessResult:
+    job = build_definitions(settings).resolve_implicit_global_asset_job_def()
+    return job.execute_in_process(
+        asset_selection=[dg.AssetKey(a) for a in assets],
+        partition_key=key,
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failures, "the run failed outside a step"
+    return str(failures[0].event_specific_data)
+
+
+def records(ids: list[str], day: datetime, **overrides: list[Any]) -> pa.Table:
+    columns: dict[str, Any] = {
+        "record_id": ids,
+        "event_time": [day + timedelta(hours=1)] * len(ids),
+        **{name: [1.0] * len(ids) for name in IRIS_FEATURES},
+    }
+    return pa.table(columns | overrides)
+
+
+@pytest.fixture
+def good(settings: Settings, landing: Path, registry: Registry) -> Settings:
+    for key in ("2026-03-01", "2026-03-02"):
+        assert run(settings, ["inputs", "predictions"], key).success
+    return settings
+
+
+def not_parquet(settings: Settings) -> tuple[Settings, list[str]]:
+    (settings.landing / "2026-03-01" / "upload.parquet").write_text("id,time\n1,2\n")
+    return settings, ["inputs"]
+
+
+def missing_column(settings: Settings) -> tuple[Settings, list[str]]:
+    table = records(["x"], datetime(2026, 3, 1, tzinfo=UTC)).drop_columns(["petal_width"])
+    pq.write_table(table, settings.landing / "2026-03-01" / "late.parquet")
+    return settings, ["inputs"]
+
+
+def wrong_type(settings: Settings) -> tuple[Settings, list[str]]:
+    table = records(["x"], datetime(2026, 3, 1, tzinfo=UTC), sepal_width=["3,5"])
+    pq.write_table(table, settings.landing / "2026-03-01" / "late.parquet")
+    return settings, ["inputs"]
+
+
+def all_invalid(settings: Settings) -> tuple[Settings, list[str]]:
+    # Every record of the day breaks the contract: rerunning 2026-03-01 must keep its old snapshot.
+    for path in (settings.landing / "2026-03-01").iterdir():
+        table = pq.read_table(path)
+        pq.write_table(table.set_column(2, "sepal_length", pa.array([-1.0] * table.num_rows)), path)
+    return settings, ["inputs"]
+
+
+def missing_registry(settings: Settings) -> tuple[Settings, list[str]]:
+    return load_settings(_env(settings, BATCH_PREDICT_MODELS=str(settings.models.parent / "nowhere"))), ["predictions"]
+
+
+def corrupt_model(settings: Settings) -> tuple[Settings, list[str]]:
+    artifact = settings.models / "v1" / "model.joblib"
+    artifact.write_bytes(artifact.read_bytes()[: artifact.stat().st_size // 2])
+    return settings, ["predictions"]
+
+
+def other_features(settings: Settings) -> tuple[Settings, list[str]]:
+    registry = Registry(settings.models)
+    x = np.random.default_rng(0).normal(size=(30, 3))
+    model = LogisticRegression().fit(x, ["a", "b", "c"] * 10)
+    meta = registry.register(
+        model,
+        name="other",
+        trained_at=datetime.now(UTC),
+        features=[{"name": n, "dtype": "float64"} for n in ("height", "width", "depth")],
+        metrics={},
+        training_window={},
+    )
+    registry.set_alias("champion", meta.version)
+    return settings, ["predictions"]
+
+
+def not_duckdb(settings: Settings) -> tuple[Settings, list[str]]:
+    impostor = settings.warehouse.parent / "notes.duckdb"
+    impostor.write_text("my notes")
+    return load_settings(_env(settings, BATCH_PREDICT_WAREHOUSE=str(impostor))), ["inputs"]
+
+
+def _env(settings: Settings, **overrides: str) -> dict[str, str]:
+    return {
+        "BATCH_PREDICT_WAREHOUSE": str(settings.warehouse),
+        "BATCH_PREDICT_LANDING": str(settings.landing),
+        "BATCH_PREDICT_MODELS": str(settings.models),
+        "BATCH_PREDICT_START": "2026-03-01",
+        **overrides,
+    }
+
+
+CASES: dict[str, tuple[Callable[[Settings], tuple[Settings, list[str]]], list[str]]] = {
+    "landing file is not Parquet": (not_parquet, ["upload.parquet", "Move the unreadable file"]),
+    "file misses a feature column": (missing_column, ["late.parquet has no column(s) petal_width", "Fix or move"]),
+    "column of the wrong type": (wrong_type, ["late.parquet stores feature sepal_width as UTF8, not a number"]),
+    "every row invalid": (all_invalid, ["break the feature contract", "BATCH_PREDICT_MAX_REJECTED_SHARE"]),
+    "missing model registry": (missing_registry, ["No model registry at", "batch-predict model train-demo"]),
+    "corrupt model artifact": (corrupt_model, ["model.joblib is corrupt or was changed", "register a new model"]),
+    "model features do not match": (
+        other_features,
+        ["expects features ['height', 'width', 'depth']", "BATCH_PREDICT_FEATURES"],
+    ),
+    "warehouse is not DuckDB": (not_duckdb, ["notes.duckdb as a DuckDB database", "BATCH_PREDICT_WAREHOUSE"]),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_names_the_problem_and_changes_nothing(good: Settings, case: str) -> None:
+    fault, expected = CASES[case]
+    before = snapshot(good.warehouse)
+    settings, assets = fault(good)
+    message = failure_message(run(settings, assets, "2026-03-01"))
+    for text in expected:
+        assert text in message, message
+    assert snapshot(good.warehouse) == before
+
+
+def test_a_bad_setting_names_the_variable() -> None:
+    with pytest.raises(SettingsError, match="BATCH_PREDICT_ON_FAILURE='sometimes' is not valid: use one of retry_all"):
+        load_settings({"BATCH_PREDICT_ON_FAILURE": "sometimes"})
+
+
+def test_an_empty_partition_succeeds_and_says_so(good: Settings) -> None:
+    before = snapshot(good.warehouse)
+    result = run(good, ["inputs", "predictions"], "2026-03-10")
+    assert result.success
+    [mat] = result.asset_materializations_for_node("inputs")
+    assert mat.metadata["empty_partition"].value is True
+    assert "the partition is empty" in str(mat.metadata["warning"].value)
+    after = snapshot(good.warehouse)
+    assert after["inputs"] == before["inputs"] and after["predictions"] == before["predictions"]
+    assert after["input_stats"][0][0] == before["input_stats"][0][0] + 1
+    assert after["prediction_stats"][0][0] == before["prediction_stats"][0][0] + 1
