@@ -22,6 +22,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         jobs=jobs,
         schedules=schedules,
         resources=build_resources(settings),
+        # A run is one partition's few steps; starting a process per step would cost more than
+        # the steps. Parallelism comes from several runs at once (dagster_home/dagster.yaml).
+        executor=dg.in_process_executor,
     )
 
 

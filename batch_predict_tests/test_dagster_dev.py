@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,11 @@ from batch_predict.registry import Registry
 from .conftest import FIRST_DAY
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTITIONS = [f"2026-03-0{day}" for day in range(1, 6)]
-ROWS = 300
+DAYS = 40
+FIRST = [f"2026-03-0{day}" for day in range(1, 6)]
+# 32 more days, backfilled with up to 4 runs in flight (dagster_home/dagster.yaml).
+PARALLEL = [f"{FIRST_DAY + timedelta(days=5 + i):%Y-%m-%d}" for i in range(32)]
+ROWS = 200
 
 LAUNCH = """
 mutation Launch($params: LaunchBackfillParams!) {
@@ -48,7 +52,7 @@ query Poll($id: String!) {
 RUNS = """
 query Runs($id: String!) {
   runsOrError(filter: {tags: [{key: "dagster/backfill", value: $id}]}) {
-    ... on Runs { results { runId status } }
+    ... on Runs { results { runId status startTime endTime } }
   }
 }
 """
@@ -83,13 +87,14 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=30)
 
 
-@pytest.fixture
-def dagster_dev(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+@pytest.fixture(scope="module")
+def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    tmp_path = tmp_path_factory.mktemp("dagster_dev")
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
     warehouse = tmp_path / "warehouse.duckdb"
-    write_landing(tmp_path / "landing", FIRST_DAY, len(PARTITIONS), ROWS)
+    write_landing(tmp_path / "landing", FIRST_DAY, DAYS, ROWS)
     train_demo_model(Registry(tmp_path / "models"))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCH_PREDICT_")} | {
@@ -136,15 +141,15 @@ def dagster_dev(tmp_path: Path) -> Iterator[tuple[int, Path]]:
         log.close()
 
 
-@pytest.mark.system
-def test_a_backfill_launched_like_the_ui_writes_every_partition(dagster_dev: tuple[int, Path]) -> None:
-    port, warehouse = dagster_dev
+def backfill(port: int, partitions: list[str], timeout: float) -> tuple[str, list[dict[str, Any]], float]:
+    """Launch an asset backfill as the UI's dialog does and wait for it; return status, runs, seconds."""
+    started = time.monotonic()
     launched = graphql(
         port,
         LAUNCH,
         {
             "params": {
-                "partitionNames": PARTITIONS,
+                "partitionNames": partitions,
                 "assetSelection": [{"path": ["inputs"]}, {"path": ["predictions"]}],
                 "fromFailure": False,
             }
@@ -152,26 +157,64 @@ def test_a_backfill_launched_like_the_ui_writes_every_partition(dagster_dev: tup
     )["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
     backfill_id = launched["backfillId"]
-
-    deadline = time.monotonic() + 420
     status = "REQUESTED"
     while status in ("REQUESTED", "CANCELING", "FAILING"):
-        assert time.monotonic() < deadline, f"backfill still {status} after 420 s"
+        assert time.monotonic() - started < timeout, f"backfill still {status} after {timeout} s"
         time.sleep(2)
         status = graphql(port, POLL, {"id": backfill_id})["partitionBackfillOrError"]["status"]
     runs = graphql(port, RUNS, {"id": backfill_id})["runsOrError"]["results"]
-    assert status in ("COMPLETED", "COMPLETED_SUCCESS"), (status, runs)
-    assert runs and all(run["status"] == "SUCCESS" for run in runs), runs
+    return status, runs, time.monotonic() - started
 
+
+def assert_partitions_written(warehouse: Path, partitions: list[str]) -> None:
     with duckdb.connect(str(warehouse), read_only=True) as con:
         rows = con.execute(
             """
-            SELECT s.partition_key, s.source_rows, s.valid_rows, s.rejected_rows, p.succeeded,
-                   (SELECT count(*) FROM predictions x WHERE x.partition_key = s.partition_key)
-            FROM input_stats s JOIN prediction_stats p USING (partition_key) ORDER BY 1
-            """
+            SELECT s.partition_key, s.source_rows, s.valid_rows, s.rejected_rows, p.succeeded, p.failed,
+                   (SELECT count(*) FROM predictions x WHERE x.partition_key = s.partition_key),
+                   (SELECT count(DISTINCT record_id) FROM predictions x WHERE x.partition_key = s.partition_key)
+            FROM input_stats s JOIN prediction_stats p USING (partition_key)
+            WHERE list_contains($keys, s.partition_key) ORDER BY 1
+            """,
+            {"keys": partitions},
         ).fetchall()
-    assert [row[0] for row in rows] == PARTITIONS
-    for _, source_rows, valid, rejected, predicted, stored in rows:
+    assert [row[0] for row in rows] == partitions
+    for _, source_rows, valid, rejected, succeeded, failed, stored, distinct in rows:
         assert source_rows == ROWS == valid + rejected
-        assert predicted == stored == valid
+        assert succeeded == stored == distinct == valid
+        assert failed == 0
+
+
+def most_in_flight(runs: list[dict[str, Any]]) -> int:
+    edges = sorted([(run["startTime"], 1) for run in runs] + [(run["endTime"], -1) for run in runs])
+    in_flight = peak = 0
+    for _, step in edges:
+        in_flight += step
+        peak = max(peak, in_flight)
+    return peak
+
+
+@pytest.mark.system
+def test_a_backfill_launched_like_the_ui_writes_every_partition(dagster_dev: tuple[int, Path]) -> None:
+    port, warehouse = dagster_dev
+    status, runs, _ = backfill(port, FIRST, timeout=420)
+    assert status in ("COMPLETED", "COMPLETED_SUCCESS"), (status, runs)
+    assert runs and all(run["status"] == "SUCCESS" for run in runs), runs
+    assert_partitions_written(warehouse, FIRST)
+
+
+@pytest.mark.system
+def test_a_parallel_backfill_never_fails_on_duckdb_locks(dagster_dev: tuple[int, Path]) -> None:
+    port, warehouse = dagster_dev
+    status, runs, seconds = backfill(port, PARALLEL, timeout=900)
+    failed = [run for run in runs if run["status"] != "SUCCESS"]
+    assert status in ("COMPLETED", "COMPLETED_SUCCESS") and not failed, (status, failed)
+    assert len(runs) == len(PARALLEL)
+    peak = most_in_flight(runs)
+    assert peak >= 4, f"at most {peak} runs were in flight"
+    assert_partitions_written(warehouse, PARALLEL)
+    durations = sorted(run["endTime"] - run["startTime"] for run in runs)
+    span = max(run["endTime"] for run in runs) - min(run["startTime"] for run in runs)
+    print(
+        f"parallel backfill: {len(runs)} runs, peak {peak} in flight, {seconds:.0f} s, runs span {span:.0f} s, median run {durations[len(durations) // 2]:.1f} s"
+    )
