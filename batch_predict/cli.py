@@ -57,6 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     status.add_argument("--last", type=int, default=10, help="newest N partitions (default 10)")
     status.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
 
+    errors = commands.add_parser("errors", help="records whose prediction failed (the error ledger)")
+    errors.add_argument("--partition", help="only this partition's records")
+    errors.add_argument("--dead", action="store_true", help="only records past BATCH_PREDICT_MAX_ATTEMPTS")
+    errors.add_argument("--limit", type=int, default=50, help="at most this many rows (default 50)")
+    errors.add_argument("--json", action="store_true", help="print a JSON list instead of lines")
+
     run = commands.add_parser(
         "materialize", help="materialize the model and the newest partitions as real Dagster runs in DAGSTER_HOME"
     )
@@ -71,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _train_demo(settings, args.fail_share)
         if args.command == "status":
             return _status(settings, args.last, args.json)
+        if args.command == "errors":
+            return _errors(settings, args.partition, args.dead, args.limit, args.json)
         return _materialize(settings, args.last)
     except (SettingsError, ModelError, SourceError, WarehouseError) as error:
         print(f"batch-predict: {error}", file=sys.stderr)
@@ -162,6 +170,25 @@ def _status(settings: Settings, last: int, as_json: bool) -> int:
                 for cell, width in zip(line, widths, strict=True)
             ).rstrip()
         )
+    return 0
+
+
+def _errors(settings: Settings, partition: str | None, dead: bool, limit: int, as_json: bool) -> int:
+    warehouse = Warehouse(settings.warehouse, FeatureContract.from_settings(settings), settings.lock_timeout_seconds)
+    rows = warehouse.prediction_errors(partition, dead, limit)
+    for row in rows:
+        row["failed_at"] = row["failed_at"].isoformat() if row["failed_at"] else None
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        state = "dead" if row["dead"] else "failed"
+        print(
+            f"{row['partition_key']}  {row['record_id']}  {state} after attempt {row['attempt']} "
+            f"(in {row['attempted_in_partition']})  {row['error']}"
+        )
+    if not rows:
+        print("no failed records")
     return 0
 
 

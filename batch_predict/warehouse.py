@@ -700,6 +700,22 @@ class Warehouse:
             ).fetchall()
         return {key: completed_at for key, completed_at in rows}
 
+    def prediction_errors(self, partition_key: str | None, dead_only: bool, limit: int) -> list[dict[str, Any]]:
+        """Rows of the error ledger, newest failure first."""
+        with self.connect(read_only=True) as con:
+            cursor = con.execute(
+                """
+                SELECT partition_key, record_id, attempt, dead, attempted_in_partition, error, run_id, failed_at
+                FROM prediction_errors
+                WHERE ($partition_key IS NULL OR partition_key = $partition_key) AND (NOT $dead_only OR dead)
+                ORDER BY failed_at DESC, partition_key, record_id
+                LIMIT $limit
+                """,
+                {"partition_key": partition_key, "dead_only": dead_only, "limit": limit},
+            )
+            names = [column[0] for column in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
     def partition_status(self, last: int) -> list[dict[str, Any]]:
         """One dict per partition that has inputs or predictions, newest first, with live ledger counts.
 
