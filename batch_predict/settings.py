@@ -7,6 +7,7 @@ definitions load, with a message naming the variable and the values it accepts.
 from __future__ import annotations
 
 import os
+import re
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -101,7 +102,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(_bad("BATCH_PREDICT_ON_FAILURE", on_failure, "one of " + "|".join(ON_FAILURE_MODES)))
     max_rejected_share = _float(raw("BATCH_PREDICT_MAX_REJECTED_SHARE"), "BATCH_PREDICT_MAX_REJECTED_SHARE", 0)
     if max_rejected_share > 1:
-        raise SettingsError(_bad("BATCH_PREDICT_MAX_REJECTED_SHARE", str(max_rejected_share), "a share from 0 to 1"))
+        raise SettingsError(
+            _bad("BATCH_PREDICT_MAX_REJECTED_SHARE", raw("BATCH_PREDICT_MAX_REJECTED_SHARE"), "a share from 0 to 1")
+        )
 
     features = _names(raw("BATCH_PREDICT_FEATURES"), "BATCH_PREDICT_FEATURES")
     listed = raw("BATCH_PREDICT_NONNEGATIVE_FEATURES")
@@ -156,7 +159,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_rejected_share=max_rejected_share,
         step_retries=_int(raw("BATCH_PREDICT_STEP_RETRIES"), "BATCH_PREDICT_STEP_RETRIES", 0),
         lock_timeout_seconds=_float(raw("BATCH_PREDICT_LOCK_TIMEOUT_SECONDS"), "BATCH_PREDICT_LOCK_TIMEOUT_SECONDS", 0),
-        duckdb_memory_limit=raw("BATCH_PREDICT_DUCKDB_MEMORY_LIMIT"),
+        duckdb_memory_limit=_memory(raw("BATCH_PREDICT_DUCKDB_MEMORY_LIMIT")),
         duckdb_threads=_int(raw("BATCH_PREDICT_DUCKDB_THREADS"), "BATCH_PREDICT_DUCKDB_THREADS", 1),
     )
 
@@ -198,6 +201,12 @@ def _float(value: str, name: str, minimum: float) -> float:
     if not number >= minimum or number == float("inf"):  # also rejects NaN
         raise SettingsError(_bad(name, value, f"a number of at least {minimum:g}"))
     return number
+
+
+def _memory(value: str) -> str:
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value, flags=re.IGNORECASE):
+        raise SettingsError(_bad("BATCH_PREDICT_DUCKDB_MEMORY_LIMIT", value, "a size such as 512MB or 2GB"))
+    return value
 
 
 def _start(value: str) -> datetime:

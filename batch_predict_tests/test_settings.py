@@ -30,6 +30,9 @@ def test_defaults_need_no_environment() -> None:
         ("BATCH_PREDICT_FEATURES", "a,a", "without repeats"),
         ("BATCH_PREDICT_NONNEGATIVE_FEATURES", "height", "subset of BATCH_PREDICT_FEATURES"),
         ("BATCH_PREDICT_SCHEDULE_DELAY_MINUTES", "90", "from 0 to 59 for hourly"),
+        ("BATCH_PREDICT_DUCKDB_MEMORY_LIMIT", "lots", "a size such as 512MB"),
+        ("BATCH_PREDICT_ON_FAILURE", "sometimes", "retry_all|retry_failed|carry_over"),
+        ("BATCH_PREDICT_MAX_REJECTED_SHARE", "2", "a share from 0 to 1"),
     ],
 )
 def test_bad_value_names_variable_and_allowed_values(name: str, value: str, allowed: str) -> None:
