@@ -58,6 +58,8 @@ def outcome_metadata(outcome: BatchOutcome) -> dict[str, Any]:
         "work_carried": outcome.work.carried,
         "run_predicted": published.run_predicted,
         "run_failed": published.run_failed,
+        "chunks": outcome.scored.chunks,
+        "chunks_resumed": outcome.scored.resumed,
         "model_calls": outcome.scored.model_calls,
         "rows_per_second": round(outcome.scored.predicted / outcome.wall_seconds, 1) if outcome.wall_seconds else 0,
         "wall_seconds": round(outcome.wall_seconds, 3),

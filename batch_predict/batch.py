@@ -1,16 +1,26 @@
-"""One partition's prediction batch: export its work, predict in chunks, publish atomically."""
+"""One partition's prediction batch: export its work, predict it in staged chunks, publish atomically."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import shutil
-import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from batch_predict.registry import LoadedModel
-from batch_predict.scoring import FileOutcome, RunInfo, predict_file, probability_column
+from batch_predict.scoring import (
+    ERRORS_GLOB,
+    PREDICTIONS_GLOB,
+    ChunksOutcome,
+    RunInfo,
+    predict_chunks,
+    probability_column,
+)
 from batch_predict.warehouse import PredictionRun, PublishResult, Warehouse, WorkSet
 
 RETRY_ALL = "retry_all"
@@ -22,9 +32,38 @@ CARRY_OVER = "carry_over"
 class BatchOutcome:
     mode: str
     work: WorkSet
-    scored: FileOutcome
+    scored: ChunksOutcome
     published: PublishResult
     wall_seconds: float
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a staged batch was made from; a rerun resumes it only if all of it still holds."""
+
+    partition_key: str
+    inputs_snapshot: str
+    model_checksum: str
+    mode: str
+    chunk_size: int
+    own: int
+    carried: int
+
+
+def staging_dir(warehouse: Warehouse, partition_key: str) -> Path:
+    return warehouse.path.parent / "staging" / partition_key.replace(":", "")
+
+
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold a lock on `path` so that two runs of one partition never share its staging folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def predict_partition(
@@ -43,29 +82,39 @@ def predict_partition(
     of the partition; `retry_failed` only those without a prediction; `carry_over` every
     valid input plus the failed, not yet dead records of earlier partitions.
 
-    The warehouse is opened twice, briefly: to export the work to a staging Parquet
-    file, and to publish the outcome in one transaction. Prediction runs with the
-    warehouse closed, so other runs can use it meanwhile.
+    The work is exported to a staging folder and predicted chunk by chunk, each chunk
+    staged as it is done; the outcome is published in one transaction at the end and the
+    folder removed. A run that died part-way is resumed by the next one, which predicts
+    only the chunks not yet staged, if the input snapshot, model, mode and chunk size are
+    the same; otherwise it starts over. The warehouse is open only to export and to
+    publish, so other runs can use it while this one predicts.
     """
     started = time.perf_counter()
     effective = RETRY_ALL if full_refresh else mode
-    staging_root = warehouse.path.parent / "staging"
-    staging_root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"{partition_key.replace(':', '')}-", dir=staging_root))
-    try:
-        work_path = staging / "work.parquet"
-        work = warehouse.export_work(
-            partition_key, work_path, only_unpredicted=effective == RETRY_FAILED, carry=effective == CARRY_OVER
-        )
+    staging = staging_dir(warehouse, partition_key)
+    with _exclusive(staging.with_suffix(".lock")):
+        wanted = {
+            "partition_key": partition_key,
+            "inputs_snapshot": warehouse.input_snapshot(partition_key),
+            "model_checksum": model.metadata.checksum,
+            "mode": effective,
+            "chunk_size": chunk_size,
+        }
+        manifest = _resumable(staging, wanted)
+        if manifest is None:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+            work = warehouse.export_work(
+                partition_key,
+                staging / "work.parquet",
+                only_unpredicted=effective == RETRY_FAILED,
+                carry=effective == CARRY_OVER,
+            )
+            manifest = Manifest(**wanted, own=work.own, carried=work.carried)  # type: ignore[arg-type]
+            (staging / "manifest.json").write_text(json.dumps(asdict(manifest)))
         run = RunInfo(partition_key=partition_key, run_id=run_id, predicted_at=datetime.now(UTC))
-        scored = predict_file(
-            model,
-            work_path,
-            staging / "predictions.parquet",
-            staging / "errors.parquet",
-            warehouse.contract.features,
-            run,
-            chunk_size,
+        scored = predict_chunks(
+            model, staging / "work.parquet", staging / "chunks", warehouse.contract.features, run, chunk_size
         )
         published = warehouse.publish_outcome(
             PredictionRun(
@@ -78,12 +127,25 @@ def predict_partition(
                 max_attempts=max_attempts,
                 wall_seconds=time.perf_counter() - started,
             ),
-            work_path,
-            staging / "predictions.parquet",
-            staging / "errors.parquet",
+            staging / "work.parquet",
+            staging / "chunks" / PREDICTIONS_GLOB,
+            staging / "chunks" / ERRORS_GLOB,
         )
-    finally:
         shutil.rmtree(staging, ignore_errors=True)
     return BatchOutcome(
-        mode=effective, work=work, scored=scored, published=published, wall_seconds=time.perf_counter() - started
+        mode=effective,
+        work=WorkSet(own=manifest.own, carried=manifest.carried),
+        scored=scored,
+        published=published,
+        wall_seconds=time.perf_counter() - started,
     )
+
+
+def _resumable(staging: Path, wanted: dict[str, object]) -> Manifest | None:
+    """The staged batch's manifest, if it was made from exactly what this run would make it from."""
+    try:
+        manifest = Manifest(**json.loads((staging / "manifest.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    same = all(getattr(manifest, key) == value for key, value in wanted.items())
+    return manifest if same and (staging / "work.parquet").is_file() else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -185,37 +186,57 @@ def iter_batches(path: Path, chunk_size: int) -> Iterator[pa.RecordBatch]:
 
 
 @dataclass(frozen=True)
-class FileOutcome:
+class ChunksOutcome:
+    chunks: int
+    resumed: int
     predicted: int
     failed: int
     model_calls: int
+    peak_rows: int
 
 
-def predict_file(
+PREDICTIONS_GLOB = "*.predictions.parquet"
+ERRORS_GLOB = "*.errors.parquet"
+
+
+def predict_chunks(
     model: LoadedModel,
     work_path: Path,
-    predictions_path: Path,
-    errors_path: Path,
+    chunk_dir: Path,
     features: tuple[str, ...],
     run: RunInfo,
     chunk_size: int,
-) -> FileOutcome:
-    """Predict every record of a Parquet work file into a predictions file and an errors file.
+) -> ChunksOutcome:
+    """Predict a Parquet work file chunk by chunk, staging each chunk's outcome as it is done.
 
-    Memory is bounded by `chunk_size`: one input batch and its outcome at a time.
+    Chunk i is staged as `i.predictions.parquet` and `i.errors.parquet`, renamed into place
+    and then marked by `i.done`, so a chunk is either fully staged or not at all. Chunks
+    already marked (by an earlier attempt that died) are skipped without calling the
+    model. Memory is bounded by `chunk_size`: one input batch and its outcome at a time.
     """
-    predicted = failed = calls = 0
-    with (
-        pq.ParquetWriter(predictions_path, prediction_schema(model)) as predictions,
-        pq.ParquetWriter(errors_path, ERROR_SCHEMA) as errors,
-    ):
-        for batch in iter_batches(work_path, chunk_size):
-            scored = score_batch(model, batch, features, run)
-            for table in scored.predictions:
-                predictions.write_table(table)
-                predicted += table.num_rows
-            for table in scored.errors:
-                errors.write_table(table)
-                failed += table.num_rows
-            calls += scored.model_calls
-    return FileOutcome(predicted=predicted, failed=failed, model_calls=calls)
+    chunk_dir.mkdir(parents=True, exist_ok=True)
+    chunks = resumed = predicted = failed = calls = peak = 0
+    for index, batch in enumerate(iter_batches(work_path, chunk_size)):
+        chunks += 1
+        done = chunk_dir / f"{index:06d}.done"
+        if done.exists():
+            resumed += 1
+            continue
+        peak = max(peak, batch.num_rows)
+        scored = score_batch(model, batch, features, run)
+        staged = [
+            (chunk_dir / f"{index:06d}.predictions.parquet", prediction_schema(model), scored.predictions),
+            (chunk_dir / f"{index:06d}.errors.parquet", ERROR_SCHEMA, scored.errors),
+        ]
+        for path, schema, tables in staged:
+            temporary = path.with_suffix(".tmp")
+            pq.write_table(pa.concat_tables(tables) if tables else schema.empty_table(), temporary)
+            os.replace(temporary, path)
+        done.touch()
+        predicted += sum(table.num_rows for table in scored.predictions)
+        failed += sum(table.num_rows for table in scored.errors)
+        calls += scored.model_calls
+    if chunks == 0:  # an empty work file still publishes (an empty partition is complete)
+        pq.write_table(prediction_schema(model).empty_table(), chunk_dir / "empty.predictions.parquet")
+        pq.write_table(ERROR_SCHEMA.empty_table(), chunk_dir / "empty.errors.parquet")
+    return ChunksOutcome(chunks, resumed, predicted, failed, calls, peak)

@@ -689,6 +689,15 @@ class Warehouse:
         with self.connect(read_only=True) as con:
             return self._completeness(con, partition_key)
 
+    def input_snapshot(self, partition_key: str) -> str:
+        """An id of the partition's current input snapshot: the run that took it, and when."""
+        with self.connect() as con:
+            row = con.execute(
+                "SELECT run_id || '@' || CAST(loaded_at AS VARCHAR) FROM input_stats WHERE partition_key = ?",
+                [partition_key],
+            ).fetchone()
+        return str(row[0]) if row else "none"
+
     def completed_partitions(self, partition_keys: Sequence[str]) -> dict[str, datetime]:
         """When each of the given partitions last had its predictions published."""
         if not self.path.exists():

@@ -10,7 +10,7 @@ import pytest
 from batch_predict.batch import CARRY_OVER, RETRY_ALL, RETRY_FAILED, predict_partition
 from batch_predict.demo import FlakyClassifier
 from batch_predict.registry import LoadedModel, Registry
-from batch_predict.scoring import RunInfo, predict_file
+from batch_predict.scoring import ERRORS_GLOB, PREDICTIONS_GLOB, RunInfo, predict_chunks
 from batch_predict.settings import IRIS_FEATURES
 from batch_predict.warehouse import PredictionRun, Source, Warehouse
 
@@ -179,7 +179,7 @@ def test_two_runs_carrying_the_same_record_store_one_prediction(
     results = {}
     for key in DAYS[1:]:
         info = RunInfo(partition_key=key, run_id=f"race-{key}", predicted_at=datetime.now(UTC))
-        predict_file(clean, work[key], tmp_path / f"p{key}", tmp_path / f"e{key}", IRIS_FEATURES, info, 64)
+        predict_chunks(clean, work[key], tmp_path / key, IRIS_FEATURES, info, 64)
         results[key] = snapshotted.publish_outcome(
             PredictionRun(
                 key,
@@ -192,8 +192,8 @@ def test_two_runs_carrying_the_same_record_store_one_prediction(
                 1.0,
             ),
             work[key],
-            tmp_path / f"p{key}",
-            tmp_path / f"e{key}",
+            tmp_path / key / PREDICTIONS_GLOB,
+            tmp_path / key / ERRORS_GLOB,
         )
     assert results[DAYS[1]].carried_in > 0
     assert results[DAYS[2]].carried_in == 0

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batch_predict.registry import LoadedModel, Registry
-from batch_predict.scoring import RunInfo, predict_file, probability_column, score_batch
+from batch_predict.scoring import RunInfo, predict_chunks, probability_column, score_batch
 from batch_predict.settings import IRIS_FEATURES
 
 RUN = RunInfo(partition_key="2026-03-01", run_id="run-1", predicted_at=datetime(2026, 3, 2, tzinfo=UTC))
@@ -60,26 +60,38 @@ def test_predictions_match_the_estimator(registry: Registry) -> None:
     assert table.column("prediction").to_pylist() == list(direct)
 
 
-def test_chunked_file_prediction_equals_one_batch(registry: Registry, tmp_path: Path) -> None:
+def test_chunked_prediction_equals_one_batch(registry: Registry, tmp_path: Path) -> None:
     model = registry.load("champion")
     batch = iris_batch(103)
     pq.write_table(pa.Table.from_batches([batch]), tmp_path / "in.parquet")
-    outcome = predict_file(
-        model, tmp_path / "in.parquet", tmp_path / "out.parquet", tmp_path / "err.parquet", IRIS_FEATURES, RUN, 10
+    outcome = predict_chunks(model, tmp_path / "in.parquet", tmp_path / "chunks", IRIS_FEATURES, RUN, 10)
+    assert (outcome.chunks, outcome.predicted, outcome.failed, outcome.model_calls, outcome.peak_rows) == (
+        11,
+        103,
+        0,
+        11,
+        10,
     )
-    assert (outcome.predicted, outcome.failed, outcome.model_calls) == (103, 0, 11)
-    assert pq.read_table(tmp_path / "out.parquet").equals(predicted(model, batch))
-    assert pq.read_table(tmp_path / "err.parquet").num_rows == 0
+    staged = pq.read_table(sorted((tmp_path / "chunks").glob("*.predictions.parquet")))
+    assert staged.equals(predicted(model, batch))
+    assert len(list((tmp_path / "chunks").glob("*.done"))) == 11
 
 
-def test_empty_input_gives_empty_files(registry: Registry, tmp_path: Path) -> None:
+def test_staged_chunks_are_not_predicted_again(registry: Registry, tmp_path: Path) -> None:
+    model = registry.load("champion")
+    pq.write_table(pa.Table.from_batches([iris_batch(50)]), tmp_path / "in.parquet")
+    predict_chunks(model, tmp_path / "in.parquet", tmp_path / "chunks", IRIS_FEATURES, RUN, 10)
+    (tmp_path / "chunks" / "000003.done").unlink()  # as if the run died while staging chunk 3
+    again = predict_chunks(model, tmp_path / "in.parquet", tmp_path / "chunks", IRIS_FEATURES, RUN, 10)
+    assert (again.chunks, again.resumed, again.model_calls, again.predicted) == (5, 4, 1, 10)
+
+
+def test_empty_input_stages_empty_files(registry: Registry, tmp_path: Path) -> None:
     model = registry.load("champion")
     pq.write_table(pa.Table.from_batches([iris_batch(0)]), tmp_path / "in.parquet")
-    outcome = predict_file(
-        model, tmp_path / "in.parquet", tmp_path / "out.parquet", tmp_path / "err.parquet", IRIS_FEATURES, RUN, 10
-    )
-    assert (outcome.predicted, outcome.failed) == (0, 0)
-    assert pq.read_table(tmp_path / "out.parquet").num_rows == 0
+    outcome = predict_chunks(model, tmp_path / "in.parquet", tmp_path / "chunks", IRIS_FEATURES, RUN, 10)
+    assert (outcome.predicted, outcome.failed, outcome.chunks) == (0, 0, 0)
+    assert pq.read_table(tmp_path / "chunks" / "empty.predictions.parquet").num_rows == 0
 
 
 class PoisonedModel:
