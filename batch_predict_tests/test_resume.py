@@ -89,7 +89,7 @@ def test_rows_held_at_once_do_not_grow_with_the_partition(
 ) -> None:
     start = datetime(2026, 3, 1, tzinfo=UTC)
     big = warehouse.snapshot_inputs(source, "2026-03-big", start, start + timedelta(days=3), "snap").valid_rows
-    assert big > 2.5 * partition
+    assert big > 1.5 * partition  # day one is already in "2026-03-01": those are duplicates here
     loaded = registry.load("champion")
     peaks = {}
     for key, rows in (("2026-03-01", partition), ("2026-03-big", big)):
