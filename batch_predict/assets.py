@@ -1,8 +1,9 @@
 """The three assets: the partition's inputs, the loaded model and the partition's predictions."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import asdict
+from typing import Any, TypeVar
 
 import dagster as dg
 from pydantic import Field
@@ -42,8 +43,69 @@ def deterministic_failures() -> Iterator[None]:
         raise dg.Failure(description=str(error), allow_retries=False) from error
 
 
+T = TypeVar("T")
+
+
+def each_partition(keys: Sequence[str], work: Callable[[str], T]) -> tuple[dict[str, T], dict[str, Exception]]:
+    """Do `work` for every partition of a run, keeping the outcomes of those that succeeded.
+
+    A single partition fails as it is. In a range, a failing partition is recorded and
+    the others still run: what succeeded is kept, and the caller fails the run after.
+    """
+    if len(keys) == 1:
+        with deterministic_failures():
+            return {keys[0]: work(keys[0])}, {}
+    done: dict[str, T] = {}
+    failed: dict[str, Exception] = {}
+    for key in keys:
+        try:
+            done[key] = work(key)
+        except Exception as error:  # recorded and raised below, naming the partition
+            failed[key] = error
+    return done, failed
+
+
+def range_failure(failed: dict[str, Exception], total: int) -> dg.Failure:
+    """Fail a range run naming its failed partitions; retry only if every failure was transient."""
+    lines = [f"{key}: {type(error).__name__}: {error}" for key, error in sorted(failed.items())]
+    transient = all(isinstance(error, WarehouseLockTimeout | OSError) for error in failed.values())
+    return dg.Failure(
+        description=(
+            f"{len(failed)} of {total} partitions failed ({', '.join(sorted(failed))}); the other "
+            "partitions were written and recorded as materialized.\n" + "\n".join(lines)
+        ),
+        metadata={"failed_partitions": sorted(failed)},
+        allow_retries=transient,
+    )
+
+
 def retry_policy(retries: int) -> dg.RetryPolicy:
     return dg.RetryPolicy(max_retries=retries, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
+def record_partitions(
+    context: dg.AssetExecutionContext, done: dict[str, dict[str, Any]], failed: dict[str, Exception]
+) -> Iterator[dg.AssetMaterialization]:
+    """Attach each partition's own metadata to its materialization, or, if some partitions of
+    the range failed, record the others as materialized and then fail naming the failed ones."""
+    if failed:
+        for key, metadata in done.items():
+            yield dg.AssetMaterialization(asset_key=context.asset_key, partition=key, metadata=metadata)
+        raise range_failure(failed, len(done) + len(failed))
+    for key, metadata in done.items():
+        context.add_asset_metadata(metadata, partition_key=key)
+
+
+def range_metadata(per_partition: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The run's own metadata: nothing more for one partition, totals for a range."""
+    if len(per_partition) == 1:
+        return {}
+    totals: dict[str, Any] = {"partitions": len(per_partition)}
+    for name in ("dagster/row_count", "source_rows", "rejected_rows", "failed", "dead", "carried_in"):
+        values = [m[name] for m in per_partition.values() if isinstance(m.get(name), int)]
+        if values:
+            totals[f"total_{name.removeprefix('dagster/')}"] = sum(values)
+    return totals
 
 
 def outcome_metadata(outcome: BatchOutcome) -> dict[str, Any]:
@@ -135,10 +197,17 @@ def load_champion(registry: ModelRegistryResource, source: SourceResource) -> Lo
 
 
 def build_assets(
-    partitions_def: dg.PartitionsDefinition, contract: FeatureContract, step_retries: int = 3
+    partitions_def: dg.TimeWindowPartitionsDefinition,
+    contract: FeatureContract,
+    step_retries: int = 3,
+    max_partitions_per_run: int = 1,
 ) -> list[dg.AssetsDefinition]:
+    # A backfill groups up to this many partitions in one run; each keeps its own rows and stats.
+    backfill_policy = dg.BackfillPolicy.multi_run(max_partitions_per_run)
+
     @dg.asset(
         partitions_def=partitions_def,
+        backfill_policy=backfill_policy,
         retry_policy=retry_policy(step_retries),
         group_name=GROUP,
         owners=OWNERS,
@@ -147,23 +216,19 @@ def build_assets(
     )
     def inputs(
         context: dg.AssetExecutionContext, source: SourceResource, warehouse: WarehouseResource
-    ) -> dg.MaterializeResult:
+    ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization]:
         """One row per valid source record whose event time falls in the partition; records that break the feature contract go to `rejected_inputs` with a reason."""
-        window = context.partition_time_window
-        with deterministic_failures():
-            stats = warehouse.open(source.contract()).snapshot_inputs(
-                source.source(),
-                context.partition_key,
-                window.start,
-                window.end,
-                context.run.run_id,
-                source.max_rejected_share,
+        snapshotter = warehouse.open(source.contract())
+
+        def snapshot(key: str) -> dict[str, Any]:
+            window = partitions_def.time_window_for_partition_key(key)
+            stats = snapshotter.snapshot_inputs(
+                source.source(), key, window.start, window.end, context.run.run_id, source.max_rejected_share
             )
-        empty = f"No source records in [{window.start}, {window.end}): the partition is empty."
-        if stats.source_rows == 0:
-            context.log.warning(f"Partition {context.partition_key}: {empty}")
-        return dg.MaterializeResult(
-            metadata={
+            empty = f"No source records in [{window.start}, {window.end}): the partition is empty."
+            if stats.source_rows == 0:
+                context.log.warning(f"Partition {key}: {empty}")
+            return {
                 "dagster/row_count": stats.valid_rows,
                 "source_rows": stats.source_rows,
                 "rejected_rows": stats.rejected_rows,
@@ -172,7 +237,10 @@ def build_assets(
                 "empty_partition": stats.source_rows == 0,
                 **({"warning": empty} if stats.source_rows == 0 else {}),
             }
-        )
+
+        done, failed = each_partition(context.partition_keys, snapshot)
+        yield from record_partitions(context, done, failed)
+        yield dg.MaterializeResult(metadata=range_metadata(done))
 
     @dg.asset(group_name=GROUP, owners=OWNERS, kinds={"scikitlearn"})
     def model(model_registry: ModelRegistryResource, source: SourceResource) -> dg.MaterializeResult:
@@ -186,6 +254,7 @@ def build_assets(
     @dg.asset(
         partitions_def=partitions_def,
         deps=[inputs, model],
+        backfill_policy=backfill_policy,
         retry_policy=retry_policy(step_retries),
         group_name=GROUP,
         owners=OWNERS,
@@ -212,27 +281,41 @@ def build_assets(
         warehouse: WarehouseResource,
         model_registry: ModelRegistryResource,
         batch: BatchResource,
-    ) -> dg.MaterializeResult:
+    ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization]:
         """One row per valid input record of the partition: the model's predicted class, one probability per class, and the model version that made it."""
-        with deterministic_failures():
+        with deterministic_failures():  # the model is loaded once per run, for all its partitions
             loaded = load_champion(model_registry, source)
-            outcome = predict_partition(
-                warehouse.open(source.contract()),
+        predictor = warehouse.open(source.contract())
+
+        def predict(key: str) -> BatchOutcome:
+            return predict_partition(
+                predictor,
                 loaded,
-                context.partition_key,
+                key,
                 context.run.run_id,
                 batch.chunk_size,
                 mode=batch.on_failure,
                 full_refresh=config.full_refresh,
                 max_attempts=batch.max_attempts,
             )
-        done = outcome.published.completeness
-        published = outcome.published
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": published.succeeded,
-                "valid_inputs": done.valid_inputs,
+
+        outcomes, failed = each_partition(context.partition_keys, predict)
+        per_partition = {
+            key: {
+                "dagster/row_count": outcome.published.succeeded,
+                "valid_inputs": outcome.published.completeness.valid_inputs,
                 **outcome_metadata(outcome),
+                "model_version": loaded.metadata.version,
+            }
+            for key, outcome in outcomes.items()
+        }
+        yield from record_partitions(context, per_partition, failed)
+        incomplete = sorted(k for k, o in outcomes.items() if not o.published.completeness.passed)
+        with_errors = {k: o.published.failed for k, o in outcomes.items() if o.published.failed}
+        dead = sum(o.published.dead for o in outcomes.values())
+        yield dg.MaterializeResult(
+            metadata={
+                **range_metadata(per_partition),
                 "model_name": loaded.metadata.name,
                 "model_version": loaded.metadata.version,
                 "model_checksum": loaded.metadata.checksum,
@@ -242,27 +325,24 @@ def build_assets(
             check_results=[
                 dg.AssetCheckResult(
                     check_name=EVERY_INPUT_PREDICTED,
-                    passed=done.passed,
+                    passed=not incomplete,
+                    description=f"Partitions with inputs lacking an outcome: {incomplete}" if incomplete else None,
                     metadata={
-                        "valid_inputs": done.valid_inputs,
-                        "outcomes": done.predictions,
-                        "inputs_without_outcome": done.missing,
-                        "duplicate_outcomes": done.duplicated,
-                        "outcomes_without_input": done.unexpected,
+                        key: dg.MetadataValue.json(asdict(outcome.published.completeness))
+                        for key, outcome in outcomes.items()
                     },
                 ),
                 dg.AssetCheckResult(
                     check_name=NO_PREDICTION_ERRORS,
-                    passed=published.failed == 0,
+                    passed=not with_errors,
                     severity=dg.AssetCheckSeverity.WARN,
                     description=(
-                        f"{published.failed} record(s) of the partition failed ({published.dead} dead); see "
-                        "prediction_errors. They are retried as BATCH_PREDICT_ON_FAILURE="
-                        f"{batch.on_failure} says."
+                        f"{sum(with_errors.values())} record(s) failed ({dead} dead) in {sorted(with_errors)}; see "
+                        f"prediction_errors. They are retried as BATCH_PREDICT_ON_FAILURE={batch.on_failure} says."
                     )
-                    if published.failed
+                    if with_errors
                     else "Every valid input has a prediction.",
-                    metadata={"failed": published.failed, "dead": published.dead},
+                    metadata={"failed": sum(with_errors.values()), "dead": dead},
                 ),
             ],
         )

@@ -13,7 +13,12 @@ from batch_predict.settings import Settings, load_settings
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     partitions_def = build_partitions(settings)
-    assets = build_assets(partitions_def, FeatureContract.from_settings(settings), settings.step_retries)
+    assets = build_assets(
+        partitions_def,
+        FeatureContract.from_settings(settings),
+        settings.step_retries,
+        settings.max_partitions_per_run,
+    )
     checks = build_checks(partitions_def)
     jobs, schedules = build_jobs_and_schedules(assets, checks, settings)
     return dg.Definitions(

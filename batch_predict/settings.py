@@ -44,6 +44,7 @@ DEFAULTS: Mapping[str, str] = {
     "BATCH_PREDICT_MAX_ATTEMPTS": "3",
     "BATCH_PREDICT_MAX_REJECTED_SHARE": "0.5",
     "BATCH_PREDICT_STEP_RETRIES": "3",
+    "BATCH_PREDICT_MAX_PARTITIONS_PER_RUN": "1",
     "BATCH_PREDICT_LOCK_TIMEOUT_SECONDS": "300",
     "BATCH_PREDICT_DUCKDB_MEMORY_LIMIT": "1GB",
     "BATCH_PREDICT_DUCKDB_THREADS": "2",
@@ -76,6 +77,7 @@ class Settings:
     max_attempts: int
     max_rejected_share: float
     step_retries: int
+    max_partitions_per_run: int
     lock_timeout_seconds: float
     duckdb_memory_limit: str
     duckdb_threads: int
@@ -158,6 +160,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_attempts=_int(raw("BATCH_PREDICT_MAX_ATTEMPTS"), "BATCH_PREDICT_MAX_ATTEMPTS", 1),
         max_rejected_share=max_rejected_share,
         step_retries=_int(raw("BATCH_PREDICT_STEP_RETRIES"), "BATCH_PREDICT_STEP_RETRIES", 0),
+        max_partitions_per_run=_int(
+            raw("BATCH_PREDICT_MAX_PARTITIONS_PER_RUN"), "BATCH_PREDICT_MAX_PARTITIONS_PER_RUN", 1
+        ),
         lock_timeout_seconds=_float(raw("BATCH_PREDICT_LOCK_TIMEOUT_SECONDS"), "BATCH_PREDICT_LOCK_TIMEOUT_SECONDS", 0),
         duckdb_memory_limit=_memory(raw("BATCH_PREDICT_DUCKDB_MEMORY_LIMIT")),
         duckdb_threads=_int(raw("BATCH_PREDICT_DUCKDB_THREADS"), "BATCH_PREDICT_DUCKDB_THREADS", 1),

@@ -1,0 +1,109 @@
+"""Single-run ranges: several partitions in one run, each with its own rows, stats and outcome."""
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from batch_predict import assets as assets_module
+from batch_predict.definitions import build_definitions
+from batch_predict.registry import Registry
+from batch_predict.settings import Settings
+
+KEYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
+RANGE = {"dagster/asset_partition_range_start": KEYS[0], "dagster/asset_partition_range_end": KEYS[-1]}
+
+
+@pytest.fixture
+def ranged(make_settings: Any) -> Settings:
+    return make_settings(max_partitions_per_run="10")
+
+
+def run_range(settings: Settings, assets: list[str]) -> dg.ExecuteInProcessResult:
+    job = build_definitions(settings).resolve_implicit_global_asset_job_def()
+    return job.execute_in_process(
+        asset_selection=[dg.AssetKey(a) for a in assets],
+        tags=RANGE,
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+
+
+def materialized(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, dg.AssetMaterialization]:
+    events = [e.event_specific_data.materialization for e in result.all_events if e.is_step_materialization]  # type: ignore[union-attr]
+    return {m.partition: m for m in events if m.asset_key == dg.AssetKey(asset)}
+
+
+def stats(settings: Settings) -> dict[str, tuple[Any, ...]]:
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        rows = con.execute(
+            """
+            SELECT i.partition_key, i.source_rows, i.valid_rows, p.succeeded, p.run_id,
+                   (SELECT count(*) FROM predictions x WHERE x.partition_key = i.partition_key)
+            FROM input_stats i LEFT JOIN prediction_stats p USING (partition_key) ORDER BY 1
+            """
+        ).fetchall()
+    return {row[0]: row[1:] for row in rows}
+
+
+def test_the_backfill_policy_follows_the_setting(ranged: Settings) -> None:
+    graph = build_definitions(ranged).resolve_asset_graph()
+    for name in ("inputs", "predictions"):
+        policy = graph.get(dg.AssetKey(name)).backfill_policy
+        assert policy is not None and policy.max_partitions_per_run == 10
+
+
+def test_a_range_run_writes_each_partition(ranged: Settings, landing: Path, registry: Registry) -> None:
+    result = run_range(ranged, ["inputs", "predictions"])
+    assert result.success
+    written = stats(ranged)
+    assert list(written) == KEYS
+    for source_rows, valid, succeeded, run_id, stored in written.values():
+        assert source_rows == 400 and succeeded == valid == stored
+        assert run_id == result.run_id
+    per_partition = materialized(result, "predictions")
+    assert sorted(per_partition) == KEYS
+    for key, materialization in per_partition.items():
+        assert materialization.metadata["dagster/row_count"].value == written[key][2]
+        assert materialization.metadata["model_version"].value == "v1"
+    assert sorted(materialized(result, "inputs")) == KEYS
+
+
+def test_a_failing_partition_keeps_the_others_and_names_itself(
+    ranged: Settings, landing: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = assets_module.predict_partition
+
+    def failing_on_the_second_day(warehouse: Any, model: Any, key: str, *args: Any, **kwargs: Any) -> Any:
+        if key == KEYS[1]:
+            raise ValueError("the model server fell over")
+        return real(warehouse, model, key, *args, **kwargs)
+
+    monkeypatch.setattr(assets_module, "predict_partition", failing_on_the_second_day)
+    result = run_range(ranged, ["inputs", "predictions"])
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = str(failure.event_specific_data)
+    assert "1 of 3 partitions failed (2026-03-02)" in message
+    assert "the model server fell over" in message
+    assert sorted(materialized(result, "predictions")) == [KEYS[0], KEYS[2]]
+    written = stats(ranged)
+    assert written[KEYS[0]][2] == written[KEYS[0]][1] and written[KEYS[2]][2] == written[KEYS[2]][1]
+    assert written[KEYS[1]][2] is None  # inputs snapshotted, no predictions
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+
+
+def test_a_bad_input_partition_in_a_range_keeps_the_others(ranged: Settings, landing: Path, registry: Registry) -> None:
+    for path in (ranged.landing / KEYS[1]).iterdir():
+        table = pq.read_table(path)
+        pq.write_table(table.set_column(2, "sepal_length", pa.array([-1.0] * table.num_rows)), path)
+    result = run_range(ranged, ["inputs"])
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "1 of 3 partitions failed (2026-03-02)" in str(failure.event_specific_data)
+    assert sorted(materialized(result, "inputs")) == [KEYS[0], KEYS[2]]
+    assert list(stats(ranged)) == [KEYS[0], KEYS[2]]
