@@ -52,7 +52,9 @@ query Poll($id: String!) {
 RUNS = """
 query Runs($id: String!) {
   runsOrError(filter: {tags: [{key: "dagster/backfill", value: $id}]}) {
-    ... on Runs { results { runId status startTime endTime } }
+    ... on Runs {
+      results { runId status startTime endTime stats { ... on RunStatsSnapshot { launchTime } } }
+    }
   }
 }
 """
@@ -186,7 +188,8 @@ def assert_partitions_written(warehouse: Path, partitions: list[str]) -> None:
 
 
 def most_in_flight(runs: list[dict[str, Any]]) -> int:
-    edges = sorted([(run["startTime"], 1) for run in runs] + [(run["endTime"], -1) for run in runs])
+    """The most runs launched (holding a slot of the run queue) and not yet finished at once."""
+    edges = sorted([(run["stats"]["launchTime"], 1) for run in runs] + [(run["endTime"], -1) for run in runs])
     in_flight = peak = 0
     for _, step in edges:
         in_flight += step
