@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 3000
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: demo test lint venv clean-demo
+.PHONY: demo test lint venv bench clean-demo
 
 venv: $(STAMP)
 
@@ -28,12 +28,17 @@ demo: $(STAMP)
 	fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check batch_predict batch_predict_tests
-	$(BIN)/ruff format --check batch_predict batch_predict_tests
+	$(BIN)/ruff check batch_predict batch_predict_tests benchmarks
+	$(BIN)/ruff format --check batch_predict batch_predict_tests benchmarks
 	$(BIN)/mypy
 
 test: lint
 	$(BIN)/pytest
+
+# Throughput, peak memory and backfill time, each against its baseline in the same process run
+# (about 10 minutes on 2 cores). Writes benchmarks/results.json. Not part of `make test`.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
 
 clean-demo:
 	rm -rf data/landing data/models data/staging data/warehouse.duckdb* dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/logs

@@ -163,7 +163,7 @@ class Warehouse:
         path: Path,
         contract: FeatureContract,
         lock_timeout_seconds: float = 300.0,
-        memory_limit: str = "1GB",
+        memory_limit: str = "512MB",
         threads: int = 2,
     ) -> None:
         self.path = path
@@ -171,6 +171,7 @@ class Warehouse:
         self.lock_timeout_seconds = lock_timeout_seconds
         self.memory_limit = memory_limit
         self.threads = threads
+        self._schema_ready = False  # tables, once made, stay: check them once per process
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -205,8 +206,12 @@ class Warehouse:
             con.execute("SET TimeZone = 'UTC'")
             con.execute(f"SET memory_limit = {_literal(self.memory_limit)}")
             con.execute(f"SET threads = {int(self.threads)}")
-            if not read_only:
+            # Nothing here relies on row order; without it DuckDB streams COPY and INSERT
+            # instead of buffering whole row groups per thread to keep the order.
+            con.execute("SET preserve_insertion_order = false")
+            if not read_only and not self._schema_ready:
                 self._ensure_schema(con)
+                self._schema_ready = True
             yield con
         finally:
             con.close()
@@ -532,7 +537,7 @@ class Warehouse:
         params = {"partition_key": partition_key}
         with self.connect() as con:
             con.execute(
-                f"COPY ({work} ORDER BY partition_key, record_id) TO $path (FORMAT parquet)",
+                f"COPY ({work}) TO $path (FORMAT parquet, COMPRESSION uncompressed)",
                 {**params, "path": str(path)},
             )
             row = con.execute(
@@ -546,71 +551,116 @@ class Warehouse:
     def publish_outcome(self, run: PredictionRun, work: Path, predictions: Path, errors: Path) -> PublishResult:
         """Record a run's predictions and errors in the ledger, in one transaction.
 
-        For each record of the work file, its previous prediction or error row is replaced
-        by its new outcome, so a record is never in `predictions` twice nor in both tables.
-        A carried record is applied only if its error row is unchanged since the work file
-        was written (another run may have settled it meanwhile). A failed record's attempt
-        counts up; at `max_attempts` it is marked dead and no longer carried. Predictions
-        and errors of the partition whose input is gone (re-snapshotted away) are removed.
+        Every record of the work file gets its new outcome in place of its previous one, so
+        a record is never in `predictions` twice nor in both tables. The partition's own
+        records are replaced as a whole (by partition key, no join over its rows); carried
+        records one by one, and only if their error row is unchanged since the work file
+        was written (another run may have settled them meanwhile). A failed record's
+        attempt counts up; at `max_attempts` it is marked dead and no longer carried.
         """
-        key = {"partition_key": run.partition_key}
+        key = {"p": run.partition_key}
         with self.connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
                 for column in run.probability_columns:
                     con.execute(f"ALTER TABLE predictions ADD COLUMN IF NOT EXISTS {_ident(column)} DOUBLE")
+                # Earlier attempts of the records this run worked: the partition's own failed
+                # records, and the carried ones still failed as the work file saw them.
                 con.execute(
                     """
-                    CREATE OR REPLACE TEMP TABLE work AS
-                    SELECT w.partition_key, w.record_id, w.attempt_seen, e.attempt AS prior_attempt
-                    FROM read_parquet($path) AS w
-                    LEFT JOIN prediction_errors AS e USING (partition_key, record_id)
-                    WHERE w.attempt_seen IS NULL OR (e.attempt = w.attempt_seen AND NOT e.dead)
+                    CREATE OR REPLACE TEMP TABLE prior AS
+                    SELECT partition_key, record_id, attempt FROM prediction_errors WHERE partition_key = $p
+                    UNION ALL
+                    SELECT e.partition_key, e.record_id, e.attempt
+                    FROM read_parquet($work) AS w JOIN prediction_errors AS e USING (partition_key, record_id)
+                    WHERE w.partition_key <> $p AND e.attempt = w.attempt_seen AND NOT e.dead
                     """,
-                    {"path": str(work)},
+                    {**key, "work": str(work)},
                 )
+                if run.mode == "retry_failed":
+                    # Only the records without a prediction were worked; a prediction that
+                    # another run wrote for one of them meanwhile gives way to this run's.
+                    con.execute(
+                        """
+                        DELETE FROM predictions AS t WHERE t.partition_key = $p AND t.record_id IN (
+                            SELECT record_id FROM read_parquet($work) WHERE partition_key = $p)
+                        """,
+                        {**key, "work": str(work)},
+                    )
+                else:
+                    con.execute("DELETE FROM predictions WHERE partition_key = $p", key)
+                con.execute("DELETE FROM prediction_errors WHERE partition_key = $p", key)
                 for table in ("predictions", "prediction_errors"):
                     con.execute(
                         f"""
-                        DELETE FROM {table} AS t USING work AS w
-                        WHERE t.partition_key = w.partition_key AND t.record_id = w.record_id
-                        """
-                    )
-                    con.execute(
-                        f"""
-                        DELETE FROM {table} AS t WHERE t.partition_key = $partition_key AND NOT EXISTS (
-                            SELECT 1 FROM inputs AS i
-                            WHERE i.partition_key = t.partition_key AND i.record_id = t.record_id)
+                        DELETE FROM {table} AS t USING prior AS c
+                        WHERE c.partition_key <> $p AND t.partition_key = c.partition_key
+                          AND t.record_id = c.record_id
                         """,
                         key,
                     )
-                con.execute(
-                    """
+                carried_ok = "SELECT partition_key, record_id FROM prior WHERE partition_key <> $p"
+                [(run_predicted,)] = con.execute(
+                    f"""
                     INSERT INTO predictions BY NAME
-                    SELECT p.* FROM read_parquet($path) AS p SEMI JOIN work USING (partition_key, record_id)
+                    SELECT * FROM read_parquet($path) WHERE partition_key = $p
+                    UNION ALL BY NAME
+                    SELECT f.* FROM read_parquet($path) AS f SEMI JOIN ({carried_ok}) USING (partition_key, record_id)
+                    WHERE f.partition_key <> $p
                     """,
-                    {"path": str(predictions)},
-                )
-                con.execute(
-                    """
+                    {**key, "path": str(predictions)},
+                ).fetchall()
+                [(run_failed,)] = con.execute(
+                    f"""
                     INSERT INTO prediction_errors BY NAME
-                    SELECT f.partition_key, f.record_id, f.error, coalesce(w.prior_attempt, 0) + 1 AS attempt,
-                           coalesce(w.prior_attempt, 0) + 1 >= $max_attempts AS dead,
+                    SELECT f.partition_key, f.record_id, f.error, coalesce(c.attempt, 0) + 1 AS attempt,
+                           coalesce(c.attempt, 0) + 1 >= $max_attempts AS dead,
                            f.attempted_in_partition, f.run_id, f.failed_at
-                    FROM read_parquet($path) AS f JOIN work AS w USING (partition_key, record_id)
+                    FROM read_parquet($path) AS f LEFT JOIN prior AS c USING (partition_key, record_id)
+                    WHERE f.partition_key = $p
+                       OR (f.partition_key, f.record_id) IN ({carried_ok})
                     """,
-                    {"path": str(errors), "max_attempts": run.max_attempts},
+                    {**key, "path": str(errors), "max_attempts": run.max_attempts},
+                ).fetchall()
+                completeness = self._completeness(con, run.partition_key)
+                if not completeness.passed and run.mode == "retry_failed":
+                    # Outcomes of records that left the partition's inputs when it was re-snapshotted.
+                    for table in ("predictions", "prediction_errors"):
+                        con.execute(
+                            f"""
+                            DELETE FROM {table} AS t WHERE t.partition_key = $p AND NOT EXISTS (
+                                SELECT 1 FROM inputs AS i
+                                WHERE i.partition_key = t.partition_key AND i.record_id = t.record_id)
+                            """,
+                            key,
+                        )
+                    completeness = self._completeness(con, run.partition_key)
+                [(succeeded, failed, dead, carried_in)] = con.execute(
+                    f"""
+                    SELECT (SELECT count(*) FROM predictions WHERE partition_key = $p),
+                           (SELECT count(*) FROM prediction_errors WHERE partition_key = $p),
+                           (SELECT count(*) FROM prediction_errors WHERE partition_key = $p AND dead),
+                           (SELECT count(*) FROM ({carried_ok}))
+                    """,
+                    key,
+                ).fetchall()
+                result = PublishResult(
+                    completeness=completeness,
+                    succeeded=int(succeeded),
+                    failed=int(failed),
+                    dead=int(dead),
+                    carried_in=int(carried_in),
+                    run_predicted=int(run_predicted),
+                    run_failed=int(run_failed),
                 )
-                result = self._publish_result(con, run.partition_key)
                 rate = result.run_predicted / run.wall_seconds if run.wall_seconds > 0 else None
-                con.execute("DELETE FROM prediction_stats WHERE partition_key = $partition_key", key)
+                con.execute("DELETE FROM prediction_stats WHERE partition_key = $p", key)
                 con.execute(
                     """
                     INSERT INTO prediction_stats BY NAME SELECT
-                        $partition_key AS partition_key, $mode AS mode, $valid_inputs AS valid_inputs,
+                        $p AS partition_key, $mode AS mode, $valid_inputs AS valid_inputs,
                         $succeeded AS succeeded, $failed AS failed, $dead AS dead,
-                        (SELECT coalesce(max(rejected_rows), 0) FROM input_stats
-                         WHERE partition_key = $partition_key) AS rejected,
+                        (SELECT coalesce(max(rejected_rows), 0) FROM input_stats WHERE partition_key = $p) AS rejected,
                         $carried_in AS carried_in, $run_predicted AS run_predicted, $run_failed AS run_failed,
                         $model_name AS model_name, $model_version AS model_version, $run_id AS run_id,
                         now() AS completed_at, $wall_seconds AS wall_seconds, $rate AS rows_per_second,
@@ -619,7 +669,7 @@ class Warehouse:
                     {
                         **key,
                         "mode": run.mode,
-                        "valid_inputs": result.completeness.valid_inputs,
+                        "valid_inputs": completeness.valid_inputs,
                         "succeeded": result.succeeded,
                         "failed": result.failed,
                         "dead": result.dead,
@@ -631,7 +681,7 @@ class Warehouse:
                         "run_id": run.run_id,
                         "wall_seconds": run.wall_seconds,
                         "rate": rate,
-                        "passed": result.completeness.passed,
+                        "passed": completeness.passed,
                     },
                 )
                 con.execute("COMMIT")
@@ -640,39 +690,33 @@ class Warehouse:
                 raise
         return result
 
-    def _publish_result(self, con: duckdb.DuckDBPyConnection, partition_key: str) -> PublishResult:
-        row = con.execute(
-            """
-            SELECT
-                (SELECT count(*) FROM predictions WHERE partition_key = $p),
-                (SELECT count(*) FROM prediction_errors WHERE partition_key = $p),
-                (SELECT count(*) FROM prediction_errors WHERE partition_key = $p AND dead),
-                (SELECT count(*) FROM work WHERE partition_key <> $p),
-                (SELECT count(*) FROM predictions AS p SEMI JOIN work USING (partition_key, record_id)),
-                (SELECT count(*) FROM prediction_errors AS e SEMI JOIN work USING (partition_key, record_id))
-            """,
-            {"p": partition_key},
-        ).fetchone()
-        assert row is not None
-        succeeded, failed, dead, carried_in, run_predicted, run_failed = (int(value) for value in row)
-        return PublishResult(
-            completeness=self._completeness(con, partition_key),
-            succeeded=succeeded,
-            failed=failed,
-            dead=dead,
-            carried_in=carried_in,
-            run_predicted=run_predicted,
-            run_failed=run_failed,
-        )
-
     def _completeness(self, con: duckdb.DuckDBPyConnection, partition_key: str) -> Completeness:
+        """Compare the partition's inputs with its outcomes (predictions plus recorded errors).
+
+        The common case is decided by streaming aggregates, in constant memory: the two
+        multisets of record ids are equal when their counts and their sums of 64-bit hashes
+        are. Only when they differ are the joins run that say what is missing or doubled.
+        """
+        params = {"p": partition_key}
+        [(inputs, input_hashes, outcomes, outcome_hashes)] = con.execute(
+            """
+            SELECT (SELECT count(*) FROM inputs WHERE partition_key = $p),
+                   (SELECT coalesce(sum(hash(record_id)), 0) FROM inputs WHERE partition_key = $p),
+                   count(*), coalesce(sum(hash(record_id)), 0)
+            FROM (SELECT record_id FROM predictions WHERE partition_key = $p
+                  UNION ALL SELECT record_id FROM prediction_errors WHERE partition_key = $p)
+            """,
+            params,
+        ).fetchall()
+        if inputs == outcomes and input_hashes == outcome_hashes:
+            return Completeness(int(inputs), int(outcomes), 0, 0, 0)
         row = con.execute(
             """
-            WITH i AS (SELECT record_id FROM inputs WHERE partition_key = $partition_key),
+            WITH i AS (SELECT record_id FROM inputs WHERE partition_key = $p),
                  o AS (SELECT record_id, count(*) AS n FROM (
-                           SELECT record_id FROM predictions WHERE partition_key = $partition_key
+                           SELECT record_id FROM predictions WHERE partition_key = $p
                            UNION ALL
-                           SELECT record_id FROM prediction_errors WHERE partition_key = $partition_key)
+                           SELECT record_id FROM prediction_errors WHERE partition_key = $p)
                        GROUP BY record_id)
             SELECT (SELECT count(*) FROM i),
                    (SELECT coalesce(sum(n), 0) FROM o),
@@ -680,7 +724,7 @@ class Warehouse:
                    (SELECT coalesce(sum(n - 1), 0) FROM o),
                    (SELECT count(*) FROM o ANTI JOIN i USING (record_id))
             """,
-            {"partition_key": partition_key},
+            params,
         ).fetchone()
         assert row is not None
         return Completeness(*(int(value) for value in row))

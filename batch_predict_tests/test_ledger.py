@@ -200,3 +200,21 @@ def test_two_runs_carrying_the_same_record_store_one_prediction(
     for key in DAYS:
         ledger(snapshotted, key)
     assert query(snapshotted, "SELECT count(*) - count(DISTINCT (partition_key, record_id)) FROM predictions") == [(0,)]
+
+
+def test_completeness_names_missing_doubled_and_unexpected_outcomes(snapshotted: Warehouse, registry: Registry) -> None:
+    run(snapshotted, registry.load("champion"), DAYS[0], RETRY_ALL)
+    assert snapshotted.completeness(DAYS[0]).passed
+    with duckdb.connect(str(snapshotted.path)) as con:
+        [(gone,)] = con.execute("SELECT min(record_id) FROM predictions").fetchall()
+        con.execute("DELETE FROM predictions WHERE record_id = ?", [gone])
+        con.execute(
+            "INSERT INTO predictions BY NAME SELECT * FROM predictions WHERE record_id = (SELECT max(record_id) FROM predictions)"
+        )
+        con.execute(
+            "INSERT INTO prediction_errors (partition_key, record_id, error, attempt, dead) VALUES (?, 'ghost', 'x', 1, false)",
+            [DAYS[0]],
+        )
+    broken = snapshotted.completeness(DAYS[0])
+    assert not broken.passed
+    assert (broken.missing, broken.duplicated, broken.unexpected) == (1, 1, 1)
