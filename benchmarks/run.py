@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -184,8 +183,17 @@ def ours(root: Path, chunk: int, **extra: str) -> tuple[float, float, float]:
     return step_seconds, run_seconds, rows / step_seconds
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set size (VmHWM) in MB."""
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM"))
+    return int(line.split()[1]) / 1024
+
+
 def child_memory(rows: int, chunk: int, memory_limit: str) -> None:
     """In a fresh process: fill a warehouse, then report the peak RSS of a prediction run over it."""
+    # A forked child starts with its parent's peak (Linux keeps it across exec): reset it
+    # to this process's own current size first.
+    Path("/proc/self/clear_refs").write_text("5")
     with tempfile.TemporaryDirectory(dir=HERE.parent / "data") as tmp:
         root = Path(tmp)
         register(root, "lr")
@@ -193,9 +201,9 @@ def child_memory(rows: int, chunk: int, memory_limit: str) -> None:
             [sys.executable, __file__, "--fill", str(root), str(rows)], check=True, capture_output=True, text=True
         )
         assert filler.returncode == 0
-        baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        baseline = peak_rss_mb()
         _, _, rate = ours(root, chunk, BATCH_PREDICT_DUCKDB_MEMORY_LIMIT=memory_limit)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = peak_rss_mb()
     print(json.dumps({"peak_rss_mb": round(peak, 1), "before_run_mb": round(baseline, 1), "rows_per_s": rate}))
 
 
