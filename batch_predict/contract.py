@@ -14,7 +14,6 @@ NOT_A_NUMBER = "not_a_number"
 NAN_FEATURE = "nan_feature"
 NEGATIVE_VALUE = "negative_value"
 DUPLICATE_RECORD_ID = "duplicate_record_id"
-REASONS = (MISSING_RECORD_ID, MISSING_FEATURE, NOT_A_NUMBER, NAN_FEATURE, NEGATIVE_VALUE, DUPLICATE_RECORD_ID)
 
 
 @dataclass(frozen=True)
