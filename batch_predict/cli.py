@@ -6,7 +6,9 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from batch_predict.contract import FeatureContract
@@ -45,6 +47,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     model = commands.add_parser("model", help="manage the model registry")
     model_commands = model.add_subparsers(dest="model_command", required=True)
+    model_commands.add_parser("list", help="registered versions and the aliases pointing at them")
+    show = model_commands.add_parser("show", help="one version's metadata, as JSON")
+    show.add_argument("version")
+    register = model_commands.add_parser("register", help="validate a joblib artifact and register it")
+    register.add_argument("path", type=Path)
+    register.add_argument("--name", help="registered name (default: the file's stem)")
+    register.add_argument("--trained-at", type=datetime.fromisoformat, help="ISO time (default: the file's mtime)")
+    register.add_argument("--features", help="comma-separated feature names, if the model does not carry them")
+    register.add_argument("--classes", help="comma-separated class labels, to check against the model's")
+    promote = model_commands.add_parser("promote", help="point an alias at a version (history is kept)")
+    promote.add_argument("version")
+    promote.add_argument("--alias", default="champion", help="alias to move (default champion)")
     train = model_commands.add_parser("train-demo", help="train the demo iris model, register it and make it the alias")
     train.add_argument(
         "--fail-share",
@@ -74,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo-data":
             return _demo_data(settings, args)
         if args.command == "model":
-            return _train_demo(settings, args.fail_share)
+            return _model(settings, args)
         if args.command == "status":
             return _status(settings, args.last, args.json)
         if args.command == "errors":
@@ -94,6 +108,47 @@ def _demo_data(settings: Settings, args: argparse.Namespace) -> int:
     days = write_landing(settings.landing, start, args.days, args.rows_per_day, args.seed, args.files_per_day)
     files = sum(len(day.paths) for day in days)
     print(f"wrote {len(days)} days x {args.rows_per_day} records ({files} files) from {start} into {settings.landing}")
+    return 0
+
+
+def _model(settings: Settings, args: argparse.Namespace) -> int:
+    registry = Registry(settings.models)
+    if args.model_command == "train-demo":
+        return _train_demo(settings, args.fail_share)
+    if args.model_command == "list":
+        pointing: dict[str, list[str]] = {}
+        for alias, version in registry.aliases().items():
+            pointing.setdefault(version, []).append(alias)
+        for version in registry.versions():
+            meta = registry.metadata(version)
+            aliases = ",".join(pointing.get(version, [])) or "-"
+            print(
+                f"{version}  {meta.name}  trained {meta.trained_at}  features {len(meta.features)}  aliases {aliases}"
+            )
+        if not registry.versions():
+            print(f"no models in {settings.models}")
+        return 0
+    if args.model_command == "show":
+        print(json.dumps(asdict(registry.metadata(args.version)), indent=2))
+        return 0
+    if args.model_command == "promote":
+        registry.set_alias(args.alias, args.version)
+        print(f"{args.alias} -> {args.version}")
+        return 0
+    path: Path = args.path
+    if not path.is_file():
+        raise ModelError(f"No file at {path}.")
+    metadata = registry.register_file(
+        path,
+        name=args.name or path.stem,
+        trained_at=args.trained_at or datetime.fromtimestamp(path.stat().st_mtime, UTC),
+        features=args.features.split(",") if args.features else None,
+        classes=args.classes.split(",") if args.classes else None,
+    )
+    print(
+        f"registered {metadata.name} as {metadata.version} (sha256 {metadata.checksum[:12]}); promote it with "
+        f"`batch-predict model promote {metadata.version} --alias champion`"
+    )
     return 0
 
 

@@ -14,6 +14,8 @@ loaded, so only register artifacts you trust.
 
 from __future__ import annotations
 
+import fcntl
+import getpass
 import hashlib
 import json
 import os
@@ -26,6 +28,7 @@ from typing import Any
 
 import joblib
 import numpy as np
+import pandas as pd
 
 ARTIFACT = "model.joblib"
 METADATA = "metadata.json"
@@ -67,7 +70,7 @@ class LoadedModel:
     path: Path
 
     def predict_proba(self, features: Any) -> np.ndarray:
-        return np.asarray(self.estimator.predict_proba(features), dtype=np.float64)
+        return np.asarray(self.estimator.predict_proba(_as_fitted(self.estimator, features)), dtype=np.float64)
 
 
 def sha256(path: Path) -> str:
@@ -202,17 +205,111 @@ class Registry:
                 if not (self.root / version).exists():
                     raise
 
-    def set_alias(self, alias: str, version: str) -> None:
+    def set_alias(self, alias: str, version: str, by: str | None = None) -> None:
+        """Point `alias` at `version`, keeping the alias's history (who pointed where, when).
+
+        Setting an alias to the version it already points at changes nothing.
+        """
         self.metadata(version)  # refuses unknown versions
-        if (self.root / "aliases" / f"{alias}.json").exists() and self.resolve(alias) == version:
-            return
         aliases = self.root / "aliases"
         aliases.mkdir(parents=True, exist_ok=True)
-        payload = {"version": version, "updated_at": datetime.now(UTC).isoformat()}
-        handle, temporary = tempfile.mkstemp(dir=aliases, suffix=".tmp")
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream)
-        os.replace(temporary, aliases / f"{alias}.json")
+        with (aliases / ".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # two promotions never lose each other's history
+            path = aliases / f"{alias}.json"
+            current = json.loads(path.read_text()) if path.exists() else {"history": []}
+            if current.get("version") == version:
+                return
+            now = datetime.now(UTC).isoformat()
+            entry = {"version": version, "at": now, "by": by or _user(), "previous": current.get("version")}
+            payload = {"version": version, "updated_at": now, "history": [*current.get("history", []), entry]}
+            handle, temporary = tempfile.mkstemp(dir=aliases, suffix=".tmp")
+            with os.fdopen(handle, "w") as stream:
+                json.dump(payload, stream, indent=2)
+            os.replace(temporary, path)
+
+    def aliases(self) -> dict[str, str]:
+        """Every alias and the version it points at."""
+        folder = self.root / "aliases"
+        if not folder.is_dir():
+            return {}
+        return {path.stem: self.resolve(path.stem) for path in sorted(folder.glob("*.json"))}
+
+    def alias_history(self, alias: str) -> list[dict[str, str | None]]:
+        path = self.root / "aliases" / f"{alias}.json"
+        if not path.exists():
+            raise ModelError(f"The model registry {self.root} has no alias {alias!r}.")
+        history: list[dict[str, str | None]] = json.loads(path.read_text()).get("history", [])
+        return history
+
+    def register_file(
+        self,
+        artifact: Path,
+        *,
+        name: str,
+        trained_at: datetime,
+        features: list[str] | None = None,
+        classes: list[str] | None = None,
+    ) -> ModelMetadata:
+        """Validate a joblib artifact (it loads, it fits the features, a smoke prediction works) and register it.
+
+        Features and classes come from the estimator (`feature_names_in_`, `classes_`) unless
+        given; given ones must agree with what the estimator says.
+        """
+        try:
+            estimator = joblib.load(artifact)
+        except Exception as error:  # unpickling can fail with almost any exception type
+            raise ModelError(
+                f"Cannot load {artifact} as a joblib artifact ({type(error).__name__}: {error}). "
+                "Save a fitted scikit-learn estimator with joblib.dump and register that file."
+            ) from error
+        if not hasattr(estimator, "predict_proba") or not hasattr(estimator, "classes_"):
+            raise ModelError(
+                f"{artifact} holds a {type(estimator).__name__}, not a fitted classifier with predict_proba "
+                "and classes_. Register a fitted classifier."
+            )
+        known = [str(label) for label in estimator.classes_]
+        if classes is not None and classes != known:
+            raise ModelError(f"--classes {classes} do not match the model's classes {known}.")
+        names = [str(n) for n in getattr(estimator, "feature_names_in_", [])] or features
+        if not names:
+            raise ModelError(
+                f"{artifact} does not name its features (it was fitted without column names): give --features a,b,c."
+            )
+        if features is not None and features != names:
+            raise ModelError(f"--features {features} do not match the model's features {names}.")
+        smoke = pd.DataFrame(np.ones((1, len(names))), columns=names)
+        try:
+            proba = np.asarray(estimator.predict_proba(_as_fitted(estimator, smoke)))
+        except Exception as error:  # the estimator can raise anything: report it as a broken model
+            raise ModelError(
+                f"{artifact} failed a smoke prediction on one row of its {len(names)} features "
+                f"({type(error).__name__}: {error}); it is not registered."
+            ) from error
+        if proba.shape != (1, len(known)) or not np.isclose(proba.sum(), 1.0):
+            raise ModelError(f"{artifact} returned probabilities of shape {proba.shape}; expected (1, {len(known)}).")
+        return self.register(
+            estimator,
+            name=name,
+            trained_at=trained_at,
+            features=[{"name": feature, "dtype": "float64"} for feature in names],
+            metrics={},
+            training_window={},
+        )
+
+
+def _as_fitted(estimator: Any, frame: Any) -> Any:
+    """A scikit-learn model fitted on a plain array gets one (in the contract's column order), not a frame."""
+    fitted_on_array = hasattr(estimator, "n_features_in_") and not hasattr(estimator, "feature_names_in_")
+    if isinstance(frame, pd.DataFrame) and fitted_on_array:
+        return frame.to_numpy()
+    return frame
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name in this environment
+        return "unknown"
 
 
 def _remove_tree(path: Path) -> None:
