@@ -142,18 +142,9 @@ class Registry:
                 f"The artifact {path} is corrupt or was changed: its sha256 is {actual}, the registry "
                 f"recorded {metadata.checksum}. Restore the original file, or register a new model."
             )
-        try:
-            estimator = joblib.load(path)
-        except Exception as error:  # unpickling can fail with almost any exception type
-            raise ModelError(
-                f"Cannot load the artifact {path} ({type(error).__name__}: {error}). It may need other "
-                "library versions than installed; register a model trained with this environment."
-            ) from error
-        if not hasattr(estimator, "predict_proba"):
-            raise ModelError(
-                f"The artifact {path} holds a {type(estimator).__name__}, which has no predict_proba. "
-                "Register a classifier that gives class probabilities."
-            )
+        estimator = _load_classifier(
+            path, "It may need other library versions than installed; register a model trained with this environment."
+        )
         return LoadedModel(metadata=metadata, estimator=estimator, path=path)
 
     def register(
@@ -255,18 +246,9 @@ class Registry:
         Features and classes come from the estimator (`feature_names_in_`, `classes_`) unless
         given; given ones must agree with what the estimator says.
         """
-        try:
-            estimator = joblib.load(artifact)
-        except Exception as error:  # unpickling can fail with almost any exception type
-            raise ModelError(
-                f"Cannot load {artifact} as a joblib artifact ({type(error).__name__}: {error}). "
-                "Save a fitted scikit-learn estimator with joblib.dump and register that file."
-            ) from error
-        if not hasattr(estimator, "predict_proba") or not hasattr(estimator, "classes_"):
-            raise ModelError(
-                f"{artifact} holds a {type(estimator).__name__}, not a fitted classifier with predict_proba "
-                "and classes_. Register a fitted classifier."
-            )
+        estimator = _load_classifier(
+            artifact, "Save a fitted scikit-learn estimator with joblib.dump and register that file."
+        )
         known = [str(label) for label in estimator.classes_]
         if classes is not None and classes != known:
             raise ModelError(f"--classes {classes} do not match the model's classes {known}.")
@@ -295,6 +277,20 @@ class Registry:
             metrics={},
             training_window={},
         )
+
+
+def _load_classifier(path: Path, fix: str) -> Any:
+    """Unpickle a joblib artifact and make sure it is a fitted classifier with class probabilities."""
+    try:
+        estimator = joblib.load(path)
+    except Exception as error:  # unpickling can fail with almost any exception type
+        raise ModelError(f"Cannot load the artifact {path} ({type(error).__name__}: {error}). {fix}") from error
+    if not hasattr(estimator, "predict_proba") or not hasattr(estimator, "classes_"):
+        raise ModelError(
+            f"The artifact {path} holds a {type(estimator).__name__}, not a fitted classifier with "
+            "predict_proba and classes_. Register a fitted classifier that gives class probabilities."
+        )
+    return estimator
 
 
 def _as_fitted(estimator: Any, frame: Any) -> Any:
