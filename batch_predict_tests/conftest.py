@@ -1,10 +1,13 @@
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import Any
 
+import dagster as dg
 import pytest
 
 from batch_predict.contract import FeatureContract
+from batch_predict.definitions import build_definitions
 from batch_predict.demo import train_demo_model, write_landing
 from batch_predict.registry import Registry
 from batch_predict.settings import Settings, load_settings
@@ -58,3 +61,16 @@ def warehouse(settings: Settings) -> Warehouse:
 @pytest.fixture
 def source(settings: Settings) -> Source:
     return Source(settings.landing, settings.source_glob)
+
+
+def run_assets(
+    settings: Settings, selection: list[str], partition_key: str | None = None, **kwargs: Any
+) -> dg.ExecuteInProcessResult:
+    """Materialize the named assets in-process, as one run on a fresh ephemeral instance."""
+    job = build_definitions(settings).resolve_implicit_global_asset_job_def()
+    return job.execute_in_process(
+        asset_selection=[dg.AssetKey(name) for name in selection],
+        partition_key=partition_key,
+        instance=kwargs.pop("instance", None) or dg.DagsterInstance.ephemeral(),
+        **kwargs,
+    )

@@ -5,24 +5,12 @@ import dagster as dg
 import duckdb
 import pytest
 
-from batch_predict.definitions import build_definitions
 from batch_predict.registry import Registry
 from batch_predict.settings import Settings
 
-from .conftest import ROWS_PER_DAY
+from .conftest import ROWS_PER_DAY, run_assets
 
-
-def run(
-    settings: Settings, selection: list[str], partition_key: str | None = None, **kwargs: Any
-) -> dg.ExecuteInProcessResult:
-    defs = build_definitions(settings)
-    job = defs.resolve_implicit_global_asset_job_def()
-    return job.execute_in_process(
-        asset_selection=[dg.AssetKey(name) for name in selection],
-        partition_key=partition_key,
-        instance=kwargs.pop("instance", None) or dg.DagsterInstance.ephemeral(),
-        **kwargs,
-    )
+run = run_assets
 
 
 def query(settings: Settings, sql: str, *params: object) -> list[tuple[Any, ...]]:

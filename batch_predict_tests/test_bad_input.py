@@ -13,9 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from batch_predict.definitions import build_definitions
 from batch_predict.registry import Registry
 from batch_predict.settings import IRIS_FEATURES, Settings, SettingsError, load_settings
+
+from .conftest import run_assets
 
 TABLES = ("inputs", "rejected_inputs", "input_stats", "predictions", "prediction_errors", "prediction_stats")
 
@@ -29,13 +30,7 @@ def snapshot(path: Path) -> dict[str, Any]:
 
 
 def run(settings: Settings, assets: list[str], key: str) -> dg.ExecuteInProcessResult:
-    job = build_definitions(settings).resolve_implicit_global_asset_job_def()
-    return job.execute_in_process(
-        asset_selection=[dg.AssetKey(a) for a in assets],
-        partition_key=key,
-        instance=dg.DagsterInstance.ephemeral(),
-        raise_on_error=False,
-    )
+    return run_assets(settings, assets, key, raise_on_error=False)
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:

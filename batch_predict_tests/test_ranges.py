@@ -14,6 +14,8 @@ from batch_predict.definitions import build_definitions
 from batch_predict.registry import Registry
 from batch_predict.settings import Settings
 
+from .conftest import run_assets
+
 KEYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
 RANGE = {"dagster/asset_partition_range_start": KEYS[0], "dagster/asset_partition_range_end": KEYS[-1]}
 
@@ -24,13 +26,7 @@ def ranged(make_settings: Any) -> Settings:
 
 
 def run_range(settings: Settings, assets: list[str]) -> dg.ExecuteInProcessResult:
-    job = build_definitions(settings).resolve_implicit_global_asset_job_def()
-    return job.execute_in_process(
-        asset_selection=[dg.AssetKey(a) for a in assets],
-        tags=RANGE,
-        instance=dg.DagsterInstance.ephemeral(),
-        raise_on_error=False,
-    )
+    return run_assets(settings, assets, tags=RANGE, raise_on_error=False)
 
 
 def materialized(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, dg.AssetMaterialization]:
