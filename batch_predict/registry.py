@@ -1,10 +1,12 @@
 """The model registry: a folder with one immutable subfolder per version and alias files.
 
     models/
-      v1/model.joblib       the artifact (a fitted scikit-learn estimator, joblib format)
-      v1/metadata.json      version, trained_at, features and dtypes, classes, metrics,
+      v1/model.joblib       the artifact: a fitted scikit-learn estimator (joblib), or
+      v2/model.onnx         an ONNX classifier run with onnxruntime
+      v1/metadata.json      version, format, trained_at, features and dtypes, classes, metrics,
                             training window, sha256 checksum of the artifact
-      aliases/champion.json {"version": "v1", "updated_at": ...}
+      v1/reference.json     training reference statistics for drift monitoring (optional)
+      aliases/champion.json {"version": "v1", "updated_at": ..., "history": [...]}
 
 A version folder is written under a temporary name and renamed into place, so a
 reader never sees half a version, and two registrations never take the same number.
@@ -20,7 +22,9 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,8 +34,11 @@ import joblib
 import numpy as np
 import pandas as pd
 
-ARTIFACT = "model.joblib"
+SKLEARN_JOBLIB = "sklearn-joblib"
+ONNX = "onnx"
+ARTIFACTS = {SKLEARN_JOBLIB: "model.joblib", ONNX: "model.onnx"}
 METADATA = "metadata.json"
+REFERENCE = "reference.json"
 _VERSION = re.compile(r"^v(\d+)$")
 
 
@@ -49,7 +56,7 @@ class ModelMetadata:
     checksum: str
     metrics: dict[str, float] = field(default_factory=dict)
     training_window: dict[str, str | None] = field(default_factory=dict)
-    format: str = "sklearn-joblib"
+    format: str = SKLEARN_JOBLIB
     registered_at: str = ""
 
     @property
@@ -129,8 +136,17 @@ class Registry:
     def load(self, alias: str) -> LoadedModel:
         """Load the version `alias` points at, verifying the artifact's checksum first."""
         version = self.resolve(alias)
+        return self.load_version(version)
+
+    def load_version(self, version: str) -> LoadedModel:
+        """Load one version, verifying the artifact's checksum first."""
         metadata = self.metadata(version)
-        path = self.root / version / ARTIFACT
+        if metadata.format not in ARTIFACTS:
+            raise ModelError(
+                f"Model {version} has format {metadata.format!r}, which this app cannot load "
+                f"(it loads {', '.join(ARTIFACTS)}). Upgrade batch_predict, or register the model in a known format."
+            )
+        path = self.root / version / ARTIFACTS[metadata.format]
         if not path.is_file():
             raise ModelError(
                 f"The artifact of model {version} is missing: {path}. Restore it, or register "
@@ -142,10 +158,25 @@ class Registry:
                 f"The artifact {path} is corrupt or was changed: its sha256 is {actual}, the registry "
                 f"recorded {metadata.checksum}. Restore the original file, or register a new model."
             )
+        if metadata.format == ONNX:
+            from batch_predict.onnx_model import OnnxClassifier
+
+            return LoadedModel(metadata, OnnxClassifier(path, metadata.feature_names, metadata.classes), path)
         estimator = _load_classifier(
             path, "It may need other library versions than installed; register a model trained with this environment."
         )
         return LoadedModel(metadata=metadata, estimator=estimator, path=path)
+
+    def reference(self, version: str) -> dict[str, Any] | None:
+        """The training reference statistics saved with a version, if it has them."""
+        path = self.root / version / REFERENCE
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except json.JSONDecodeError as error:
+            raise ModelError(f"The reference statistics {path} are unreadable ({error}).") from None
+        return data
 
     def register(
         self,
@@ -156,23 +187,51 @@ class Registry:
         features: list[dict[str, str]],
         metrics: dict[str, float],
         training_window: dict[str, str | None],
+        reference: dict[str, Any] | None = None,
     ) -> ModelMetadata:
-        """Store a fitted estimator as a new version, or return the version that already holds it.
+        """Store a fitted scikit-learn estimator (joblib) as a new version, or return the version that holds it.
 
         Registering the same bytes twice returns the existing version, which keeps
         `make demo` idempotent.
         """
+        return self._store(
+            lambda path: joblib.dump(estimator, path),
+            SKLEARN_JOBLIB,
+            name=name,
+            trained_at=trained_at,
+            features=features,
+            classes=[str(label) for label in estimator.classes_],
+            metrics=metrics,
+            training_window=training_window,
+            reference=reference,
+        )
+
+    def _store(
+        self,
+        write: Callable[[Path], object],
+        format: str,
+        *,
+        name: str,
+        trained_at: datetime,
+        features: list[dict[str, str]],
+        classes: list[str],
+        metrics: dict[str, float],
+        training_window: dict[str, str | None],
+        reference: dict[str, Any] | None,
+    ) -> ModelMetadata:
+        """Write a version folder under a temporary name and rename it into place under the next free number."""
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
-        artifact = staging / ARTIFACT
-        joblib.dump(estimator, artifact)
+        artifact = staging / ARTIFACTS[format]
+        write(artifact)
         checksum = sha256(artifact)
         for version in self.versions():
             existing = self.metadata(version)
             if existing.checksum == checksum and existing.name == name:
-                _remove_tree(staging)
+                shutil.rmtree(staging)
                 return existing
-        classes = [str(label) for label in estimator.classes_]
+        if reference is not None:
+            (staging / REFERENCE).write_text(json.dumps(reference) + "\n")
         while True:
             version = f"v{len(self.versions()) + 1}"
             metadata = ModelMetadata(
@@ -184,6 +243,7 @@ class Registry:
                 checksum=checksum,
                 metrics=metrics,
                 training_window=training_window,
+                format=format,
                 registered_at=datetime.now(UTC).isoformat(),
             )
             (staging / METADATA).write_text(json.dumps(asdict(metadata), indent=2) + "\n")
@@ -240,14 +300,39 @@ class Registry:
         trained_at: datetime,
         features: list[str] | None = None,
         classes: list[str] | None = None,
+        reference: dict[str, Any] | None = None,
     ) -> ModelMetadata:
-        """Validate a joblib artifact (it loads, it fits the features, a smoke prediction works) and register it.
+        """Validate an artifact (it loads, it fits the features, a smoke prediction works) and register it.
 
-        Features and classes come from the estimator (`feature_names_in_`, `classes_`) unless
-        given; given ones must agree with what the estimator says.
+        A `.onnx` file is an ONNX classifier: it needs `features` (and `classes` when its
+        labels are numbers), as ONNX does not carry them. Any other file is a joblib
+        scikit-learn estimator, whose features and classes come from `feature_names_in_`
+        and `classes_` unless given; given ones must agree with what the estimator says.
         """
+        if artifact.suffix.lower() == ".onnx":
+            from batch_predict.onnx_model import OnnxClassifier
+
+            if not features:
+                raise ModelError(
+                    f"{artifact} is an ONNX model, which does not name its features: give --features a,b,c "
+                    "in the order of the model's input columns."
+                )
+            onnx_model = OnnxClassifier(artifact, features, classes)
+            names, labels = features, [str(label) for label in onnx_model.classes_]
+            _smoke(onnx_model, artifact, names, labels)
+            return self._store(
+                lambda path: shutil.copyfile(artifact, path),
+                ONNX,
+                name=name,
+                trained_at=trained_at,
+                features=[{"name": feature, "dtype": "float64"} for feature in names],
+                classes=labels,
+                metrics={},
+                training_window={},
+                reference=reference,
+            )
         estimator = _load_classifier(
-            artifact, "Save a fitted scikit-learn estimator with joblib.dump and register that file."
+            artifact, "Save a fitted scikit-learn estimator with joblib.dump (or an ONNX model as .onnx)."
         )
         known = [str(label) for label in estimator.classes_]
         if classes is not None and classes != known:
@@ -259,16 +344,7 @@ class Registry:
             )
         if features is not None and features != names:
             raise ModelError(f"--features {features} do not match the model's features {names}.")
-        smoke = pd.DataFrame(np.ones((1, len(names))), columns=names)
-        try:
-            proba = np.asarray(estimator.predict_proba(_as_fitted(estimator, smoke)))
-        except Exception as error:  # the estimator can raise anything: report it as a broken model
-            raise ModelError(
-                f"{artifact} failed a smoke prediction on one row of its {len(names)} features "
-                f"({type(error).__name__}: {error}); it is not registered."
-            ) from error
-        if proba.shape != (1, len(known)) or not np.isclose(proba.sum(), 1.0):
-            raise ModelError(f"{artifact} returned probabilities of shape {proba.shape}; expected (1, {len(known)}).")
+        _smoke(estimator, artifact, names, known)
         return self.register(
             estimator,
             name=name,
@@ -276,6 +352,24 @@ class Registry:
             features=[{"name": feature, "dtype": "float64"} for feature in names],
             metrics={},
             training_window={},
+            reference=reference,
+        )
+
+
+def _smoke(estimator: Any, artifact: Path, features: list[str], classes: list[str]) -> None:
+    """Refuse an artifact that cannot predict sane probabilities for one row of ones."""
+    smoke = pd.DataFrame(np.ones((1, len(features))), columns=features)
+    try:
+        proba = np.asarray(estimator.predict_proba(_as_fitted(estimator, smoke)))
+    except Exception as error:  # the estimator can raise anything: report it as a broken model
+        raise ModelError(
+            f"{artifact} failed a smoke prediction on one row of its {len(features)} features "
+            f"({type(error).__name__}: {error}); it is not registered."
+        ) from error
+    if proba.shape != (1, len(classes)) or not np.isclose(proba.sum(), 1.0, atol=1e-4):
+        raise ModelError(
+            f"{artifact} returned probabilities of shape {proba.shape} summing to {proba.sum():.4f}; "
+            f"expected (1, {len(classes)}) summing to 1. It is not registered."
         )
 
 
@@ -306,9 +400,3 @@ def _user() -> str:
         return getpass.getuser()
     except (OSError, KeyError):  # no login name in this environment
         return "unknown"
-
-
-def _remove_tree(path: Path) -> None:
-    for child in path.iterdir():
-        child.unlink()
-    path.rmdir()
