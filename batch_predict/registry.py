@@ -318,14 +318,14 @@ class Registry:
                     "in the order of the model's input columns."
                 )
             onnx_model = OnnxClassifier(artifact, features, classes)
-            names, labels = features, [str(label) for label in onnx_model.classes_]
-            _smoke(onnx_model, artifact, names, labels)
+            labels = [str(label) for label in onnx_model.classes_]
+            _smoke(onnx_model, artifact, features, labels)
             return self._store(
                 lambda path: shutil.copyfile(artifact, path),
                 ONNX,
                 name=name,
                 trained_at=trained_at,
-                features=[{"name": feature, "dtype": "float64"} for feature in names],
+                features=[{"name": feature, "dtype": "float64"} for feature in features],
                 classes=labels,
                 metrics={},
                 training_window={},

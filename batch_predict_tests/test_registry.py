@@ -9,11 +9,10 @@ from sklearn.linear_model import LogisticRegression
 from batch_predict.contract import FeatureContract
 from batch_predict.demo import DEMO_MODEL_NAME, train_demo_model
 from batch_predict.registry import ARTIFACTS, METADATA, SKLEARN_JOBLIB, ModelError, Registry
-
-ARTIFACT = ARTIFACTS[SKLEARN_JOBLIB]
 from batch_predict.scoring import verify_model
 from batch_predict.settings import IRIS_FEATURES
 
+ARTIFACT = ARTIFACTS[SKLEARN_JOBLIB]
 CONTRACT = FeatureContract("record_id", "event_time", IRIS_FEATURES)
 
 
