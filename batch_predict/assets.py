@@ -3,6 +3,7 @@
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import dagster as dg
@@ -12,7 +13,7 @@ from batch_predict.batch import BatchOutcome, predict_partition
 from batch_predict.contract import FeatureContract
 from batch_predict.registry import LoadedModel, ModelError
 from batch_predict.resources import BatchResource, ModelRegistryResource, SourceResource, WarehouseResource
-from batch_predict.scoring import probability_column, verify_model
+from batch_predict.scoring import probability_column
 from batch_predict.settings import SettingsError
 from batch_predict.warehouse import PREDICTION_BASE_COLUMNS, SourceError, WarehouseError, WarehouseLockTimeout
 
@@ -191,9 +192,17 @@ def model_metadata(loaded: LoadedModel) -> dict[str, Any]:
 
 
 def load_champion(registry: ModelRegistryResource, source: SourceResource) -> LoadedModel:
-    loaded = registry.registry().load(registry.alias)
-    verify_model(loaded, source.contract())
-    return loaded
+    return registry.load(registry.current_version(), source.contract())
+
+
+def last_model_checksum(context: dg.AssetExecutionContext) -> str | None:
+    """The checksum the model asset reported when it was last materialized."""
+    event = context.instance.get_latest_materialization_event(context.asset_key)
+    materialization = event.asset_materialization if event else None
+    if materialization is None:
+        return None
+    value = materialization.metadata.get("checksum")
+    return str(value.value) if value is not None else None
 
 
 def build_assets(
@@ -201,6 +210,8 @@ def build_assets(
     contract: FeatureContract,
     step_retries: int = 3,
     max_partitions_per_run: int = 1,
+    model_max_age_days: float = 30,
+    model_hard_max_age_days: float = 90,
 ) -> list[dg.AssetsDefinition]:
     # A backfill groups up to this many partitions in one run; each keeps its own rows and stats.
     backfill_policy = dg.BackfillPolicy.multi_run(max_partitions_per_run)
@@ -242,12 +253,27 @@ def build_assets(
         yield from record_partitions(context, done, failed)
         yield dg.MaterializeResult(metadata=range_metadata(done))
 
-    @dg.asset(group_name=GROUP, owners=OWNERS, kinds={"scikitlearn"})
-    def model(model_registry: ModelRegistryResource, source: SourceResource) -> dg.MaterializeResult:
-        """The registered model the alias (default `champion`) points at, loaded and checked against the feature contract with a smoke prediction."""
+    @dg.asset(
+        group_name=GROUP,
+        owners=OWNERS,
+        kinds={"scikitlearn"},
+        output_required=False,
+        freshness_policy=dg.FreshnessPolicy.time_window(
+            fail_window=timedelta(days=model_hard_max_age_days), warn_window=timedelta(days=model_max_age_days)
+        ),
+    )
+    def model(
+        context: dg.AssetExecutionContext, model_registry: ModelRegistryResource, source: SourceResource
+    ) -> Iterator[dg.MaterializeResult]:
+        """The registered model the alias (default `champion`) points at, loaded and checked against the feature contract with a smoke prediction; materialized only when that model changes, so its freshness is the model's age."""
         with deterministic_failures():
             loaded = load_champion(model_registry, source)
-        return dg.MaterializeResult(
+        if last_model_checksum(context) == loaded.metadata.checksum:
+            context.log.info(
+                f"The champion is still {loaded.metadata.name} {loaded.metadata.version}; nothing to materialize."
+            )
+            return
+        yield dg.MaterializeResult(
             metadata=model_metadata(loaded), data_version=dg.DataVersion(loaded.metadata.checksum)
         )
 
@@ -283,11 +309,17 @@ def build_assets(
         batch: BatchResource,
     ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization]:
         """One row per valid input record of the partition: the model's predicted class, one probability per class, and the model version that made it."""
-        with deterministic_failures():  # the model is loaded once per run, for all its partitions
-            loaded = load_champion(model_registry, source)
-        predictor = warehouse.open(source.contract())
+        contract = source.contract()
+        with deterministic_failures():  # resolved once per run: a promotion mid-run does not mix models
+            current = model_registry.current_version()
+        models: dict[str, LoadedModel] = {}  # each version is loaded once per run, for all its partitions
+        predictor = warehouse.open(contract)
 
         def predict(key: str) -> BatchOutcome:
+            version = model_registry.version_for(partitions_def.time_window_for_partition_key(key).end, current)
+            if version not in models:
+                models[version] = model_registry.load(version, contract)
+            loaded = models[version]
             return predict_partition(
                 predictor,
                 loaded,
@@ -305,7 +337,7 @@ def build_assets(
                 "dagster/row_count": outcome.published.succeeded,
                 "valid_inputs": outcome.published.completeness.valid_inputs,
                 **outcome_metadata(outcome),
-                "model_version": loaded.metadata.version,
+                "model_version": outcome.model_version,
             }
             for key, outcome in outcomes.items()
         }
@@ -313,15 +345,20 @@ def build_assets(
         incomplete = sorted(k for k, o in outcomes.items() if not o.published.completeness.passed)
         with_errors = {k: o.published.failed for k, o in outcomes.items() if o.published.failed}
         dead = sum(o.published.dead for o in outcomes.values())
+        used = [models[version] for version in sorted({o.model_version for o in outcomes.values()})]
+        model_info: dict[str, Any] = (
+            {
+                "model_name": used[0].metadata.name,
+                "model_version": used[0].metadata.version,
+                "model_checksum": used[0].metadata.checksum,
+                "dagster/column_schema": predictions_schema(used[0].metadata.classes),
+                "dagster/column_lineage": predictions_lineage(contract, used[0].metadata.classes),
+            }
+            if len(used) == 1
+            else {"model_versions": ", ".join(m.metadata.version for m in used)}
+        )
         yield dg.MaterializeResult(
-            metadata={
-                **range_metadata(per_partition),
-                "model_name": loaded.metadata.name,
-                "model_version": loaded.metadata.version,
-                "model_checksum": loaded.metadata.checksum,
-                "dagster/column_schema": predictions_schema(loaded.metadata.classes),
-                "dagster/column_lineage": predictions_lineage(source.contract(), loaded.metadata.classes),
-            },
+            metadata={**range_metadata(per_partition), **model_info},
             check_results=[
                 dg.AssetCheckResult(
                     check_name=EVERY_INPUT_PREDICTED,

@@ -31,6 +31,7 @@ CARRY_OVER = "carry_over"
 @dataclass(frozen=True)
 class BatchOutcome:
     mode: str
+    model_version: str
     work: WorkSet
     scored: ChunksOutcome
     published: PublishResult
@@ -134,6 +135,7 @@ def predict_partition(
         shutil.rmtree(staging, ignore_errors=True)
     return BatchOutcome(
         mode=effective,
+        model_version=model.metadata.version,
         work=WorkSet(own=manifest.own, carried=manifest.carried),
         scored=scored,
         published=published,

@@ -18,6 +18,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         FeatureContract.from_settings(settings),
         settings.step_retries,
         settings.max_partitions_per_run,
+        settings.model_max_age_days,
+        settings.model_hard_max_age_days,
     )
     checks = build_checks(partitions_def)
     jobs, schedules = build_jobs_and_schedules(assets, checks, settings)

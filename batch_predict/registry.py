@@ -256,10 +256,13 @@ class Registry:
                 if not (self.root / version).exists():
                     raise
 
-    def set_alias(self, alias: str, version: str, by: str | None = None) -> None:
+    def set_alias(self, alias: str, version: str, by: str | None = None, at: datetime | None = None) -> None:
         """Point `alias` at `version`, keeping the alias's history (who pointed where, when).
 
-        Setting an alias to the version it already points at changes nothing.
+        Setting an alias to the version it already points at changes nothing. `at` records
+        a promotion that took effect earlier (to import a model's history for point-in-time
+        backfills); it may not go back before the alias's last change, so the history stays
+        a timeline.
         """
         self.metadata(version)  # refuses unknown versions
         aliases = self.root / "aliases"
@@ -270,13 +273,33 @@ class Registry:
             current = json.loads(path.read_text()) if path.exists() else {"history": []}
             if current.get("version") == version:
                 return
-            now = datetime.now(UTC).isoformat()
-            entry = {"version": version, "at": now, "by": by or _user(), "previous": current.get("version")}
-            payload = {"version": version, "updated_at": now, "history": [*current.get("history", []), entry]}
+            when = (at or datetime.now(UTC)).astimezone(UTC)
+            history = current.get("history", [])
+            if history and when < datetime.fromisoformat(history[-1]["at"]):
+                raise ModelError(
+                    f"Alias {alias!r} last changed at {history[-1]['at']}; a promotion cannot be recorded "
+                    f"before that ({when.isoformat()})."
+                )
+            entry = {
+                "version": version,
+                "at": when.isoformat(),
+                "by": by or _user(),
+                "previous": current.get("version"),
+            }
+            payload = {"version": version, "updated_at": when.isoformat(), "history": [*history, entry]}
             handle, temporary = tempfile.mkstemp(dir=aliases, suffix=".tmp")
             with os.fdopen(handle, "w") as stream:
                 json.dump(payload, stream, indent=2)
             os.replace(temporary, path)
+
+    def version_at(self, alias: str, moment: datetime) -> str | None:
+        """The version `alias` pointed at, at `moment` (None if it pointed nowhere yet)."""
+        found = None
+        for entry in self.alias_history(alias):
+            if datetime.fromisoformat(str(entry["at"])) > moment:
+                break
+            found = str(entry["version"])
+        return found
 
     def aliases(self) -> dict[str, str]:
         """Every alias and the version it points at."""

@@ -1,11 +1,13 @@
 """Dagster resources: thin configurable wrappers that hand the domain objects to assets."""
 
+from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
 
 from batch_predict.contract import FeatureContract
-from batch_predict.registry import Registry
+from batch_predict.registry import LoadedModel, ModelError, ModelMetadata, Registry
+from batch_predict.scoring import verify_model
 from batch_predict.settings import Settings
 from batch_predict.warehouse import Source, Warehouse
 
@@ -46,14 +48,65 @@ class WarehouseResource(dg.ConfigurableResource):
 
 
 class ModelRegistryResource(dg.ConfigurableResource):
-    """The model registry folder and the alias whose version runs predictions."""
+    """Where models come from: the local registry's alias, or an MLflow URI; and the model-age limits.
+
+    `backfill_model` says which version predicts a partition: the alias's current
+    version (`current`), or the version it pointed at when the partition ended
+    (`point_in_time`, from the alias history: reproducible backfills).
+    """
 
     path: str
     alias: str
     max_age_days: float
+    hard_max_age_days: float
+    backfill_model: str = "current"
+    model_uri: str = ""
 
     def registry(self) -> Registry:
         return Registry(Path(self.path))
+
+    @property
+    def uses_mlflow(self) -> bool:
+        return bool(self.model_uri)
+
+    def current_version(self) -> str:
+        """The version the alias (or the MLflow URI) points at now."""
+        if self.uses_mlflow:
+            from batch_predict.mlflow_source import resolve_mlflow_version
+
+            return resolve_mlflow_version(self.model_uri)[1]
+        return self.registry().resolve(self.alias)
+
+    def version_for(self, partition_end: datetime, current: str) -> str:
+        """The version that should predict a partition ending at `partition_end`."""
+        if self.backfill_model != "point_in_time":
+            return current
+        version = self.registry().version_at(self.alias, partition_end)
+        if version is None:
+            raise ModelError(
+                f"BATCH_PREDICT_BACKFILL_MODEL=point_in_time: alias {self.alias!r} pointed at no version at "
+                f"{partition_end.isoformat()}, the end of this partition (see `batch-predict model list`). Use "
+                "BATCH_PREDICT_BACKFILL_MODEL=current for partitions older than the alias's history."
+            )
+        return version
+
+    def load(self, version: str, contract: FeatureContract) -> LoadedModel:
+        """Load one version and check it against the feature contract."""
+        if self.uses_mlflow:
+            from batch_predict.mlflow_source import load_mlflow_model, resolve_mlflow_version
+
+            name, _ = resolve_mlflow_version(self.model_uri)
+            loaded = load_mlflow_model(f"models:/{name}/{version}", contract.features)
+        else:
+            loaded = self.registry().load_version(version)
+        verify_model(loaded, contract)
+        return loaded
+
+    def metadata(self, version: str, contract: FeatureContract) -> ModelMetadata:
+        """A version's metadata: read from the local registry, or from the loaded MLflow model."""
+        if self.uses_mlflow:
+            return self.load(version, contract).metadata
+        return self.registry().metadata(version)
 
 
 class BatchResource(dg.ConfigurableResource):
@@ -83,7 +136,12 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             threads=settings.duckdb_threads,
         ),
         "model_registry": ModelRegistryResource(
-            path=str(settings.models), alias=settings.model_alias, max_age_days=settings.model_max_age_days
+            path=str(settings.models),
+            alias=settings.model_alias,
+            max_age_days=settings.model_max_age_days,
+            hard_max_age_days=settings.model_hard_max_age_days,
+            backfill_model=settings.backfill_model,
+            model_uri=settings.model_uri,
         ),
         "batch": BatchResource(
             chunk_size=settings.chunk_size,

@@ -16,6 +16,9 @@ from pathlib import Path
 
 CADENCES = ("hourly", "daily", "weekly", "monthly")
 ON_FAILURE_MODES = ("retry_all", "retry_failed", "carry_over")
+BACKFILL_MODELS = ("current", "point_in_time")
+PROMOTION_METRICS = ("accuracy", "log_loss")
+SCHEDULE_STATES = ("stopped", "running")
 IRIS_FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 
 # The schedule fires this many minutes after a partition ends (to let late data land);
@@ -48,6 +51,18 @@ DEFAULTS: Mapping[str, str] = {
     "BATCH_PREDICT_LOCK_TIMEOUT_SECONDS": "300",
     "BATCH_PREDICT_DUCKDB_MEMORY_LIMIT": "512MB",
     "BATCH_PREDICT_DUCKDB_THREADS": "2",
+    "BATCH_PREDICT_MODEL_URI": "",
+    "BATCH_PREDICT_BACKFILL_MODEL": "current",
+    "BATCH_PREDICT_MODEL_HARD_MAX_AGE_DAYS": "90",
+    "BATCH_PREDICT_LABELS": "data/labels",
+    "BATCH_PREDICT_LABEL_COLUMN": "label",
+    "BATCH_PREDICT_TRAIN_DAYS": "21",
+    "BATCH_PREDICT_HOLDOUT_DAYS": "7",
+    "BATCH_PREDICT_PROMOTION_METRIC": "accuracy",
+    "BATCH_PREDICT_PROMOTION_MARGIN": "0.01",
+    "BATCH_PREDICT_RETRAIN_SCHEDULE": "stopped",
+    "BATCH_PREDICT_DRIFT_ALPHA": "0.01",
+    "BATCH_PREDICT_DRIFT_PSI_FLOOR": "0.1",
 }
 
 
@@ -81,6 +96,18 @@ class Settings:
     lock_timeout_seconds: float
     duckdb_memory_limit: str
     duckdb_threads: int
+    model_uri: str
+    backfill_model: str
+    model_hard_max_age_days: float
+    labels: Path
+    label_column: str
+    train_days: int
+    holdout_days: int
+    promotion_metric: str
+    promotion_margin: float
+    retrain_schedule: str
+    drift_alpha: float
+    drift_psi_floor: float
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -139,6 +166,40 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             )
         )
 
+    choices = {
+        name: _choice(raw(name), name, allowed)
+        for name, allowed in (
+            ("BATCH_PREDICT_BACKFILL_MODEL", BACKFILL_MODELS),
+            ("BATCH_PREDICT_PROMOTION_METRIC", PROMOTION_METRICS),
+            ("BATCH_PREDICT_RETRAIN_SCHEDULE", SCHEDULE_STATES),
+        )
+    }
+    model_uri = env.get("BATCH_PREDICT_MODEL_URI", "").strip()
+    if model_uri and not model_uri.startswith("models:/"):
+        raise SettingsError(
+            _bad("BATCH_PREDICT_MODEL_URI", model_uri, "an MLflow model URI models:/NAME@ALIAS or models:/NAME/VERSION")
+        )
+    if model_uri and choices["BATCH_PREDICT_BACKFILL_MODEL"] == "point_in_time":
+        raise SettingsError(
+            "BATCH_PREDICT_BACKFILL_MODEL='point_in_time' needs the local registry's alias history; with "
+            "BATCH_PREDICT_MODEL_URI (MLflow) set, use 'current'."
+        )
+    max_age = _float(raw("BATCH_PREDICT_MODEL_MAX_AGE_DAYS"), "BATCH_PREDICT_MODEL_MAX_AGE_DAYS", 0)
+    hard_max_age = _float(raw("BATCH_PREDICT_MODEL_HARD_MAX_AGE_DAYS"), "BATCH_PREDICT_MODEL_HARD_MAX_AGE_DAYS", 0)
+    if hard_max_age < max_age:
+        raise SettingsError(
+            _bad(
+                "BATCH_PREDICT_MODEL_HARD_MAX_AGE_DAYS",
+                raw("BATCH_PREDICT_MODEL_HARD_MAX_AGE_DAYS"),
+                f"a number of days at least BATCH_PREDICT_MODEL_MAX_AGE_DAYS ({max_age:g})",
+            )
+        )
+    drift_alpha = _float(raw("BATCH_PREDICT_DRIFT_ALPHA"), "BATCH_PREDICT_DRIFT_ALPHA", 0)
+    if not 0 < drift_alpha < 1:
+        raise SettingsError(
+            _bad("BATCH_PREDICT_DRIFT_ALPHA", raw("BATCH_PREDICT_DRIFT_ALPHA"), "a share between 0 and 1")
+        )
+
     return Settings(
         warehouse=_path(raw("BATCH_PREDICT_WAREHOUSE")),
         landing=_path(raw("BATCH_PREDICT_LANDING")),
@@ -148,7 +209,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         cadence=cadence,
         start=_start(raw("BATCH_PREDICT_START")),
         timezone=timezone,
-        model_max_age_days=_float(raw("BATCH_PREDICT_MODEL_MAX_AGE_DAYS"), "BATCH_PREDICT_MODEL_MAX_AGE_DAYS", 0),
+        model_max_age_days=max_age,
         deadline_hours=_float(raw("BATCH_PREDICT_DEADLINE_HOURS"), "BATCH_PREDICT_DEADLINE_HOURS", 0),
         schedule_delay_minutes=delay,
         chunk_size=_int(raw("BATCH_PREDICT_CHUNK_SIZE"), "BATCH_PREDICT_CHUNK_SIZE", 1),
@@ -166,7 +227,25 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         lock_timeout_seconds=_float(raw("BATCH_PREDICT_LOCK_TIMEOUT_SECONDS"), "BATCH_PREDICT_LOCK_TIMEOUT_SECONDS", 0),
         duckdb_memory_limit=_memory(raw("BATCH_PREDICT_DUCKDB_MEMORY_LIMIT")),
         duckdb_threads=_int(raw("BATCH_PREDICT_DUCKDB_THREADS"), "BATCH_PREDICT_DUCKDB_THREADS", 1),
+        model_uri=model_uri,
+        backfill_model=choices["BATCH_PREDICT_BACKFILL_MODEL"],
+        model_hard_max_age_days=hard_max_age,
+        labels=_path(raw("BATCH_PREDICT_LABELS")),
+        label_column=_names(raw("BATCH_PREDICT_LABEL_COLUMN"), "BATCH_PREDICT_LABEL_COLUMN")[0],
+        train_days=_int(raw("BATCH_PREDICT_TRAIN_DAYS"), "BATCH_PREDICT_TRAIN_DAYS", 1),
+        holdout_days=_int(raw("BATCH_PREDICT_HOLDOUT_DAYS"), "BATCH_PREDICT_HOLDOUT_DAYS", 1),
+        promotion_metric=choices["BATCH_PREDICT_PROMOTION_METRIC"],
+        promotion_margin=_float(raw("BATCH_PREDICT_PROMOTION_MARGIN"), "BATCH_PREDICT_PROMOTION_MARGIN", 0),
+        retrain_schedule=choices["BATCH_PREDICT_RETRAIN_SCHEDULE"],
+        drift_alpha=drift_alpha,
+        drift_psi_floor=_float(raw("BATCH_PREDICT_DRIFT_PSI_FLOOR"), "BATCH_PREDICT_DRIFT_PSI_FLOOR", 0),
     )
+
+
+def _choice(value: str, name: str, allowed: tuple[str, ...]) -> str:
+    if value.lower() not in allowed:
+        raise SettingsError(_bad(name, value, "one of " + "|".join(allowed)))
+    return value.lower()
 
 
 def _bad(name: str, value: str, allowed: str) -> str:

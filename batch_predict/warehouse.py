@@ -244,6 +244,10 @@ class Warehouse:
             CREATE TABLE IF NOT EXISTS predictions (
                 {", ".join(f"{name} {kind}" for name, kind in PREDICTION_BASE_COLUMNS)}
             );
+            CREATE TABLE IF NOT EXISTS predictions_history (
+                {", ".join(f"{name} {kind}" for name, kind in PREDICTION_BASE_COLUMNS)},
+                superseded_at TIMESTAMPTZ, superseded_by_run VARCHAR
+            );
             CREATE TABLE IF NOT EXISTS prediction_errors (
                 partition_key VARCHAR NOT NULL, record_id VARCHAR NOT NULL, error VARCHAR, attempt INTEGER,
                 dead BOOLEAN, attempted_in_partition VARCHAR, run_id VARCHAR, failed_at TIMESTAMPTZ
@@ -267,6 +271,17 @@ class Warehouse:
             ("prediction_stats", "mode", "VARCHAR"),
         ):
             con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
+        # Every version's predictions of every partition: the current ones and those a
+        # re-prediction with another model superseded ("what did v3 say on that day").
+        con.execute(
+            """
+            CREATE OR REPLACE VIEW predictions_all_versions AS
+            SELECT *, true AS is_current, CAST(NULL AS TIMESTAMPTZ) AS superseded_at,
+                   CAST(NULL AS VARCHAR) AS superseded_by_run FROM predictions
+            UNION ALL BY NAME
+            SELECT *, false AS is_current FROM predictions_history
+            """
+        )
         have = {row[0] for row in con.execute("SELECT column_name FROM (DESCRIBE inputs)").fetchall()}
         missing = [name for name in c.features if name not in have]
         if missing:
@@ -563,7 +578,8 @@ class Warehouse:
             con.execute("BEGIN TRANSACTION")
             try:
                 for column in run.probability_columns:
-                    con.execute(f"ALTER TABLE predictions ADD COLUMN IF NOT EXISTS {_ident(column)} DOUBLE")
+                    for table in ("predictions", "predictions_history"):
+                        con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {_ident(column)} DOUBLE")
                 # Earlier attempts of the records this run worked: the partition's own failed
                 # records, and the carried ones still failed as the work file saw them.
                 con.execute(
@@ -588,6 +604,7 @@ class Warehouse:
                         {**key, "work": str(work)},
                     )
                 else:
+                    self._archive_other_versions(con, run)
                     con.execute("DELETE FROM predictions WHERE partition_key = $p", key)
                 con.execute("DELETE FROM prediction_errors WHERE partition_key = $p", key)
                 for table in ("predictions", "prediction_errors"):
@@ -689,6 +706,52 @@ class Warehouse:
                 con.execute("ROLLBACK")
                 raise
         return result
+
+    @staticmethod
+    def _archive_other_versions(con: duckdb.DuckDBPyConnection, run: PredictionRun) -> None:
+        """Move the partition's predictions made by other model versions to `predictions_history`.
+
+        History keeps, per partition and version, that version's latest superseded
+        predictions: archiving a version again replaces its earlier archive, and the run's
+        own version leaves history (its predictions are current again).
+        """
+        params = {"p": run.partition_key, "version": run.model_version}
+        con.execute(
+            """
+            DELETE FROM predictions_history WHERE partition_key = $p AND (model_version = $version OR model_version IN (
+                SELECT model_version FROM predictions WHERE partition_key = $p))
+            """,
+            params,
+        )
+        params["run_id"] = run.run_id
+        con.execute(
+            """
+            INSERT INTO predictions_history BY NAME
+            SELECT *, now() AS superseded_at, $run_id AS superseded_by_run FROM predictions
+            WHERE partition_key = $p AND model_version IS DISTINCT FROM $version
+            """,
+            params,
+        )
+
+    def model_versions(self) -> dict[str, list[str]]:
+        """Per partition with predictions (or a prediction run), the model versions that made them.
+
+        A partition whose every record failed has no prediction rows; its last run's
+        version stands for it.
+        """
+        if not self.path.exists():
+            return {}
+        with self.connect(read_only=True) as con:
+            rows = con.execute(
+                """
+                SELECT s.partition_key, coalesce(p.versions, [s.model_version])
+                FROM prediction_stats AS s
+                LEFT JOIN (SELECT partition_key, list(DISTINCT model_version ORDER BY model_version) AS versions
+                           FROM predictions GROUP BY ALL) AS p USING (partition_key)
+                ORDER BY s.partition_key
+                """
+            ).fetchall()
+        return {key: [str(v) for v in versions] for key, versions in rows}
 
     def _completeness(self, con: duckdb.DuckDBPyConnection, partition_key: str) -> Completeness:
         """Compare the partition's inputs with its outcomes (predictions plus recorded errors).
