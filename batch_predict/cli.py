@@ -50,7 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     model_commands.add_parser("list", help="registered versions and the aliases pointing at them")
     show = model_commands.add_parser("show", help="one version's metadata, as JSON")
     show.add_argument("version")
-    register = model_commands.add_parser("register", help="validate a joblib artifact and register it")
+    register = model_commands.add_parser(
+        "register", help="validate an artifact (joblib scikit-learn, or .onnx) and register it"
+    )
     register.add_argument("path", type=Path)
     register.add_argument("--name", help="registered name (default: the file's stem)")
     register.add_argument("--trained-at", type=datetime.fromisoformat, help="ISO time (default: the file's mtime)")
@@ -59,6 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     promote = model_commands.add_parser("promote", help="point an alias at a version (history is kept)")
     promote.add_argument("version")
     promote.add_argument("--alias", default="champion", help="alias to move (default champion)")
+    promote.add_argument(
+        "--at",
+        type=_aware_time,
+        help="record a promotion that took effect earlier (ISO time; for point-in-time backfills of imported history)",
+    )
     train = model_commands.add_parser("train-demo", help="train the demo iris model, register it and make it the alias")
     train.add_argument(
         "--fail-share",
@@ -82,6 +89,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     run.add_argument("--last", type=int, default=7, help="newest N complete partitions (default 7)")
 
+    repredict = commands.add_parser(
+        "repredict",
+        help="re-predict the partitions another model version made than the one that should (real Dagster runs)",
+    )
+    repredict.add_argument("--since", help="only partitions from this key or date on (e.g. 2026-03-01)")
+    repredict.add_argument("--dry-run", action="store_true", help="list the stale partitions, change nothing")
+
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -93,10 +107,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(settings, args.last, args.json)
         if args.command == "errors":
             return _errors(settings, args.partition, args.dead, args.limit, args.json)
+        if args.command == "repredict":
+            return _repredict(settings, args.since, args.dry_run)
         return _materialize(settings, args.last)
     except (SettingsError, ModelError, SourceError, WarehouseError) as error:
         print(f"batch-predict: {error}", file=sys.stderr)
         return 2
+
+
+def _aware_time(text: str) -> datetime:
+    """An ISO time; without a zone it is taken as UTC."""
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _demo_data(settings: Settings, args: argparse.Namespace) -> int:
@@ -123,7 +145,8 @@ def _model(settings: Settings, args: argparse.Namespace) -> int:
             meta = registry.metadata(version)
             aliases = ",".join(pointing.get(version, [])) or "-"
             print(
-                f"{version}  {meta.name}  trained {meta.trained_at}  features {len(meta.features)}  aliases {aliases}"
+                f"{version}  {meta.name}  {meta.format}  trained {meta.trained_at}  features {len(meta.features)}  "
+                f"aliases {aliases}"
             )
         if not registry.versions():
             print(f"no models in {settings.models}")
@@ -132,7 +155,7 @@ def _model(settings: Settings, args: argparse.Namespace) -> int:
         print(json.dumps(asdict(registry.metadata(args.version)), indent=2))
         return 0
     if args.model_command == "promote":
-        registry.set_alias(args.alias, args.version)
+        registry.set_alias(args.alias, args.version, at=args.at)
         print(f"{args.alias} -> {args.version}")
         return 0
     path: Path = args.path
@@ -244,6 +267,62 @@ def _errors(settings: Settings, partition: str | None, dead: bool, limit: int, a
         )
     if not rows:
         print("no failed records")
+    return 0
+
+
+def _repredict(settings: Settings, since: str | None, dry_run: bool) -> int:
+    """List the stale partitions; unless a dry run, re-predict exactly those as Dagster runs in DAGSTER_HOME."""
+    import dagster as dg
+
+    from batch_predict.definitions import build_definitions
+    from batch_predict.lifecycle import find_stale_partitions
+    from batch_predict.partitions import build_partitions
+    from batch_predict.resources import ModelRegistryResource, build_resources
+    from batch_predict.schedules import FULL_REFRESH, REPREDICT_TAG
+
+    resources = build_resources(settings)
+    model_registry = resources["model_registry"]
+    assert isinstance(model_registry, ModelRegistryResource)
+    warehouse = Warehouse(settings.warehouse, FeatureContract.from_settings(settings), settings.lock_timeout_seconds)
+    staleness = find_stale_partitions(warehouse, model_registry, build_partitions(settings), since)
+    for key, why in sorted(staleness.undecided.items()):
+        print(f"partition {key}: skipped: {why}")
+    if not staleness.stale:
+        print("no stale partitions: every predicted partition was made by the model that should make it")
+        return 0
+    for stale in staleness.stale:
+        print(f"partition {stale.partition_key}: made by {','.join(stale.made_by)}, should be {stale.wanted}")
+    if dry_run:
+        return 0
+    defs = build_definitions(settings)
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    failed = []
+    with dg.DagsterInstance.get() as instance:
+        model_run = defs.resolve_job_def("model_job").execute_in_process(
+            instance=instance, run_config=quiet, raise_on_error=False
+        )
+        if not model_run.success:
+            failed.append(model_run.run_id)
+        for stale in staleness.stale:
+            result = defs.resolve_job_def("repredict_job").execute_in_process(
+                instance=instance,
+                partition_key=stale.partition_key,
+                run_config={**FULL_REFRESH, **quiet},
+                tags={REPREDICT_TAG: stale.wanted},
+                raise_on_error=False,
+            )
+            print(
+                f"partition {stale.partition_key}: {'re-predicted' if result.success else 'FAILED'} "
+                f"(run {result.run_id[:8]})"
+            )
+            if not result.success:
+                failed.append(result.run_id)
+    if failed:
+        print(
+            f"batch-predict: {len(failed)} run(s) failed: {', '.join(failed)}; see them in the Dagster UI.",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

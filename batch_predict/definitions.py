@@ -22,12 +22,13 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         settings.model_hard_max_age_days,
     )
     checks = build_checks(partitions_def)
-    jobs, schedules = build_jobs_and_schedules(assets, checks, settings)
+    jobs, schedules, sensors = build_jobs_and_schedules(assets, checks, settings, partitions_def)
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
         jobs=jobs,
         schedules=schedules,
+        sensors=sensors,
         resources=build_resources(settings),
         # A run is one partition's few steps; starting a process per step would cost more than
         # the steps. Parallelism comes from several runs at once (dagster_home/dagster.yaml).

@@ -77,6 +77,13 @@ class ModelRegistryResource(dg.ConfigurableResource):
             return resolve_mlflow_version(self.model_uri)[1]
         return self.registry().resolve(self.alias)
 
+    def state_token(self) -> str:
+        """Changes whenever the alias (or the MLflow URI's resolution) moves: when it last changed, or to what."""
+        if self.uses_mlflow:
+            return self.current_version()
+        history = self.registry().alias_history(self.alias)
+        return str(history[-1]["at"]) if history else self.current_version()
+
     def version_for(self, partition_end: datetime, current: str) -> str:
         """The version that should predict a partition ending at `partition_end`."""
         if self.backfill_model != "point_in_time":

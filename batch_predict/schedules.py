@@ -1,4 +1,12 @@
-"""The jobs and their schedules."""
+"""The jobs, their schedules, and the sensors that follow the model.
+
+- `predictions_job` (+ schedule): snapshot and predict the newest complete partition.
+- `monitoring_job` (+ hourly schedule): clock-driven checks (model age, deadline, stale partitions).
+- `model_job` + `champion_sensor` (running by default): materialize the `model` asset when
+  the alias moves, so Dagster marks prediction partitions made by the old model as unsynced.
+- `repredict_job` + `stale_predictions_sensor` (stopped by default): re-predict exactly the
+  partitions predicted by another version than the one that should make them.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +14,20 @@ from typing import Any
 
 import dagster as dg
 
+from batch_predict.lifecycle import find_stale_partitions
+from batch_predict.resources import ModelRegistryResource, SourceResource, WarehouseResource
 from batch_predict.settings import Settings
+
+FULL_REFRESH = {"ops": {"predictions": {"config": {"full_refresh": True}}}}
+REPREDICT_TAG = "batch_predict/repredict_with"
 
 
 def build_jobs_and_schedules(
-    assets: list[dg.AssetsDefinition], checks: list[dg.AssetChecksDefinition], settings: Settings
-) -> tuple[list[dg.UnresolvedAssetJobDefinition], list[dg.ScheduleDefinition | Any]]:
+    assets: list[dg.AssetsDefinition],
+    checks: list[dg.AssetChecksDefinition],
+    settings: Settings,
+    partitions_def: dg.TimeWindowPartitionsDefinition,
+) -> tuple[list[dg.UnresolvedAssetJobDefinition], list[dg.ScheduleDefinition | Any], list[dg.SensorDefinition]]:
     by_name = {a.key.to_user_string(): a for a in assets}
     predictions_job = dg.define_asset_job(
         "predictions_job",
@@ -21,7 +37,18 @@ def build_jobs_and_schedules(
     monitoring_job = dg.define_asset_job(
         "monitoring_job",
         selection=dg.AssetSelection.checks(*checks),
-        description="Evaluate the clock-driven checks: model age and the prediction deadline.",
+        description="Evaluate the clock-driven checks: model age, the prediction deadline, stale partitions.",
+    )
+    model_job = dg.define_asset_job(
+        "model_job",
+        selection=dg.AssetSelection.assets(by_name["model"]),
+        description="Load and check the model the alias points at; materializes only if it changed.",
+    )
+    repredict_job = dg.define_asset_job(
+        "repredict_job",
+        selection=dg.AssetSelection.assets(by_name["predictions"]),
+        config=FULL_REFRESH,
+        description="Re-predict a partition from its stored inputs, every record, with the model that should make it.",
     )
     delay = settings.schedule_delay_minutes
     predictions_schedule = dg.build_schedule_from_partitioned_job(
@@ -43,4 +70,62 @@ def build_jobs_and_schedules(
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Hourly: is the model outdated, did the newest due partition meet its deadline?",
     )
-    return [predictions_job, monitoring_job], [predictions_schedule, monitoring_schedule]
+
+    @dg.sensor(
+        job=model_job,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Materializes the model asset when the alias points at another model.",
+    )
+    def champion_sensor(
+        context: dg.SensorEvaluationContext, source: SourceResource, model_registry: ModelRegistryResource
+    ) -> dg.SensorResult | dg.SkipReason:
+        meta = model_registry.metadata(model_registry.current_version(), source.contract())
+        event = context.instance.get_latest_materialization_event(dg.AssetKey("model"))
+        recorded = (
+            event.asset_materialization.metadata.get("checksum") if event and event.asset_materialization else None
+        )
+        if recorded is not None and recorded.value == meta.checksum:
+            return dg.SkipReason(f"The model asset already holds {meta.name} {meta.version}.")
+        if context.cursor == meta.checksum:
+            return dg.SkipReason(f"A run for {meta.name} {meta.version} was already requested.")
+        return dg.SensorResult(
+            run_requests=[dg.RunRequest(tags={"batch_predict/model_version": meta.version})], cursor=meta.checksum
+        )
+
+    @dg.sensor(
+        job=repredict_job,
+        minimum_interval_seconds=120,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description=(
+            "Re-predicts the partitions whose predictions another model version made than the one that "
+            "should (BATCH_PREDICT_BACKFILL_MODEL), one run per partition. Turn it on to re-predict "
+            "automatically after a promotion; `batch-predict repredict` does the same once."
+        ),
+    )
+    def stale_predictions_sensor(
+        source: SourceResource, warehouse: WarehouseResource, model_registry: ModelRegistryResource
+    ) -> dg.SensorResult | dg.SkipReason:
+        staleness = find_stale_partitions(warehouse.open(source.contract()), model_registry, partitions_def)
+        if not staleness.stale:
+            return dg.SkipReason(
+                f"Every predicted partition was made by the model that should make it ({staleness.current})."
+            )
+        token = model_registry.state_token()
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(
+                    partition_key=stale.partition_key,
+                    # One request per partition and alias move: a failed re-prediction is not retried in a loop.
+                    run_key=f"{stale.partition_key}:{stale.wanted}:{token}",
+                    tags={REPREDICT_TAG: stale.wanted, "batch_predict/made_by": ",".join(stale.made_by)},
+                )
+                for stale in staleness.stale
+            ]
+        )
+
+    return (
+        [predictions_job, monitoring_job, model_job, repredict_job],
+        [predictions_schedule, monitoring_schedule],
+        [champion_sensor, stale_predictions_sensor],
+    )

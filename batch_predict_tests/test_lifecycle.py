@@ -1,0 +1,196 @@
+"""A promotion makes older partitions stale; re-prediction fixes exactly those and keeps the old versions queryable."""
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.definitions.data_version import StaleStatus
+from dagster._utils.test.data_versions import get_stale_status_resolver
+
+from batch_predict.cli import main
+from batch_predict.contract import FeatureContract
+from batch_predict.definitions import build_definitions
+from batch_predict.demo import train_demo_model, write_landing
+from batch_predict.lifecycle import find_stale_partitions
+from batch_predict.partitions import build_partitions
+from batch_predict.registry import Registry
+from batch_predict.resources import ModelRegistryResource, build_resources
+from batch_predict.settings import Settings
+from batch_predict.warehouse import Warehouse
+from batch_predict_tests.conftest import FIRST_DAY, run_assets
+
+DAYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
+
+
+def stale_keys(settings: Settings, warehouse: Warehouse, since: str | None = None) -> list[str]:
+    resource = build_resources(settings)["model_registry"]
+    assert isinstance(resource, ModelRegistryResource)
+    return [
+        s.partition_key for s in find_stale_partitions(warehouse, resource, build_partitions(settings), since).stale
+    ]
+
+
+def versions_by_partition(warehouse: Warehouse, table: str = "predictions") -> dict[str, dict[str, int]]:
+    found: dict[str, dict[str, int]] = {}
+    with warehouse.connect(read_only=True) as con:
+        for key, version, count in con.execute(
+            f"SELECT partition_key, model_version, count(*) FROM {table} GROUP BY ALL ORDER BY ALL"
+        ).fetchall():
+            found.setdefault(key, {})[version] = count
+    return found
+
+
+@pytest.fixture
+def cli_env(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    for name, value in {
+        "WAREHOUSE": settings.warehouse,
+        "LANDING": settings.landing,
+        "MODELS": settings.models,
+        "START": "2026-03-01",
+    }.items():
+        monkeypatch.setenv(f"BATCH_PREDICT_{name}", str(value))
+    return home
+
+
+def test_promotion_marks_older_partitions_stale_and_repredict_fixes_exactly_those(
+    settings: Settings,
+    landing: Path,
+    registry: Registry,
+    warehouse: Warehouse,
+    cli_env: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assets = build_definitions(settings).assets
+    assert assets is not None
+    with dg.DagsterInstance.get() as instance:
+        assert run_assets(settings, ["model"], instance=instance).success
+        for day in DAYS:
+            assert run_assets(settings, ["inputs", "predictions"], day, instance=instance).success
+        inputs = {day: count for day, counts in versions_by_partition(warehouse).items() for count in counts.values()}
+        assert versions_by_partition(warehouse) == {day: {"v1": inputs[day]} for day in DAYS}
+        assert stale_keys(settings, warehouse) == []
+
+        v2 = train_demo_model(registry, "champion", seed=1)
+        assert v2.version == "v2"
+        assert stale_keys(settings, warehouse) == DAYS
+        assert stale_keys(settings, warehouse, since="2026-03-02") == DAYS[1:]
+
+        # Dagster marks the partitions unsynced once the model asset holds the new model.
+        resolver = get_stale_status_resolver(instance, list(assets))  # type: ignore[arg-type]
+        assert {resolver.get_status(dg.AssetKey("predictions"), day) for day in DAYS} == {StaleStatus.FRESH}
+        assert run_assets(settings, ["model"], instance=instance).success
+        resolver = get_stale_status_resolver(instance, list(assets))  # type: ignore[arg-type]
+        assert {resolver.get_status(dg.AssetKey("predictions"), day) for day in DAYS} == {StaleStatus.STALE}
+
+        assert main(["repredict", "--since", "2026-03-02", "--dry-run"]) == 0
+        assert "partition 2026-03-02: made by v1, should be v2" in capsys.readouterr().out
+        assert stale_keys(settings, warehouse) == DAYS
+
+        assert main(["repredict", "--since", "2026-03-02"]) == 0
+        out = capsys.readouterr().out
+        assert "partition 2026-03-02: re-predicted" in out and "partition 2026-03-03: re-predicted" in out
+        assert "2026-03-01: re-predicted" not in out
+        assert stale_keys(settings, warehouse) == ["2026-03-01"]
+        resolver = get_stale_status_resolver(instance, list(assets))  # type: ignore[arg-type]
+        assert resolver.get_status(dg.AssetKey("predictions"), "2026-03-01") == StaleStatus.STALE
+        assert resolver.get_status(dg.AssetKey("predictions"), "2026-03-02") == StaleStatus.FRESH
+
+    current = versions_by_partition(warehouse)
+    assert current == {"2026-03-01": {"v1": inputs["2026-03-01"]}, **{d: {"v2": inputs[d]} for d in DAYS[1:]}}
+    # What v1 said on the re-predicted days stays answerable.
+    assert versions_by_partition(warehouse, "predictions_history") == {d: {"v1": inputs[d]} for d in DAYS[1:]}
+    with warehouse.connect(read_only=True) as con:
+        rows = con.execute(
+            """SELECT model_version, is_current, count(*), count(DISTINCT record_id) FROM predictions_all_versions
+               WHERE partition_key = '2026-03-02' GROUP BY ALL ORDER BY ALL"""
+        ).fetchall()
+    assert rows == [
+        ("v1", False, inputs["2026-03-02"], inputs["2026-03-02"]),
+        ("v2", True, *[inputs["2026-03-02"]] * 2),
+    ]
+
+    assert main(["repredict"]) == 0
+    assert "partition 2026-03-01: re-predicted" in capsys.readouterr().out
+    assert stale_keys(settings, warehouse) == []
+    assert main(["repredict"]) == 0
+    assert "no stale partitions" in capsys.readouterr().out
+
+
+def test_rolling_back_restores_current_rows_from_the_same_version_once(
+    settings: Settings, landing: Path, registry: Registry, warehouse: Warehouse
+) -> None:
+    day = DAYS[0]
+    assert run_assets(settings, ["inputs", "predictions"], day).success
+    train_demo_model(registry, "champion", seed=1)
+    assert run_assets(settings, ["predictions"], day).success
+    registry.set_alias("champion", "v1")
+    assert run_assets(settings, ["predictions"], day).success
+    n = next(iter(versions_by_partition(warehouse)[day].values()))
+    assert versions_by_partition(warehouse) == {day: {"v1": n}}
+    assert versions_by_partition(warehouse, "predictions_history") == {day: {"v2": n}}
+
+
+@pytest.mark.parametrize(("policy", "expected"), [("current", ["v2", "v2"]), ("point_in_time", ["v1", "v2"])])
+def test_backfill_uses_the_current_or_the_then_champion(
+    make_settings: Callable[..., Settings], policy: str, expected: list[str]
+) -> None:
+    settings = make_settings(backfill_model=policy)
+    write_landing(settings.landing, FIRST_DAY, 2, 200, seed=7, files_per_day=1)
+    registry = Registry(settings.models)
+    train_demo_model(registry, "champion")  # v1, promoted now: rewrite its history as of February
+    registry.root.joinpath("aliases", "champion.json").unlink()
+    registry.set_alias("champion", "v1", at=datetime(2026, 2, 1, tzinfo=UTC))
+    train_demo_model(registry, "challenger", seed=1)  # v2
+    registry.set_alias("champion", "v2", at=datetime(2026, 3, 2, 12, tzinfo=UTC))  # during 2026-03-02
+    warehouse = Warehouse(settings.warehouse, FeatureContract.from_settings(settings))
+    for day in DAYS[:2]:
+        assert run_assets(settings, ["inputs", "predictions"], day).success
+    made = versions_by_partition(warehouse)
+    assert [list(made[day]) for day in DAYS[:2]] == [[v] for v in expected]
+    assert stale_keys(settings, warehouse) == []
+
+
+def test_point_in_time_refuses_a_partition_older_than_the_alias_history(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings(backfill_model="point_in_time")
+    write_landing(settings.landing, FIRST_DAY, 1, 100, seed=7, files_per_day=1)
+    train_demo_model(Registry(settings.models), "champion")  # promoted now, after the partition ended
+    result = run_assets(settings, ["inputs", "predictions"], DAYS[0], raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    message = str(failure.step_failure_data.error)
+    assert "pointed at no version" in message and "BATCH_PREDICT_BACKFILL_MODEL=current" in message
+
+
+def test_sensors_follow_the_champion(settings: Settings, landing: Path, registry: Registry) -> None:
+    defs = build_definitions(settings)
+    resources = build_resources(settings)
+    champion_sensor = defs.resolve_sensor_def("champion_sensor")
+    stale_sensor = defs.resolve_sensor_def("stale_predictions_sensor")
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, resources=resources)
+        [request] = champion_sensor(context).run_requests  # the model asset was never materialized
+        assert run_assets(settings, ["model"], instance=instance).success
+        assert isinstance(
+            champion_sensor(dg.build_sensor_context(instance=instance, resources=resources)), dg.SkipReason
+        )
+        for day in DAYS[:2]:
+            assert run_assets(settings, ["inputs", "predictions"], day, instance=instance).success
+        assert isinstance(stale_sensor(dg.build_sensor_context(instance=instance, resources=resources)), dg.SkipReason)
+
+        train_demo_model(registry, "champion", seed=1)
+        result = champion_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        assert [r.tags["batch_predict/model_version"] for r in result.run_requests] == ["v2"]
+        result = stale_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        assert [(r.partition_key, r.tags["batch_predict/repredict_with"]) for r in result.run_requests] == [
+            (DAYS[0], "v2"),
+            (DAYS[1], "v2"),
+        ]
+        assert len({r.run_key for r in result.run_requests}) == 2
+    assert request.tags["batch_predict/model_version"] == "v1"
