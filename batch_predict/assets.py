@@ -254,6 +254,7 @@ def build_assets(
         yield dg.MaterializeResult(metadata=range_metadata(done))
 
     @dg.asset(
+        deps=["trained_model"],
         group_name=GROUP,
         owners=OWNERS,
         kinds={"scikitlearn"},

@@ -11,9 +11,11 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from batch_predict.lifecycle import find_stale_partitions
 from batch_predict.resources import BatchResource, ModelRegistryResource, SourceResource, WarehouseResource
 
 MODEL_NOT_OUTDATED = "model_not_outdated"
+PREDICTIONS_MADE_BY_CHAMPION = "predictions_made_by_champion"
 NEWEST_DUE_PARTITION_ON_TIME = "newest_due_partition_on_time"
 
 
@@ -32,24 +34,67 @@ def build_checks(partitions_def: dg.TimeWindowPartitionsDefinition) -> list[dg.A
     @dg.asset_check(
         asset="model",
         name=MODEL_NOT_OUTDATED,
-        description="Warns when the model the alias points at was trained longer ago than BATCH_PREDICT_MODEL_MAX_AGE_DAYS.",
+        description=(
+            "Warns when the model the alias points at was trained longer ago than BATCH_PREDICT_MODEL_MAX_AGE_DAYS; "
+            "fails (error) past BATCH_PREDICT_MODEL_HARD_MAX_AGE_DAYS."
+        ),
     )
-    def model_not_outdated(model_registry: ModelRegistryResource) -> dg.AssetCheckResult:
-        registry = model_registry.registry()
-        metadata = registry.metadata(registry.resolve(model_registry.alias))
+    def model_not_outdated(model_registry: ModelRegistryResource, source: SourceResource) -> dg.AssetCheckResult:
+        metadata = model_registry.metadata(model_registry.current_version(), source.contract())
         age = metadata.age_days(datetime.now(UTC))
+        hard = age > model_registry.hard_max_age_days
+        limit = model_registry.hard_max_age_days if hard else model_registry.max_age_days
         return dg.AssetCheckResult(
             passed=age <= model_registry.max_age_days,
-            severity=dg.AssetCheckSeverity.WARN,
+            severity=dg.AssetCheckSeverity.ERROR if hard else dg.AssetCheckSeverity.WARN,
             description=(
-                f"Model {metadata.version} was trained {age:.1f} days ago; the limit is "
-                f"{model_registry.max_age_days:g} days."
+                f"Model {metadata.name} {metadata.version} was trained {age:.1f} days ago; the "
+                f"{'hard ' if hard else ''}limit is {limit:g} days."
+                + (
+                    " Retrain it (training_job or `batch-predict model train`)."
+                    if age > model_registry.max_age_days
+                    else ""
+                )
             ),
             metadata={
                 "model_version": metadata.version,
                 "trained_at": metadata.trained_at,
                 "age_days": round(age, 2),
                 "max_age_days": model_registry.max_age_days,
+                "hard_max_age_days": model_registry.hard_max_age_days,
+            },
+        )
+
+    @dg.asset_check(
+        asset="predictions",
+        name=PREDICTIONS_MADE_BY_CHAMPION,
+        description=(
+            "Warns while prediction partitions were made by another model version than the one that should make "
+            "them (BATCH_PREDICT_BACKFILL_MODEL); `batch-predict repredict` or stale_predictions_sensor fixes them."
+        ),
+    )
+    def predictions_made_by_champion(
+        source: SourceResource, warehouse: WarehouseResource, model_registry: ModelRegistryResource
+    ) -> dg.AssetCheckResult:
+        staleness = find_stale_partitions(warehouse.open(source.contract()), model_registry, partitions_def)
+        keys = [stale.partition_key for stale in staleness.stale]
+        return dg.AssetCheckResult(
+            passed=not keys,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=(
+                f"{len(keys)} partition(s) were predicted by another model than {staleness.current}: "
+                f"{', '.join(keys[:10])}{' ...' if len(keys) > 10 else ''}"
+                if keys
+                else f"Every predicted partition was made by the model that should make it ({staleness.current})."
+            ),
+            metadata={
+                "current_version": staleness.current,
+                "stale_partitions": dg.MetadataValue.json(
+                    {
+                        stale.partition_key: {"made_by": stale.made_by, "wanted": stale.wanted}
+                        for stale in staleness.stale
+                    }
+                ),
             },
         )
 
@@ -86,4 +131,4 @@ def build_checks(partitions_def: dg.TimeWindowPartitionsDefinition) -> list[dg.A
             metadata={**metadata, "completed_at": completed_at.isoformat()},
         )
 
-    return [model_not_outdated, newest_due_partition_on_time]
+    return [model_not_outdated, newest_due_partition_on_time, predictions_made_by_champion]

@@ -58,6 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     register.add_argument("--trained-at", type=datetime.fromisoformat, help="ISO time (default: the file's mtime)")
     register.add_argument("--features", help="comma-separated feature names, if the model does not carry them")
     register.add_argument("--classes", help="comma-separated class labels, to check against the model's")
+    register.add_argument(
+        "--reference",
+        type=Path,
+        help="Parquet or CSV of training features: saved as the model's reference statistics for drift checks",
+    )
     promote = model_commands.add_parser("promote", help="point an alias at a version (history is kept)")
     promote.add_argument("version")
     promote.add_argument("--alias", default="champion", help="alias to move (default champion)")
@@ -66,7 +71,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=_aware_time,
         help="record a promotion that took effect earlier (ISO time; for point-in-time backfills of imported history)",
     )
+    model_commands.add_parser(
+        "train",
+        help="run training_job now: load labels, train a candidate, promote it if it beats the champion",
+    )
     train = model_commands.add_parser("train-demo", help="train the demo iris model, register it and make it the alias")
+    train.add_argument("--trained-at", type=_aware_time, help="record this training time (ISO; default now)")
+    train.add_argument(
+        "--keep-alias", action="store_true", help="register the model, but leave the alias alone if it already exists"
+    )
     train.add_argument(
         "--fail-share",
         type=float,
@@ -115,6 +128,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def _read_table(path: Path) -> Any:
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+    except (OSError, ValueError) as error:
+        raise ModelError(f"Cannot read the reference data {path} ({error}); give a Parquet or CSV file.") from error
+
+
 def _aware_time(text: str) -> datetime:
     """An ISO time; without a zone it is taken as UTC."""
     moment = datetime.fromisoformat(text)
@@ -122,7 +144,7 @@ def _aware_time(text: str) -> datetime:
 
 
 def _demo_data(settings: Settings, args: argparse.Namespace) -> int:
-    from batch_predict.demo import write_landing
+    from batch_predict.demo import LABEL_DELAY_DAYS, write_labels, write_landing
 
     if args.days < 1 or args.rows_per_day < 1 or args.files_per_day < 1:
         raise SettingsError("--days, --rows-per-day and --files-per-day must be at least 1.")
@@ -130,13 +152,21 @@ def _demo_data(settings: Settings, args: argparse.Namespace) -> int:
     days = write_landing(settings.landing, start, args.days, args.rows_per_day, args.seed, args.files_per_day)
     files = sum(len(day.paths) for day in days)
     print(f"wrote {len(days)} days x {args.rows_per_day} records ({files} files) from {start} into {settings.landing}")
+    today = datetime.now(UTC).date()
+    labels = write_labels(settings.labels, start, args.days, args.rows_per_day, today, args.seed)
+    print(
+        f"wrote the labels of {len(labels)} days into {settings.labels} (labels arrive {LABEL_DELAY_DAYS} days "
+        "after their records)"
+    )
     return 0
 
 
 def _model(settings: Settings, args: argparse.Namespace) -> int:
     registry = Registry(settings.models)
     if args.model_command == "train-demo":
-        return _train_demo(settings, args.fail_share)
+        return _train_demo(settings, args.fail_share, args.trained_at, args.keep_alias)
+    if args.model_command == "train":
+        return _train(settings)
     if args.model_command == "list":
         pointing: dict[str, list[str]] = {}
         for alias, version in registry.aliases().items():
@@ -167,6 +197,7 @@ def _model(settings: Settings, args: argparse.Namespace) -> int:
         trained_at=args.trained_at or datetime.fromtimestamp(path.stat().st_mtime, UTC),
         features=args.features.split(",") if args.features else None,
         classes=args.classes.split(",") if args.classes else None,
+        reference_data=_read_table(args.reference) if args.reference else None,
     )
     print(
         f"registered {metadata.name} as {metadata.version} (sha256 {metadata.checksum[:12]}); promote it with "
@@ -175,12 +206,17 @@ def _model(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_demo(settings: Settings, fail_share: float) -> int:
+def _train_demo(settings: Settings, fail_share: float, trained_at: datetime | None, keep_alias: bool) -> int:
     from batch_predict.demo import train_demo_model
 
     if not 0 <= fail_share < 1:
         raise SettingsError(f"--fail-share={fail_share} must be at least 0 and below 1.")
-    metadata = train_demo_model(Registry(settings.models), settings.model_alias, fail_share=fail_share)
+    registry = Registry(settings.models)
+    if keep_alias and settings.model_alias in registry.aliases():
+        version = registry.resolve(settings.model_alias)
+        print(f"{settings.model_alias} stays at {version} (--keep-alias)")
+        return 0
+    metadata = train_demo_model(registry, settings.model_alias, fail_share=fail_share, trained_at=trained_at)
     print(
         f"{settings.model_alias} -> {metadata.name} {metadata.version} "
         f"(holdout accuracy {metadata.metrics['holdout_accuracy']:.3f}, sha256 {metadata.checksum[:12]}) "
@@ -267,6 +303,30 @@ def _errors(settings: Settings, partition: str | None, dead: bool, limit: int, a
         )
     if not rows:
         print("no failed records")
+    return 0
+
+
+def _train(settings: Settings) -> int:
+    """Run training_job in-process against DAGSTER_HOME and print the promotion decision."""
+    import dagster as dg
+
+    from batch_predict.definitions import build_definitions
+
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    with dg.DagsterInstance.get() as instance:
+        result = (
+            build_definitions(settings)
+            .resolve_job_def("training_job")
+            .execute_in_process(instance=instance, run_config=quiet, raise_on_error=False)
+        )
+    if not result.success:
+        failure = next((e for e in result.all_events if e.is_step_failure), None)
+        reason = failure.step_failure_data.error.message.strip() if failure and failure.step_failure_data.error else ""
+        print(f"batch-predict: training_job failed (run {result.run_id}): {reason}", file=sys.stderr)
+        return 1
+    [materialization] = result.asset_materializations_for_node("trained_model")
+    decision = materialization.metadata["decision"].value
+    print(f"candidate {materialization.metadata['candidate_version'].value}: {decision}")
     return 0
 
 

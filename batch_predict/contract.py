@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from batch_predict.settings import Settings
@@ -42,3 +43,8 @@ class FeatureContract:
     @property
     def required_columns(self) -> tuple[str, ...]:
         return (self.id_column, self.time_column, *self.features)
+
+
+def probability_column(label: str) -> str:
+    """The predictions column holding the probability of one class: `proba_<label>`."""
+    return "proba_" + re.sub(r"[^0-9a-zA-Z]+", "_", label).strip("_").lower()

@@ -9,6 +9,7 @@ from batch_predict.partitions import build_partitions
 from batch_predict.resources import build_resources
 from batch_predict.schedules import build_jobs_and_schedules
 from batch_predict.settings import Settings, load_settings
+from batch_predict.training_assets import build_training_assets
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
@@ -21,6 +22,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         settings.model_max_age_days,
         settings.model_hard_max_age_days,
     )
+    assets += build_training_assets(assets[0])
     checks = build_checks(partitions_def)
     jobs, schedules, sensors = build_jobs_and_schedules(assets, checks, settings, partitions_def)
     return dg.Definitions(

@@ -27,6 +27,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from batch_predict.drift import build_reference
 from batch_predict.registry import ModelMetadata, Registry
 from batch_predict.settings import IRIS_FEATURES
 
@@ -37,6 +38,8 @@ DRIFT_PER_DAY = np.array([0.0, 0.0, 0.0015, 0.0008])
 MALFORMED_SHARE = 0.01
 MALFORMED_KINDS = ("missing_feature", "nan_feature", "negative_value", "duplicate_record_id")
 DEMO_MODEL_NAME = "iris-logreg"
+# Labels (the true species) become known this many days after the records' day.
+LABEL_DELAY_DAYS = 3
 
 
 class FlakyClassifier:
@@ -91,6 +94,23 @@ def _iris_distributions() -> tuple[np.ndarray, np.ndarray]:
 
 def generate_day(day: date, rows: int, seed: int = 7) -> pa.Table:
     """All records whose event time falls on `day` (UTC), sorted by event time."""
+    return _generate(day, rows, seed)[0]
+
+
+def generate_labels(day: date, rows: int, seed: int = 7) -> pa.Table:
+    """The true species of `day`'s records, as they become known later: record_id, label, labelled_at."""
+    table, species = _generate(day, rows, seed)
+    labelled_at = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=LABEL_DELAY_DAYS)
+    return pa.table(
+        {
+            "record_id": table.column("record_id"),
+            "label": pa.array(np.asarray(CLASSES, dtype=object)[species], pa.string()),
+            "labelled_at": pa.array([labelled_at] * table.num_rows, pa.timestamp("us", tz="UTC")),
+        }
+    )
+
+
+def _generate(day: date, rows: int, seed: int) -> tuple[pa.Table, np.ndarray]:
     rng = np.random.default_rng([seed, day.toordinal()])
     means, covs = _iris_distributions()
     species = rng.integers(0, 3, size=rows)
@@ -122,13 +142,14 @@ def generate_day(day: date, rows: int, seed: int = 7) -> pa.Table:
             columns[feature][row] = -abs(float(columns[feature][row] or 1.0))
         else:  # a second delivery of an earlier record of the same day
             ids[row] = ids[(row - 1) % rows] if row else ids[1]
-    return pa.table(
+    table = pa.table(
         {
             "record_id": pa.array(ids, pa.string()),
             "event_time": pa.array(times, pa.timestamp("us", tz="UTC")),
             **{name: pa.array(columns[name], pa.float64(), from_pandas=False) for name in IRIS_FEATURES},
         }
     )
+    return table, species
 
 
 def write_landing(
@@ -161,8 +182,34 @@ def write_landing(
     return written
 
 
+def write_labels(labels: Path, start: date, days: int, rows_per_day: int, today: date, seed: int = 7) -> list[Path]:
+    """Write the labels of the days from `start` that have arrived by `today` (LABEL_DELAY_DAYS after each day).
+
+    `labels/<arrival day>/labels-<record day>.parquet`, written to a temporary name and renamed.
+    """
+    written = []
+    for offset in range(days):
+        day = start + timedelta(days=offset)
+        arrival = day + timedelta(days=LABEL_DELAY_DAYS)
+        if arrival > today:
+            break
+        folder = labels / f"{arrival:%Y-%m-%d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"labels-{day:%Y-%m-%d}.parquet"
+        handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        os.close(handle)
+        pq.write_table(generate_labels(day, rows_per_day, seed), temporary)
+        os.replace(temporary, path)
+        written.append(path)
+    return written
+
+
 def train_demo_model(
-    registry: Registry, alias: str = "champion", seed: int = 0, fail_share: float = 0.0
+    registry: Registry,
+    alias: str = "champion",
+    seed: int = 0,
+    fail_share: float = 0.0,
+    trained_at: datetime | None = None,
 ) -> ModelMetadata:
     """Train a scaler + logistic regression pipeline on the bundled iris data and make it `alias`.
 
@@ -181,10 +228,11 @@ def train_demo_model(
     metadata = registry.register(
         model,
         name=DEMO_MODEL_NAME + ("-flaky" if fail_share else ""),
-        trained_at=datetime.now(UTC),
+        trained_at=trained_at or datetime.now(UTC),
         features=[{"name": name, "dtype": "float64"} for name in IRIS_FEATURES],
         metrics={"holdout_accuracy": float(pipeline.score(x_test, y_test))},
         training_window={"start": None, "end": None, "source": "sklearn.datasets.load_iris"},
+        reference=build_reference(x_train, IRIS_FEATURES, pipeline.predict_proba(x_train), CLASSES).to_json(),
     )
     registry.set_alias(alias, metadata.version)
     return metadata

@@ -323,7 +323,7 @@ class Registry:
         trained_at: datetime,
         features: list[str] | None = None,
         classes: list[str] | None = None,
-        reference: dict[str, Any] | None = None,
+        reference_data: pd.DataFrame | None = None,
     ) -> ModelMetadata:
         """Validate an artifact (it loads, it fits the features, a smoke prediction works) and register it.
 
@@ -331,6 +331,8 @@ class Registry:
         labels are numbers), as ONNX does not carry them. Any other file is a joblib
         scikit-learn estimator, whose features and classes come from `feature_names_in_`
         and `classes_` unless given; given ones must agree with what the estimator says.
+        With `reference_data` (training features), the model's reference statistics for
+        drift monitoring are computed from it and saved with the version.
         """
         if artifact.suffix.lower() == ".onnx":
             from batch_predict.onnx_model import OnnxClassifier
@@ -343,6 +345,7 @@ class Registry:
             onnx_model = OnnxClassifier(artifact, features, classes)
             labels = [str(label) for label in onnx_model.classes_]
             _smoke(onnx_model, artifact, features, labels)
+            reference = _reference(onnx_model, reference_data, features, labels)
             return self._store(
                 lambda path: shutil.copyfile(artifact, path),
                 ONNX,
@@ -368,6 +371,7 @@ class Registry:
         if features is not None and features != names:
             raise ModelError(f"--features {features} do not match the model's features {names}.")
         _smoke(estimator, artifact, names, known)
+        reference = _reference(estimator, reference_data, names, known)
         return self.register(
             estimator,
             name=name,
@@ -377,6 +381,24 @@ class Registry:
             training_window={},
             reference=reference,
         )
+
+
+def _reference(
+    estimator: Any, data: pd.DataFrame | None, features: list[str], classes: list[str]
+) -> dict[str, Any] | None:
+    """Reference statistics of a model on its training features, or None without them."""
+    if data is None:
+        return None
+    from batch_predict.drift import build_reference
+
+    missing = [name for name in features if name not in data.columns]
+    if missing:
+        raise ModelError(f"The reference data has no column(s) {', '.join(missing)}; it needs the model's features.")
+    frame = data[features].astype("float64").dropna()
+    if frame.empty:
+        raise ModelError("The reference data has no complete rows of the model's features.")
+    proba = np.asarray(estimator.predict_proba(_as_fitted(estimator, frame)), dtype=np.float64)
+    return build_reference(frame, features, proba, classes).to_json()
 
 
 def _smoke(estimator: Any, artifact: Path, features: list[str], classes: list[str]) -> None:

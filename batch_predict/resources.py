@@ -117,12 +117,28 @@ class ModelRegistryResource(dg.ConfigurableResource):
 
 
 class BatchResource(dg.ConfigurableResource):
-    """Run-time knobs of the batch: chunk size, deadline, and how failed records are rerun."""
+    """Run-time knobs of the batch: chunk size, deadline, how failed records are rerun, drift thresholds."""
 
     chunk_size: int
     deadline_hours: float
     on_failure: str
     max_attempts: int
+    drift_alpha: float = 0.01
+    drift_psi_floor: float = 0.1
+
+
+class TrainingResource(dg.ConfigurableResource):
+    """Where labels arrive, and how a candidate is trained and judged against the champion."""
+
+    labels: str
+    label_column: str
+    train_days: int
+    holdout_days: int
+    promotion_metric: str
+    promotion_margin: float
+
+    def source(self) -> Source:
+        return Source(root=Path(self.labels), glob="**/*.parquet")
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
@@ -155,5 +171,15 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             deadline_hours=settings.deadline_hours,
             on_failure=settings.on_failure,
             max_attempts=settings.max_attempts,
+            drift_alpha=settings.drift_alpha,
+            drift_psi_floor=settings.drift_psi_floor,
+        ),
+        "training": TrainingResource(
+            labels=str(settings.labels),
+            label_column=settings.label_column,
+            train_days=settings.train_days,
+            holdout_days=settings.holdout_days,
+            promotion_metric=settings.promotion_metric,
+            promotion_margin=settings.promotion_margin,
         ),
     }

@@ -6,6 +6,8 @@
   the alias moves, so Dagster marks prediction partitions made by the old model as unsynced.
 - `repredict_job` + `stale_predictions_sensor` (stopped by default): re-predict exactly the
   partitions predicted by another version than the one that should make them.
+- `training_job` + weekly schedule (stopped unless BATCH_PREDICT_RETRAIN_SCHEDULE=running):
+  labels -> training set -> candidate, promoted only if it beats the champion.
 """
 
 from __future__ import annotations
@@ -49,6 +51,25 @@ def build_jobs_and_schedules(
         selection=dg.AssetSelection.assets(by_name["predictions"]),
         config=FULL_REFRESH,
         description="Re-predict a partition from its stored inputs, every record, with the model that should make it.",
+    )
+    training_job = dg.define_asset_job(
+        "training_job",
+        selection=dg.AssetSelection.assets(
+            by_name["labels"], by_name["training_set"], by_name["trained_model"], by_name["model"]
+        ),
+        description="Load the labels, cut the training set, train a candidate and promote it if it beats the champion.",
+    )
+    training_schedule = dg.ScheduleDefinition(
+        name="training_job_schedule",
+        job=training_job,
+        cron_schedule="0 3 * * 1",
+        execution_timezone=settings.timezone,
+        default_status=(
+            dg.DefaultScheduleStatus.RUNNING
+            if settings.retrain_schedule == "running"
+            else dg.DefaultScheduleStatus.STOPPED
+        ),
+        description="Weekly (Monday 03:00): retrain from the labelled history. Off unless BATCH_PREDICT_RETRAIN_SCHEDULE=running.",
     )
     delay = settings.schedule_delay_minutes
     predictions_schedule = dg.build_schedule_from_partitioned_job(
@@ -125,7 +146,7 @@ def build_jobs_and_schedules(
         )
 
     return (
-        [predictions_job, monitoring_job, model_job, repredict_job],
-        [predictions_schedule, monitoring_schedule],
+        [predictions_job, monitoring_job, model_job, repredict_job, training_job],
+        [predictions_schedule, monitoring_schedule, training_schedule],
         [champion_sensor, stale_predictions_sensor],
     )

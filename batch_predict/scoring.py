@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,13 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batch_predict.contract import FeatureContract
+from batch_predict.contract import FeatureContract, probability_column
 from batch_predict.registry import LoadedModel, ModelError
-
-
-def probability_column(label: str) -> str:
-    """The predictions column holding the probability of one class: `proba_<label>`."""
-    return "proba_" + re.sub(r"[^0-9a-zA-Z]+", "_", label).strip("_").lower()
 
 
 def verify_model(model: LoadedModel, contract: FeatureContract) -> None:

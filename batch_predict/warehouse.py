@@ -23,9 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
+import pandas as pd
 
 from batch_predict import contract as rules
-from batch_predict.contract import FeatureContract
+from batch_predict.contract import FeatureContract, probability_column
+from batch_predict.drift import bin_index_sql
 
 READERS = {".parquet": "read_parquet", ".csv": "read_csv", ".json": "read_json", ".jsonl": "read_json"}
 
@@ -91,6 +94,16 @@ class InputStats:
     valid_rows: int
     rejected_rows: int
     rejected_by_reason: dict[str, int]
+
+
+@dataclass(frozen=True)
+class LabelStats:
+    """What loading the label files did with their rows: rows = kept + incomplete + superseded."""
+
+    rows: int
+    kept: int
+    incomplete: int
+    superseded: int
 
 
 @dataclass(frozen=True)
@@ -752,6 +765,210 @@ class Warehouse:
                 """
             ).fetchall()
         return {key: [str(v) for v in versions] for key, versions in rows}
+
+    # -- labels, training data, realized quality --------------------------------------------
+
+    def load_labels(self, source: Source, label_column: str) -> LabelStats:
+        """Replace the `labels` table with the label files' rows, one label per record id.
+
+        Every row read is accounted for: kept, missing its record id or label, or
+        superseded by a later file's label for the same record (files are read in path
+        order, so a correction delivered later wins).
+        """
+        id_column = self.contract.id_column
+        if not source.root.is_dir():
+            raise SourceError(
+                f"The labels folder {source.root} does not exist. Put label files there (columns {id_column}, "
+                f"{label_column}; `batch-predict demo-data` writes demo labels), or set BATCH_PREDICT_LABELS."
+            )
+        relation = self._source_relation(source)
+        with self.connect() as con:
+            try:
+                described = con.execute(f"DESCRIBE SELECT * FROM {relation}", {"pattern": source.pattern}).fetchall()
+            except duckdb.Error as error:
+                raise SourceError(
+                    f"Cannot read the label files {source.pattern}: {str(error).splitlines()[0]}. "
+                    "Add label files, fix or remove the unreadable one, or set BATCH_PREDICT_LABELS."
+                ) from error
+            missing = [name for name in (id_column, label_column) if name not in {row[0] for row in described}]
+            if missing:
+                raise SourceError(
+                    f"The label files {source.pattern} have no column(s) {', '.join(missing)}. They need "
+                    f"{id_column} and {label_column}; set BATCH_PREDICT_LABEL_COLUMN to the label's column."
+                )
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(
+                    f"""
+                    CREATE OR REPLACE TEMP TABLE label_rows AS
+                    SELECT CAST({_ident(id_column)} AS VARCHAR) AS record_id,
+                           CAST({_ident(label_column)} AS VARCHAR) AS label, filename AS source_file,
+                           row_number() OVER (PARTITION BY CAST({_ident(id_column)} AS VARCHAR)
+                                              ORDER BY filename DESC) AS newest
+                    FROM {relation}
+                    """,
+                    {"pattern": source.pattern},
+                )
+                con.execute(
+                    """
+                    CREATE OR REPLACE TABLE labels AS
+                    SELECT record_id, label, source_file, now() AS loaded_at FROM label_rows
+                    WHERE record_id IS NOT NULL AND label IS NOT NULL AND newest = 1
+                    """
+                )
+                [(read, kept, incomplete)] = con.execute(
+                    """
+                    SELECT count(*), (SELECT count(*) FROM labels),
+                           count(*) FILTER (WHERE record_id IS NULL OR label IS NULL)
+                    FROM label_rows
+                    """
+                ).fetchall()
+                self._record_quality(con)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return LabelStats(
+            rows=int(read), kept=int(kept), incomplete=int(incomplete), superseded=int(read - kept - incomplete)
+        )
+
+    def _record_quality(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Realized quality per partition and model version, from the predictions whose labels have arrived.
+
+        Accuracy counts a label the model does not know as wrong; log-loss leaves such rows
+        out, with probabilities clipped to [eps, 1 - eps] as scikit-learn does.
+        """
+        columns = {row[0] for row in con.execute("SELECT column_name FROM (DESCRIBE predictions)").fetchall()}
+        labels = [row[0] for row in con.execute("SELECT DISTINCT label FROM labels ORDER BY 1").fetchall()]
+        known = {label: probability_column(label) for label in labels if probability_column(label) in columns}
+        true_proba = (
+            "CASE l.label " + " ".join(f"WHEN {_literal(k)} THEN p.{_ident(c)}" for k, c in known.items()) + " END"
+            if known
+            else "CAST(NULL AS DOUBLE)"
+        )
+        eps = float(np.finfo(np.float64).eps)
+        con.execute(
+            f"""
+            CREATE OR REPLACE TABLE prediction_quality AS
+            SELECT p.partition_key, p.model_version, count(*) AS labelled,
+                   avg(CAST(p.prediction = l.label AS DOUBLE)) AS accuracy,
+                   -avg(ln(greatest(least({true_proba}, 1 - {eps!r}), {eps!r}))) AS log_loss,
+                   count(*) FILTER (WHERE ({true_proba}) IS NULL) AS unknown_labels,
+                   now() AS computed_at
+            FROM predictions AS p JOIN labels AS l USING (record_id)
+            GROUP BY ALL ORDER BY ALL
+            """
+        )
+
+    def prediction_quality(self) -> list[dict[str, Any]]:
+        """Realized accuracy and log-loss per partition and model version, newest partition first."""
+        with self.connect(read_only=True) as con:
+            cursor = con.execute(
+                "SELECT * FROM prediction_quality ORDER BY partition_key DESC, model_version"
+                if self._has_table(con, "prediction_quality")
+                else "SELECT NULL WHERE false"
+            )
+            names = [column[0] for column in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    @staticmethod
+    def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+        found = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchone()
+        return bool(found and found[0])
+
+    def newest_labelled_event(self) -> datetime | None:
+        """The event time of the newest valid input that has a label."""
+        with self.connect() as con:
+            if not self._has_table(con, "labels"):
+                return None
+            row = con.execute("SELECT max(i.event_time) FROM inputs AS i JOIN labels USING (record_id)").fetchone()
+        return row[0] if row else None
+
+    def build_training_set(self, train_start: datetime, holdout_start: datetime, end: datetime) -> dict[str, int]:
+        """Replace `training_set` with the labelled valid inputs of [train_start, end), split at holdout_start."""
+        features = ", ".join(f"i.{_ident(f)}" for f in self.contract.features)
+        with self.connect() as con:
+            con.execute(
+                f"""
+                CREATE OR REPLACE TABLE training_set AS
+                SELECT i.partition_key, i.record_id, i.event_time, {features}, l.label,
+                       CASE WHEN i.event_time < $holdout THEN 'train' ELSE 'holdout' END AS split
+                FROM inputs AS i JOIN labels AS l USING (record_id)
+                WHERE i.event_time >= $start AND i.event_time < $end
+                ORDER BY i.event_time
+                """,
+                {"start": train_start, "holdout": holdout_start, "end": end},
+            )
+            rows = con.execute("SELECT split, count(*) FROM training_set GROUP BY ALL").fetchall()
+        return {"train": 0, "holdout": 0, **{split: int(n) for split, n in rows}}
+
+    def training_set(self) -> pd.DataFrame:
+        with self.connect(read_only=True) as con:
+            if not self._has_table(con, "training_set"):
+                raise WarehouseError("There is no training_set table yet: materialize the training_set asset first.")
+            return con.execute("SELECT * FROM training_set ORDER BY event_time").df()
+
+    # -- drift ------------------------------------------------------------------------------
+
+    def feature_bin_counts(self, partition_key: str, edges: dict[str, list[float]]) -> dict[str, dict[int, int]]:
+        """Per feature, how many of the partition's valid inputs fall in each bin of `edges` (right-closed)."""
+        if not edges:
+            return {}
+        parts = [
+            f"SELECT {_literal(name)} AS feature, {bin_index_sql(_ident(name), bounds)} AS bin, count(*) AS n "
+            f"FROM inputs WHERE partition_key = $p GROUP BY ALL"
+            for name, bounds in edges.items()
+        ]
+        with self.connect(read_only=True) as con:
+            rows = con.execute(" UNION ALL ".join(parts), {"p": partition_key}).fetchall()
+        counts: dict[str, dict[int, int]] = {name: {} for name in edges}
+        for name, index, n in rows:
+            if index is not None:
+                counts[name][int(index)] = int(n)
+        return counts
+
+    def prediction_counts(
+        self, partition_key: str, probability_columns: Sequence[str], score_edges: Sequence[float]
+    ) -> tuple[dict[str, int], dict[int, int]]:
+        """The partition's predictions per class, and per bin of the top-class probability."""
+        score = "greatest(" + ", ".join(_ident(c) for c in probability_columns) + ")"
+        with self.connect(read_only=True) as con:
+            classes = con.execute(
+                "SELECT prediction, count(*) FROM predictions WHERE partition_key = $p GROUP BY ALL",
+                {"p": partition_key},
+            ).fetchall()
+            bins = con.execute(
+                f"SELECT {bin_index_sql(score, score_edges)} AS bin, count(*) FROM predictions "
+                "WHERE partition_key = $p GROUP BY ALL",
+                {"p": partition_key},
+            ).fetchall()
+        return {str(k): int(n) for k, n in classes}, {int(b): int(n) for b, n in bins if b is not None}
+
+    def record_drift(self, partition_key: str, model_version: str, rows: list[dict[str, Any]]) -> None:
+        """Replace the partition's drift results in `prediction_drift`."""
+        with self.connect() as con:
+            con.execute(
+                """
+                CREATE TABLE IF NOT EXISTS prediction_drift (
+                    partition_key VARCHAR, model_version VARCHAR, kind VARCHAR, name VARCHAR, psi DOUBLE,
+                    threshold DOUBLE, n BIGINT, n_reference BIGINT, drifted BOOLEAN, computed_at TIMESTAMPTZ)
+                """
+            )
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute("DELETE FROM prediction_drift WHERE partition_key = $p", {"p": partition_key})
+                for row in rows:
+                    con.execute(
+                        """
+                        INSERT INTO prediction_drift VALUES
+                            ($p, $version, $kind, $name, $psi, $threshold, $n, $n_reference, $drifted, now())
+                        """,
+                        {"p": partition_key, "version": model_version, **row},
+                    )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
 
     def _completeness(self, con: duckdb.DuckDBPyConnection, partition_key: str) -> Completeness:
         """Compare the partition's inputs with its outcomes (predictions plus recorded errors).

@@ -18,6 +18,12 @@ DAYS = 3
 ROWS_PER_DAY = 400
 
 
+@pytest.fixture(autouse=True)
+def _labels_in_temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands that read settings from the environment never write labels into the repository."""
+    monkeypatch.setenv("BATCH_PREDICT_LABELS", str(tmp_path / "labels"))
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     """Settings whose paths all live in this test's temp dir; keyword arguments override variables."""
@@ -27,6 +33,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "BATCH_PREDICT_WAREHOUSE": str(tmp_path / "warehouse.duckdb"),
             "BATCH_PREDICT_LANDING": str(tmp_path / "landing"),
             "BATCH_PREDICT_MODELS": str(tmp_path / "models"),
+            "BATCH_PREDICT_LABELS": str(tmp_path / "labels"),
             "BATCH_PREDICT_START": "2026-03-01",
             **{f"BATCH_PREDICT_{key.upper()}": value for key, value in overrides.items()},
         }

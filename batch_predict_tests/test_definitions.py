@@ -29,7 +29,7 @@ def test_definitions_load_with_nothing_set(tmp_path: Path) -> None:
         [sys.executable, "-c", code], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "3"
+    assert done.stdout.strip() == "6"  # inputs, model, predictions; labels, training_set, trained_model
 
 
 def test_a_bad_setting_fails_at_load_naming_it(tmp_path: Path) -> None:
@@ -54,7 +54,7 @@ def test_every_asset_is_described_owned_and_typed(settings: Settings) -> None:
     defs = build_definitions(settings)
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert keys == {"inputs", "model", "predictions"}
+    assert keys == {"inputs", "model", "predictions", "labels", "training_set", "trained_model"}
     for key in graph.get_all_asset_keys():
         spec = graph.get(key)
         assert spec.description and len(spec.description) > 40, key
@@ -64,6 +64,11 @@ def test_every_asset_is_described_owned_and_typed(settings: Settings) -> None:
         assert "dagster/column_schema" in graph.get(dg.AssetKey(name)).metadata
     predictions = graph.get(dg.AssetKey("predictions"))
     assert {k.to_user_string() for k in predictions.parent_keys} == {"inputs", "model"}
+    assert {k.to_user_string() for k in graph.get(dg.AssetKey("model")).parent_keys} == {"trained_model"}
+    training = defs.resolve_schedule_def("training_job_schedule")
+    assert training.default_status == dg.DefaultScheduleStatus.STOPPED
+    assert defs.resolve_sensor_def("champion_sensor").default_status == dg.DefaultSensorStatus.RUNNING
+    assert defs.resolve_sensor_def("stale_predictions_sensor").default_status == dg.DefaultSensorStatus.STOPPED
 
 
 def test_one_partitions_definition_for_assets_job_and_schedule(settings: Settings) -> None:
@@ -152,6 +157,12 @@ def test_model_age_warns_past_the_limit(settings: Settings, registry: Registry) 
     assert not outdated.passed
     assert outdated.severity == dg.AssetCheckSeverity.WARN
     assert outdated.metadata["age_days"].value > 30
+    meta["trained_at"] = (datetime.now(UTC) - timedelta(days=91)).isoformat()
+    path.write_text(json.dumps(meta))
+    past_hard_limit = check_results(settings)["model_not_outdated"]
+    assert not past_hard_limit.passed
+    assert past_hard_limit.severity == dg.AssetCheckSeverity.ERROR
+    assert "hard limit is 90 days" in (past_hard_limit.description or "")
 
 
 @pytest.mark.parametrize("cadence", ["weekly", "monthly"])

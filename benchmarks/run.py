@@ -37,6 +37,7 @@ def env_for(root: Path, **extra: str) -> dict[str, str]:
     return {
         "BATCH_PREDICT_WAREHOUSE": str(root / "warehouse.duckdb"),
         "BATCH_PREDICT_LANDING": str(root / "landing"),
+        "BATCH_PREDICT_LABELS": str(root / "labels"),
         "BATCH_PREDICT_MODELS": str(root / "models"),
         "BATCH_PREDICT_START": "2025-01-01",
         "BATCH_PREDICT_FEATURES": ",".join(FEATURES),

@@ -1,0 +1,311 @@
+"""The MLflow registry loader against a real MLflow store: a sqlite database and artifacts in a temp dir.
+
+No server and no network: MLflow's telemetry is off, and pip requirements are given, never inferred.
+The store is built once per module (importing MLflow and logging models take seconds).
+"""
+
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+
+from batch_predict.mlflow_source import (
+    directory_sha256,
+    is_mlflow_uri,
+    load_mlflow_model,
+    parse_mlflow_uri,
+    resolve_mlflow_version,
+)
+from batch_predict.registry import ModelError
+
+FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+CLASSES = ["setosa", "versicolor", "virginica"]
+OFFLINE = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true",
+}
+
+# Two known, harmless warnings, matched by message so that any other warning still shows:
+# SQLAlchemy 2.1 deprecates a loader option MLflow's store configures, and MLflow asks for
+# an input example when the test models are logged.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated"),
+    pytest.mark.filterwarnings("ignore:.*An input example was not provided when logging the model"),
+]
+
+
+@dataclass(frozen=True)
+class Store:
+    uri: str
+    rows: pd.DataFrame
+    v1: Pipeline
+    v2: Pipeline
+    v1_started_at: int
+
+
+def iris() -> tuple[pd.DataFrame, np.ndarray]:
+    data = load_iris()
+    frame = pd.DataFrame(data.data, columns=FEATURES)
+    return frame, np.asarray(CLASSES, dtype=object)[data.target]
+
+
+def pyfunc_model(estimator: Any, output: str) -> Any:
+    """A pyfunc model whose predict gives a probability "frame" (classes as columns), an "array", or "labels"."""
+    from mlflow.pyfunc import PythonModel
+
+    class WrappedModel(PythonModel):
+        def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
+            rows = model_input[FEATURES]
+            if output == "labels":
+                return pd.DataFrame({"prediction": estimator.predict(rows)})
+            proba = estimator.predict_proba(rows)
+            return pd.DataFrame(proba, columns=list(estimator.classes_)) if output == "frame" else proba
+
+    return WrappedModel()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    """Versions 1 and 2 of `iris` (alias champion -> 1), and models that are not plain classifiers."""
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in OFFLINE.items():
+            patch.setenv(key, value)
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+        import mlflow
+        import mlflow.pyfunc
+        import mlflow.sklearn
+        from mlflow.models import infer_signature
+
+        X, y = iris()
+        v1 = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(X, y)
+        v2 = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=500)).fit(X, y)
+        svc = LinearSVC().fit(X, y)
+        client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+        experiment = client.create_experiment("iris", artifact_location=(root / "artifacts").as_uri())
+        mlflow.set_tracking_uri(uri)
+        try:
+
+            def log(flavour: Any, registered: str, model: Any, **kwargs: Any) -> int:
+                with mlflow.start_run(experiment_id=experiment) as run:
+                    mlflow.log_metric("holdout_accuracy", float((v1.predict(X) == y).mean()))
+                    flavour.log_model(
+                        model,
+                        name="model",
+                        registered_model_name=registered,
+                        pip_requirements=["scikit-learn"],
+                        **kwargs,
+                    )
+                return int(run.info.start_time)
+
+            signature = infer_signature(X, v1.predict_proba(X))
+            started = log(mlflow.sklearn, "iris", v1, signature=signature)
+            log(mlflow.sklearn, "iris", v2, signature=signature)
+            log(mlflow.sklearn, "iris-svc", svc, signature=infer_signature(X, svc.predict(X)))
+            frame_signature = infer_signature(X, pd.DataFrame(v1.predict_proba(X), columns=CLASSES))
+            pyfunc = mlflow.pyfunc
+            log(pyfunc, "iris-pyfunc", None, python_model=pyfunc_model(v1, "frame"), signature=frame_signature)
+            log(pyfunc, "iris-array", None, python_model=pyfunc_model(v1, "array"), metadata={"classes": CLASSES})
+            log(pyfunc, "iris-unnamed", None, python_model=pyfunc_model(v1, "array"), signature=signature)
+            log(pyfunc, "iris-labels", None, python_model=pyfunc_model(v1, "labels"))
+            client.set_registered_model_alias("iris", "champion", "1")
+        finally:
+            mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+        yield Store(uri=uri, rows=X.iloc[[0, 60, 120, 149]].reset_index(drop=True), v1=v1, v2=v2, v1_started_at=started)
+
+
+@pytest.fixture(autouse=True)
+def elsewhere(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """MLflow's own configuration points at no store, so a test passes only if the loader uses the URI it is given."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'not-here.db'}")
+
+
+def test_is_mlflow_uri() -> None:
+    assert is_mlflow_uri("models:/iris@champion")
+    assert is_mlflow_uri("models:/iris/3")
+    assert not is_mlflow_uri("champion")
+    assert not is_mlflow_uri("runs:/abc/model")
+    assert not is_mlflow_uri("")
+
+
+def test_parse_mlflow_uri() -> None:
+    assert parse_mlflow_uri("models:/iris@champion").alias == "champion"
+    assert parse_mlflow_uri("models:/iris/03").version == "3"
+    assert parse_mlflow_uri("models:/iris/latest").version == "latest"
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("models:/", "Cannot read the MLflow model URI"),
+        ("models:/iris", "Cannot read the MLflow model URI"),
+        ("models:/iris@champion/model.pkl", "sub-paths"),
+        ("models://profile@databricks/iris/1", "Databricks profile"),
+        ("models:/iris/v2", "not a number"),
+        ("models:/iris/0", "not a number"),
+        ("models:/iris/Production", "deprecated stages.*models:/iris@champion"),
+    ],
+)
+def test_bad_uris_are_refused_before_touching_a_store(uri: str, message: str) -> None:
+    with pytest.raises(ModelError, match=message):
+        load_mlflow_model(uri, FEATURES)
+
+
+def test_load_by_alias(store: Store) -> None:
+    loaded = load_mlflow_model("models:/iris@champion", FEATURES, tracking_uri=store.uri)
+
+    meta = loaded.metadata
+    assert (meta.name, meta.version, meta.format) == ("iris", "1", "mlflow-sklearn")
+    assert meta.features == [{"name": name, "dtype": "float64"} for name in FEATURES]
+    assert meta.classes == CLASSES
+    assert meta.training_window == {"source": "models:/iris/1"}
+    assert set(meta.metrics) == {"holdout_accuracy"}
+    assert meta.trained_at == datetime.fromtimestamp(store.v1_started_at / 1000, UTC).isoformat()
+    assert datetime.fromisoformat(meta.registered_at).utcoffset() is not None
+    assert datetime.fromisoformat(meta.trained_at) <= datetime.fromisoformat(meta.registered_at)
+    assert meta.checksum == directory_sha256(loaded.path)
+    assert (loaded.path / "MLmodel").is_file()
+    assert list(loaded.estimator.classes_) == CLASSES
+    np.testing.assert_allclose(loaded.predict_proba(store.rows), store.v1.predict_proba(store.rows))
+
+
+def test_load_by_version_gives_the_same_model_and_checksum(store: Store) -> None:
+    by_alias = load_mlflow_model("models:/iris@champion", FEATURES, tracking_uri=store.uri)
+    first = load_mlflow_model("models:/iris/1", FEATURES, tracking_uri=store.uri)
+    again = load_mlflow_model("models:/iris/1", FEATURES, tracking_uri=store.uri)
+
+    assert first.metadata == again.metadata == by_alias.metadata
+    np.testing.assert_allclose(first.predict_proba(store.rows), store.v1.predict_proba(store.rows))
+
+
+def test_latest_is_the_highest_version(store: Store) -> None:
+    assert resolve_mlflow_version("models:/iris/latest", tracking_uri=store.uri) == ("iris", "2")
+
+
+def test_moving_an_alias_moves_the_model(store: Store) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=store.uri, registry_uri=store.uri)
+    client.set_registered_model_alias("iris", "candidate", "1")
+    try:
+        assert resolve_mlflow_version("models:/iris@candidate", tracking_uri=store.uri) == ("iris", "1")
+        before = load_mlflow_model("models:/iris@candidate", FEATURES, tracking_uri=store.uri)
+
+        client.set_registered_model_alias("iris", "candidate", "2")
+
+        assert resolve_mlflow_version("models:/iris@candidate", tracking_uri=store.uri) == ("iris", "2")
+        after = load_mlflow_model("models:/iris@candidate", FEATURES, tracking_uri=store.uri)
+    finally:
+        client.delete_registered_model_alias("iris", "candidate")
+    assert (before.metadata.version, after.metadata.version) == ("1", "2")
+    assert after.metadata.training_window == {"source": "models:/iris/2"}
+    assert after.metadata.checksum != before.metadata.checksum
+    np.testing.assert_allclose(after.predict_proba(store.rows), store.v2.predict_proba(store.rows))
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("models:/iris@nope", r"no alias 'nope'.*Its aliases: champion -> 1\. Set it with"),
+        ("models:/nope@champion", r"no registered model 'nope'.*Registered models: iris, .*Fix the name"),
+        ("models:/nope/1", r"no registered model 'nope'"),
+        ("models:/iris/99", r"no version 99.*Its versions: 1, 2\."),
+    ],
+)
+def test_unknown_models_aliases_and_versions(store: Store, uri: str, message: str) -> None:
+    with pytest.raises(ModelError, match=message):
+        resolve_mlflow_version(uri, tracking_uri=store.uri)
+    with pytest.raises(ModelError, match=message):
+        load_mlflow_model(uri, FEATURES, tracking_uri=store.uri)
+
+
+def test_features_must_match_the_signature(store: Store) -> None:
+    asked = ["sepal_length", "sepal_width", "petal_length", "petal_area"]
+    with pytest.raises(
+        ModelError, match=r"expects the features \[.*'petal_width'\] \(from its input signature\).*'petal_area'"
+    ):
+        load_mlflow_model("models:/iris/1", asked, tracking_uri=store.uri)
+
+
+def test_a_classifier_without_probabilities_is_refused(store: Store) -> None:
+    with pytest.raises(ModelError, match="LinearSVC, not a fitted classifier with predict_proba"):
+        load_mlflow_model("models:/iris-svc/1", FEATURES, tracking_uri=store.uri)
+
+
+def test_pyfunc_returning_a_frame_names_its_classes(store: Store) -> None:
+    loaded = load_mlflow_model("models:/iris-pyfunc/1", FEATURES, tracking_uri=store.uri)
+
+    assert (loaded.metadata.format, loaded.metadata.classes) == ("mlflow-pyfunc", CLASSES)
+    assert loaded.metadata.feature_names == FEATURES
+    np.testing.assert_allclose(loaded.predict_proba(store.rows), store.v1.predict_proba(store.rows))
+
+
+def test_pyfunc_returning_an_array_takes_its_classes_from_metadata(store: Store) -> None:
+    loaded = load_mlflow_model("models:/iris-array/1", FEATURES, tracking_uri=store.uri)
+
+    assert loaded.metadata.classes == CLASSES
+    np.testing.assert_allclose(loaded.predict_proba(store.rows), store.v1.predict_proba(store.rows))
+
+
+def test_pyfunc_returning_an_array_without_classes_is_refused(store: Store) -> None:
+    with pytest.raises(ModelError, match=r"returns a ndarray, which does not name the classes.*metadata=\{'classes'"):
+        load_mlflow_model("models:/iris-unnamed/1", FEATURES, tracking_uri=store.uri)
+
+
+def test_pyfunc_returning_labels_is_refused(store: Store) -> None:
+    with pytest.raises(ModelError, match=r"single column \['prediction'\].*not the probabilities"):
+        load_mlflow_model("models:/iris-labels/1", FEATURES, tracking_uri=store.uri)
+
+
+def test_mlflow_configuration_applies_without_a_tracking_uri(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
+
+    assert resolve_mlflow_version("models:/iris@champion") == ("iris", "1")
+
+
+def test_a_missing_database_is_not_created(tmp_path: Path) -> None:
+    database = tmp_path / "typo.db"
+    with pytest.raises(ModelError, match="No MLflow database at .*typo.db"):
+        load_mlflow_model("models:/iris@champion", FEATURES, tracking_uri=f"sqlite:///{database}")
+    with pytest.raises(ModelError, match="No MLflow database at .*not-here.db.*MLFLOW_TRACKING_URI"):
+        resolve_mlflow_version("models:/iris@champion")
+    assert not database.exists()
+
+
+def test_the_file_store_is_refused_with_mlflows_reason(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="Cannot use the MLflow registry .*maintenance"):
+        resolve_mlflow_version("models:/iris@champion", tracking_uri=(tmp_path / "mlruns").as_uri())
+
+
+def test_errors_that_may_pass_are_raised_as_they_are(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+
+    def unavailable(self: Any, name: str) -> Any:
+        raise MlflowException("the tracking server is restarting", error_code=TEMPORARILY_UNAVAILABLE)
+
+    monkeypatch.setattr(MlflowClient, "get_registered_model", unavailable)
+    with pytest.raises(MlflowException, match="restarting") as raised:
+        resolve_mlflow_version("models:/iris@champion", tracking_uri=store.uri)
+    assert not isinstance(raised.value, ModelError)
+
+
+def test_without_mlflow_the_error_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    with pytest.raises(ModelError, match=r"pip install 'batch_predict\[mlflow\]'"):
+        load_mlflow_model("models:/iris@champion", FEATURES)
