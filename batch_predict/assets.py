@@ -11,6 +11,7 @@ from pydantic import Field
 
 from batch_predict.batch import BatchOutcome, predict_partition
 from batch_predict.contract import FeatureContract
+from batch_predict.monitoring import DriftReport, partition_drift
 from batch_predict.registry import LoadedModel, ModelError
 from batch_predict.resources import BatchResource, ModelRegistryResource, SourceResource, WarehouseResource
 from batch_predict.scoring import probability_column
@@ -21,6 +22,8 @@ GROUP = "batch_predict"
 OWNERS = ["team:ml-platform"]
 EVERY_INPUT_PREDICTED = "every_input_predicted"
 NO_PREDICTION_ERRORS = "no_prediction_errors"
+NO_FEATURE_DRIFT = "no_feature_drift"
+NO_PREDICTION_DRIFT = "no_prediction_drift"
 
 
 class PredictionsConfig(dg.Config):
@@ -77,6 +80,24 @@ def range_failure(failed: dict[str, Exception], total: int) -> dg.Failure:
         ),
         metadata={"failed_partitions": sorted(failed)},
         allow_retries=transient,
+    )
+
+
+def drift_check(name: str, drifted: dict[str, list[str]], no_reference: list[str]) -> dg.AssetCheckResult:
+    """A warn check over the run's partitions: which drifted in what."""
+    found = {key: names for key, names in drifted.items() if names}
+    if found:
+        description = "Drift in " + "; ".join(f"{key}: {', '.join(names)}" for key, names in sorted(found.items()))
+    elif drifted:
+        description = "No drift beyond the thresholds."
+    else:
+        description = "Not measured: the model has no reference statistics (register it with --reference)."
+    return dg.AssetCheckResult(
+        check_name=name,
+        passed=not found,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=description,
+        metadata={"drifted": dg.MetadataValue.json(found), "not_measured": ", ".join(no_reference) or "none"},
     )
 
 
@@ -295,6 +316,16 @@ def build_assets(
                 description="Each valid input of the partition has exactly one outcome: a prediction or a recorded error, and no outcome lacks an input.",
             ),
             dg.AssetCheckSpec(
+                NO_FEATURE_DRIFT,
+                asset="predictions",
+                description="Warns when a feature's distribution in the partition drifted from the model's training reference (PSI above a threshold that accounts for the partition's size; BATCH_PREDICT_DRIFT_ALPHA, BATCH_PREDICT_DRIFT_PSI_FLOOR).",
+            ),
+            dg.AssetCheckSpec(
+                NO_PREDICTION_DRIFT,
+                asset="predictions",
+                description="Warns when the predicted classes or scores drifted from the training reference, or the predicted classes from the previous partition.",
+            ),
+            dg.AssetCheckSpec(
                 NO_PREDICTION_ERRORS,
                 asset="predictions",
                 description="Warns while records of the partition are in the prediction_errors ledger (failed, or dead after BATCH_PREDICT_MAX_ATTEMPTS).",
@@ -316,12 +347,12 @@ def build_assets(
         models: dict[str, LoadedModel] = {}  # each version is loaded once per run, for all its partitions
         predictor = warehouse.open(contract)
 
-        def predict(key: str) -> BatchOutcome:
+        def predict(key: str) -> tuple[BatchOutcome, DriftReport | None]:
             version = model_registry.version_for(partitions_def.time_window_for_partition_key(key).end, current)
             if version not in models:
                 models[version] = model_registry.load(version, contract)
             loaded = models[version]
-            return predict_partition(
+            outcome = predict_partition(
                 predictor,
                 loaded,
                 key,
@@ -331,14 +362,27 @@ def build_assets(
                 full_refresh=config.full_refresh,
                 max_attempts=batch.max_attempts,
             )
+            reference = model_registry.reference(version)
+            if reference is None:
+                return outcome, None
+            drift = partition_drift(predictor, loaded, reference, key, batch.drift_alpha, batch.drift_psi_floor)
+            return outcome, drift
 
-        outcomes, failed = each_partition(context.partition_keys, predict)
+        results, failed = each_partition(context.partition_keys, predict)
+        outcomes = {key: outcome for key, (outcome, _) in results.items()}
+        drifts = {key: drift for key, (_, drift) in results.items() if drift is not None}
+        no_reference = sorted(set(results) - set(drifts))
         per_partition = {
             key: {
                 "dagster/row_count": outcome.published.succeeded,
                 "valid_inputs": outcome.published.completeness.valid_inputs,
                 **outcome_metadata(outcome),
                 "model_version": outcome.model_version,
+                **(
+                    {**drifts[key].metadata(), "drift_report": dg.MetadataValue.md(drifts[key].markdown)}
+                    if key in drifts
+                    else {"drift_report": "The model has no reference statistics; drift is not measured."}
+                ),
             }
             for key, outcome in outcomes.items()
         }
@@ -370,6 +414,8 @@ def build_assets(
                         for key, outcome in outcomes.items()
                     },
                 ),
+                drift_check(NO_FEATURE_DRIFT, {k: d.features_drifted for k, d in drifts.items()}, no_reference),
+                drift_check(NO_PREDICTION_DRIFT, {k: d.predictions_drifted for k, d in drifts.items()}, no_reference),
                 dg.AssetCheckResult(
                     check_name=NO_PREDICTION_ERRORS,
                     passed=not with_errors,

@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 
 from batch_predict.contract import FeatureContract
+from batch_predict.drift import Reference
 from batch_predict.registry import LoadedModel, ModelError, ModelMetadata, Registry
 from batch_predict.scoring import verify_model
 from batch_predict.settings import Settings
@@ -108,6 +109,13 @@ class ModelRegistryResource(dg.ConfigurableResource):
             loaded = self.registry().load_version(version)
         verify_model(loaded, contract)
         return loaded
+
+    def reference(self, version: str) -> Reference | None:
+        """The training reference statistics of a version (local registry only), if it has them."""
+        if self.uses_mlflow:
+            return None
+        data = self.registry().reference(version)
+        return Reference.from_json(data) if data is not None else None
 
     def metadata(self, version: str, contract: FeatureContract) -> ModelMetadata:
         """A version's metadata: read from the local registry, or from the loaded MLflow model."""

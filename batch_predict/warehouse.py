@@ -944,6 +944,14 @@ class Warehouse:
             ).fetchall()
         return {str(k): int(n) for k, n in classes}, {int(b): int(n) for b, n in bins if b is not None}
 
+    def previous_predicted_partition(self, partition_key: str) -> str | None:
+        """The newest partition before `partition_key` that has predictions."""
+        with self.connect(read_only=True) as con:
+            row = con.execute(
+                "SELECT max(partition_key) FROM prediction_stats WHERE partition_key < $p", {"p": partition_key}
+            ).fetchone()
+        return str(row[0]) if row and row[0] is not None else None
+
     def record_drift(self, partition_key: str, model_version: str, rows: list[dict[str, Any]]) -> None:
         """Replace the partition's drift results in `prediction_drift`."""
         with self.connect() as con:

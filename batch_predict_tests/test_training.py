@@ -1,0 +1,166 @@
+"""Labels arrive late: realized quality per partition, training that promotes only a better model, drift checks."""
+
+import dataclasses
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sklearn.datasets import load_iris
+
+from batch_predict.contract import FeatureContract
+from batch_predict.definitions import build_definitions
+from batch_predict.demo import CLASSES, train_demo_model, write_labels, write_landing
+from batch_predict.drift import realized_quality
+from batch_predict.registry import Registry
+from batch_predict.settings import IRIS_FEATURES, Settings
+from batch_predict.training import CANDIDATE_NAME, TrainingError, beats, train_and_promote
+from batch_predict.warehouse import Warehouse
+from batch_predict_tests.conftest import run_assets
+
+FIRST = date(2026, 9, 1)
+DAYS = 10
+
+
+@pytest.fixture
+def drifted(make_settings: Callable[..., Settings]) -> Settings:
+    """Ten days of September records (versicolor petals have grown since January) and their labels."""
+    settings = make_settings(start="2026-09-01", train_days="6", holdout_days="3")
+    write_landing(settings.landing, FIRST, DAYS, 300, seed=7, files_per_day=1)
+    write_labels(settings.labels, FIRST, DAYS, 300, today=FIRST + timedelta(days=DAYS + 3))
+    train_demo_model(Registry(settings.models), "champion")
+    instance = dg.DagsterInstance.ephemeral()
+    job = build_definitions(settings).resolve_job_def("predictions_job")
+    for offset in range(DAYS):
+        assert job.execute_in_process(partition_key=f"{FIRST + timedelta(days=offset)}", instance=instance).success
+    return settings
+
+
+def train(settings: Settings) -> dg.ExecuteInProcessResult:
+    job = build_definitions(settings).resolve_job_def("training_job")
+    return job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+
+
+def test_realized_quality_is_written_back_per_partition(drifted: Settings) -> None:
+    assert train(drifted).success
+    warehouse = Warehouse(drifted.warehouse, FeatureContract.from_settings(drifted))
+    quality = {row["partition_key"]: row for row in warehouse.prediction_quality() if row["model_version"] == "v1"}
+    assert sorted(quality) == [f"{FIRST + timedelta(days=d)}" for d in range(DAYS)]
+    with warehouse.connect(read_only=True) as con:
+        frame = con.execute(
+            """SELECT p.*, l.label FROM predictions p JOIN labels l USING (record_id)
+               WHERE p.partition_key = '2026-09-04' AND p.model_version = 'v1'"""
+        ).df()
+        [(inputs,)] = con.execute("SELECT count(*) FROM inputs WHERE partition_key = '2026-09-04'").fetchall()
+    expected = realized_quality(list(frame["label"]), frame[[f"proba_{c}" for c in CLASSES]].to_numpy(), CLASSES)
+    row = quality["2026-09-04"]
+    assert row["labelled"] == inputs == len(frame)
+    assert row["accuracy"] == pytest.approx(expected["accuracy"])
+    assert row["log_loss"] == pytest.approx(expected["log_loss"])
+    assert 0.8 < row["accuracy"] < 1
+
+
+def test_training_promotes_a_better_model_once(drifted: Settings) -> None:
+    registry = Registry(drifted.models)
+    result = train(drifted)
+    assert result.success
+    [materialization] = result.asset_materializations_for_node("trained_model")
+    meta = {key: value.value for key, value in materialization.metadata.items()}
+    assert meta["promoted"] is True, meta["decision"]
+    assert meta["candidate_metrics"]["accuracy"] >= meta["champion_metrics"]["accuracy"] + 0.01
+    assert registry.aliases() == {"challenger": "v2", "champion": "v2"}
+    candidate = registry.metadata("v2")
+    assert (
+        candidate.name == CANDIDATE_NAME
+        and candidate.metrics["holdout_accuracy"] == meta["candidate_metrics"]["accuracy"]
+    )
+    assert registry.reference("v2") is not None
+    assert [entry["by"] for entry in registry.alias_history("champion")][-1] == "training"
+    # The model asset in the same run now holds the new champion.
+    [model] = result.asset_materializations_for_node("model")
+    assert model.metadata["model_version"].value == "v2"
+
+    again = train(drifted)
+    assert again.success
+    [materialization] = again.asset_materializations_for_node("trained_model")
+    assert materialization.metadata["promoted"].value is False
+    assert "already is the champion" in str(materialization.metadata["decision"].value)
+    assert registry.versions() == ["v1", "v2"]
+
+
+def test_a_candidate_that_is_not_better_by_the_margin_stays_challenger(drifted: Settings) -> None:
+    result = train(dataclasses.replace(drifted, promotion_margin=0.5))
+    assert result.success
+    registry = Registry(drifted.models)
+    assert registry.aliases() == {"challenger": "v2", "champion": "v1"}
+    [materialization] = result.asset_materializations_for_node("trained_model")
+    assert "not 0.5 or more higher" in str(materialization.metadata["decision"].value)
+
+
+def test_promotion_compares_in_the_metric_s_direction() -> None:
+    better = {"accuracy": 0.95, "log_loss": 0.20}
+    worse = {"accuracy": 0.90, "log_loss": 0.30}
+    assert beats(better, worse, "accuracy", 0.01) and not beats(worse, better, "accuracy", 0.01)
+    assert beats(better, worse, "log_loss", 0.05) and not beats(worse, better, "log_loss", 0.05)
+    assert not beats(better, worse, "log_loss", 0.2)  # better, but not by the margin
+
+
+def test_too_few_labels_fail_with_a_clear_message(settings: Settings) -> None:
+    frame = pd.DataFrame(
+        {**{name: [1.0] * 5 for name in IRIS_FEATURES}, "label": ["setosa"] * 5, "split": ["train"] * 5}
+    )
+    with pytest.raises(TrainingError, match="at least 30 rows of 2 classes"):
+        train_and_promote(
+            Registry(settings.models), frame, IRIS_FEATURES, alias="champion", metric="accuracy", margin=0, window={}
+        )
+
+
+def write_day(landing: Path, day: date, frame: pd.DataFrame) -> None:
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    table = pa.table(
+        {
+            "record_id": [f"{day}-{i}" for i in range(len(frame))],
+            "event_time": pa.array(
+                [start + timedelta(seconds=30 * i) for i in range(len(frame))], pa.timestamp("us", tz="UTC")
+            ),
+            **{name: frame[name].to_numpy(dtype=np.float64) for name in IRIS_FEATURES},
+        }
+    )
+    (landing / f"{day}").mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, landing / f"{day}" / "records.parquet")
+
+
+def test_feature_drift_warns_on_a_real_shift_only(settings: Settings, registry: Registry) -> None:
+    iris = load_iris(as_frame=True).frame.rename(
+        columns=dict(zip(load_iris().feature_names, IRIS_FEATURES, strict=True))
+    )
+    rng = np.random.default_rng(3)
+    same = iris.iloc[rng.integers(0, len(iris), 300)].reset_index(drop=True)
+    shifted = same.assign(petal_length=same["petal_length"] * 1.6)
+    write_day(settings.landing, date(2026, 3, 1), same)
+    write_day(settings.landing, date(2026, 3, 2), shifted)
+
+    checks = {}
+    for day in ("2026-03-01", "2026-03-02"):
+        result = run_assets(settings, ["inputs", "predictions"], day)
+        assert result.success
+        checks[day] = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        [materialization] = result.asset_materializations_for_node("predictions")
+        assert "| petal_length |" in str(materialization.metadata["drift_report"].value)
+    assert checks["2026-03-01"]["no_feature_drift"].passed
+    warned = checks["2026-03-02"]["no_feature_drift"]
+    assert not warned.passed and warned.severity == dg.AssetCheckSeverity.WARN
+    assert "petal_length" in (warned.description or "")
+    assert checks["2026-03-02"]["no_prediction_drift"].severity == dg.AssetCheckSeverity.WARN
+    warehouse = Warehouse(settings.warehouse, FeatureContract.from_settings(settings))
+    with warehouse.connect(read_only=True) as con:
+        rows = con.execute(
+            "SELECT partition_key, name, drifted FROM prediction_drift WHERE kind = 'feature' ORDER BY ALL"
+        ).fetchall()
+    assert [(p, n) for p, n, drifted in rows if drifted] == [("2026-03-02", "petal_length")]
+    assert len(rows) == 8
