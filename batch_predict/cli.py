@@ -27,6 +27,8 @@ STATUS_COLUMNS = (
     ("carried_in", "carried_in"),
     ("carried_out", "carried_out"),
     ("model_version", "model"),
+    ("stale", "stale"),
+    ("realized_accuracy", "accuracy"),
     ("every_input_predicted", "complete"),
     ("deadline", "deadline"),
     ("run_id", "run"),
@@ -77,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     train = model_commands.add_parser("train-demo", help="train the demo iris model, register it and make it the alias")
     train.add_argument("--trained-at", type=_aware_time, help="record this training time (ISO; default now)")
+    train.add_argument(
+        "--age-days", type=float, help="record it as trained this many days ago (to see the model-age checks)"
+    )
     train.add_argument(
         "--keep-alias", action="store_true", help="register the model, but leave the alias alone if it already exists"
     )
@@ -164,7 +169,10 @@ def _demo_data(settings: Settings, args: argparse.Namespace) -> int:
 def _model(settings: Settings, args: argparse.Namespace) -> int:
     registry = Registry(settings.models)
     if args.model_command == "train-demo":
-        return _train_demo(settings, args.fail_share, args.trained_at, args.keep_alias)
+        trained_at = args.trained_at
+        if args.age_days is not None:
+            trained_at = datetime.now(UTC) - timedelta(days=args.age_days)
+        return _train_demo(settings, args.fail_share, trained_at, args.keep_alias)
     if args.model_command == "train":
         return _train(settings)
     if args.model_command == "list":
@@ -229,6 +237,10 @@ def status_rows(settings: Settings, last: int, now: datetime) -> list[dict[str, 
     """Per-partition counts, model and check outcomes, newest partition first."""
     warehouse = Warehouse(settings.warehouse, FeatureContract.from_settings(settings), settings.lock_timeout_seconds)
     deadline = timedelta(hours=settings.deadline_hours)
+    stale = _stale_by_partition(settings, warehouse)
+    quality: dict[str, dict[str, dict[str, Any]]] = {}
+    for found in warehouse.prediction_quality():
+        quality.setdefault(found["partition_key"], {})[found["model_version"]] = found
     rows = []
     for row in warehouse.partition_status(last):
         due_at = row["window_end"] + deadline if row["window_end"] is not None else None
@@ -254,6 +266,9 @@ def status_rows(settings: Settings, last: int, now: datetime) -> list[dict[str, 
                 "mode": row["mode"],
                 "model_name": row["model_name"],
                 "model_version": row["model_version"],
+                "stale": row["partition_key"] in stale if row["model_version"] else None,
+                "should_be": stale.get(row["partition_key"]),
+                **_realized(quality.get(row["partition_key"], {}).get(row["model_version"])),
                 "every_input_predicted": row["every_input_predicted"],
                 "deadline": verdict,
                 "due_at": due_at.isoformat() if due_at else None,
@@ -264,17 +279,69 @@ def status_rows(settings: Settings, last: int, now: datetime) -> list[dict[str, 
     return rows
 
 
+def champion_line(settings: Settings, now: datetime) -> str:
+    """The champion, how old it is, and whether that is past the age limits."""
+    from batch_predict.resources import ModelRegistryResource, build_resources
+
+    resource = build_resources(settings)["model_registry"]
+    assert isinstance(resource, ModelRegistryResource)
+    try:
+        meta = resource.metadata(resource.current_version(), FeatureContract.from_settings(settings))
+    except ModelError as error:
+        return f"champion: none ({error})"
+    age = meta.age_days(now)
+    if age > settings.model_hard_max_age_days:
+        verdict = f"past the hard limit of {settings.model_hard_max_age_days:g} days (error): retrain it"
+    elif age > settings.model_max_age_days:
+        verdict = f"past BATCH_PREDICT_MODEL_MAX_AGE_DAYS={settings.model_max_age_days:g} (warn): retrain it"
+    else:
+        verdict = f"within the {settings.model_max_age_days:g}-day limit"
+    return f"{settings.model_alias}: {meta.name} {meta.version} ({meta.format}), trained {meta.trained_at[:19]}, {age:.1f} days ago, {verdict}"
+
+
+def _stale_by_partition(settings: Settings, warehouse: Warehouse) -> dict[str, str]:
+    """Stale partition -> the version that should have made it (empty if that cannot be told)."""
+    from batch_predict.lifecycle import find_stale_partitions
+    from batch_predict.partitions import build_partitions
+    from batch_predict.resources import ModelRegistryResource, build_resources
+
+    resource = build_resources(settings)["model_registry"]
+    assert isinstance(resource, ModelRegistryResource)
+    try:
+        staleness = find_stale_partitions(warehouse, resource, build_partitions(settings))
+    except ModelError:
+        return {}
+    return {stale.partition_key: stale.wanted for stale in staleness.stale}
+
+
+def _realized(quality: dict[str, Any] | None) -> dict[str, Any]:
+    if quality is None:
+        return {"labelled": 0, "realized_accuracy": None, "realized_log_loss": None}
+    return {
+        "labelled": quality["labelled"],
+        "realized_accuracy": round(quality["accuracy"], 4),
+        "realized_log_loss": round(quality["log_loss"], 4) if quality["log_loss"] is not None else None,
+    }
+
+
 def _status(settings: Settings, last: int, as_json: bool) -> int:
-    rows = status_rows(settings, last, datetime.now(UTC))
+    now = datetime.now(UTC)
+    rows = status_rows(settings, last, now)
     if as_json:
         print(json.dumps(rows, indent=2))
         return 0
+    print(champion_line(settings, now))
     if not rows:
         print(f"no partitions in {settings.warehouse} yet")
         return 0
     table = [[header for _, header in STATUS_COLUMNS]]
     for row in rows:
-        cells = {**row, "run_id": (row["run_id"] or "")[:8], "updated_at": (row["updated_at"] or "")[:19]}
+        cells = {
+            **row,
+            "run_id": (row["run_id"] or "")[:8],
+            "updated_at": (row["updated_at"] or "")[:19],
+            "stale": None if row["stale"] is None else f"yes ({row['should_be']})" if row["stale"] else "no",
+        }
         table.append(["-" if cells[key] is None else str(cells[key]) for key, _ in STATUS_COLUMNS])
     widths = [max(len(line[i]) for line in table) for i in range(len(STATUS_COLUMNS))]
     for line in table:

@@ -5,7 +5,7 @@ The store is built once per module (importing MLflow and logging models take sec
 """
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +20,9 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
+from batch_predict.contract import FeatureContract
+from batch_predict.demo import write_landing
+from batch_predict.lifecycle import StalePartition, find_stale_partitions
 from batch_predict.mlflow_source import (
     directory_sha256,
     is_mlflow_uri,
@@ -27,7 +30,12 @@ from batch_predict.mlflow_source import (
     parse_mlflow_uri,
     resolve_mlflow_version,
 )
+from batch_predict.partitions import build_partitions
 from batch_predict.registry import ModelError
+from batch_predict.resources import ModelRegistryResource, build_resources
+from batch_predict.settings import Settings, SettingsError, load_settings
+from batch_predict.warehouse import Warehouse
+from batch_predict_tests.conftest import DAYS, FIRST_DAY, ROWS_PER_DAY, run_assets
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 CLASSES = ["setosa", "versicolor", "virginica"]
@@ -309,3 +317,140 @@ def test_without_mlflow_the_error_says_how_to_install_it(monkeypatch: pytest.Mon
     monkeypatch.setitem(sys.modules, "mlflow", None)
     with pytest.raises(ModelError, match=r"pip install 'batch_predict\[mlflow\]'"):
         load_mlflow_model("models:/iris@champion", FEATURES)
+
+
+# -- the app end to end with BATCH_PREDICT_MODEL_URI: the assets load the model from MLflow --------------
+
+DAY = "2026-03-02"
+PROBABILITIES = " + ".join(f"proba_{label}" for label in CLASSES)
+
+
+def mlflow_app(make_settings: Callable[..., Settings], uri: str) -> tuple[Settings, Warehouse]:
+    """Settings that take the model from `uri` (the local folder registry stays empty), with landed data."""
+    settings = make_settings(model_uri=uri)
+    write_landing(settings.landing, FIRST_DAY, DAYS, ROWS_PER_DAY, seed=7, files_per_day=3)
+    warehouse = Warehouse(settings.warehouse, FeatureContract.from_settings(settings), lock_timeout_seconds=30)
+    return settings, warehouse
+
+
+def partition_summary(warehouse: Warehouse, table: str = "predictions") -> dict[tuple[str, str], int]:
+    """Rows of DAY in `table`, counted per (model_name, model_version)."""
+    with warehouse.connect(read_only=True) as con:
+        rows = con.execute(
+            f"SELECT model_name, model_version, count(*) FROM {table} WHERE partition_key = ? GROUP BY ALL",
+            [DAY],
+        ).fetchall()
+    return {(name, version): count for name, version, count in rows}
+
+
+def valid_inputs(warehouse: Warehouse) -> int:
+    with warehouse.connect(read_only=True) as con:
+        [(count,)] = con.execute("SELECT count(*) FROM inputs WHERE partition_key = ?", [DAY]).fetchall()
+    return int(count)
+
+
+def stale(settings: Settings, warehouse: Warehouse) -> tuple[str, list[StalePartition]]:
+    resource = build_resources(settings)["model_registry"]
+    assert isinstance(resource, ModelRegistryResource)
+    found = find_stale_partitions(warehouse, resource, build_partitions(settings))
+    assert found.undecided == {}
+    return found.current, found.stale
+
+
+def test_the_assets_predict_with_the_mlflow_model(
+    store: Store, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
+    settings, warehouse = mlflow_app(make_settings, "models:/iris@champion")
+
+    result = run_assets(settings, ["model", "inputs", "predictions"], DAY)
+
+    assert result.success
+    assert not settings.models.exists()  # nothing came from the folder registry
+    [model] = result.asset_materializations_for_node("model")
+    assert model.metadata["model_name"].value == "iris"
+    assert model.metadata["model_version"].value == "1"
+    assert model.metadata["training_window"].value == {"source": "models:/iris/1"}
+    assert model.metadata["classes"].value == ", ".join(CLASSES)
+    checksum = load_mlflow_model("models:/iris/1", FEATURES, tracking_uri=store.uri).metadata.checksum
+    assert model.metadata["checksum"].value == checksum
+    assert model.tags is not None and model.tags["dagster/data_version"] == checksum
+
+    valid = valid_inputs(warehouse)
+    assert 0 < valid <= ROWS_PER_DAY
+    assert partition_summary(warehouse) == {("iris", "1"): valid}
+    with warehouse.connect(read_only=True) as con:
+        [(worst, predicted)] = con.execute(
+            f"SELECT max(abs({PROBABILITIES} - 1)), list(DISTINCT prediction ORDER BY prediction) "
+            "FROM predictions WHERE partition_key = ?",
+            [DAY],
+        ).fetchall()
+    assert worst < 1e-9
+    assert set(predicted) <= set(CLASSES)
+    [predictions] = result.asset_materializations_for_node("predictions")
+    assert predictions.metadata["model_name"].value == "iris"
+    assert predictions.metadata["model_version"].value == "1"
+    assert predictions.metadata["model_checksum"].value == checksum
+    assert predictions.metadata["dagster/row_count"].value == valid
+    checks = {check.check_name: check.passed for check in result.get_asset_check_evaluations()}
+    assert checks["every_input_predicted"] and checks["no_prediction_errors"]
+    assert stale(settings, warehouse) == ("1", [])
+
+
+def test_moving_the_mlflow_alias_makes_the_partition_stale_until_it_is_predicted_again(
+    store: Store, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    # A registered model of this test's own (copies of iris 1 and 2), so moving its alias disturbs no other test.
+    name = "iris-moving"
+    client = MlflowClient(tracking_uri=store.uri, registry_uri=store.uri)
+    first = str(client.copy_model_version("models:/iris/1", name).version)
+    second = str(client.copy_model_version("models:/iris/2", name).version)
+    client.set_registered_model_alias(name, "champion", first)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
+    settings, warehouse = mlflow_app(make_settings, f"models:/{name}@champion")
+
+    assert run_assets(settings, ["model", "inputs", "predictions"], DAY).success
+    valid = valid_inputs(warehouse)
+    assert partition_summary(warehouse) == {(name, first): valid}
+    assert stale(settings, warehouse) == (first, [])
+
+    client.set_registered_model_alias(name, "champion", second)
+
+    assert stale(settings, warehouse) == (second, [StalePartition(DAY, made_by=[first], wanted=second)])
+    result = run_assets(settings, ["predictions"], DAY)
+    assert result.success
+    [predictions] = result.asset_materializations_for_node("predictions")
+    assert (predictions.metadata["model_name"].value, predictions.metadata["model_version"].value) == (name, second)
+    assert stale(settings, warehouse) == (second, [])
+    assert partition_summary(warehouse) == {(name, second): valid}
+    assert partition_summary(warehouse, "predictions_history") == {(name, first): valid}
+    with warehouse.connect(read_only=True) as con:
+        [(differing,)] = con.execute(
+            "SELECT count(*) FROM predictions p JOIN predictions_history h USING (partition_key, record_id) "
+            "WHERE p.partition_key = ? AND p.proba_setosa IS DISTINCT FROM h.proba_setosa",
+            [DAY],
+        ).fetchall()
+    assert differing > 0  # the re-prediction really used the other model
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"BATCH_PREDICT_MODEL_URI": "models:/x@y", "BATCH_PREDICT_BACKFILL_MODEL": "point_in_time"},
+            r"BATCH_PREDICT_BACKFILL_MODEL='point_in_time'.*BATCH_PREDICT_MODEL_URI.*use 'current'",
+        ),
+        ({"BATCH_PREDICT_MODEL_URI": "runs:/abc/model"}, r"BATCH_PREDICT_MODEL_URI='runs:/abc/model' is not valid"),
+        ({"BATCH_PREDICT_MODEL_URI": "champion"}, r"BATCH_PREDICT_MODEL_URI='champion' is not valid.*models:/"),
+    ],
+)
+def test_settings_refuse_what_an_mlflow_uri_cannot_do(overrides: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings(overrides)
+
+
+def test_settings_accept_an_mlflow_uri_with_current_backfills() -> None:
+    settings = load_settings({"BATCH_PREDICT_MODEL_URI": " models:/x@y ", "BATCH_PREDICT_BACKFILL_MODEL": "current"})
+    assert (settings.model_uri, settings.backfill_model) == ("models:/x@y", "current")
