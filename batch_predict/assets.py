@@ -347,7 +347,7 @@ def build_assets(
         models: dict[str, LoadedModel] = {}  # each version is loaded once per run, for all its partitions
         predictor = warehouse.open(contract)
 
-        def predict(key: str) -> tuple[BatchOutcome, DriftReport | None]:
+        def predict(key: str) -> tuple[BatchOutcome, DriftReport | None, dict[str, Any] | None]:
             version = model_registry.version_for(partitions_def.time_window_for_partition_key(key).end, current)
             if version not in models:
                 models[version] = model_registry.load(version, contract)
@@ -362,15 +362,17 @@ def build_assets(
                 full_refresh=config.full_refresh,
                 max_attempts=batch.max_attempts,
             )
+            quality = predictor.refresh_quality(key)  # labels of this partition that have arrived already
             reference = model_registry.reference(version)
             if reference is None:
-                return outcome, None
+                return outcome, None, quality
             drift = partition_drift(predictor, loaded, reference, key, batch.drift_alpha, batch.drift_psi_floor)
-            return outcome, drift
+            return outcome, drift, quality
 
         results, failed = each_partition(context.partition_keys, predict)
-        outcomes = {key: outcome for key, (outcome, _) in results.items()}
-        drifts = {key: drift for key, (_, drift) in results.items() if drift is not None}
+        outcomes = {key: outcome for key, (outcome, _, _) in results.items()}
+        drifts = {key: drift for key, (_, drift, _) in results.items() if drift is not None}
+        qualities = {key: quality for key, (_, _, quality) in results.items() if quality is not None}
         no_reference = sorted(set(results) - set(drifts))
         per_partition = {
             key: {
@@ -382,6 +384,14 @@ def build_assets(
                     {**drifts[key].metadata(), "drift_report": dg.MetadataValue.md(drifts[key].markdown)}
                     if key in drifts
                     else {"drift_report": "The model has no reference statistics; drift is not measured."}
+                ),
+                **(
+                    {
+                        "labelled": qualities[key]["labelled"],
+                        "realized_accuracy": round(qualities[key]["accuracy"], 4),
+                    }
+                    if key in qualities
+                    else {}
                 ),
             }
             for key, outcome in outcomes.items()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
@@ -29,6 +30,7 @@ STATUS_COLUMNS = (
     ("model_version", "model"),
     ("stale", "stale"),
     ("realized_accuracy", "accuracy"),
+    ("drifted", "drift"),
     ("every_input_predicted", "complete"),
     ("deadline", "deadline"),
     ("run_id", "run"),
@@ -115,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     repredict.add_argument("--dry-run", action="store_true", help="list the stale partitions, change nothing")
 
     args = parser.parse_args(argv)
+    # Dagster flags the beta APIs the definitions use (BackfillPolicy) on every load; not news to a CLI user.
+    warnings.filterwarnings("ignore", message=".*is currently in (beta|preview)")
     try:
         settings = load_settings()
         if args.command == "demo-data":
@@ -238,6 +242,7 @@ def status_rows(settings: Settings, last: int, now: datetime) -> list[dict[str, 
     warehouse = Warehouse(settings.warehouse, FeatureContract.from_settings(settings), settings.lock_timeout_seconds)
     deadline = timedelta(hours=settings.deadline_hours)
     stale = _stale_by_partition(settings, warehouse)
+    drifted = warehouse.drifted()
     quality: dict[str, dict[str, dict[str, Any]]] = {}
     for found in warehouse.prediction_quality():
         quality.setdefault(found["partition_key"], {})[found["model_version"]] = found
@@ -269,6 +274,7 @@ def status_rows(settings: Settings, last: int, now: datetime) -> list[dict[str, 
                 "stale": row["partition_key"] in stale if row["model_version"] else None,
                 "should_be": stale.get(row["partition_key"]),
                 **_realized(quality.get(row["partition_key"], {}).get(row["model_version"])),
+                "drifted": drifted.get(row["partition_key"], []),
                 "every_input_predicted": row["every_input_predicted"],
                 "deadline": verdict,
                 "due_at": due_at.isoformat() if due_at else None,
@@ -340,6 +346,7 @@ def _status(settings: Settings, last: int, as_json: bool) -> int:
             **row,
             "run_id": (row["run_id"] or "")[:8],
             "updated_at": (row["updated_at"] or "")[:19],
+            "drifted": ",".join(row["drifted"]) or "-",
             "stale": None if row["stale"] is None else f"yes ({row['should_be']})" if row["stale"] else "no",
         }
         table.append(["-" if cells[key] is None else str(cells[key]) for key, _ in STATUS_COLUMNS])

@@ -832,11 +832,12 @@ class Warehouse:
             rows=int(read), kept=int(kept), incomplete=int(incomplete), superseded=int(read - kept - incomplete)
         )
 
-    def _record_quality(self, con: duckdb.DuckDBPyConnection) -> None:
+    def _record_quality(self, con: duckdb.DuckDBPyConnection, partition_key: str | None = None) -> None:
         """Realized quality per partition and model version, from the predictions whose labels have arrived.
 
-        Accuracy counts a label the model does not know as wrong; log-loss leaves such rows
-        out, with probabilities clipped to [eps, 1 - eps] as scikit-learn does.
+        All partitions, or only `partition_key`. Accuracy counts a label the model does not
+        know as wrong; log-loss leaves such rows out, with probabilities clipped to
+        [eps, 1 - eps] as scikit-learn does.
         """
         columns = {row[0] for row in con.execute("SELECT column_name FROM (DESCRIBE predictions)").fetchall()}
         labels = [row[0] for row in con.execute("SELECT DISTINCT label FROM labels ORDER BY 1").fetchall()]
@@ -848,17 +849,61 @@ class Warehouse:
         )
         eps = float(np.finfo(np.float64).eps)
         con.execute(
+            """
+            CREATE TABLE IF NOT EXISTS prediction_quality (
+                partition_key VARCHAR, model_version VARCHAR, labelled BIGINT, accuracy DOUBLE, log_loss DOUBLE,
+                unknown_labels BIGINT, computed_at TIMESTAMPTZ)
+            """
+        )
+        params = {"p": partition_key}
+        con.execute("DELETE FROM prediction_quality WHERE $p IS NULL OR partition_key = $p", params)
+        con.execute(
             f"""
-            CREATE OR REPLACE TABLE prediction_quality AS
+            INSERT INTO prediction_quality
             SELECT p.partition_key, p.model_version, count(*) AS labelled,
                    avg(CAST(p.prediction = l.label AS DOUBLE)) AS accuracy,
                    -avg(ln(greatest(least({true_proba}, 1 - {eps!r}), {eps!r}))) AS log_loss,
                    count(*) FILTER (WHERE ({true_proba}) IS NULL) AS unknown_labels,
                    now() AS computed_at
             FROM predictions AS p JOIN labels AS l USING (record_id)
+            WHERE $p IS NULL OR p.partition_key = $p
             GROUP BY ALL ORDER BY ALL
-            """
+            """,
+            params,
         )
+
+    def refresh_quality(self, partition_key: str) -> dict[str, Any] | None:
+        """Recompute one partition's realized quality (if labels were loaded) and return it for its newest version."""
+        with self.connect() as con:
+            if not self._has_table(con, "labels"):
+                return None
+            con.execute("BEGIN TRANSACTION")
+            try:
+                self._record_quality(con, partition_key)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            cursor = con.execute(
+                """
+                SELECT q.* FROM prediction_quality AS q JOIN prediction_stats AS s USING (partition_key, model_version)
+                WHERE q.partition_key = $p
+                """,
+                {"p": partition_key},
+            )
+            names = [column[0] for column in cursor.description]
+            row = cursor.fetchone()
+        return dict(zip(names, row, strict=True)) if row else None
+
+    def drifted(self) -> dict[str, list[str]]:
+        """Per partition, the distributions whose latest drift measurement passed its threshold."""
+        with self.connect(read_only=True) as con:
+            if not self._has_table(con, "prediction_drift"):
+                return {}
+            rows = con.execute(
+                "SELECT partition_key, list(name ORDER BY kind, name) FROM prediction_drift WHERE drifted GROUP BY ALL"
+            ).fetchall()
+        return {key: list(names) for key, names in rows}
 
     def prediction_quality(self) -> list[dict[str, Any]]:
         """Realized accuracy and log-loss per partition and model version, newest partition first."""

@@ -40,9 +40,15 @@ def test_demo_train_materialize_status(env: Settings, capsys: pytest.CaptureFixt
         assert row["model_version"] == "v1"
         assert row["every_input_predicted"] is True
     assert main(["status"]) == 0
-    table = capsys.readouterr().out.splitlines()
+    champion, *table = capsys.readouterr().out.splitlines()
+    assert champion.startswith("champion: iris-logreg v1 (sklearn-joblib), trained ")
+    assert "0.0 days ago, within the 30-day limit" in champion
     assert table[0].split()[:5] == ["partition", "source", "inputs", "rejected", "predicted"]
     assert len(table) == 3
+    assert main(["model", "train-demo", "--age-days", "45", "--fail-share", "0.001"]) == 0
+    assert main(["status"]) == 0
+    champion = capsys.readouterr().out.splitlines()[1]
+    assert "45.0 days ago, past BATCH_PREDICT_MODEL_MAX_AGE_DAYS=30 (warn)" in champion
 
 
 def test_status_without_a_warehouse_says_what_to_do(env: Settings, capsys: pytest.CaptureFixture[str]) -> None:
