@@ -342,7 +342,16 @@ def psi_threshold(
         return floor
     shares = tuple(float(s) for s in expected)
     level = 1 - alpha / max(tests, 1)
-    return max(floor, _null_quantile(shares, int(n), int(n_reference), level, pseudo_count))
+    return max(floor, _null_quantile(shares, _coarse(int(n)), int(n_reference), level, pseudo_count))
+
+
+def _coarse(n: int) -> int:
+    """`n` rounded down to two significant digits (from 100 on), so partitions of similar size share
+    one cached simulation. Rounding down errs towards a higher threshold: fewer rows, more noise."""
+    if n < 100:
+        return n
+    unit = 10 ** (len(str(n)) - 2)
+    return n // unit * unit
 
 
 def judge(
