@@ -202,6 +202,7 @@ def model_metadata(loaded: LoadedModel) -> dict[str, Any]:
     return {
         "model_name": meta.name,
         "model_version": meta.version,
+        "format": meta.format,
         "checksum": meta.checksum,
         "trained_at": meta.trained_at,
         "training_window": dg.MetadataValue.json(meta.training_window),

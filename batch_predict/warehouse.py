@@ -956,20 +956,32 @@ class Warehouse:
     # -- drift ------------------------------------------------------------------------------
 
     def feature_bin_counts(self, partition_key: str, edges: dict[str, list[float]]) -> dict[str, dict[int, int]]:
-        """Per feature, how many of the partition's valid inputs fall in each bin of `edges` (right-closed)."""
+        """Per feature, how many of the partition's valid inputs fall in each bin of `edges` (right-closed).
+
+        One scan of the partition: each feature's bin is a column, grouped by grouping sets.
+        """
         if not edges:
             return {}
-        parts = [
-            f"SELECT {_literal(name)} AS feature, {bin_index_sql(_ident(name), bounds)} AS bin, count(*) AS n "
-            f"FROM inputs WHERE partition_key = $p GROUP BY ALL"
-            for name, bounds in edges.items()
-        ]
+        names = list(edges)
+        bins = ", ".join(f"{bin_index_sql(_ident(name), edges[name])} AS b{i}" for i, name in enumerate(names))
+        sets = ", ".join(f"(b{i})" for i in range(len(names)))
+        columns = ", ".join(f"b{i}" for i in range(len(names)))
+        flags = ", ".join(f"GROUPING(b{i})" for i in range(len(names)))
         with self.connect(read_only=True) as con:
-            rows = con.execute(" UNION ALL ".join(parts), {"p": partition_key}).fetchall()
-        counts: dict[str, dict[int, int]] = {name: {} for name in edges}
-        for name, index, n in rows:
-            if index is not None:
-                counts[name][int(index)] = int(n)
+            rows = con.execute(
+                f"""
+                SELECT {columns}, [{flags}] AS grouped_out, count(*)
+                FROM (SELECT {bins} FROM inputs WHERE partition_key = $p)
+                GROUP BY GROUPING SETS ({sets})
+                """,
+                {"p": partition_key},
+            ).fetchall()
+        counts: dict[str, dict[int, int]] = {name: {} for name in names}
+        for row in rows:
+            *values, grouped_out, n = row
+            for i, name in enumerate(names):
+                if not grouped_out[i] and values[i] is not None:
+                    counts[name][int(values[i])] = int(n)
         return counts
 
     def prediction_counts(

@@ -164,3 +164,19 @@ def test_feature_drift_warns_on_a_real_shift_only(settings: Settings, registry: 
         ).fetchall()
     assert [(p, n) for p, n, drifted in rows if drifted] == [("2026-03-02", "petal_length")]
     assert len(rows) == 8
+
+
+def test_feature_bins_counted_in_duckdb_match_numpy(settings: Settings, landing: Path, registry: Registry) -> None:
+    from batch_predict.drift import Reference, bin_counts, dense_counts
+
+    assert run_assets(settings, ["inputs"], "2026-03-02").success
+    warehouse = Warehouse(settings.warehouse, FeatureContract.from_settings(settings))
+    data = registry.reference("v1")
+    assert data is not None
+    reference = Reference.from_json(data)
+    edges = {name: reference.features[name].edges for name in IRIS_FEATURES}
+    counted = warehouse.feature_bin_counts("2026-03-02", edges)
+    with warehouse.connect(read_only=True) as con:
+        frame = con.execute("SELECT * FROM inputs WHERE partition_key = '2026-03-02'").df()
+    for name in IRIS_FEATURES:
+        assert dense_counts(counted[name], len(edges[name]) + 1) == bin_counts(frame[name].to_numpy(), edges[name])
