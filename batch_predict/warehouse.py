@@ -609,15 +609,14 @@ class Warehouse:
                 if run.mode == "retry_failed":
                     # Only the records without a prediction were worked; a prediction that
                     # another run wrote for one of them meanwhile gives way to this run's.
-                    con.execute(
-                        """
-                        DELETE FROM predictions AS t WHERE t.partition_key = $p AND t.record_id IN (
-                            SELECT record_id FROM read_parquet($work) WHERE partition_key = $p)
-                        """,
-                        {**key, "work": str(work)},
+                    worked = (
+                        "t.partition_key = $p AND t.record_id IN "
+                        "(SELECT record_id FROM read_parquet($work) WHERE partition_key = $p)"
                     )
+                    self._archive(con, run, worked, {**key, "work": str(work)})
+                    con.execute(f"DELETE FROM predictions AS t WHERE {worked}", {**key, "work": str(work)})
                 else:
-                    self._archive_other_versions(con, run)
+                    self._archive(con, run, "t.partition_key = $p", key)
                     con.execute("DELETE FROM predictions WHERE partition_key = $p", key)
                 con.execute("DELETE FROM prediction_errors WHERE partition_key = $p", key)
                 for table in ("predictions", "prediction_errors"):
@@ -640,6 +639,7 @@ class Warehouse:
                     """,
                     {**key, "path": str(predictions)},
                 ).fetchall()
+                self._unarchive_current(con, run)
                 [(run_failed,)] = con.execute(
                     f"""
                     INSERT INTO prediction_errors BY NAME
@@ -721,29 +721,49 @@ class Warehouse:
         return result
 
     @staticmethod
-    def _archive_other_versions(con: duckdb.DuckDBPyConnection, run: PredictionRun) -> None:
-        """Move the partition's predictions made by other model versions to `predictions_history`.
+    def _archive(con: duckdb.DuckDBPyConnection, run: PredictionRun, scope: str, params: dict[str, Any]) -> None:
+        """Copy the predictions about to be replaced (`scope`, over `predictions AS t`) that another model
+        version made into `predictions_history`.
 
-        History keeps, per partition and version, that version's latest superseded
-        predictions: archiving a version again replaces its earlier archive, and the run's
-        own version leaves history (its predictions are current again).
+        History keeps, per partition, record and version, that version's latest superseded
+        prediction: archiving it again replaces the earlier copy. `_unarchive_current` then
+        drops the copies that a run made current again (a rollback to an earlier version).
         """
-        params = {"p": run.partition_key, "version": run.model_version}
+        have = {row[0] for row in con.execute("SELECT column_name FROM (DESCRIBE predictions_history)").fetchall()}
+        for name, kind in con.execute("SELECT column_name, column_type FROM (DESCRIBE predictions)").fetchall():
+            if name not in have:  # a class of an earlier model, in a warehouse made before history existed
+                con.execute(f"ALTER TABLE predictions_history ADD COLUMN {_ident(name)} {kind}")
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE leaving AS
+            SELECT * FROM predictions AS t WHERE ({scope}) AND t.model_version IS DISTINCT FROM $version
+            """,
+            {**params, "version": run.model_version},
+        )
         con.execute(
             """
-            DELETE FROM predictions_history WHERE partition_key = $p AND (model_version = $version OR model_version IN (
-                SELECT model_version FROM predictions WHERE partition_key = $p))
-            """,
-            params,
+            DELETE FROM predictions_history AS h USING leaving AS l
+            WHERE h.partition_key = l.partition_key AND h.record_id = l.record_id AND h.model_version = l.model_version
+            """
         )
-        params["run_id"] = run.run_id
         con.execute(
             """
             INSERT INTO predictions_history BY NAME
-            SELECT *, now() AS superseded_at, $run_id AS superseded_by_run FROM predictions
-            WHERE partition_key = $p AND model_version IS DISTINCT FROM $version
+            SELECT *, now() AS superseded_at, $run_id AS superseded_by_run FROM leaving
             """,
-            params,
+            {"run_id": run.run_id},
+        )
+
+    @staticmethod
+    def _unarchive_current(con: duckdb.DuckDBPyConnection, run: PredictionRun) -> None:
+        """Drop history copies of predictions this run made current again (same record, same version)."""
+        con.execute(
+            """
+            DELETE FROM predictions_history AS h USING predictions AS p
+            WHERE p.run_id = $run_id AND h.partition_key = p.partition_key AND h.record_id = p.record_id
+              AND h.model_version = p.model_version
+            """,
+            {"run_id": run.run_id},
         )
 
     def model_versions(self) -> dict[str, list[str]]:
@@ -790,22 +810,31 @@ class Warehouse:
                     f"Cannot read the label files {source.pattern}: {str(error).splitlines()[0]}. "
                     "Add label files, fix or remove the unreadable one, or set BATCH_PREDICT_LABELS."
                 ) from error
-            missing = [name for name in (id_column, label_column) if name not in {row[0] for row in described}]
-            if missing:
-                raise SourceError(
-                    f"The label files {source.pattern} have no column(s) {', '.join(missing)}. They need "
-                    f"{id_column} and {label_column}; set BATCH_PREDICT_LABEL_COLUMN to the label's column."
-                )
+            types = {row[0]: str(row[1]) for row in described}
+            for name, setting in ((id_column, "BATCH_PREDICT_ID_COLUMN"), (label_column, "BATCH_PREDICT_LABEL_COLUMN")):
+                if name not in types:
+                    raise SourceError(
+                        f"The label files {source.pattern} have no column {name}. They need the record id "
+                        f"({id_column}) and the label ({label_column}); set {setting} to the right column."
+                    )
+            label = _ident(label_column)
+            if types[label_column] in ("DOUBLE", "FLOAT"):
+                # 1.0 is the label 1 (pandas writes integer labels with a NULL among them as floats).
+                label = f"CASE WHEN {label} = floor({label}) THEN CAST(CAST({label} AS BIGINT) AS VARCHAR) ELSE CAST({label} AS VARCHAR) END"
             con.execute("BEGIN TRANSACTION")
             try:
+                # Complete rows are ranked per record: the newest file wins, and in it the last row.
                 con.execute(
                     f"""
                     CREATE OR REPLACE TEMP TABLE label_rows AS
-                    SELECT CAST({_ident(id_column)} AS VARCHAR) AS record_id,
-                           CAST({_ident(label_column)} AS VARCHAR) AS label, filename AS source_file,
-                           row_number() OVER (PARTITION BY CAST({_ident(id_column)} AS VARCHAR)
-                                              ORDER BY filename DESC) AS newest
-                    FROM {relation}
+                    SELECT record_id, label, source_file,
+                           CASE WHEN record_id IS NULL OR label IS NULL THEN NULL ELSE row_number() OVER (
+                               PARTITION BY record_id, record_id IS NULL OR label IS NULL
+                               ORDER BY source_file DESC, file_row_number DESC) END AS newest
+                    FROM (SELECT CAST({_ident(id_column)} AS VARCHAR) AS record_id, CAST({label} AS VARCHAR) AS label,
+                                 filename AS source_file, file_row_number
+                          FROM read_parquet($pattern, union_by_name = true, filename = true,
+                                            file_row_number = true, hive_partitioning = false))
                     """,
                     {"pattern": source.pattern},
                 )
@@ -862,7 +891,8 @@ class Warehouse:
             INSERT INTO prediction_quality
             SELECT p.partition_key, p.model_version, count(*) AS labelled,
                    avg(CAST(p.prediction = l.label AS DOUBLE)) AS accuracy,
-                   -avg(ln(greatest(least({true_proba}, 1 - {eps!r}), {eps!r}))) AS log_loss,
+                   -avg(ln(greatest(least({true_proba}, 1 - {eps!r}), {eps!r})))
+                       FILTER (WHERE ({true_proba}) IS NOT NULL) AS log_loss,
                    count(*) FILTER (WHERE ({true_proba}) IS NULL) AS unknown_labels,
                    now() AS computed_at
             FROM predictions AS p JOIN labels AS l USING (record_id)

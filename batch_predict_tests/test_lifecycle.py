@@ -133,6 +133,36 @@ def test_rolling_back_restores_current_rows_from_the_same_version_once(
     n = next(iter(versions_by_partition(warehouse)[day].values()))
     assert versions_by_partition(warehouse) == {day: {"v1": n}}
     assert versions_by_partition(warehouse, "predictions_history") == {day: {"v2": n}}
+    train_demo_model(registry, "champion", seed=2)  # v3: v1 joins v2 in history, each record once per version
+    assert run_assets(settings, ["predictions"], day).success
+    assert versions_by_partition(warehouse) == {day: {"v3": n}}
+    assert versions_by_partition(warehouse, "predictions_history") == {day: {"v1": n, "v2": n}}
+    with warehouse.connect(read_only=True) as con:
+        [(rows, distinct)] = con.execute(
+            "SELECT count(*), count(DISTINCT (record_id, model_version)) FROM predictions_all_versions"
+        ).fetchall()
+    assert rows == distinct == 3 * n
+
+
+def test_history_takes_the_classes_of_earlier_models(
+    settings: Settings, landing: Path, registry: Registry, warehouse: Warehouse
+) -> None:
+    """A warehouse whose predictions carry a probability column no current model has still archives."""
+    day = DAYS[0]
+    assert run_assets(settings, ["inputs", "predictions"], day).success
+    with warehouse.connect() as con:
+        con.execute("ALTER TABLE predictions ADD COLUMN proba_retired_class DOUBLE")
+        con.execute("DROP VIEW predictions_all_versions")
+        con.execute("DROP TABLE predictions_history")
+        con.execute(
+            "CREATE TABLE predictions_history AS SELECT * EXCLUDE (proba_retired_class) FROM predictions LIMIT 0"
+        )
+        con.execute("ALTER TABLE predictions_history ADD COLUMN superseded_at TIMESTAMPTZ")
+        con.execute("ALTER TABLE predictions_history ADD COLUMN superseded_by_run VARCHAR")
+    train_demo_model(registry, "champion", seed=1)
+    assert run_assets(settings, ["predictions"], day).success
+    n = next(iter(versions_by_partition(warehouse)[day].values()))
+    assert versions_by_partition(warehouse, "predictions_history") == {day: {"v1": n}}
 
 
 @pytest.mark.parametrize(("policy", "expected"), [("current", ["v2", "v2"]), ("point_in_time", ["v1", "v2"])])
