@@ -394,14 +394,26 @@ def _train(settings: Settings) -> int:
             .execute_in_process(instance=instance, run_config=quiet, raise_on_error=False)
         )
     if not result.success:
-        failure = next((e for e in result.all_events if e.is_step_failure), None)
-        reason = failure.step_failure_data.error.message.strip() if failure and failure.step_failure_data.error else ""
-        print(f"batch-predict: training_job failed (run {result.run_id}): {reason}", file=sys.stderr)
+        print(f"batch-predict: training_job failed (run {result.run_id}): {_failure_message(result)}", file=sys.stderr)
         return 1
     [materialization] = result.asset_materializations_for_node("trained_model")
     decision = materialization.metadata["decision"].value
     print(f"candidate {materialization.metadata['candidate_version'].value}: {decision}")
     return 0
+
+
+def _failure_message(result: Any) -> str:
+    """What made a run fail, in the words of the step that failed (not Dagster's wrapper)."""
+    failure = next((e for e in result.all_events if e.is_step_failure), None)
+    if failure is None or failure.step_failure_data is None:
+        return "see the run in the Dagster UI"
+    user = failure.step_failure_data.user_failure_data
+    if user is not None and user.description:
+        return str(user.description)
+    error = failure.step_failure_data.error
+    while error is not None and error.cause is not None:
+        error = error.cause
+    return error.message.strip() if error is not None else "see the run in the Dagster UI"
 
 
 def _repredict(settings: Settings, since: str | None, dry_run: bool) -> int:

@@ -77,7 +77,7 @@ class LoadedModel:
     path: Path
 
     def predict_proba(self, features: Any) -> np.ndarray:
-        return np.asarray(self.estimator.predict_proba(_as_fitted(self.estimator, features)), dtype=np.float64)
+        return np.asarray(self.estimator.predict_proba(as_fitted(self.estimator, features)), dtype=np.float64)
 
 
 def sha256(path: Path) -> str:
@@ -273,7 +273,10 @@ class Registry:
             current = json.loads(path.read_text()) if path.exists() else {"history": []}
             if current.get("version") == version:
                 return
-            when = (at or datetime.now(UTC)).astimezone(UTC)
+            now = datetime.now(UTC)
+            when = (at or now).astimezone(UTC)
+            if when > now:
+                raise ModelError(f"A promotion cannot be recorded in the future ({when.isoformat()}).")
             history = current.get("history", [])
             if history and when < datetime.fromisoformat(history[-1]["at"]):
                 raise ModelError(
@@ -397,7 +400,7 @@ def _reference(
     frame = data[features].astype("float64").dropna()
     if frame.empty:
         raise ModelError("The reference data has no complete rows of the model's features.")
-    proba = np.asarray(estimator.predict_proba(_as_fitted(estimator, frame)), dtype=np.float64)
+    proba = np.asarray(estimator.predict_proba(as_fitted(estimator, frame)), dtype=np.float64)
     return build_reference(frame, features, proba, classes).to_json()
 
 
@@ -405,7 +408,7 @@ def _smoke(estimator: Any, artifact: Path, features: list[str], classes: list[st
     """Refuse an artifact that cannot predict sane probabilities for one row of ones."""
     smoke = pd.DataFrame(np.ones((1, len(features))), columns=features)
     try:
-        proba = np.asarray(estimator.predict_proba(_as_fitted(estimator, smoke)))
+        proba = np.asarray(estimator.predict_proba(as_fitted(estimator, smoke)))
     except Exception as error:  # the estimator can raise anything: report it as a broken model
         raise ModelError(
             f"{artifact} failed a smoke prediction on one row of its {len(features)} features "
@@ -432,7 +435,7 @@ def _load_classifier(path: Path, fix: str) -> Any:
     return estimator
 
 
-def _as_fitted(estimator: Any, frame: Any) -> Any:
+def as_fitted(estimator: Any, frame: Any) -> Any:
     """A scikit-learn model fitted on a plain array gets one (in the contract's column order), not a frame."""
     fitted_on_array = hasattr(estimator, "n_features_in_") and not hasattr(estimator, "feature_names_in_")
     if isinstance(frame, pd.DataFrame) and fitted_on_array:

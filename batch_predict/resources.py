@@ -1,5 +1,6 @@
 """Dagster resources: thin configurable wrappers that hand the domain objects to assets."""
 
+import os
 from datetime import datetime
 from pathlib import Path
 
@@ -101,10 +102,7 @@ class ModelRegistryResource(dg.ConfigurableResource):
     def load(self, version: str, contract: FeatureContract) -> LoadedModel:
         """Load one version and check it against the feature contract."""
         if self.uses_mlflow:
-            from batch_predict.mlflow_source import load_mlflow_model, resolve_mlflow_version
-
-            name, _ = resolve_mlflow_version(self.model_uri)
-            loaded = load_mlflow_model(f"models:/{name}/{version}", contract.features)
+            loaded = _load_mlflow(self.model_uri, version, contract.features)
         else:
             loaded = self.registry().load_version(version)
         verify_model(loaded, contract)
@@ -122,6 +120,25 @@ class ModelRegistryResource(dg.ConfigurableResource):
         if self.uses_mlflow:
             return self.load(version, contract).metadata
         return self.registry().metadata(version)
+
+
+# MLflow model versions are immutable, so a process loads each one once: sensors and the hourly
+# checks ask about the current version often, and each download from a remote artifact store
+# would take time and leave a temporary copy behind.
+_MLFLOW_LOADED: dict[tuple[str, str, str, tuple[str, ...]], LoadedModel] = {}
+_MLFLOW_KEEP = 4
+
+
+def _load_mlflow(uri: str, version: str, features: tuple[str, ...]) -> LoadedModel:
+    from batch_predict.mlflow_source import load_mlflow_model, parse_mlflow_uri
+
+    name = parse_mlflow_uri(uri).name
+    key = (os.environ.get("MLFLOW_TRACKING_URI", ""), name, version, tuple(features))
+    if key not in _MLFLOW_LOADED:
+        while len(_MLFLOW_LOADED) >= _MLFLOW_KEEP:
+            _MLFLOW_LOADED.pop(next(iter(_MLFLOW_LOADED)))
+        _MLFLOW_LOADED[key] = load_mlflow_model(f"models:/{name}/{version}", features)
+    return _MLFLOW_LOADED[key]
 
 
 class BatchResource(dg.ConfigurableResource):

@@ -12,15 +12,22 @@
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
 import dagster as dg
 
 from batch_predict.lifecycle import find_stale_partitions
+from batch_predict.registry import ModelError
 from batch_predict.resources import ModelRegistryResource, SourceResource, WarehouseResource
 from batch_predict.settings import Settings
+from batch_predict.warehouse import WarehouseLockTimeout
 
 FULL_REFRESH = {"ops": {"predictions": {"config": {"full_refresh": True}}}}
+# A requested model run that has not materialized after this long (it failed) is requested again.
+MODEL_RUN_PATIENCE_SECONDS = 600
+SENSOR_LOCK_TIMEOUT_SECONDS = 20
 REPREDICT_TAG = "batch_predict/repredict_with"
 
 
@@ -99,19 +106,24 @@ def build_jobs_and_schedules(
         description="Materializes the model asset when the alias points at another model.",
     )
     def champion_sensor(
-        context: dg.SensorEvaluationContext, source: SourceResource, model_registry: ModelRegistryResource
+        context: dg.SensorEvaluationContext, model_registry: ModelRegistryResource
     ) -> dg.SensorResult | dg.SkipReason:
-        meta = model_registry.metadata(model_registry.current_version(), source.contract())
+        try:
+            current = model_registry.current_version()
+        except ModelError as error:
+            return dg.SkipReason(f"No model to follow yet: {error}")
         event = context.instance.get_latest_materialization_event(dg.AssetKey("model"))
         recorded = (
-            event.asset_materialization.metadata.get("checksum") if event and event.asset_materialization else None
+            event.asset_materialization.metadata.get("model_version") if event and event.asset_materialization else None
         )
-        if recorded is not None and recorded.value == meta.checksum:
-            return dg.SkipReason(f"The model asset already holds {meta.name} {meta.version}.")
-        if context.cursor == meta.checksum:
-            return dg.SkipReason(f"A run for {meta.name} {meta.version} was already requested.")
+        if recorded is not None and recorded.value == current:
+            return dg.SkipReason(f"The model asset already holds version {current}.")
+        requested = json.loads(context.cursor) if context.cursor else {}
+        if requested.get("version") == current and time.time() - requested.get("at", 0) < MODEL_RUN_PATIENCE_SECONDS:
+            return dg.SkipReason(f"A run for version {current} was requested at {requested['at']:.0f}; waiting for it.")
         return dg.SensorResult(
-            run_requests=[dg.RunRequest(tags={"batch_predict/model_version": meta.version})], cursor=meta.checksum
+            run_requests=[dg.RunRequest(tags={"batch_predict/model_version": current})],
+            cursor=json.dumps({"version": current, "at": time.time()}),
         )
 
     @dg.sensor(
@@ -125,24 +137,41 @@ def build_jobs_and_schedules(
         ),
     )
     def stale_predictions_sensor(
-        source: SourceResource, warehouse: WarehouseResource, model_registry: ModelRegistryResource
+        context: dg.SensorEvaluationContext,
+        source: SourceResource,
+        warehouse: WarehouseResource,
+        model_registry: ModelRegistryResource,
     ) -> dg.SensorResult | dg.SkipReason:
-        staleness = find_stale_partitions(warehouse.open(source.contract()), model_registry, partitions_def)
+        # A sensor evaluation has a time limit: wait for other runs' warehouse locks only briefly.
+        store = warehouse.open(source.contract())
+        store.lock_timeout_seconds = min(store.lock_timeout_seconds, SENSOR_LOCK_TIMEOUT_SECONDS)
+        try:
+            staleness = find_stale_partitions(store, model_registry, partitions_def)
+            token = model_registry.state_token()
+        except WarehouseLockTimeout:
+            return dg.SkipReason("The warehouse is busy with runs; trying again at the next evaluation.")
+        except ModelError as error:
+            return dg.SkipReason(f"No model to compare with: {error}")
+        # Each move of the alias starts a new generation of run keys, so a partition is requested
+        # once per move (a failed re-prediction is not retried in a loop), and again after a rollback.
+        state: dict[str, Any] = json.loads(context.cursor) if context.cursor else {"token": None, "generation": 0}
+        if state["token"] != token:
+            state = {"token": token, "generation": int(state["generation"]) + 1}
         if not staleness.stale:
-            return dg.SkipReason(
-                f"Every predicted partition was made by the model that should make it ({staleness.current})."
+            return dg.SensorResult(
+                skip_reason=f"Every predicted partition was made by the model that should make it ({staleness.current}).",
+                cursor=json.dumps(state),
             )
-        token = model_registry.state_token()
         return dg.SensorResult(
             run_requests=[
                 dg.RunRequest(
                     partition_key=stale.partition_key,
-                    # One request per partition and alias move: a failed re-prediction is not retried in a loop.
-                    run_key=f"{stale.partition_key}:{stale.wanted}:{token}",
+                    run_key=f"{stale.partition_key}:{stale.wanted}:{state['generation']}",
                     tags={REPREDICT_TAG: stale.wanted, "batch_predict/made_by": ",".join(stale.made_by)},
                 )
                 for stale in staleness.stale
-            ]
+            ],
+            cursor=json.dumps(state),
         )
 
     return (

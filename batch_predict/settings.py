@@ -184,6 +184,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "BATCH_PREDICT_BACKFILL_MODEL='point_in_time' needs the local registry's alias history; with "
             "BATCH_PREDICT_MODEL_URI (MLflow) set, use 'current'."
         )
+    if on_failure == "carry_over" and choices["BATCH_PREDICT_BACKFILL_MODEL"] == "point_in_time":
+        raise SettingsError(
+            "BATCH_PREDICT_ON_FAILURE='carry_over' predicts an earlier partition's failed records with a later "
+            "partition's model, which BATCH_PREDICT_BACKFILL_MODEL='point_in_time' rules out. Use retry_all or "
+            "retry_failed with point_in_time, or current with carry_over."
+        )
     max_age = _float(raw("BATCH_PREDICT_MODEL_MAX_AGE_DAYS"), "BATCH_PREDICT_MODEL_MAX_AGE_DAYS", 0)
     hard_max_age = _float(raw("BATCH_PREDICT_MODEL_HARD_MAX_AGE_DAYS"), "BATCH_PREDICT_MODEL_HARD_MAX_AGE_DAYS", 0)
     if hard_max_age < max_age:

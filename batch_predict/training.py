@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from batch_predict.drift import build_reference, realized_quality
-from batch_predict.registry import LoadedModel, ModelError, ModelMetadata, Registry
+from batch_predict.registry import LoadedModel, ModelError, ModelMetadata, Registry, as_fitted
 
 CANDIDATE_NAME = "logreg-from-labels"
 CHALLENGER = "challenger"
@@ -55,9 +56,45 @@ def fit_candidate(train: pd.DataFrame, features: Sequence[str], seed: int = 0) -
 
 
 def evaluate(model: Any, holdout: pd.DataFrame, features: Sequence[str]) -> dict[str, float]:
-    """Accuracy and log-loss of a model (anything with `predict_proba` and `classes_`) on the holdout rows."""
-    proba = model.predict_proba(holdout[list(features)])
-    return realized_quality(list(holdout["label"].astype(str)), proba, [str(c) for c in model.classes_])
+    """Accuracy and log-loss of a model (anything with `predict_proba` and `classes_`) on the holdout rows.
+
+    Rows the model raises on (the prediction step would put them in the error ledger) count as
+    wrong, with the worst log-loss a prediction can have: a model that fails on records is not
+    better for it. `failed_rows` says how many there were.
+    """
+    classes = [str(c) for c in model.classes_]
+    labels = holdout["label"].astype(str).to_numpy()
+    frame = holdout[list(features)]
+    proba = np.full((len(frame), len(classes)), np.nan)
+    _score_safely(model, frame, proba, 0)
+    ok = ~np.isnan(proba).any(axis=1)
+    quality = realized_quality(list(labels[ok]), proba[ok], classes)
+    n, scored = len(frame), int(ok.sum())
+    failed_known = int(np.isin(labels[~ok], classes).sum())
+    scored_known = scored - int(quality["unknown_labels"])
+    worst = -math.log(np.finfo(np.float64).eps)
+    log_losses = (quality["log_loss"] if scored_known else 0.0) * scored_known + worst * failed_known
+    return {
+        "n": float(n),
+        "unknown_labels": quality["unknown_labels"] + float(np.isin(labels[~ok], classes, invert=True).sum()),
+        "failed_rows": float(n - scored),
+        "accuracy": quality["accuracy"] * scored / n if scored else (0.0 if n else math.nan),
+        "log_loss": log_losses / (scored_known + failed_known) if scored_known + failed_known else math.nan,
+    }
+
+
+def _score_safely(model: Any, frame: pd.DataFrame, out: np.ndarray, offset: int) -> None:
+    """Fill `out` with the model's probabilities, isolating the rows it raises on by bisection (left NaN)."""
+    if frame.empty:
+        return
+    try:
+        out[offset : offset + len(frame)] = model.predict_proba(as_fitted(model, frame))
+    except Exception:  # any exception of the model is a property of these rows
+        if len(frame) == 1:
+            return
+        middle = len(frame) // 2
+        _score_safely(model, frame.iloc[:middle], out, offset)
+        _score_safely(model, frame.iloc[middle:], out, offset + middle)
 
 
 def beats(candidate: dict[str, float], champion: dict[str, float], metric: str, margin: float) -> bool:

@@ -1,7 +1,8 @@
 """A promotion makes older partitions stale; re-prediction fixes exactly those and keeps the old versions queryable."""
 
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -15,9 +16,9 @@ from batch_predict.definitions import build_definitions
 from batch_predict.demo import train_demo_model, write_landing
 from batch_predict.lifecycle import find_stale_partitions
 from batch_predict.partitions import build_partitions
-from batch_predict.registry import Registry
+from batch_predict.registry import ModelError, Registry
 from batch_predict.resources import ModelRegistryResource, build_resources
-from batch_predict.settings import Settings
+from batch_predict.settings import Settings, SettingsError
 from batch_predict.warehouse import Warehouse
 from batch_predict_tests.conftest import FIRST_DAY, run_assets
 
@@ -204,23 +205,70 @@ def test_sensors_follow_the_champion(settings: Settings, landing: Path, registry
     champion_sensor = defs.resolve_sensor_def("champion_sensor")
     stale_sensor = defs.resolve_sensor_def("stale_predictions_sensor")
     with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(instance=instance, resources=resources)
-        [request] = champion_sensor(context).run_requests  # the model asset was never materialized
+
+        def evaluate(sensor: dg.SensorDefinition, cursor: str | None = None) -> dg.SensorResult | dg.SkipReason:
+            result = sensor(dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor))
+            assert isinstance(result, dg.SensorResult | dg.SkipReason)
+            return result
+
+        first = evaluate(champion_sensor)  # the model asset was never materialized
+        assert isinstance(first, dg.SensorResult)
+        assert [r.tags["batch_predict/model_version"] for r in first.run_requests] == ["v1"]
+        waiting = evaluate(champion_sensor, first.cursor)  # requested, not yet materialized: no second request
+        assert isinstance(waiting, dg.SkipReason)
         assert run_assets(settings, ["model"], instance=instance).success
-        assert isinstance(
-            champion_sensor(dg.build_sensor_context(instance=instance, resources=resources)), dg.SkipReason
-        )
+        assert isinstance(evaluate(champion_sensor), dg.SkipReason)
         for day in DAYS[:2]:
             assert run_assets(settings, ["inputs", "predictions"], day, instance=instance).success
-        assert isinstance(stale_sensor(dg.build_sensor_context(instance=instance, resources=resources)), dg.SkipReason)
+        calm = evaluate(stale_sensor)
+        assert isinstance(calm, dg.SensorResult) and not calm.run_requests
 
         train_demo_model(registry, "champion", seed=1)
-        result = champion_sensor(dg.build_sensor_context(instance=instance, resources=resources))
-        assert [r.tags["batch_predict/model_version"] for r in result.run_requests] == ["v2"]
-        result = stale_sensor(dg.build_sensor_context(instance=instance, resources=resources))
-        assert [(r.partition_key, r.tags["batch_predict/repredict_with"]) for r in result.run_requests] == [
+        moved = evaluate(champion_sensor)
+        assert isinstance(moved, dg.SensorResult)
+        assert [r.tags["batch_predict/model_version"] for r in moved.run_requests] == ["v2"]
+        stale = evaluate(stale_sensor, calm.cursor)
+        assert isinstance(stale, dg.SensorResult)
+        assert [(r.partition_key, r.tags["batch_predict/repredict_with"]) for r in stale.run_requests] == [
             (DAYS[0], "v2"),
             (DAYS[1], "v2"),
         ]
-        assert len({r.run_key for r in result.run_requests}) == 2
-    assert request.tags["batch_predict/model_version"] == "v1"
+        # Back to v1 and forward to v2 again: the same partitions get new run keys.
+        registry.set_alias("champion", "v1")
+        back = evaluate(stale_sensor, stale.cursor)
+        assert isinstance(back, dg.SensorResult) and not back.run_requests
+        registry.set_alias("champion", "v2")
+        again = evaluate(stale_sensor, back.cursor)
+        assert isinstance(again, dg.SensorResult)
+        assert {r.partition_key for r in again.run_requests} == set(DAYS[:2])
+        assert not {r.run_key for r in again.run_requests} & {r.run_key for r in stale.run_requests}
+
+
+def test_sensors_skip_while_there_is_no_model(settings: Settings) -> None:
+    defs = build_definitions(settings)
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, resources=build_resources(settings))
+        assert isinstance(defs.resolve_sensor_def("champion_sensor")(context), dg.SkipReason)
+
+
+def test_point_in_time_reads_the_alias_history_at_the_partition_end(registry: Registry) -> None:
+    train_demo_model(registry, "challenger", seed=1)  # v2
+    history = registry.alias_history("champion")
+    promoted_v1 = datetime.fromisoformat(str(history[-1]["at"]))
+    time.sleep(0.01)
+    boundary = datetime.now(UTC)
+    registry.set_alias("champion", "v2", at=boundary)
+    assert registry.version_at("champion", promoted_v1 - timedelta(seconds=1)) is None
+    assert registry.version_at("champion", promoted_v1) == "v1"
+    assert registry.version_at("champion", boundary - timedelta(microseconds=1)) == "v1"
+    # A promotion exactly at a partition's end counts: the scheduled run after that end used it.
+    assert registry.version_at("champion", boundary) == "v2"
+    with pytest.raises(ModelError, match="cannot be recorded before that"):
+        registry.set_alias("champion", "v1", at=boundary - timedelta(days=1))
+    with pytest.raises(ModelError, match="in the future"):
+        registry.set_alias("champion", "v1", at=datetime.now(UTC) + timedelta(days=1))
+
+
+def test_point_in_time_and_carry_over_do_not_mix(make_settings: Callable[..., Settings]) -> None:
+    with pytest.raises(SettingsError, match="carry_over"):
+        make_settings(backfill_model="point_in_time", on_failure="carry_over")

@@ -180,3 +180,70 @@ def test_feature_bins_counted_in_duckdb_match_numpy(settings: Settings, landing:
         frame = con.execute("SELECT * FROM inputs WHERE partition_key = '2026-03-02'").df()
     for name in IRIS_FEATURES:
         assert dense_counts(counted[name], len(edges[name]) + 1) == bin_counts(frame[name].to_numpy(), edges[name])
+
+
+def test_a_champion_that_fails_on_records_is_judged_not_crashed(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(start="2026-09-01", train_days="6", holdout_days="3")
+    write_landing(settings.landing, FIRST, DAYS, 300, seed=7, files_per_day=1)
+    write_labels(settings.labels, FIRST, DAYS, 300, today=FIRST + timedelta(days=DAYS + 3))
+    train_demo_model(Registry(settings.models), "champion", fail_share=0.05)
+    instance = dg.DagsterInstance.ephemeral()
+    job = build_definitions(settings).resolve_job_def("predictions_job")
+    for offset in range(DAYS):
+        assert job.execute_in_process(partition_key=f"{FIRST + timedelta(days=offset)}", instance=instance).success
+    result = train(settings)
+    assert result.success
+    [materialization] = result.asset_materializations_for_node("trained_model")
+    champion = materialization.metadata["champion_metrics"].value
+    assert champion["failed_rows"] > 0
+    assert materialization.metadata["promoted"].value is True
+
+
+def test_model_train_says_why_it_cannot_train(settings: Settings, registry: Registry, monkeypatch, capsys) -> None:
+    from batch_predict.cli import main
+
+    for name, value in {"WAREHOUSE": settings.warehouse, "MODELS": settings.models, "LABELS": settings.labels}.items():
+        monkeypatch.setenv(f"BATCH_PREDICT_{name}", str(value))
+    home = settings.warehouse.parent / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    assert main(["model", "train"]) == 1
+    err = capsys.readouterr().err
+    assert "The labels folder" in err and "BATCH_PREDICT_LABELS" in err
+
+
+def test_labels_numeric_newest_and_unknown(settings: Settings, landing: Path, registry: Registry) -> None:
+    """Float labels read as their integers; a newer file's label wins, but not a NULL one; unknown labels
+    count as wrong and stay out of log-loss."""
+    assert run_assets(settings, ["inputs", "predictions"], "2026-03-01").success
+    warehouse = Warehouse(settings.warehouse, FeatureContract.from_settings(settings))
+    with warehouse.connect(read_only=True) as con:
+        frame = con.execute("SELECT * FROM predictions WHERE partition_key = '2026-03-01' ORDER BY record_id").df()
+    ids = list(frame["record_id"])
+    truth = ["setosa" if i % 3 else "unheard_of" for i in range(len(ids))]
+    folder = settings.labels / "2026-03-04"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"record_id": ids, "label": ["versicolor"] * len(ids)}), folder / "a-old.parquet")
+    pq.write_table(pa.table({"record_id": ids, "label": truth}), folder / "b-new.parquet")
+    pq.write_table(pa.table({"record_id": ids[:5], "label": pa.nulls(5, pa.string())}), folder / "c-empty.parquet")
+    stats = warehouse.load_labels(settings_source(settings), "label")
+    assert (stats.rows, stats.kept, stats.incomplete, stats.superseded) == (2 * len(ids) + 5, len(ids), 5, len(ids))
+    [row] = [r for r in warehouse.prediction_quality() if r["partition_key"] == "2026-03-01"]
+    expected = realized_quality(truth, frame[[f"proba_{c}" for c in CLASSES]].to_numpy(), CLASSES)
+    assert row["unknown_labels"] == expected["unknown_labels"] > 0
+    assert row["accuracy"] == pytest.approx(expected["accuracy"])
+    assert row["log_loss"] == pytest.approx(expected["log_loss"])
+
+    numeric = Warehouse(settings.warehouse.with_name("numeric.duckdb"), warehouse.contract)
+    other = settings.labels.parent / "numeric-labels"
+    other.mkdir()
+    pq.write_table(pa.table({"record_id": ["a", "b", "c"], "label": [1.0, None, 2.0]}), other / "l.parquet")
+    numeric.load_labels(settings_source(settings, other), "label")
+    with numeric.connect(read_only=True) as con:
+        assert con.execute("SELECT record_id, label FROM labels ORDER BY 1").fetchall() == [("a", "1"), ("c", "2")]
+
+
+def settings_source(settings: Settings, root: Path | None = None):
+    from batch_predict.warehouse import Source
+
+    return Source(root or settings.labels, "**/*.parquet")
