@@ -2,11 +2,12 @@
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
 import dagster as dg
+import duckdb
 from pydantic import Field
 
 from batch_predict.batch import BatchOutcome, predict_partition
@@ -83,21 +84,53 @@ def range_failure(failed: dict[str, Exception], total: int) -> dg.Failure:
     )
 
 
-def drift_check(name: str, drifted: dict[str, list[str]], no_reference: list[str]) -> dg.AssetCheckResult:
-    """A warn check over the run's partitions: which drifted in what."""
-    found = {key: names for key, names in drifted.items() if names}
+@dataclass(frozen=True)
+class PartitionResult:
+    """One partition's prediction outcome, and what monitoring it measured (or why it could not)."""
+
+    outcome: BatchOutcome
+    drift: DriftReport | None = None
+    quality: dict[str, Any] | None = None
+    monitoring_error: str | None = None
+
+    def monitoring_metadata(self) -> dict[str, Any]:
+        metadata: dict[str, Any] = {}
+        if self.drift is not None:
+            metadata |= {**self.drift.metadata(), "drift_report": dg.MetadataValue.md(self.drift.markdown)}
+        elif self.monitoring_error is not None:
+            metadata["drift_report"] = f"Not measured: {self.monitoring_error}"
+        else:
+            metadata["drift_report"] = (
+                "Not measured: the model has no reference statistics (register it with --reference)."
+            )
+        if self.quality is not None:
+            metadata |= {"labelled": self.quality["labelled"], "realized_accuracy": round(self.quality["accuracy"], 4)}
+        return metadata
+
+
+def drift_check(
+    name: str, results: dict[str, PartitionResult], drifted_in: Callable[[DriftReport], list[str]]
+) -> dg.AssetCheckResult:
+    """A warn check over the run's partitions: which drifted in what, and which could not be measured."""
+    found = {key: drifted_in(r.drift) for key, r in results.items() if r.drift is not None and drifted_in(r.drift)}
+    errors = {key: r.monitoring_error for key, r in results.items() if r.monitoring_error is not None}
+    no_reference = sorted(key for key, r in results.items() if r.drift is None and r.monitoring_error is None)
+    parts = []
     if found:
-        description = "Drift in " + "; ".join(f"{key}: {', '.join(names)}" for key, names in sorted(found.items()))
-    elif drifted:
-        description = "No drift beyond the thresholds."
-    else:
-        description = "Not measured: the model has no reference statistics (register it with --reference)."
+        parts.append("Drift in " + "; ".join(f"{key}: {', '.join(names)}" for key, names in sorted(found.items())))
+    if errors:
+        parts.append("Could not measure " + "; ".join(f"{key} ({error})" for key, error in sorted(errors.items())))
+    if no_reference:
+        parts.append("Not measured (the model has no reference statistics; register it with --reference).")
     return dg.AssetCheckResult(
         check_name=name,
-        passed=not found,
+        passed=not found and not errors,
         severity=dg.AssetCheckSeverity.WARN,
-        description=description,
-        metadata={"drifted": dg.MetadataValue.json(found), "not_measured": ", ".join(no_reference) or "none"},
+        description=" ".join(parts) or "No drift beyond the thresholds.",
+        metadata={
+            "drifted": dg.MetadataValue.json(found),
+            "not_measured": ", ".join(sorted([*errors, *no_reference])) or "none",
+        },
     )
 
 
@@ -348,7 +381,7 @@ def build_assets(
         models: dict[str, LoadedModel] = {}  # each version is loaded once per run, for all its partitions
         predictor = warehouse.open(contract)
 
-        def predict(key: str) -> tuple[BatchOutcome, DriftReport | None, dict[str, Any] | None]:
+        def predict(key: str) -> PartitionResult:
             version = model_registry.version_for(partitions_def.time_window_for_partition_key(key).end, current)
             if version not in models:
                 models[version] = model_registry.load(version, contract)
@@ -363,39 +396,31 @@ def build_assets(
                 full_refresh=config.full_refresh,
                 max_attempts=batch.max_attempts,
             )
-            quality = predictor.refresh_quality(key)  # labels of this partition that have arrived already
-            reference = model_registry.reference(version)
-            if reference is None:
-                return outcome, None, quality
-            drift = partition_drift(predictor, loaded, reference, key, batch.drift_alpha, batch.drift_psi_floor)
-            return outcome, drift, quality
+            try:
+                quality = predictor.refresh_quality(key)  # labels of this partition that have arrived already
+                reference = model_registry.reference(version)
+                drift = None
+                if reference is not None:
+                    drift = partition_drift(predictor, loaded, reference, key, batch.drift_alpha, batch.drift_psi_floor)
+                return PartitionResult(outcome, drift, quality)
+            except (WarehouseError, ModelError, ValueError, KeyError, duckdb.Error) as error:
+                # The predictions are published; only measuring them failed. The drift checks say so
+                # (warn) rather than failing a partition whose rows are written and complete.
+                message = f"{type(error).__name__}: {error}"
+                context.log.warning(f"Partition {key}: drift and realized quality not measured: {message}")
+                return PartitionResult(outcome, monitoring_error=message)
 
         results, failed = each_partition(context.partition_keys, predict)
-        outcomes = {key: outcome for key, (outcome, _, _) in results.items()}
-        drifts = {key: drift for key, (_, drift, _) in results.items() if drift is not None}
-        qualities = {key: quality for key, (_, _, quality) in results.items() if quality is not None}
-        no_reference = sorted(set(results) - set(drifts))
+        outcomes = {key: result.outcome for key, result in results.items()}
         per_partition = {
             key: {
-                "dagster/row_count": outcome.published.succeeded,
-                "valid_inputs": outcome.published.completeness.valid_inputs,
-                **outcome_metadata(outcome),
-                "model_version": outcome.model_version,
-                **(
-                    {**drifts[key].metadata(), "drift_report": dg.MetadataValue.md(drifts[key].markdown)}
-                    if key in drifts
-                    else {"drift_report": "The model has no reference statistics; drift is not measured."}
-                ),
-                **(
-                    {
-                        "labelled": qualities[key]["labelled"],
-                        "realized_accuracy": round(qualities[key]["accuracy"], 4),
-                    }
-                    if key in qualities
-                    else {}
-                ),
+                "dagster/row_count": result.outcome.published.succeeded,
+                "valid_inputs": result.outcome.published.completeness.valid_inputs,
+                **outcome_metadata(result.outcome),
+                "model_version": result.outcome.model_version,
+                **result.monitoring_metadata(),
             }
-            for key, outcome in outcomes.items()
+            for key, result in results.items()
         }
         yield from record_partitions(context, per_partition, failed)
         incomplete = sorted(k for k, o in outcomes.items() if not o.published.completeness.passed)
@@ -425,8 +450,8 @@ def build_assets(
                         for key, outcome in outcomes.items()
                     },
                 ),
-                drift_check(NO_FEATURE_DRIFT, {k: d.features_drifted for k, d in drifts.items()}, no_reference),
-                drift_check(NO_PREDICTION_DRIFT, {k: d.predictions_drifted for k, d in drifts.items()}, no_reference),
+                drift_check(NO_FEATURE_DRIFT, results, lambda drift: drift.features_drifted),
+                drift_check(NO_PREDICTION_DRIFT, results, lambda drift: drift.predictions_drifted),
                 dg.AssetCheckResult(
                     check_name=NO_PREDICTION_ERRORS,
                     passed=not with_errors,

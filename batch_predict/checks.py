@@ -82,7 +82,8 @@ def build_checks(partitions_def: dg.TimeWindowPartitionsDefinition) -> list[dg.A
             passed=not keys,
             severity=dg.AssetCheckSeverity.WARN,
             description=(
-                f"{len(keys)} partition(s) were predicted by another model than {staleness.current}: "
+                f"{len(keys)} partition(s) were predicted by another model version than the one that should "
+                f"make them (the champion is {staleness.current}): "
                 f"{', '.join(keys[:10])}{' ...' if len(keys) > 10 else ''}"
                 if keys
                 else f"Every predicted partition was made by the model that should make it ({staleness.current})."

@@ -59,7 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     register.add_argument("path", type=Path)
     register.add_argument("--name", help="registered name (default: the file's stem)")
-    register.add_argument("--trained-at", type=datetime.fromisoformat, help="ISO time (default: the file's mtime)")
+    register.add_argument(
+        "--trained-at", type=_aware_time, help="ISO time, UTC unless it names a zone (default: the file's mtime)"
+    )
     register.add_argument("--features", help="comma-separated feature names, if the model does not carry them")
     register.add_argument("--classes", help="comma-separated class labels, to check against the model's")
     register.add_argument(

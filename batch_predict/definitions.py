@@ -22,7 +22,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         settings.model_max_age_days,
         settings.model_hard_max_age_days,
     )
-    assets += build_training_assets(assets[0])
+    assets += build_training_assets(assets[0], partitions_def)
     checks = build_checks(partitions_def)
     jobs, schedules, sensors = build_jobs_and_schedules(assets, checks, settings, partitions_def)
     return dg.Definitions(

@@ -3,7 +3,7 @@
 Counting happens in DuckDB (bins of the reference's edges), judging in `drift`: feature
 drift per feature (PSI, Bonferroni over the features), and prediction drift three ways:
 predicted classes against the reference, the score distribution against the reference,
-and predicted classes against the previous predicted partition (Bonferroni over the
+and predicted classes against the previous partition predicted by the same model (Bonferroni over the
 three). The results are written to `prediction_drift` and returned for the UI.
 """
 
@@ -71,7 +71,7 @@ def partition_drift(
     columns = [probability_column(label) for label in model.metadata.classes]
     classes, score_bins = warehouse.prediction_counts(partition_key, columns, reference.score.edges)
     score_counts = dense_counts(score_bins, reference.score.bins)
-    previous = warehouse.previous_predicted_partition(partition_key)
+    previous = warehouse.previous_predicted_partition(partition_key, model.metadata.version)
     previous_classes = warehouse.prediction_counts(previous, columns, reference.score.edges)[0] if previous else {}
     tests = 3 if previous_classes else 2
     prediction_results = [

@@ -233,7 +233,7 @@ class Registry:
         if reference is not None:
             (staging / REFERENCE).write_text(json.dumps(reference) + "\n")
         while True:
-            version = f"v{len(self.versions()) + 1}"
+            version = f"v{max((int(v[1:]) for v in self.versions()), default=0) + 1}"
             metadata = ModelMetadata(
                 name=name,
                 version=version,

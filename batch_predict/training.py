@@ -124,13 +124,14 @@ def train_and_promote(
     holdout = training_set[training_set["split"] == "holdout"]
     if len(train) < MIN_TRAIN_ROWS or train["label"].nunique() < 2:
         raise TrainingError(
-            f"The training window {window.get('start')} .. {window.get('holdout_start')} has {len(train)} labelled "
+            f"The training split of the training set has {len(train)} labelled "
             f"rows and {train['label'].nunique()} class(es); at least {MIN_TRAIN_ROWS} rows of 2 classes are needed. "
-            "Wait for more labels, or raise BATCH_PREDICT_TRAIN_DAYS."
+            "Wait for more labels, materialize the `inputs` partitions of the labelled days, or raise "
+            "BATCH_PREDICT_TRAIN_DAYS."
         )
     if len(holdout) < MIN_HOLDOUT_ROWS:
         raise TrainingError(
-            f"The holdout window {window.get('holdout_start')} .. {window.get('end')} has {len(holdout)} labelled "
+            f"The holdout split of the training set has {len(holdout)} labelled "
             f"rows; at least {MIN_HOLDOUT_ROWS} are needed to compare models. Raise BATCH_PREDICT_HOLDOUT_DAYS."
         )
     pipeline = fit_candidate(train, features, seed)

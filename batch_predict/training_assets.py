@@ -33,7 +33,9 @@ def quality_markdown(rows: list[dict[str, Any]], limit: int = 14) -> str:
     return "\n".join(lines)
 
 
-def build_training_assets(inputs: dg.AssetsDefinition) -> list[dg.AssetsDefinition]:
+def build_training_assets(
+    inputs: dg.AssetsDefinition, partitions_def: dg.TimeWindowPartitionsDefinition
+) -> list[dg.AssetsDefinition]:
     @dg.asset(group_name=TRAINING_GROUP, owners=OWNERS, kinds={"duckdb"})
     def labels(
         training: TrainingResource, source: SourceResource, warehouse: WarehouseResource
@@ -69,7 +71,11 @@ def build_training_assets(inputs: dg.AssetsDefinition) -> list[dg.AssetsDefiniti
                 ),
                 allow_retries=False,
             )
-        end = newest.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+        # The window ends with the partition of the newest labelled record, so it follows the partitions'
+        # boundaries (and BATCH_PREDICT_TIMEZONE).
+        end = partitions_def.time_window_for_partition_key(
+            partitions_def.get_partition_key_for_timestamp(newest.timestamp())
+        ).end
         holdout_start = end - timedelta(days=training.holdout_days)
         start = holdout_start - timedelta(days=training.train_days)
         counts = store.build_training_set(start, holdout_start, end)
@@ -102,9 +108,11 @@ def build_training_assets(inputs: dg.AssetsDefinition) -> list[dg.AssetsDefiniti
             )
         frame = warehouse.open(source.contract()).training_set()
         window = {
-            "start": str(frame["event_time"].min()) if len(frame) else None,
-            "holdout_start": str(frame.loc[frame["split"] == "holdout", "event_time"].min()) if len(frame) else None,
-            "end": str(frame["event_time"].max()) if len(frame) else None,
+            "first_train_event": str(frame["event_time"].min()) if len(frame) else None,
+            "first_holdout_event": str(frame.loc[frame["split"] == "holdout", "event_time"].min())
+            if len(frame)
+            else None,
+            "last_event": str(frame["event_time"].max()) if len(frame) else None,
             "source": "training_set",
         }
         try:

@@ -1031,11 +1031,15 @@ class Warehouse:
             ).fetchall()
         return {str(k): int(n) for k, n in classes}, {int(b): int(n) for b, n in bins if b is not None}
 
-    def previous_predicted_partition(self, partition_key: str) -> str | None:
-        """The newest partition before `partition_key` that has predictions."""
+    def previous_predicted_partition(self, partition_key: str, model_version: str) -> str | None:
+        """The newest partition before `partition_key` whose last run used the same model version.
+
+        Comparing predictions of two different models would flag the model change, not drift.
+        """
         with self.connect(read_only=True) as con:
             row = con.execute(
-                "SELECT max(partition_key) FROM prediction_stats WHERE partition_key < $p", {"p": partition_key}
+                "SELECT max(partition_key) FROM prediction_stats WHERE partition_key < $p AND model_version = $v",
+                {"p": partition_key, "v": model_version},
             ).fetchone()
         return str(row[0]) if row and row[0] is not None else None
 

@@ -247,3 +247,16 @@ def settings_source(settings: Settings, root: Path | None = None):
     from batch_predict.warehouse import Source
 
     return Source(root or settings.labels, "**/*.parquet")
+
+
+def test_a_broken_reference_warns_without_failing_the_partition(
+    settings: Settings, landing: Path, registry: Registry
+) -> None:
+    (registry.root / "v1" / "reference.json").write_text('{"features": {}}')
+    result = run_assets(settings, ["inputs", "predictions"], "2026-03-01")
+    assert result.success
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["every_input_predicted"].passed
+    warned = checks["no_feature_drift"]
+    assert not warned.passed and warned.severity == dg.AssetCheckSeverity.WARN
+    assert "Could not measure 2026-03-01" in (warned.description or "")
