@@ -10,12 +10,18 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batch_predict.contract import FeatureContract
 from batch_predict.registry import ModelError, Registry
 from batch_predict.settings import Settings, SettingsError, load_settings
 from batch_predict.warehouse import SourceError, Warehouse, WarehouseError
+
+if TYPE_CHECKING:
+    from batch_predict.resources import ModelRegistryResource
+
+# Runs started from the CLI log warnings and errors only; the UI has the rest.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 STATUS_COLUMNS = (
     ("partition_key", "partition"),
@@ -289,10 +295,7 @@ def status_rows(settings: Settings, last: int, now: datetime) -> list[dict[str, 
 
 def champion_line(settings: Settings, now: datetime) -> str:
     """The champion, how old it is, and whether that is past the age limits."""
-    from batch_predict.resources import ModelRegistryResource, build_resources
-
-    resource = build_resources(settings)["model_registry"]
-    assert isinstance(resource, ModelRegistryResource)
+    resource = _model_registry(settings)
     try:
         meta = resource.metadata(resource.current_version(), FeatureContract.from_settings(settings))
     except ModelError as error:
@@ -311,10 +314,8 @@ def _stale_by_partition(settings: Settings, warehouse: Warehouse) -> dict[str, s
     """Stale partition -> the version that should have made it (empty if that cannot be told)."""
     from batch_predict.lifecycle import find_stale_partitions
     from batch_predict.partitions import build_partitions
-    from batch_predict.resources import ModelRegistryResource, build_resources
 
-    resource = build_resources(settings)["model_registry"]
-    assert isinstance(resource, ModelRegistryResource)
+    resource = _model_registry(settings)
     try:
         staleness = find_stale_partitions(warehouse, resource, build_partitions(settings))
     except ModelError:
@@ -388,12 +389,11 @@ def _train(settings: Settings) -> int:
 
     from batch_predict.definitions import build_definitions
 
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     with dg.DagsterInstance.get() as instance:
         result = (
             build_definitions(settings)
             .resolve_job_def("training_job")
-            .execute_in_process(instance=instance, run_config=quiet, raise_on_error=False)
+            .execute_in_process(instance=instance, run_config=QUIET, raise_on_error=False)
         )
     if not result.success:
         print(f"batch-predict: training_job failed (run {result.run_id}): {_failure_message(result)}", file=sys.stderr)
@@ -425,12 +425,9 @@ def _repredict(settings: Settings, since: str | None, dry_run: bool) -> int:
     from batch_predict.definitions import build_definitions
     from batch_predict.lifecycle import find_stale_partitions
     from batch_predict.partitions import build_partitions
-    from batch_predict.resources import ModelRegistryResource, build_resources
     from batch_predict.schedules import FULL_REFRESH, REPREDICT_TAG
 
-    resources = build_resources(settings)
-    model_registry = resources["model_registry"]
-    assert isinstance(model_registry, ModelRegistryResource)
+    model_registry = _model_registry(settings)
     warehouse = Warehouse(settings.warehouse, FeatureContract.from_settings(settings), settings.lock_timeout_seconds)
     staleness = find_stale_partitions(warehouse, model_registry, build_partitions(settings), since)
     for key, why in sorted(staleness.undecided.items()):
@@ -443,11 +440,10 @@ def _repredict(settings: Settings, since: str | None, dry_run: bool) -> int:
     if dry_run:
         return 0
     defs = build_definitions(settings)
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     failed = []
     with dg.DagsterInstance.get() as instance:
         model_run = defs.resolve_job_def("model_job").execute_in_process(
-            instance=instance, run_config=quiet, raise_on_error=False
+            instance=instance, run_config=QUIET, raise_on_error=False
         )
         if not model_run.success:
             failed.append(model_run.run_id)
@@ -455,7 +451,7 @@ def _repredict(settings: Settings, since: str | None, dry_run: bool) -> int:
             result = defs.resolve_job_def("repredict_job").execute_in_process(
                 instance=instance,
                 partition_key=stale.partition_key,
-                run_config={**FULL_REFRESH, **quiet},
+                run_config={**FULL_REFRESH, **QUIET},
                 tags={REPREDICT_TAG: stale.wanted},
                 raise_on_error=False,
             )
@@ -465,13 +461,27 @@ def _repredict(settings: Settings, since: str | None, dry_run: bool) -> int:
             )
             if not result.success:
                 failed.append(result.run_id)
-    if failed:
-        print(
-            f"batch-predict: {len(failed)} run(s) failed: {', '.join(failed)}; see them in the Dagster UI.",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    return _report_failed(failed)
+
+
+def _model_registry(settings: Settings) -> ModelRegistryResource:
+    """The model source the assets use: the local registry's alias, or the MLflow URI."""
+    from batch_predict.resources import ModelRegistryResource, build_resources
+
+    resource = build_resources(settings)["model_registry"]
+    assert isinstance(resource, ModelRegistryResource)
+    return resource
+
+
+def _report_failed(run_ids: list[str]) -> int:
+    """Name the runs that failed (exit 1), or exit 0 when none did."""
+    if not run_ids:
+        return 0
+    print(
+        f"batch-predict: {len(run_ids)} run(s) failed: {', '.join(run_ids)}; see them in the Dagster UI.",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def _materialize(settings: Settings, last: int) -> int:
@@ -484,33 +494,26 @@ def _materialize(settings: Settings, last: int) -> int:
     partitions_def = defs.resolve_job_def("predictions_job").partitions_def
     assert partitions_def is not None
     keys = partitions_def.get_partition_keys()[-last:]
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     with dg.DagsterInstance.get() as instance:
         results = [
             defs.resolve_implicit_global_asset_job_def().execute_in_process(
-                instance=instance, asset_selection=[dg.AssetKey("model")], run_config=quiet, raise_on_error=False
+                instance=instance, asset_selection=[dg.AssetKey("model")], run_config=QUIET, raise_on_error=False
             )
         ]
         for key in keys:
             results.append(
                 defs.resolve_job_def("predictions_job").execute_in_process(
-                    instance=instance, partition_key=key, run_config=quiet, raise_on_error=False
+                    instance=instance, partition_key=key, run_config=QUIET, raise_on_error=False
                 )
             )
             print(f"partition {key}: {'ok' if results[-1].success else 'FAILED'} (run {results[-1].run_id[:8]})")
         results.append(
             defs.resolve_job_def("monitoring_job").execute_in_process(
-                instance=instance, run_config=quiet, raise_on_error=False
+                instance=instance, run_config=QUIET, raise_on_error=False
             )
         )
     failed = [result.run_id for result in results if not result.success]
-    if failed:
-        print(
-            f"batch-predict: {len(failed)} run(s) failed: {', '.join(failed)}; see them in the Dagster UI.",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    return _report_failed(failed)
 
 
 if __name__ == "__main__":

@@ -61,22 +61,21 @@ def partition_drift(
 ) -> DriftReport:
     """Compare one partition with the reference (and its predecessor), record and return the results."""
     features = [name for name in warehouse.contract.features if name in reference.features]
-    counts = warehouse.feature_bin_counts(partition_key, {name: reference.features[name].edges for name in features})
+    bins = warehouse.feature_bin_counts(partition_key, {name: reference.features[name].edges for name in features})
     feature_results = feature_drift(
         reference,
-        {name: dense_counts(counts[name], reference.features[name].bins) for name in features},
+        {name: dense_counts(bins[name], reference.features[name].bins) for name in features},
         alpha=alpha,
         floor=floor,
     )
     columns = [probability_column(label) for label in model.metadata.classes]
-    classes, score_bins = warehouse.prediction_counts(partition_key, columns, reference.score.edges)
-    score_counts = dense_counts(score_bins, reference.score.bins)
-    previous = warehouse.previous_predicted_partition(partition_key, model.metadata.version)
-    previous_classes = warehouse.prediction_counts(previous, columns, reference.score.edges)[0] if previous else {}
+    counts = warehouse.prediction_counts(partition_key, columns, reference.score.edges, model.metadata.version)
+    score_counts = dense_counts(counts.score_bins, reference.score.bins)
+    previous, previous_classes = counts.previous_partition, counts.previous_classes
     tests = 3 if previous_classes else 2
     prediction_results = [
         distribution_drift(
-            "predicted class vs reference", reference.prediction, classes, reference.rows, alpha, floor, tests
+            "predicted class vs reference", reference.prediction, counts.classes, reference.rows, alpha, floor, tests
         ),
         distribution_drift(
             "score vs reference", reference.score.proportions, score_counts, reference.score.count, alpha, floor, tests
@@ -87,7 +86,7 @@ def partition_drift(
             distribution_drift(
                 f"predicted class vs {previous}",
                 shares(previous_classes),
-                classes,
+                counts.classes,
                 sum(previous_classes.values()),
                 alpha,
                 floor,

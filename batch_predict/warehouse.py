@@ -107,6 +107,16 @@ class LabelStats:
 
 
 @dataclass(frozen=True)
+class PredictionCounts:
+    """A partition's predicted classes and score bins, and the predicted classes of the partition before it."""
+
+    classes: dict[str, int]
+    score_bins: dict[int, int]
+    previous_partition: str | None
+    previous_classes: dict[str, int]
+
+
+@dataclass(frozen=True)
 class WorkSet:
     """How many records a run predicts: its own partition's and those carried from earlier ones."""
 
@@ -1015,33 +1025,40 @@ class Warehouse:
         return counts
 
     def prediction_counts(
-        self, partition_key: str, probability_columns: Sequence[str], score_edges: Sequence[float]
-    ) -> tuple[dict[str, int], dict[int, int]]:
-        """The partition's predictions per class, and per bin of the top-class probability."""
+        self, partition_key: str, probability_columns: Sequence[str], score_edges: Sequence[float], model_version: str
+    ) -> PredictionCounts:
+        """The partition's predictions per class and per bin of the top-class probability (one scan), and
+        the predictions per class of the newest earlier partition whose last run used the same model version
+        (comparing two models' predictions would flag the model change, not drift)."""
         score = "greatest(" + ", ".join(_ident(c) for c in probability_columns) + ")"
         with self.connect(read_only=True) as con:
-            classes = con.execute(
-                "SELECT prediction, count(*) FROM predictions WHERE partition_key = $p GROUP BY ALL",
+            rows = con.execute(
+                f"""
+                SELECT prediction, bin, GROUPING(prediction) AS by_bin, count(*)
+                FROM (SELECT prediction, {bin_index_sql(score, score_edges)} AS bin
+                      FROM predictions WHERE partition_key = $p)
+                GROUP BY GROUPING SETS ((prediction), (bin))
+                """,
                 {"p": partition_key},
             ).fetchall()
-            bins = con.execute(
-                f"SELECT {bin_index_sql(score, score_edges)} AS bin, count(*) FROM predictions "
-                "WHERE partition_key = $p GROUP BY ALL",
-                {"p": partition_key},
-            ).fetchall()
-        return {str(k): int(n) for k, n in classes}, {int(b): int(n) for b, n in bins if b is not None}
-
-    def previous_predicted_partition(self, partition_key: str, model_version: str) -> str | None:
-        """The newest partition before `partition_key` whose last run used the same model version.
-
-        Comparing predictions of two different models would flag the model change, not drift.
-        """
-        with self.connect(read_only=True) as con:
-            row = con.execute(
+            [(previous,)] = con.execute(
                 "SELECT max(partition_key) FROM prediction_stats WHERE partition_key < $p AND model_version = $v",
                 {"p": partition_key, "v": model_version},
-            ).fetchone()
-        return str(row[0]) if row and row[0] is not None else None
+            ).fetchall()
+            before = (
+                con.execute(
+                    "SELECT prediction, count(*) FROM predictions WHERE partition_key = $p GROUP BY ALL",
+                    {"p": previous},
+                ).fetchall()
+                if previous is not None
+                else []
+            )
+        return PredictionCounts(
+            classes={str(label): int(n) for label, _, by_bin, n in rows if not by_bin},
+            score_bins={int(b): int(n) for _, b, by_bin, n in rows if by_bin and b is not None},
+            previous_partition=previous,
+            previous_classes={str(label): int(n) for label, n in before},
+        )
 
     def record_drift(self, partition_key: str, model_version: str, rows: list[dict[str, Any]]) -> None:
         """Replace the partition's drift results in `prediction_drift`."""

@@ -151,7 +151,9 @@ def test_feature_drift_warns_on_a_real_shift_only(settings: Settings, registry: 
         assert result.success
         checks[day] = {e.check_name: e for e in result.get_asset_check_evaluations()}
         [materialization] = result.asset_materializations_for_node("predictions")
-        assert "| petal_length |" in str(materialization.metadata["drift_report"].value)
+        report = str(materialization.metadata["drift_report"].value)
+        assert "| petal_length |" in report and "Score (top-class probability) distribution" in report
+    assert "| predicted class vs 2026-03-01 |" in report
     assert checks["2026-03-01"]["no_feature_drift"].passed
     warned = checks["2026-03-02"]["no_feature_drift"]
     assert not warned.passed and warned.severity == dg.AssetCheckSeverity.WARN
