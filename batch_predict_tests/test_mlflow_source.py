@@ -299,6 +299,31 @@ def test_the_file_store_is_refused_with_mlflows_reason(tmp_path: Path) -> None:
         resolve_mlflow_version("models:/iris@champion", tracking_uri=(tmp_path / "mlruns").as_uri())
 
 
+def test_the_file_store_round_trips_when_mlflow_allows_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's plain file store (./mlruns), which MLflow 3 serves only with MLFLOW_ALLOW_FILE_STORE=true."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = (tmp_path / "mlruns").as_uri()
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    frame = pd.DataFrame(load_iris().data, columns=FEATURES)
+    labels = np.asarray(CLASSES, dtype=object)[load_iris().target]
+    model = LogisticRegression(max_iter=500).fit(frame, labels)
+    mlflow.set_tracking_uri(uri)  # the registry follows the tracking URI
+    try:
+        with mlflow.start_run():
+            mlflow.sklearn.log_model(
+                model, name="model", registered_model_name="iris-files", pip_requirements=["scikit-learn"]
+            )
+    finally:
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+    client.set_registered_model_alias("iris-files", "champion", "1")
+    loaded = load_mlflow_model("models:/iris-files@champion", FEATURES, tracking_uri=uri)
+    assert (loaded.metadata.name, loaded.metadata.version) == ("iris-files", "1")
+    assert np.allclose(loaded.predict_proba(frame.head(5)), model.predict_proba(frame.head(5)))
+
+
 def test_errors_that_may_pass_are_raised_as_they_are(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
