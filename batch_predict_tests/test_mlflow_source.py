@@ -306,18 +306,17 @@ def test_the_file_store_round_trips_when_mlflow_allows_it(tmp_path: Path, monkey
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     uri = (tmp_path / "mlruns").as_uri()
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.setenv(name, uri)
+    monkeypatch.chdir(tmp_path)  # MLflow's defaults (./mlflow.db, ./mlruns) land in the temp dir, if anywhere
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     frame = pd.DataFrame(load_iris().data, columns=FEATURES)
     labels = np.asarray(CLASSES, dtype=object)[load_iris().target]
     model = LogisticRegression(max_iter=500).fit(frame, labels)
-    mlflow.set_tracking_uri(uri)  # the registry follows the tracking URI
-    try:
-        with mlflow.start_run():
-            mlflow.sklearn.log_model(
-                model, name="model", registered_model_name="iris-files", pip_requirements=["scikit-learn"]
-            )
-    finally:
-        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+    with mlflow.start_run():
+        mlflow.sklearn.log_model(
+            model, name="model", registered_model_name="iris-files", pip_requirements=["scikit-learn"]
+        )
     client.set_registered_model_alias("iris-files", "champion", "1")
     loaded = load_mlflow_model("models:/iris-files@champion", FEATURES, tracking_uri=uri)
     assert (loaded.metadata.name, loaded.metadata.version) == ("iris-files", "1")
