@@ -256,21 +256,34 @@ class Registry:
                 if not (self.root / version).exists():
                     raise
 
-    def set_alias(self, alias: str, version: str, by: str | None = None, at: datetime | None = None) -> None:
+    def set_alias(
+        self,
+        alias: str,
+        version: str,
+        by: str | None = None,
+        at: datetime | None = None,
+        expected: str | None = None,
+    ) -> None:
         """Point `alias` at `version`, keeping the alias's history (who pointed where, when).
 
         Setting an alias to the version it already points at changes nothing. `at` records
         a promotion that took effect earlier (to import a model's history for point-in-time
         backfills); it may not go back before the alias's last change, so the history stays
-        a timeline.
+        a timeline, nor before the version was trained. With `expected`, the alias moves only
+        if it still points at that version (a promotion decided on a comparison with it).
         """
-        self.metadata(version)  # refuses unknown versions
+        metadata = self.metadata(version)  # refuses unknown versions
         aliases = self.root / "aliases"
         aliases.mkdir(parents=True, exist_ok=True)
         with (aliases / ".lock").open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # two promotions never lose each other's history
             path = aliases / f"{alias}.json"
             current = json.loads(path.read_text()) if path.exists() else {"history": []}
+            if expected is not None and current.get("version") != expected:
+                raise ModelError(
+                    f"Alias {alias!r} moved to {current.get('version')} while {version} was compared with "
+                    f"{expected}; it is left as it is. Compare again."
+                )
             if current.get("version") == version:
                 return
             now = datetime.now(UTC)
@@ -282,6 +295,11 @@ class Registry:
                 raise ModelError(
                     f"Alias {alias!r} last changed at {history[-1]['at']}; a promotion cannot be recorded "
                     f"before that ({when.isoformat()})."
+                )
+            if when < datetime.fromisoformat(metadata.trained_at):
+                raise ModelError(
+                    f"{version} was trained at {metadata.trained_at}; it cannot have been promoted before that "
+                    f"({when.isoformat()})."
                 )
             entry = {
                 "version": version,

@@ -165,7 +165,7 @@ def train_and_promote(
         f"{champion_metrics[metric]:.4f}: {'' if promoted else 'not '}{margin:g} or more {direction}"
     )
     if promoted:
-        registry.set_alias(alias, candidate.version, by="training")
+        registry.set_alias(alias, candidate.version, by="training", expected=champion.metadata.version)
     return TrainingOutcome(candidate, candidate_metrics, champion.metadata.version, champion_metrics, promoted, reason)
 
 

@@ -173,10 +173,11 @@ def test_backfill_uses_the_current_or_the_then_champion(
     settings = make_settings(backfill_model=policy)
     write_landing(settings.landing, FIRST_DAY, 2, 200, seed=7, files_per_day=1)
     registry = Registry(settings.models)
-    train_demo_model(registry, "champion")  # v1, promoted now: rewrite its history as of February
+    january, february = datetime(2026, 1, 15, tzinfo=UTC), datetime(2026, 2, 15, tzinfo=UTC)
+    train_demo_model(registry, "champion", trained_at=january)  # v1, promoted now: rewrite its history
     registry.root.joinpath("aliases", "champion.json").unlink()
     registry.set_alias("champion", "v1", at=datetime(2026, 2, 1, tzinfo=UTC))
-    train_demo_model(registry, "challenger", seed=1)  # v2
+    train_demo_model(registry, "challenger", seed=1, trained_at=february)  # v2
     registry.set_alias("champion", "v2", at=datetime(2026, 3, 2, 12, tzinfo=UTC))  # during 2026-03-02
     warehouse = Warehouse(settings.warehouse, FeatureContract.from_settings(settings))
     for day in DAYS[:2]:
@@ -267,8 +268,19 @@ def test_point_in_time_reads_the_alias_history_at_the_partition_end(registry: Re
         registry.set_alias("champion", "v1", at=boundary - timedelta(days=1))
     with pytest.raises(ModelError, match="in the future"):
         registry.set_alias("champion", "v1", at=datetime.now(UTC) + timedelta(days=1))
+    with pytest.raises(ModelError, match="cannot have been promoted before that"):
+        registry.set_alias("another", "v2", at=datetime.now(UTC) - timedelta(days=1))
 
 
 def test_point_in_time_and_carry_over_do_not_mix(make_settings: Callable[..., Settings]) -> None:
     with pytest.raises(SettingsError, match="carry_over"):
         make_settings(backfill_model="point_in_time", on_failure="carry_over")
+
+
+def test_a_promotion_decided_against_one_champion_does_not_overwrite_another(registry: Registry) -> None:
+    train_demo_model(registry, "challenger", seed=1)  # v2
+    train_demo_model(registry, "manual", seed=2)  # v3
+    registry.set_alias("champion", "v3")  # someone promotes v3 while v2 is being compared with v1
+    with pytest.raises(ModelError, match="moved to v3 while v2 was compared with v1"):
+        registry.set_alias("champion", "v2", expected="v1")
+    assert registry.resolve("champion") == "v3"
