@@ -250,14 +250,16 @@ def load_champion(registry: ModelRegistryResource, source: SourceResource) -> Lo
     return registry.load(registry.current_version(), source.contract())
 
 
-def last_model_checksum(context: dg.AssetExecutionContext) -> str | None:
-    """The checksum the model asset reported when it was last materialized."""
+def last_model_identity(context: dg.AssetExecutionContext) -> tuple[str, str] | None:
+    """The (version, checksum) the model asset reported when it was last materialized."""
     event = context.instance.get_latest_materialization_event(context.asset_key)
     materialization = event.asset_materialization if event else None
     if materialization is None:
         return None
-    value = materialization.metadata.get("checksum")
-    return str(value.value) if value is not None else None
+    version, checksum = (materialization.metadata.get(key) for key in ("model_version", "checksum"))
+    if version is None or checksum is None:
+        return None
+    return str(version.value), str(checksum.value)
 
 
 def build_assets(
@@ -324,7 +326,7 @@ def build_assets(
         """The registered model the alias (default `champion`) points at, loaded and checked against the feature contract with a smoke prediction; materialized only when that model changes, so its freshness is the model's age."""
         with deterministic_failures():
             loaded = load_champion(model_registry, source)
-        if last_model_checksum(context) == loaded.metadata.checksum:
+        if last_model_identity(context) == (loaded.metadata.version, loaded.metadata.checksum):
             context.log.info(
                 f"The champion is still {loaded.metadata.name} {loaded.metadata.version}; nothing to materialize."
             )

@@ -284,3 +284,17 @@ def test_a_promotion_decided_against_one_champion_does_not_overwrite_another(reg
     with pytest.raises(ModelError, match="moved to v3 while v2 was compared with v1"):
         registry.set_alias("champion", "v2", expected="v1")
     assert registry.resolve("champion") == "v3"
+
+
+def test_the_model_asset_materializes_only_when_the_model_changes(settings: Settings, registry: Registry) -> None:
+    """So its freshness policy measures the time since the model arrived, not since it was last loaded."""
+    with dg.instance_for_test() as instance:
+        first = run_assets(settings, ["model"], instance=instance)
+        assert [m.metadata["model_version"].value for m in first.asset_materializations_for_node("model")] == ["v1"]
+        assert run_assets(settings, ["model"], instance=instance).asset_materializations_for_node("model") == []
+        train_demo_model(registry, "champion", seed=1)
+        moved = run_assets(settings, ["model"], instance=instance)
+        assert [m.metadata["model_version"].value for m in moved.asset_materializations_for_node("model")] == ["v2"]
+    policy = build_definitions(settings).resolve_asset_graph().get(dg.AssetKey("model")).freshness_policy
+    windows = (getattr(policy, "warn_window", None), getattr(policy, "fail_window", None))
+    assert [window.days if window else None for window in windows] == [30, 90]  # MAX_AGE, HARD_MAX_AGE
