@@ -12,6 +12,7 @@ from pydantic import Field
 
 from batch_predict.batch import BatchOutcome, predict_partition
 from batch_predict.contract import FeatureContract
+from batch_predict.drift import Reference
 from batch_predict.monitoring import DriftReport, partition_drift
 from batch_predict.registry import LoadedModel, ModelError
 from batch_predict.resources import BatchResource, ModelRegistryResource, SourceResource, WarehouseResource
@@ -380,7 +381,9 @@ def build_assets(
         contract = source.contract()
         with deterministic_failures():  # resolved once per run: a promotion mid-run does not mix models
             current = model_registry.current_version()
-        models: dict[str, LoadedModel] = {}  # each version is loaded once per run, for all its partitions
+        # Each version is loaded once per run, with its reference statistics, for all its partitions.
+        models: dict[str, LoadedModel] = {}
+        references: dict[str, Reference | None] = {}
         predictor = warehouse.open(contract)
 
         def predict(key: str) -> PartitionResult:
@@ -400,7 +403,9 @@ def build_assets(
             )
             try:
                 quality = predictor.refresh_quality(key)  # labels of this partition that have arrived already
-                reference = model_registry.reference(version)
+                if version not in references:
+                    references[version] = model_registry.reference(version)
+                reference = references[version]
                 drift = None
                 if reference is not None:
                     drift = partition_drift(predictor, loaded, reference, key, batch.drift_alpha, batch.drift_psi_floor)

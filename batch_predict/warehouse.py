@@ -166,6 +166,18 @@ class PublishResult:
     run_failed: int
 
 
+@contextmanager
+def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """All of the block's statements, or none of them."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
 def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -274,6 +286,14 @@ class Warehouse:
             CREATE TABLE IF NOT EXISTS prediction_errors (
                 partition_key VARCHAR NOT NULL, record_id VARCHAR NOT NULL, error VARCHAR, attempt INTEGER,
                 dead BOOLEAN, attempted_in_partition VARCHAR, run_id VARCHAR, failed_at TIMESTAMPTZ
+            );
+            CREATE TABLE IF NOT EXISTS prediction_quality (
+                partition_key VARCHAR, model_version VARCHAR, labelled BIGINT, accuracy DOUBLE, log_loss DOUBLE,
+                unknown_labels BIGINT, computed_at TIMESTAMPTZ
+            );
+            CREATE TABLE IF NOT EXISTS prediction_drift (
+                partition_key VARCHAR, model_version VARCHAR, kind VARCHAR, name VARCHAR, psi DOUBLE,
+                threshold DOUBLE, n BIGINT, n_reference BIGINT, drifted BOOLEAN, computed_at TIMESTAMPTZ
             );
             CREATE TABLE IF NOT EXISTS prediction_stats (
                 partition_key VARCHAR PRIMARY KEY, mode VARCHAR, valid_inputs BIGINT, succeeded BIGINT,
@@ -470,8 +490,7 @@ class Warehouse:
         params = {"partition_key": partition_key, "run_id": run_id}
         with self.connect() as con:
             self.check_source(con, source)
-            con.execute("BEGIN TRANSACTION")
-            try:
+            with _transaction(con):
                 con.execute(
                     f"CREATE OR REPLACE TEMP TABLE staged_source AS {self._classified_source_sql(source)}",
                     {
@@ -539,10 +558,6 @@ class Warehouse:
                         "by_reason": json.dumps(by_reason, sort_keys=True),
                     },
                 )
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
         return InputStats(partition_key, source_rows, valid_rows, source_rows - valid_rows, by_reason)
 
     # -- predictions ----------------------------------------------------------------------
@@ -597,16 +612,14 @@ class Warehouse:
         attempt counts up; at `max_attempts` it is marked dead and no longer carried.
         """
         key = {"p": run.partition_key}
-        with self.connect() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                for column in run.probability_columns:
-                    for table in ("predictions", "predictions_history"):
-                        con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {_ident(column)} DOUBLE")
-                # Earlier attempts of the records this run worked: the partition's own failed
-                # records, and the carried ones still failed as the work file saw them.
-                con.execute(
-                    """
+        with self.connect() as con, _transaction(con):
+            for column in run.probability_columns:
+                for table in ("predictions", "predictions_history"):
+                    con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {_ident(column)} DOUBLE")
+            # Earlier attempts of the records this run worked: the partition's own failed
+            # records, and the carried ones still failed as the work file saw them.
+            con.execute(
+                """
                     CREATE OR REPLACE TEMP TABLE prior AS
                     SELECT partition_key, record_id, attempt FROM prediction_errors WHERE partition_key = $p
                     UNION ALL
@@ -614,44 +627,44 @@ class Warehouse:
                     FROM read_parquet($work) AS w JOIN prediction_errors AS e USING (partition_key, record_id)
                     WHERE w.partition_key <> $p AND e.attempt = w.attempt_seen AND NOT e.dead
                     """,
-                    {**key, "work": str(work)},
+                {**key, "work": str(work)},
+            )
+            if run.mode == "retry_failed":
+                # Only the records without a prediction were worked; a prediction that
+                # another run wrote for one of them meanwhile gives way to this run's.
+                worked = (
+                    "t.partition_key = $p AND t.record_id IN "
+                    "(SELECT record_id FROM read_parquet($work) WHERE partition_key = $p)"
                 )
-                if run.mode == "retry_failed":
-                    # Only the records without a prediction were worked; a prediction that
-                    # another run wrote for one of them meanwhile gives way to this run's.
-                    worked = (
-                        "t.partition_key = $p AND t.record_id IN "
-                        "(SELECT record_id FROM read_parquet($work) WHERE partition_key = $p)"
-                    )
-                    self._archive(con, run, worked, {**key, "work": str(work)})
-                    con.execute(f"DELETE FROM predictions AS t WHERE {worked}", {**key, "work": str(work)})
-                else:
-                    self._archive(con, run, "t.partition_key = $p", key)
-                    con.execute("DELETE FROM predictions WHERE partition_key = $p", key)
-                con.execute("DELETE FROM prediction_errors WHERE partition_key = $p", key)
-                for table in ("predictions", "prediction_errors"):
-                    con.execute(
-                        f"""
+                self._archive(con, run, worked, {**key, "work": str(work)})
+                con.execute(f"DELETE FROM predictions AS t WHERE {worked}", {**key, "work": str(work)})
+            else:
+                self._archive(con, run, "t.partition_key = $p", key)
+                con.execute("DELETE FROM predictions WHERE partition_key = $p", key)
+            con.execute("DELETE FROM prediction_errors WHERE partition_key = $p", key)
+            for table in ("predictions", "prediction_errors"):
+                con.execute(
+                    f"""
                         DELETE FROM {table} AS t USING prior AS c
                         WHERE c.partition_key <> $p AND t.partition_key = c.partition_key
                           AND t.record_id = c.record_id
                         """,
-                        key,
-                    )
-                carried_ok = "SELECT partition_key, record_id FROM prior WHERE partition_key <> $p"
-                [(run_predicted,)] = con.execute(
-                    f"""
+                    key,
+                )
+            carried_ok = "SELECT partition_key, record_id FROM prior WHERE partition_key <> $p"
+            [(run_predicted,)] = con.execute(
+                f"""
                     INSERT INTO predictions BY NAME
                     SELECT * FROM read_parquet($path) WHERE partition_key = $p
                     UNION ALL BY NAME
                     SELECT f.* FROM read_parquet($path) AS f SEMI JOIN ({carried_ok}) USING (partition_key, record_id)
                     WHERE f.partition_key <> $p
                     """,
-                    {**key, "path": str(predictions)},
-                ).fetchall()
-                self._unarchive_current(con, run)
-                [(run_failed,)] = con.execute(
-                    f"""
+                {**key, "path": str(predictions)},
+            ).fetchall()
+            self._unarchive_current(con, run)
+            [(run_failed,)] = con.execute(
+                f"""
                     INSERT INTO prediction_errors BY NAME
                     SELECT f.partition_key, f.record_id, f.error, coalesce(c.attempt, 0) + 1 AS attempt,
                            coalesce(c.attempt, 0) + 1 >= $max_attempts AS dead,
@@ -660,43 +673,43 @@ class Warehouse:
                     WHERE f.partition_key = $p
                        OR (f.partition_key, f.record_id) IN ({carried_ok})
                     """,
-                    {**key, "path": str(errors), "max_attempts": run.max_attempts},
-                ).fetchall()
-                completeness = self._completeness(con, run.partition_key)
-                if not completeness.passed and run.mode == "retry_failed":
-                    # Outcomes of records that left the partition's inputs when it was re-snapshotted.
-                    for table in ("predictions", "prediction_errors"):
-                        con.execute(
-                            f"""
+                {**key, "path": str(errors), "max_attempts": run.max_attempts},
+            ).fetchall()
+            completeness = self._completeness(con, run.partition_key)
+            if not completeness.passed and run.mode == "retry_failed":
+                # Outcomes of records that left the partition's inputs when it was re-snapshotted.
+                for table in ("predictions", "prediction_errors"):
+                    con.execute(
+                        f"""
                             DELETE FROM {table} AS t WHERE t.partition_key = $p AND NOT EXISTS (
                                 SELECT 1 FROM inputs AS i
                                 WHERE i.partition_key = t.partition_key AND i.record_id = t.record_id)
                             """,
-                            key,
-                        )
-                    completeness = self._completeness(con, run.partition_key)
-                [(succeeded, failed, dead, carried_in)] = con.execute(
-                    f"""
+                        key,
+                    )
+                completeness = self._completeness(con, run.partition_key)
+            [(succeeded, failed, dead, carried_in)] = con.execute(
+                f"""
                     SELECT (SELECT count(*) FROM predictions WHERE partition_key = $p),
                            (SELECT count(*) FROM prediction_errors WHERE partition_key = $p),
                            (SELECT count(*) FROM prediction_errors WHERE partition_key = $p AND dead),
                            (SELECT count(*) FROM ({carried_ok}))
                     """,
-                    key,
-                ).fetchall()
-                result = PublishResult(
-                    completeness=completeness,
-                    succeeded=int(succeeded),
-                    failed=int(failed),
-                    dead=int(dead),
-                    carried_in=int(carried_in),
-                    run_predicted=int(run_predicted),
-                    run_failed=int(run_failed),
-                )
-                rate = result.run_predicted / run.wall_seconds if run.wall_seconds > 0 else None
-                con.execute("DELETE FROM prediction_stats WHERE partition_key = $p", key)
-                con.execute(
-                    """
+                key,
+            ).fetchall()
+            result = PublishResult(
+                completeness=completeness,
+                succeeded=int(succeeded),
+                failed=int(failed),
+                dead=int(dead),
+                carried_in=int(carried_in),
+                run_predicted=int(run_predicted),
+                run_failed=int(run_failed),
+            )
+            rate = result.run_predicted / run.wall_seconds if run.wall_seconds > 0 else None
+            con.execute("DELETE FROM prediction_stats WHERE partition_key = $p", key)
+            con.execute(
+                """
                     INSERT INTO prediction_stats BY NAME SELECT
                         $p AS partition_key, $mode AS mode, $valid_inputs AS valid_inputs,
                         $succeeded AS succeeded, $failed AS failed, $dead AS dead,
@@ -706,28 +719,24 @@ class Warehouse:
                         now() AS completed_at, $wall_seconds AS wall_seconds, $rate AS rows_per_second,
                         $passed AS every_input_predicted
                     """,
-                    {
-                        **key,
-                        "mode": run.mode,
-                        "valid_inputs": completeness.valid_inputs,
-                        "succeeded": result.succeeded,
-                        "failed": result.failed,
-                        "dead": result.dead,
-                        "carried_in": result.carried_in,
-                        "run_predicted": result.run_predicted,
-                        "run_failed": result.run_failed,
-                        "model_name": run.model_name,
-                        "model_version": run.model_version,
-                        "run_id": run.run_id,
-                        "wall_seconds": run.wall_seconds,
-                        "rate": rate,
-                        "passed": completeness.passed,
-                    },
-                )
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+                {
+                    **key,
+                    "mode": run.mode,
+                    "valid_inputs": completeness.valid_inputs,
+                    "succeeded": result.succeeded,
+                    "failed": result.failed,
+                    "dead": result.dead,
+                    "carried_in": result.carried_in,
+                    "run_predicted": result.run_predicted,
+                    "run_failed": result.run_failed,
+                    "model_name": run.model_name,
+                    "model_version": run.model_version,
+                    "run_id": run.run_id,
+                    "wall_seconds": run.wall_seconds,
+                    "rate": rate,
+                    "passed": completeness.passed,
+                },
+            )
         return result
 
     @staticmethod
@@ -831,8 +840,7 @@ class Warehouse:
             if types[label_column] in ("DOUBLE", "FLOAT"):
                 # 1.0 is the label 1 (pandas writes integer labels with a NULL among them as floats).
                 label = f"CASE WHEN {label} = floor({label}) THEN CAST(CAST({label} AS BIGINT) AS VARCHAR) ELSE CAST({label} AS VARCHAR) END"
-            con.execute("BEGIN TRANSACTION")
-            try:
+            with _transaction(con):
                 # Complete rows are ranked per record: the newest file wins, and in it the last row.
                 con.execute(
                     f"""
@@ -863,10 +871,6 @@ class Warehouse:
                     """
                 ).fetchall()
                 self._record_quality(con)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
         return LabelStats(
             rows=int(read), kept=int(kept), incomplete=int(incomplete), superseded=int(read - kept - incomplete)
         )
@@ -887,13 +891,6 @@ class Warehouse:
             else "CAST(NULL AS DOUBLE)"
         )
         eps = float(np.finfo(np.float64).eps)
-        con.execute(
-            """
-            CREATE TABLE IF NOT EXISTS prediction_quality (
-                partition_key VARCHAR, model_version VARCHAR, labelled BIGINT, accuracy DOUBLE, log_loss DOUBLE,
-                unknown_labels BIGINT, computed_at TIMESTAMPTZ)
-            """
-        )
         params = {"p": partition_key}
         con.execute("DELETE FROM prediction_quality WHERE $p IS NULL OR partition_key = $p", params)
         con.execute(
@@ -917,13 +914,8 @@ class Warehouse:
         with self.connect() as con:
             if not self._has_table(con, "labels"):
                 return None
-            con.execute("BEGIN TRANSACTION")
-            try:
+            with _transaction(con):
                 self._record_quality(con, partition_key)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
             cursor = con.execute(
                 """
                 SELECT q.* FROM prediction_quality AS q JOIN prediction_stats AS s USING (partition_key, model_version)
@@ -1062,29 +1054,16 @@ class Warehouse:
 
     def record_drift(self, partition_key: str, model_version: str, rows: list[dict[str, Any]]) -> None:
         """Replace the partition's drift results in `prediction_drift`."""
-        with self.connect() as con:
-            con.execute(
-                """
-                CREATE TABLE IF NOT EXISTS prediction_drift (
-                    partition_key VARCHAR, model_version VARCHAR, kind VARCHAR, name VARCHAR, psi DOUBLE,
-                    threshold DOUBLE, n BIGINT, n_reference BIGINT, drifted BOOLEAN, computed_at TIMESTAMPTZ)
-                """
-            )
-            con.execute("BEGIN TRANSACTION")
-            try:
-                con.execute("DELETE FROM prediction_drift WHERE partition_key = $p", {"p": partition_key})
-                for row in rows:
-                    con.execute(
-                        """
+        with self.connect() as con, _transaction(con):
+            con.execute("DELETE FROM prediction_drift WHERE partition_key = $p", {"p": partition_key})
+            for row in rows:
+                con.execute(
+                    """
                         INSERT INTO prediction_drift VALUES
                             ($p, $version, $kind, $name, $psi, $threshold, $n, $n_reference, $drifted, now())
                         """,
-                        {"p": partition_key, "version": model_version, **row},
-                    )
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+                    {"p": partition_key, "version": model_version, **row},
+                )
 
     def _completeness(self, con: duckdb.DuckDBPyConnection, partition_key: str) -> Completeness:
         """Compare the partition's inputs with its outcomes (predictions plus recorded errors).
