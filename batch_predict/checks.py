@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from batch_predict.deadline import LATE, ON_TIME, deadline_verdict
 from batch_predict.lifecycle import find_stale_partitions
 from batch_predict.resources import BatchResource, ModelRegistryResource, SourceResource, WarehouseResource
 
@@ -102,7 +103,11 @@ def build_checks(partitions_def: dg.TimeWindowPartitionsDefinition) -> list[dg.A
     @dg.asset_check(
         asset="predictions",
         name=NEWEST_DUE_PARTITION_ON_TIME,
-        description="Fails when the newest partition whose deadline (partition end + BATCH_PREDICT_DEADLINE_HOURS) has passed has no predictions; warns when they came late.",
+        description=(
+            "Fails when the newest partition whose deadline (partition end + BATCH_PREDICT_DEADLINE_HOURS) has "
+            "passed has no predictions, or has records of its current input snapshot without an outcome; warns "
+            "when its predictions came late."
+        ),
     )
     def newest_due_partition_on_time(
         source: SourceResource, warehouse: WarehouseResource, batch: BatchResource
@@ -112,24 +117,34 @@ def build_checks(partitions_def: dg.TimeWindowPartitionsDefinition) -> list[dg.A
         if due is None:
             return dg.AssetCheckResult(passed=True, description="No partition is due yet.")
         key, due_at = due
-        completed_at = warehouse.open(source.contract()).completed_partitions([key]).get(key)
-        metadata = {"partition_key": key, "due_at": due_at.isoformat()}
-        if completed_at is None:
+        published_at, covered = warehouse.open(source.contract()).deliveries([key]).get(key, (None, None))
+        verdict = deadline_verdict(published_at, covered, due_at, now)
+        metadata = {"partition_key": key, "due_at": due_at.isoformat(), "verdict": verdict}
+        if published_at is not None:
+            metadata["completed_at"] = published_at.isoformat()
+        if verdict in (ON_TIME, LATE):
+            late = published_at - due_at if published_at is not None else timedelta(0)
             return dg.AssetCheckResult(
-                passed=False,
-                severity=dg.AssetCheckSeverity.ERROR,
-                description=f"Partition {key} was due at {due_at.isoformat()} and has no predictions.",
+                passed=verdict == ON_TIME,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=(
+                    f"Partition {key} was predicted at {metadata['completed_at']}"
+                    + (f", {late} after its deadline." if verdict == LATE else ", before its deadline.")
+                ),
                 metadata=metadata,
             )
-        late = completed_at - due_at
         return dg.AssetCheckResult(
-            passed=late <= timedelta(0),
-            severity=dg.AssetCheckSeverity.WARN,
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
             description=(
-                f"Partition {key} was predicted at {completed_at.isoformat()}"
-                + (f", {late} after its deadline." if late > timedelta(0) else ", before its deadline.")
+                f"Partition {key} was due at {due_at.isoformat()} and has no predictions."
+                if published_at is None
+                else f"Partition {key} was due at {due_at.isoformat()} and is not done: its predictions were "
+                f"published at {published_at.isoformat()}, but not every record of its current input snapshot has "
+                "exactly one outcome (its inputs were snapshotted again after that publish). Materialize its "
+                "predictions."
             ),
-            metadata={**metadata, "completed_at": completed_at.isoformat()},
+            metadata=metadata,
         )
 
     return [model_not_outdated, newest_due_partition_on_time, predictions_made_by_champion]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batch_predict.contract import FeatureContract
+from batch_predict.deadline import PENDING, deadline_verdict
 from batch_predict.registry import ModelError, Registry
 from batch_predict.settings import Settings, SettingsError, load_settings
 from batch_predict.warehouse import SourceError, Warehouse, WarehouseError
@@ -257,13 +258,11 @@ def status_rows(settings: Settings, last: int, now: datetime) -> list[dict[str, 
     rows = []
     for row in warehouse.partition_status(last):
         due_at = row["window_end"] + deadline if row["window_end"] is not None else None
-        completed_at = row["completed_at"]
-        if completed_at is not None and due_at is not None:
-            verdict = "on_time" if completed_at <= due_at else "late"
-        elif due_at is not None and now > due_at:
-            verdict = "missed"
-        else:
-            verdict = "pending"
+        verdict = (
+            deadline_verdict(row["completed_at"], row["every_input_predicted"], due_at, now)
+            if due_at is not None
+            else PENDING
+        )
         rows.append(
             {
                 "partition_key": row["partition_key"],

@@ -5,15 +5,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from batch_predict.settings import Settings
+from batch_predict.settings import FeatureRange, Settings
 
 # Reason codes written to `rejected_inputs.reason`, checked in this order: a record is
 # rejected for the first rule it breaks, and `detail` names the offending column.
 MISSING_RECORD_ID = "missing_record_id"
+NON_INTEGER_RECORD_ID = "non_integer_record_id"
 MISSING_FEATURE = "missing_feature"
 NOT_A_NUMBER = "not_a_number"
 NAN_FEATURE = "nan_feature"
 NEGATIVE_VALUE = "negative_value"
+OUT_OF_RANGE = "out_of_range"
 DUPLICATE_RECORD_ID = "duplicate_record_id"
 
 
@@ -22,14 +24,15 @@ class FeatureContract:
     """Columns of a source record and the rules a valid record obeys.
 
     Every feature is a finite DOUBLE (a value that does not cast is `not_a_number`),
-    the features in `nonnegative` are at least zero, and a record id appears once
-    across all partitions.
+    the features in `nonnegative` are at least zero, those in `ranges` lie within their
+    bounds, and a record id appears once across all partitions.
     """
 
     id_column: str
     time_column: str
     features: tuple[str, ...]
     nonnegative: tuple[str, ...] = ()
+    ranges: tuple[FeatureRange, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FeatureContract:
@@ -38,6 +41,7 @@ class FeatureContract:
             time_column=settings.time_column,
             features=settings.features,
             nonnegative=settings.nonnegative_features,
+            ranges=settings.feature_ranges,
         )
 
     @property

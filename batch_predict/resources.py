@@ -10,7 +10,7 @@ from batch_predict.contract import FeatureContract
 from batch_predict.drift import Reference
 from batch_predict.registry import LoadedModel, ModelError, ModelMetadata, Registry
 from batch_predict.scoring import verify_model
-from batch_predict.settings import Settings
+from batch_predict.settings import FeatureRange, Settings
 from batch_predict.warehouse import Source, Warehouse
 
 
@@ -24,6 +24,9 @@ class SourceResource(dg.ConfigurableResource):
     features: list[str]
     nonnegative_features: list[str]
     max_rejected_share: float
+    # Plausibility ranges per feature (inclusive); a feature missing from a dict has no bound on that side.
+    feature_minimums: dict[str, float]
+    feature_maximums: dict[str, float]
 
     def source(self) -> Source:
         return Source(root=Path(self.landing), glob=self.glob)
@@ -34,6 +37,11 @@ class SourceResource(dg.ConfigurableResource):
             time_column=self.time_column,
             features=tuple(self.features),
             nonnegative=tuple(self.nonnegative_features),
+            ranges=tuple(
+                FeatureRange(name, self.feature_minimums.get(name), self.feature_maximums.get(name))
+                for name in self.features
+                if name in self.feature_minimums or name in self.feature_maximums
+            ),
         )
 
 
@@ -176,6 +184,8 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             features=list(settings.features),
             nonnegative_features=list(settings.nonnegative_features),
             max_rejected_share=settings.max_rejected_share,
+            feature_minimums={r.feature: r.low for r in settings.feature_ranges if r.low is not None},
+            feature_maximums={r.feature: r.high for r in settings.feature_ranges if r.high is not None},
         ),
         "warehouse": WarehouseResource(
             path=str(settings.warehouse),

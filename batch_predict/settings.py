@@ -6,10 +6,11 @@ definitions load, with a message naming the variable and the values it accepts.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -63,11 +64,28 @@ DEFAULTS: Mapping[str, str] = {
     "BATCH_PREDICT_RETRAIN_SCHEDULE": "stopped",
     "BATCH_PREDICT_DRIFT_ALPHA": "0.01",
     "BATCH_PREDICT_DRIFT_PSI_FLOOR": "0.1",
+    "BATCH_PREDICT_FEATURE_RANGES": "",
 }
 
 
 class SettingsError(ValueError):
     """A setting has a value the application cannot use."""
+
+
+@dataclass(frozen=True)
+class FeatureRange:
+    """The plausible values of one feature, bounds included; `None` leaves that side open."""
+
+    feature: str
+    low: float | None
+    high: float | None
+
+    def __str__(self) -> str:
+        return ":".join("" if bound is None else _number_text(bound) for bound in (self.low, self.high))
+
+
+def _number_text(number: float) -> str:
+    return str(int(number)) if number.is_integer() and abs(number) < 1e15 else repr(number)
 
 
 @dataclass(frozen=True)
@@ -108,6 +126,7 @@ class Settings:
     retrain_schedule: str
     drift_alpha: float
     drift_psi_floor: float
+    feature_ranges: tuple[FeatureRange, ...]
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -245,6 +264,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         retrain_schedule=choices["BATCH_PREDICT_RETRAIN_SCHEDULE"],
         drift_alpha=drift_alpha,
         drift_psi_floor=_float(raw("BATCH_PREDICT_DRIFT_PSI_FLOOR"), "BATCH_PREDICT_DRIFT_PSI_FLOOR", 0),
+        feature_ranges=_ranges(raw("BATCH_PREDICT_FEATURE_RANGES"), features),
     )
 
 
@@ -306,3 +326,48 @@ def _start(value: str) -> datetime:
         raise SettingsError(
             _bad("BATCH_PREDICT_START", value, "an ISO date or date-time such as 2026-01-01 or 2026-01-01T06:00")
         ) from None
+
+
+def _ranges(value: str, features: tuple[str, ...]) -> tuple[FeatureRange, ...]:
+    """Parse `name=low:high,...` (inclusive bounds, either side may be left empty) into feature ranges."""
+    accepted = (
+        "comma-separated FEATURE=LOW:HIGH ranges of BATCH_PREDICT_FEATURES (" + ",".join(features) + "), "
+        "bounds included, one side may be left empty: e.g. sepal_length=0:50,petal_width=:10"
+    )
+
+    def bad(problem: str) -> SettingsError:
+        return SettingsError(
+            f"BATCH_PREDICT_FEATURE_RANGES={value!r} is not valid: {problem}. Use {accepted} (or unset it for no ranges)."
+        )
+
+    ranges: dict[str, FeatureRange] = {}
+    for entry in (part.strip() for part in value.split(",")):
+        if not entry:
+            continue
+        name, equals, bounds = (text.strip() for text in entry.partition("="))
+        low_text, colon, high_text = (text.strip() for text in bounds.partition(":"))
+        if not equals or not colon:
+            raise bad(f"{entry!r} is not FEATURE=LOW:HIGH")
+        if name not in features:
+            raise bad(f"{name!r} is not one of BATCH_PREDICT_FEATURES")
+        if name in ranges:
+            raise bad(f"{name} is given more than once")
+        low, high = (_bound(text, entry, bad) for text in (low_text, high_text))
+        if low is None and high is None:
+            raise bad(f"{entry!r} has neither a low nor a high bound")
+        if low is not None and high is not None and low > high:
+            raise bad(f"{entry!r} has its low bound above its high bound")
+        ranges[name] = FeatureRange(name, low, high)
+    return tuple(ranges[name] for name in features if name in ranges)
+
+
+def _bound(text: str, entry: str, bad: Callable[[str], SettingsError]) -> float | None:
+    if not text:
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        raise bad(f"{text!r} in {entry!r} is not a number") from None
+    if not math.isfinite(number):
+        raise bad(f"{text!r} in {entry!r} is not a finite number")
+    return number

@@ -29,6 +29,7 @@ import pandas as pd
 from batch_predict import contract as rules
 from batch_predict.contract import FeatureContract, probability_column
 from batch_predict.drift import bin_index_sql
+from batch_predict.settings import FeatureRange
 
 READERS = {".parquet": "read_parquet", ".csv": "read_csv", ".json": "read_json", ".jsonl": "read_json"}
 
@@ -184,6 +185,69 @@ def _ident(name: str) -> str:
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def record_id_sql(column: str) -> tuple[str, str]:
+    """SQL giving a source id column's value as record-id text, and SQL true when it is no id at all.
+
+    Ids are text. A column read as FLOAT or DOUBLE (pandas writes integer ids with a NULL
+    among them as float64) gives integer text for integer values, so `12.0` is the record
+    `12` of another file and of the labels. A fractional, infinite or NaN value, or one
+    too large for a 128-bit integer, is no id: the second expression is true for it and
+    the first keeps its text. Floats hold integers exactly only up to 2^53 (2^24 for FLOAT).
+    """
+    is_float = f"typeof({column}) IN ('FLOAT', 'DOUBLE')"
+    number = f"TRY_CAST({column} AS DOUBLE)"
+    integral = f"(isfinite({number}) AND {number} = trunc({number}) AND abs({number}) < 1e38)"
+    text = (
+        f"CASE WHEN {is_float} AND {integral} THEN CAST(CAST({number} AS HUGEINT) AS VARCHAR) "
+        f"ELSE CAST({column} AS VARCHAR) END"
+    )
+    return text, f"coalesce({is_float} AND NOT {integral}, false)"
+
+
+def _out_of_range_rule(bounds: FeatureRange) -> str:
+    """A `WHEN` of the verdict: the feature's value lies outside its inclusive plausibility range."""
+    value = _ident(bounds.feature)
+    outside = " OR ".join(
+        f"{value} {op} CAST({bound!r} AS DOUBLE)"
+        for op, bound in (("<", bounds.low), (">", bounds.high))
+        if bound is not None
+    )
+    detail = (
+        f"{_literal(bounds.feature + ' = ')} || CAST({value} AS VARCHAR) || "
+        f"{_literal(f', outside its range {bounds} (BATCH_PREDICT_FEATURE_RANGES)')}"
+    )
+    return f"WHEN {outside} THEN {{'reason': {_literal(rules.OUT_OF_RANGE)}, 'detail': {detail}}}"
+
+
+def _coverage_sql() -> str:
+    """CTEs ending in `coverage(partition_key, covered)`: for each partition of a CTE `keys`, whether
+    the outcomes stored now (predictions plus recorded errors) cover its inputs stored now exactly.
+
+    The two multisets of record ids are compared by their counts and sums of 64-bit hashes, as
+    `_completeness` decides its common case: one streaming aggregate per table over the given
+    partitions, whatever their number.
+    """
+    tallies = ",\n".join(
+        f"""
+        cov_{table} AS (
+            SELECT partition_key, count(*) AS n, sum(hash(record_id)) AS h
+            FROM {table} SEMI JOIN keys USING (partition_key) GROUP BY ALL
+        )"""
+        for table in ("inputs", "predictions", "prediction_errors")
+    )
+    return f"""{tallies},
+        coverage AS (
+            SELECT k.partition_key,
+                   coalesce(i.n, 0) = coalesce(p.n, 0) + coalesce(e.n, 0)
+                   AND coalesce(i.h, 0) = coalesce(p.h, 0) + coalesce(e.h, 0) AS covered
+            FROM keys AS k
+            LEFT JOIN cov_inputs AS i USING (partition_key)
+            LEFT JOIN cov_predictions AS p USING (partition_key)
+            LEFT JOIN cov_prediction_errors AS e USING (partition_key)
+        )
+    """
 
 
 def _is_lock_conflict(error: duckdb.Error) -> bool:
@@ -425,6 +489,7 @@ class Warehouse:
             whens.append(f"WHEN {condition} THEN {{'reason': {_literal(reason)}, 'detail': {_literal(detail)}}}")
 
         when("record_id IS NULL", rules.MISSING_RECORD_ID, c.id_column)
+        when("non_integer_record_id", rules.NON_INTEGER_RECORD_ID, c.id_column)
         for f in c.features:
             when(f"{_ident('raw__' + f)} IS NULL", rules.MISSING_FEATURE, f)
         for f in c.features:
@@ -433,11 +498,14 @@ class Warehouse:
             when(f"NOT isfinite({_ident(f)})", rules.NAN_FEATURE, f)
         for f in c.nonnegative:
             when(f"{_ident(f)} < 0", rules.NEGATIVE_VALUE, f)
+        whens.extend(_out_of_range_rule(r) for r in c.ranges)
         raw_values = ", ".join(f"{_ident(f)} := {_ident('raw__' + f)}" for f in c.features)
         event_time = f"TRY_CAST(s.{_ident(c.time_column)} AS TIMESTAMPTZ)"
+        record_id, non_integer_id = record_id_sql("s." + _ident(c.id_column))
         return f"""
             WITH src AS (
-                SELECT CAST(s.{_ident(c.id_column)} AS VARCHAR) AS record_id, {event_time} AS event_time,
+                SELECT {record_id} AS record_id, {non_integer_id} AS non_integer_record_id,
+                       {event_time} AS event_time,
                        {raw_columns}, {cast_columns}, s.filename AS source_file
                 FROM {self._source_relation(source)} AS s
                 WHERE {event_time} >= $window_start AND {event_time} < $window_end
@@ -836,6 +904,8 @@ class Warehouse:
                         f"The label files {source.pattern} have no column {name}. They need the record id "
                         f"({id_column}) and the label ({label_column}); set {setting} to the right column."
                     )
+            # Ids as the inputs have them; a label row whose id is no integer counts as incomplete.
+            record_id, non_integer_id = record_id_sql(_ident(id_column))
             label = _ident(label_column)
             if types[label_column] in ("DOUBLE", "FLOAT"):
                 # 1.0 is the label 1 (pandas writes integer labels with a NULL among them as floats).
@@ -849,7 +919,8 @@ class Warehouse:
                            CASE WHEN record_id IS NULL OR label IS NULL THEN NULL ELSE row_number() OVER (
                                PARTITION BY record_id, record_id IS NULL OR label IS NULL
                                ORDER BY source_file DESC, file_row_number DESC) END AS newest
-                    FROM (SELECT CAST({_ident(id_column)} AS VARCHAR) AS record_id, CAST({label} AS VARCHAR) AS label,
+                    FROM (SELECT CASE WHEN {non_integer_id} THEN NULL ELSE {record_id} END AS record_id,
+                                 CAST({label} AS VARCHAR) AS label,
                                  filename AS source_file, file_row_number
                           FROM read_parquet($pattern, union_by_name = true, filename = true,
                                             file_row_number = true, hive_partitioning = false))
@@ -1128,6 +1199,28 @@ class Warehouse:
             ).fetchall()
         return {key: completed_at for key, completed_at in rows}
 
+    def deliveries(self, partition_keys: Sequence[str]) -> dict[str, tuple[datetime | None, bool | None]]:
+        """Per partition: when its predictions were last published, and whether the outcomes stored
+        now cover the inputs stored now (None when it was never published). A partition snapshotted
+        again after its publish, with records that have no outcome yet, is not covered."""
+        if not self.path.exists():
+            return {}
+        with self.connect(read_only=True) as con:
+            if not self._has_table(con, "prediction_stats"):
+                return {}
+            rows = con.execute(
+                f"""
+                WITH keys AS (SELECT unnest(CAST($keys AS VARCHAR[])) AS partition_key),
+                {_coverage_sql()}
+                SELECT k.partition_key, s.completed_at,
+                       CASE WHEN s.partition_key IS NOT NULL THEN c.covered END
+                FROM keys AS k JOIN coverage AS c USING (partition_key)
+                LEFT JOIN prediction_stats AS s USING (partition_key)
+                """,
+                {"keys": list(partition_keys)},
+            ).fetchall()
+        return {key: (completed_at, covered) for key, completed_at, covered in rows}
+
     def prediction_errors(self, partition_key: str | None, dead_only: bool, limit: int) -> list[dict[str, Any]]:
         """Rows of the error ledger, newest failure first."""
         with self.connect(read_only=True) as con:
@@ -1154,11 +1247,12 @@ class Warehouse:
         """
         with self.connect(read_only=True) as con:
             cursor = con.execute(
-                """
+                f"""
                 WITH keys AS (
                     SELECT partition_key FROM input_stats UNION SELECT partition_key FROM prediction_stats
                     ORDER BY partition_key DESC LIMIT $last
                 ),
+                {_coverage_sql()},
                 own AS (
                     SELECT partition_key, count(*) AS n,
                            count(*) FILTER (WHERE predicted_in_partition <> partition_key) AS carried_out
@@ -1184,8 +1278,10 @@ class Warehouse:
                        coalesce(own.carried_out, 0) AS carried_out, s.mode,
                        s.model_name, s.model_version, coalesce(s.run_id, i.run_id) AS run_id,
                        coalesce(s.completed_at, i.loaded_at) AS updated_at,
-                       s.completed_at, s.every_input_predicted, s.rows_per_second
+                       s.completed_at, CASE WHEN s.partition_key IS NOT NULL THEN cov.covered END
+                           AS every_input_predicted, s.rows_per_second
                 FROM keys AS k
+                JOIN coverage AS cov USING (partition_key)
                 LEFT JOIN input_stats AS i USING (partition_key)
                 LEFT JOIN prediction_stats AS s USING (partition_key)
                 LEFT JOIN own USING (partition_key)

@@ -60,3 +60,38 @@ def test_every_setting_is_documented() -> None:
 
 def test_nonnegative_rule_can_be_switched_off() -> None:
     assert load_settings({"BATCH_PREDICT_NONNEGATIVE_FEATURES": "none"}).nonnegative_features == ()
+
+
+def test_feature_ranges_are_parsed_with_open_sides() -> None:
+    from batch_predict.settings import FeatureRange
+
+    assert load_settings({}).feature_ranges == ()
+    ranges = load_settings({"BATCH_PREDICT_FEATURE_RANGES": "petal_width=:10, sepal_length=0:5e1,sepal_width=-1.5:"})
+    # In the order of BATCH_PREDICT_FEATURES, whatever order they were given in.
+    assert ranges.feature_ranges == (
+        FeatureRange("sepal_length", 0.0, 50.0),
+        FeatureRange("sepal_width", -1.5, None),
+        FeatureRange("petal_width", None, 10.0),
+    )
+    assert [str(r) for r in ranges.feature_ranges] == ["0:50", "-1.5:", ":10"]
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("height=0:1", "'height' is not one of BATCH_PREDICT_FEATURES"),
+        ("sepal_length=0:lots", "'lots' in 'sepal_length=0:lots' is not a number"),
+        ("sepal_length=0:inf", "is not a finite number"),
+        ("sepal_length=5:1", "has its low bound above its high bound"),
+        ("sepal_length=0:1,sepal_length=0:2", "sepal_length is given more than once"),
+        ("sepal_length=0-50", "is not FEATURE=LOW:HIGH"),
+        ("sepal_length=:", "has neither a low nor a high bound"),
+    ],
+)
+def test_bad_feature_ranges_name_the_variable_and_the_form(value: str, problem: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"BATCH_PREDICT_FEATURE_RANGES": value})
+    message = str(raised.value)
+    assert message.startswith(f"BATCH_PREDICT_FEATURE_RANGES={value!r} is not valid")
+    assert problem in message
+    assert "FEATURE=LOW:HIGH" in message and "sepal_length,sepal_width,petal_length,petal_width" in message
