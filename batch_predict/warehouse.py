@@ -1244,6 +1244,8 @@ class Warehouse:
         predicted; `carried_in` counts earlier partitions' records that this partition's
         run predicted or failed, `carried_out` this partition's records predicted by a
         later partition's run. For every partition: source_rows = rejected + predictions + failed.
+        `every_input_predicted` compares the inputs and outcomes stored now (None if never
+        published), so a snapshot taken after the last publish counts.
         """
         with self.connect(read_only=True) as con:
             cursor = con.execute(
