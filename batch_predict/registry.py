@@ -331,6 +331,8 @@ class Registry:
         """
         path = self._alias_file(alias)
         metadata = self.metadata(version)  # refuses unknown versions
+        if metadata.format in ARTIFACTS:  # an alias never points at an artifact outside the registry
+            self._version_file(version, ARTIFACTS[metadata.format])
         at = at.astimezone(UTC) if at is not None else None
         # Checked before the aliases folder and its lock are made, so a refused promotion writes nothing.
         requested = at or datetime.now(UTC)
