@@ -335,14 +335,10 @@ class Registry:
             self._version_file(version, ARTIFACTS[metadata.format])
         at = at.astimezone(UTC) if at is not None else None
         # Checked before the aliases folder and its lock are made, so a refused promotion writes nothing.
-        requested = at or datetime.now(UTC)
-        if requested > datetime.now(UTC):
-            raise ModelError(f"A promotion cannot be recorded in the future ({requested.isoformat()}).")
-        if requested < datetime.fromisoformat(metadata.trained_at):
-            raise ModelError(
-                f"{version} was trained at {metadata.trained_at}; it cannot have been promoted before that "
-                f"({requested.isoformat()})."
-            )
+        if at is not None and at > datetime.now(UTC):
+            raise ModelError(f"A promotion cannot be recorded in the future ({at.isoformat()}).")
+        if not path.exists():
+            _refuse_before_training(metadata, at or datetime.now(UTC))
         aliases = path.parent
         lock_path = self._inside(aliases / ".lock", "alias lock file")
         aliases.mkdir(parents=True, exist_ok=True)
@@ -363,6 +359,7 @@ class Registry:
                     f"Alias {alias!r} last changed at {history[-1]['at']}; a promotion cannot be recorded "
                     f"before that ({when.isoformat()})."
                 )
+            _refuse_before_training(metadata, when)
             entry = {
                 "version": version,
                 "at": when.isoformat(),
@@ -465,6 +462,14 @@ class Registry:
             metrics={},
             training_window={},
             reference=reference,
+        )
+
+
+def _refuse_before_training(metadata: ModelMetadata, when: datetime) -> None:
+    if when < datetime.fromisoformat(metadata.trained_at):
+        raise ModelError(
+            f"{metadata.version} was trained at {metadata.trained_at}; it cannot have been promoted before that "
+            f"({when.isoformat()})."
         )
 
 
