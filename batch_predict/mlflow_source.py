@@ -210,13 +210,17 @@ def _credentials_masked() -> Iterator[None]:
 
 
 def _holds_credentials(error: BaseException) -> bool:
+    """Whether the error, or any error it was caused by or raised while handling, shows a credential."""
     seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
         seen.add(id(current))
         if redact(str(current)) != str(current):
             return True
-        current = current.__cause__ or current.__context__
+        pending += [current.__cause__, current.__context__]
     return False
 
 
