@@ -178,7 +178,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         )
     }
     model_uri = env.get("BATCH_PREDICT_MODEL_URI", "").strip()
-    if model_uri and not model_uri.startswith("models:/"):
+    # No query string either: a models:/ URI takes none, and one with a token would show as resource config.
+    if model_uri and (not model_uri.startswith("models:/") or "?" in model_uri or "#" in model_uri):
         raise SettingsError(
             _bad(
                 "BATCH_PREDICT_MODEL_URI",

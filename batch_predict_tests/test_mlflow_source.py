@@ -557,6 +557,9 @@ def test_a_model_uri_with_a_query_string_is_refused_masked() -> None:
     with pytest.raises(SettingsError) as refused:
         load_settings({"BATCH_PREDICT_MODEL_URI": f"https://alice:{SECRET}@host:5000/models/iris"})
     assert SECRET not in str(refused.value) and "https://alice:***@host:5000" in str(refused.value)
+    with pytest.raises(SettingsError) as refused:
+        load_settings({"BATCH_PREDICT_MODEL_URI": f"models:/iris@champion?token={SECRET}"})
+    assert SECRET not in str(refused.value) and "models:/iris@champion?token=***" in str(refused.value)
 
 
 def test_the_model_asset_records_no_password_when_the_server_is_down(
