@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from batch_predict.contract import FeatureContract
 from batch_predict.deadline import PENDING, deadline_verdict
-from batch_predict.registry import ModelError, Registry
+from batch_predict.redaction import redact
+from batch_predict.registry import ModelError, Registry, check_name
 from batch_predict.settings import Settings, SettingsError, load_settings
 from batch_predict.warehouse import SourceError, Warehouse, WarehouseError
 
@@ -142,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _repredict(settings, args.since, args.dry_run)
         return _materialize(settings, args.last)
     except (SettingsError, ModelError, SourceError, WarehouseError) as error:
-        print(f"batch-predict: {error}", file=sys.stderr)
+        print(f"batch-predict: {redact(str(error))}", file=sys.stderr)
         return 2
 
 
@@ -210,11 +211,12 @@ def _model(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{args.alias} -> {args.version}")
         return 0
     path: Path = args.path
+    name = check_name(args.name or path.stem, "registered name", "Give one with --name NAME.")
     if not path.is_file():
         raise ModelError(f"No file at {path}.")
     metadata = registry.register_file(
         path,
-        name=args.name or path.stem,
+        name=name,
         trained_at=args.trained_at or datetime.fromtimestamp(path.stat().st_mtime, UTC),
         features=args.features.split(",") if args.features else None,
         classes=args.classes.split(",") if args.classes else None,
@@ -232,6 +234,8 @@ def _train_demo(settings: Settings, fail_share: float, trained_at: datetime | No
 
     if not 0 <= fail_share < 1:
         raise SettingsError(f"--fail-share={fail_share} must be at least 0 and below 1.")
+    # Before training: a refused alias must not leave a newly registered version behind.
+    check_name(settings.model_alias, "alias", "Set BATCH_PREDICT_MODEL_ALIAS to another name.")
     registry = Registry(settings.models)
     if keep_alias and settings.model_alias in registry.aliases():
         version = registry.resolve(settings.model_alias)

@@ -38,6 +38,10 @@ or version, a model that gives no probabilities) raise `ModelError` saying what 
 Errors that may pass (a tracking server that is down or overloaded, a dropped connection)
 are raised as they are, so that the run's step retries still apply.
 
+Store URIs often carry credentials (`http://user:secret@host:5000`, `?token=...`), and MLflow
+repeats them in its own errors: every error leaves this module with them masked (`redact`),
+in its message and in the errors it was caused by.
+
 Loading deserializes the model (skops, pickle or cloudpickle), which can run code: load
 only models you trust. MLflow's MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false is respected.
 """
@@ -46,16 +50,18 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
 
+from batch_predict.redaction import redact
 from batch_predict.registry import LoadedModel, ModelError, ModelMetadata, sha256
 
 if TYPE_CHECKING:
@@ -106,10 +112,15 @@ def is_mlflow_uri(uri: str) -> bool:
 def parse_mlflow_uri(uri: str) -> ModelReference:
     """Split a `models:/` URI, refusing forms this loader does not resolve, with the forms it does."""
     text = uri.strip()
+    if "?" in text or "#" in text:
+        raise ModelError(
+            f"The MLflow model URI {redact(uri)!r} has a query string or fragment, which a models:/ URI does not "
+            f"take. Write {_EXAMPLES}; credentials belong in the tracking URI or MLflow's environment variables."
+        )
     match = _URI.match(text)
     if match is None:
         raise ModelError(
-            f"Cannot read the MLflow model URI {uri!r}. Write {_EXAMPLES} or models:/NAME/latest; "
+            f"Cannot read the MLflow model URI {redact(uri)!r}. Write {_EXAMPLES} or models:/NAME/latest; "
             "sub-paths and Databricks profile URIs (models://...) are not supported."
         )
     name, alias, version = match["name"], match["alias"], match["version"]
@@ -121,11 +132,11 @@ def parse_mlflow_uri(uri: str) -> ModelReference:
         return ModelReference(name=name, version="latest")
     if version.lower() in _STAGES:
         raise ModelError(
-            f"{uri!r} names the stage {version!r}; MLflow has deprecated stages. Point an alias at the "
+            f"{redact(uri)!r} names the stage {version!r}; MLflow has deprecated stages. Point an alias at the "
             f"version (MlflowClient().set_registered_model_alias({name!r}, 'champion', VERSION)) and use "
             f"models:/{name}@champion."
         )
-    raise ModelError(f"{uri!r} has version {version!r}, which is not a number. Write {_EXAMPLES}.")
+    raise ModelError(f"{redact(uri)!r} has version {version!r}, which is not a number. Write {_EXAMPLES}.")
 
 
 def resolve_mlflow_version(uri: str, tracking_uri: str | None = None) -> tuple[str, str]:
@@ -133,14 +144,20 @@ def resolve_mlflow_version(uri: str, tracking_uri: str | None = None) -> tuple[s
 
     Cheap enough to ask on every monitoring tick: one or two registry look-ups.
     """
-    reference = parse_mlflow_uri(uri)
-    client, where = _client(uri, tracking_uri)
-    found = _model_version(client, reference, uri, where)
-    return str(found.name), str(found.version)
+    with _credentials_masked():
+        reference = parse_mlflow_uri(uri)
+        client, where = _client(uri, tracking_uri)
+        found = _model_version(client, reference, uri, where)
+        return str(found.name), str(found.version)
 
 
 def load_mlflow_model(uri: str, features: Sequence[str], tracking_uri: str | None = None) -> LoadedModel:
     """Resolve `uri` to one registered version, download it and load it as a classifier with its metadata."""
+    with _credentials_masked():
+        return _load_mlflow_model(uri, features, tracking_uri)
+
+
+def _load_mlflow_model(uri: str, features: Sequence[str], tracking_uri: str | None) -> LoadedModel:
     reference = parse_mlflow_uri(uri)
     client, where = _client(uri, tracking_uri)
     found = _model_version(client, reference, uri, where)
@@ -167,6 +184,44 @@ def load_mlflow_model(uri: str, features: Sequence[str], tracking_uri: str | Non
         registered_at=created,
     )
     return LoadedModel(metadata=metadata, estimator=estimator, path=path)
+
+
+@contextmanager
+def _credentials_masked() -> Iterator[None]:
+    """Re-raise an error whose text, or that of an error it was caused by, holds a credential, with it masked.
+
+    The masked error has no cause chain (Dagster records the whole chain with a step failure).
+    A ModelError stays one; any other error becomes an MlflowException of the same code, so an
+    error that may pass stays one that step retries apply to.
+    """
+    try:
+        yield
+    except Exception as error:
+        if not _holds_credentials(error):
+            raise
+        if isinstance(error, ModelError):
+            raise ModelError(redact(str(error))) from None
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, ErrorCode
+
+        if isinstance(error, MlflowException):
+            raise MlflowException(redact(error.message), error_code=ErrorCode.Value(error.error_code)) from None
+        raise MlflowException(f"{type(error).__name__}: {redact(str(error))}", error_code=INTERNAL_ERROR) from None
+
+
+def _holds_credentials(error: BaseException) -> bool:
+    """Whether the error, or any error it was caused by or raised while handling, shows a credential."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if redact(str(current)) != str(current):
+            return True
+        pending += [current.__cause__, current.__context__]
+    return False
 
 
 def _load_classifier(path: Path, features: Sequence[str], source: str) -> tuple[Any, list[dict[str, str]], str]:
@@ -237,7 +292,7 @@ def _require_mlflow(uri: str) -> None:
         import mlflow  # noqa: F401
     except ImportError as error:
         raise ModelError(
-            f"Loading {uri} needs MLflow, which is not installed ({error}). Install it with `{INSTALL}`, "
+            f"Loading {redact(uri)} needs MLflow, which is not installed ({error}). Install it with `{INSTALL}`, "
             "or use the folder registry."
         ) from error
 
@@ -251,7 +306,7 @@ def _client(uri: str, tracking_uri: str | None) -> tuple[MlflowClient, str]:
     registry_uri = tracking_uri or mlflow.get_registry_uri()
     for store in {tracking_uri or mlflow.get_tracking_uri(), registry_uri}:
         _require_database(store, configured=tracking_uri is not None)
-    where = _redact(registry_uri)
+    where = redact(registry_uri)
     try:
         client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     except ImportError as error:  # the tracking store is built here
@@ -259,7 +314,7 @@ def _client(uri: str, tracking_uri: str | None) -> tuple[MlflowClient, str]:
     except MlflowException as error:
         _raise_if_transient(error)
         raise ModelError(
-            f"Cannot use the MLflow registry {where}: {error.message.strip()} Set the tracking URI "
+            f"Cannot use the MLflow registry {where}: {redact(error.message.strip())} Set the tracking URI "
             "(MLFLOW_TRACKING_URI) to your MLflow server or database."
         ) from error
     return client, where
@@ -282,19 +337,9 @@ def _require_database(store: str, configured: bool) -> None:
         return
     origin = "the tracking URI given" if configured else "MLFLOW_TRACKING_URI or MLflow's default when it is unset"
     raise ModelError(
-        f"No MLflow database at {Path(path).absolute()} ({store}, from {origin}). Point the tracking URI at "
+        f"No MLflow database at {Path(path).absolute()} ({redact(store)}, from {origin}). Point the tracking URI at "
         "your MLflow store, e.g. sqlite:////abs/path/mlflow.db or http://mlflow-server:5000."
     )
-
-
-def _redact(uri: str) -> str:
-    """The URI without a password or token, fit for an error message."""
-    parts = urlsplit(uri)
-    if not parts.password and not parts.username:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _raise_if_transient(error: MlflowException) -> None:
@@ -319,7 +364,7 @@ def _model_version(client: MlflowClient, reference: ModelReference, uri: str, wh
         raise ModelError(_missing_version(client, registered, reference, uri, where)) from error
     if found.status not in (None, "", "READY"):
         raise ModelError(
-            f"{uri} resolves to version {found.version} of {found.name!r}, whose registration is "
+            f"{redact(uri)} resolves to version {found.version} of {found.name!r}, whose registration is "
             f"{found.status} ({found.status_message or 'no message'}). Register the model again, or point "
             "the URI at a version that is READY."
         )
@@ -338,7 +383,7 @@ def _registered_model(client: MlflowClient, name: str, uri: str, where: str) -> 
         _raise_if_transient(error)
         if error.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise ModelError(
-                f"Cannot use the MLflow registry {where} to resolve {uri}: {error.message.strip()} Set the "
+                f"Cannot use the MLflow registry {where} to resolve {redact(uri)}: {redact(error.message.strip())} Set the "
                 "tracking URI (MLFLOW_TRACKING_URI) to your MLflow server or database."
             ) from error
         try:
@@ -346,7 +391,7 @@ def _registered_model(client: MlflowClient, name: str, uri: str, where: str) -> 
         except MlflowException:
             known = []
         raise ModelError(
-            f"The MLflow registry {where} has no registered model {name!r} (from {uri}). Registered models: "
+            f"The MLflow registry {where} has no registered model {name!r} (from {redact(uri)}). Registered models: "
             f"{', '.join(known) or 'none'}. Fix the name, or register the model "
             "(mlflow.register_model or log_model(..., registered_model_name=...))."
         ) from error
@@ -371,12 +416,12 @@ def _missing_version(
         aliases = registered.aliases or {}
         listed = ", ".join(f"{alias} -> {version}" for alias, version in sorted(aliases.items())) or "none"
         return (
-            f"Registered model {name!r} in {where} has no alias {reference.alias!r} (from {uri}). Its aliases: "
+            f"Registered model {name!r} in {where} has no alias {reference.alias!r} (from {redact(uri)}). Its aliases: "
             f"{listed}. Set it with MlflowClient().set_registered_model_alias({name!r}, {reference.alias!r}, VERSION)."
         )
     versions = _version_numbers(client, name)
     return (
-        f"Registered model {name!r} in {where} has no version {reference.version} (from {uri}). Its versions: "
+        f"Registered model {name!r} in {where} has no version {reference.version} (from {redact(uri)}). Its versions: "
         f"{', '.join(versions) or 'none'}. Point the URI at one of them, or at an alias (models:/{name}@ALIAS)."
     )
 
@@ -406,7 +451,7 @@ def _download(client: MlflowClient, name: str, version: str, tracking_uri: str |
     except MlflowException as error:
         _raise_if_transient(error)
         raise ModelError(
-            f"Cannot download the files of {source} ({error.message.strip()}). Check that its artifacts still exist "
+            f"Cannot download the files of {source} ({redact(error.message.strip())}). Check that its artifacts still exist "
             "and that this machine can read the artifact store."
         ) from error
     path = Path(local)

@@ -12,6 +12,11 @@ A version folder is written under a temporary name and renamed into place, so a
 reader never sees half a version, and two registrations never take the same number.
 Loading verifies the checksum before unpickling: joblib artifacts run code when
 loaded, so only register artifacts you trust.
+
+Versions (`v1`, `v2`, ...), aliases and registered names are checked against strict patterns,
+and every path the registry reads or writes must resolve (symbolic links followed) inside its
+folder: a name such as `../../elsewhere/v9`, typed or planted in an alias file, is refused
+before anything is read, loaded or written.
 """
 
 from __future__ import annotations
@@ -39,11 +44,36 @@ ONNX = "onnx"
 ARTIFACTS = {SKLEARN_JOBLIB: "model.joblib", ONNX: "model.onnx"}
 METADATA = "metadata.json"
 REFERENCE = "reference.json"
-_VERSION = re.compile(r"^v(\d+)$")
+_VERSION = re.compile(r"v[0-9]{1,18}")
+# Aliases name files (aliases/<alias>.json); registered names are shown and compared. ASCII only,
+# no separators, not starting with a dot, and never "..": they cannot leave the registry folder.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+NAME_RULE = "1 to 128 ASCII letters, digits, '.', '_' or '-', starting with a letter or digit, without '..'"
 
 
 class ModelError(RuntimeError):
     """The registry, an alias or a model artifact cannot be used; the message says how to fix it."""
+
+
+def valid_name(text: str) -> bool:
+    """Whether `text` may be an alias or a registered name."""
+    return _NAME.fullmatch(text) is not None and ".." not in text
+
+
+def check_name(text: str, what: str, fix: str = "") -> str:
+    """`text` if it is a valid alias or registered name, else a ModelError naming `what` it is and the rule."""
+    if not valid_name(text):
+        raise ModelError(f"The {what} {text!r} is not allowed: use {NAME_RULE}.{' ' + fix if fix else ''}")
+    return text
+
+
+def check_version(text: str) -> str:
+    """`text` if it is a version name (v1, v2, ...), else a ModelError."""
+    if not isinstance(text, str) or _VERSION.fullmatch(text) is None:
+        raise ModelError(
+            f"{text!r} is not a model version: versions are named v1, v2, ... (`batch-predict model list` shows them)."
+        )
+    return text
 
 
 @dataclass(frozen=True)
@@ -95,11 +125,30 @@ class Registry:
     def versions(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        found = [p.name for p in self.root.iterdir() if p.is_dir() and _VERSION.match(p.name)]
+        found = [p.name for p in self.root.iterdir() if p.is_dir() and _VERSION.fullmatch(p.name)]
         return sorted(found, key=lambda name: int(name[1:]))
 
+    def _inside(self, path: Path, what: str) -> Path:
+        """`path` resolved, symbolic links followed, if it stays inside the registry folder; else a ModelError."""
+        root = self.root.resolve()
+        resolved = path.resolve()
+        if not resolved.is_relative_to(root):
+            raise ModelError(
+                f"The {what} {path} resolves to {resolved}, outside the model registry {root}; it is not used. "
+                "Keep every version and alias inside BATCH_PREDICT_MODELS (no symbolic links out of it)."
+            )
+        return resolved
+
+    def _version_file(self, version: str, name: str) -> Path:
+        check_version(version)
+        return self._inside(self.root / version / name, f"file of model {version}")
+
+    def _alias_file(self, alias: str) -> Path:
+        check_name(alias, "alias")
+        return self._inside(self.root / "aliases" / f"{alias}.json", f"file of alias {alias!r}")
+
     def metadata(self, version: str) -> ModelMetadata:
-        path = self.root / version / METADATA
+        path = self._version_file(version, METADATA)
         try:
             data = json.loads(path.read_text())
             return ModelMetadata(**data)
@@ -116,22 +165,29 @@ class Registry:
 
     def resolve(self, alias: str) -> str:
         """The version an alias points at."""
+        path = self._alias_file(alias)
         if not self.root.is_dir():
             raise ModelError(
                 f"No model registry at {self.root}. Train and register a model with "
                 "`batch-predict model train-demo`, or set BATCH_PREDICT_MODELS to your registry folder."
             )
-        path = self.root / "aliases" / f"{alias}.json"
         try:
-            return str(json.loads(path.read_text())["version"])
+            version = json.loads(path.read_text())["version"]
         except FileNotFoundError:
             raise ModelError(
                 f"The model registry {self.root} has no alias {alias!r} ({path} is missing). "
                 f"Versions: {', '.join(self.versions()) or 'none'}. Point it at a version with "
                 "`batch-predict model train-demo`, or set BATCH_PREDICT_MODEL_ALIAS."
             ) from None
-        except (json.JSONDecodeError, KeyError) as error:
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
             raise ModelError(f"The alias file {path} is unreadable ({error}); set the alias again.") from None
+        if not isinstance(version, str) or _VERSION.fullmatch(version) is None:
+            raise ModelError(
+                f"The alias file {path} points {alias!r} at {version!r}, which is not a version of this registry "
+                f"(v1, v2, ...); it is not loaded. Point the alias again: `batch-predict model promote VERSION "
+                f"--alias {alias}`."
+            )
+        return version
 
     def load(self, alias: str) -> LoadedModel:
         """Load the version `alias` points at, verifying the artifact's checksum first."""
@@ -146,7 +202,7 @@ class Registry:
                 f"Model {version} has format {metadata.format!r}, which this app cannot load "
                 f"(it loads {', '.join(ARTIFACTS)}). Upgrade batch_predict, or register the model in a known format."
             )
-        path = self.root / version / ARTIFACTS[metadata.format]
+        path = self._version_file(version, ARTIFACTS[metadata.format])
         if not path.is_file():
             raise ModelError(
                 f"The artifact of model {version} is missing: {path}. Restore it, or register "
@@ -169,7 +225,7 @@ class Registry:
 
     def reference(self, version: str) -> dict[str, Any] | None:
         """The training reference statistics saved with a version, if it has them."""
-        path = self.root / version / REFERENCE
+        path = self._version_file(version, REFERENCE)
         try:
             data: dict[str, Any] = json.loads(path.read_text())
         except FileNotFoundError:
@@ -220,6 +276,7 @@ class Registry:
         reference: dict[str, Any] | None,
     ) -> ModelMetadata:
         """Write a version folder under a temporary name and rename it into place under the next free number."""
+        check_name(name, "registered name")
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
         artifact = staging / ARTIFACTS[format]
@@ -272,12 +329,21 @@ class Registry:
         a timeline, nor before the version was trained. With `expected`, the alias moves only
         if it still points at that version (a promotion decided on a comparison with it).
         """
+        path = self._alias_file(alias)
         metadata = self.metadata(version)  # refuses unknown versions
-        aliases = self.root / "aliases"
+        if metadata.format in ARTIFACTS:  # an alias never points at an artifact outside the registry
+            self._version_file(version, ARTIFACTS[metadata.format])
+        at = at.astimezone(UTC) if at is not None else None
+        # Checked before the aliases folder and its lock are made, so a refused promotion writes nothing.
+        if at is not None and at > datetime.now(UTC):
+            raise ModelError(f"A promotion cannot be recorded in the future ({at.isoformat()}).")
+        if not path.exists():
+            _refuse_before_training(metadata, at or datetime.now(UTC))
+        aliases = path.parent
+        lock_path = self._inside(aliases / ".lock", "alias lock file")
         aliases.mkdir(parents=True, exist_ok=True)
-        with (aliases / ".lock").open("a") as lock:
+        with lock_path.open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # two promotions never lose each other's history
-            path = aliases / f"{alias}.json"
             current = json.loads(path.read_text()) if path.exists() else {"history": []}
             if expected is not None and current.get("version") != expected:
                 raise ModelError(
@@ -286,21 +352,14 @@ class Registry:
                 )
             if current.get("version") == version:
                 return
-            now = datetime.now(UTC)
-            when = (at or now).astimezone(UTC)
-            if when > now:
-                raise ModelError(f"A promotion cannot be recorded in the future ({when.isoformat()}).")
+            when = at or datetime.now(UTC)  # taken under the lock, so the history stays in time order
             history = current.get("history", [])
             if history and when < datetime.fromisoformat(history[-1]["at"]):
                 raise ModelError(
                     f"Alias {alias!r} last changed at {history[-1]['at']}; a promotion cannot be recorded "
                     f"before that ({when.isoformat()})."
                 )
-            if when < datetime.fromisoformat(metadata.trained_at):
-                raise ModelError(
-                    f"{version} was trained at {metadata.trained_at}; it cannot have been promoted before that "
-                    f"({when.isoformat()})."
-                )
+            _refuse_before_training(metadata, when)
             entry = {
                 "version": version,
                 "at": when.isoformat(),
@@ -327,10 +386,11 @@ class Registry:
         folder = self.root / "aliases"
         if not folder.is_dir():
             return {}
-        return {path.stem: self.resolve(path.stem) for path in sorted(folder.glob("*.json"))}
+        # A file whose name is no valid alias cannot be set or read through the registry: not an alias.
+        return {path.stem: self.resolve(path.stem) for path in sorted(folder.glob("*.json")) if valid_name(path.stem)}
 
     def alias_history(self, alias: str) -> list[dict[str, str | None]]:
-        path = self.root / "aliases" / f"{alias}.json"
+        path = self._alias_file(alias)
         if not path.exists():
             raise ModelError(f"The model registry {self.root} has no alias {alias!r}.")
         history: list[dict[str, str | None]] = json.loads(path.read_text()).get("history", [])
@@ -355,6 +415,7 @@ class Registry:
         With `reference_data` (training features), the model's reference statistics for
         drift monitoring are computed from it and saved with the version.
         """
+        check_name(name, "registered name")
         if artifact.suffix.lower() == ".onnx":
             from batch_predict.onnx_model import OnnxClassifier
 
@@ -401,6 +462,14 @@ class Registry:
             metrics={},
             training_window={},
             reference=reference,
+        )
+
+
+def _refuse_before_training(metadata: ModelMetadata, when: datetime) -> None:
+    if when < datetime.fromisoformat(metadata.trained_at):
+        raise ModelError(
+            f"{metadata.version} was trained at {metadata.trained_at}; it cannot have been promoted before that "
+            f"({when.isoformat()})."
         )
 
 

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from batch_predict.redaction import redact
+from batch_predict.registry import NAME_RULE, valid_name
+
 CADENCES = ("hourly", "daily", "weekly", "monthly")
 ON_FAILURE_MODES = ("retry_all", "retry_failed", "carry_over")
 BACKFILL_MODELS = ("current", "point_in_time")
@@ -194,9 +197,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         )
     }
     model_uri = env.get("BATCH_PREDICT_MODEL_URI", "").strip()
-    if model_uri and not model_uri.startswith("models:/"):
+    # No query string either: a models:/ URI takes none, and one with a token would show as resource config.
+    if model_uri and (not model_uri.startswith("models:/") or "?" in model_uri or "#" in model_uri):
         raise SettingsError(
-            _bad("BATCH_PREDICT_MODEL_URI", model_uri, "an MLflow model URI models:/NAME@ALIAS or models:/NAME/VERSION")
+            _bad(
+                "BATCH_PREDICT_MODEL_URI",
+                redact(model_uri),
+                "an MLflow model URI models:/NAME@ALIAS or models:/NAME/VERSION",
+            )
         )
     if model_uri and choices["BATCH_PREDICT_BACKFILL_MODEL"] == "point_in_time":
         raise SettingsError(
@@ -230,7 +238,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         landing=_path(raw("BATCH_PREDICT_LANDING")),
         source_glob=raw("BATCH_PREDICT_SOURCE_GLOB"),
         models=_path(raw("BATCH_PREDICT_MODELS")),
-        model_alias=_names(raw("BATCH_PREDICT_MODEL_ALIAS"), "BATCH_PREDICT_MODEL_ALIAS")[0],
+        model_alias=_alias(raw("BATCH_PREDICT_MODEL_ALIAS")),
         cadence=cadence,
         start=_start(raw("BATCH_PREDICT_START")),
         timezone=timezone,
@@ -291,6 +299,13 @@ def _names(value: str, name: str) -> tuple[str, ...]:
     if len(set(names)) != len(names):
         raise SettingsError(_bad(name, value, "names without repeats"))
     return names
+
+
+def _alias(value: str) -> str:
+    # The alias names a file in the registry: the registry's own rule, so no value reaches outside it.
+    if not valid_name(value):
+        raise SettingsError(_bad("BATCH_PREDICT_MODEL_ALIAS", value, f"one alias name of {NAME_RULE}"))
+    return value
 
 
 def _int(value: str, name: str, minimum: int) -> int:

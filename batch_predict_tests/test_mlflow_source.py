@@ -4,13 +4,18 @@ No server and no network: MLflow's telemetry is off, and pip requirements are gi
 The store is built once per module (importing MLflow and logging models take seconds).
 """
 
+import os
+import socket
+import subprocess
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
@@ -478,3 +483,129 @@ def test_settings_refuse_what_an_mlflow_uri_cannot_do(overrides: dict[str, str],
 def test_settings_accept_an_mlflow_uri_with_current_backfills() -> None:
     settings = load_settings({"BATCH_PREDICT_MODEL_URI": " models:/x@y ", "BATCH_PREDICT_BACKFILL_MODEL": "current"})
     assert (settings.model_uri, settings.backfill_model) == ("models:/x@y", "current")
+
+
+# -- credentials in store URIs: masked in every error, Dagster event and CLI line ---------------------
+
+SECRET = "s3cret-Pa55"
+
+
+@pytest.fixture
+def closed_port(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """A loopback port bound but not listening, so connections are refused for the whole test; MLflow tries once."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
+
+
+def full_text(error: BaseException) -> str:
+    """Everything an error can show: its message and traceback, and those of the errors it was caused by."""
+    return "".join(traceback.format_exception(error))
+
+
+# Each store URI, and what its masked form must still show.
+STORES = [
+    ("http://alice:{secret}@127.0.0.1:{port}", "http://alice:***@127.0.0.1:{port}"),
+    ("http://alice:{secret}@127.0.0.1:{port}/mlflow?x=1", "http://alice:***@127.0.0.1:{port}/mlflow"),
+    ("http://127.0.0.1:{port}/?token={secret}", "http://127.0.0.1:{port}/?token=***"),
+    ("postgresql://alice:{secret}@127.0.0.1:{port}/mlflow", "postgresql://alice:***@127.0.0.1:{port}/mlflow"),
+]
+
+
+@pytest.mark.parametrize(("template", "shown"), STORES)
+@pytest.mark.parametrize("configured", ["argument", "environment"])
+def test_a_password_in_the_tracking_uri_appears_in_no_error(
+    closed_port: int, monkeypatch: pytest.MonkeyPatch, template: str, shown: str, configured: str
+) -> None:
+    uri = template.format(secret=SECRET, port=closed_port)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    tracking_uri = uri if configured == "argument" else None
+    for call in (
+        lambda: resolve_mlflow_version("models:/iris@champion", tracking_uri=tracking_uri),
+        lambda: load_mlflow_model("models:/iris/1", FEATURES, tracking_uri=tracking_uri),
+    ):
+        with pytest.raises(Exception) as raised:  # which one depends on the store: see below
+            call()
+        text = full_text(raised.value)
+        assert SECRET not in text
+        assert shown.format(port=closed_port) in text, text
+        if uri.startswith("http"):
+            # A server that does not answer may come back: the error stays one that step retries apply to.
+            from mlflow.exceptions import MlflowException
+
+            assert isinstance(raised.value, MlflowException) and not isinstance(raised.value, ModelError)
+
+
+def test_a_sqlite_store_is_shown_whole_and_its_query_secrets_masked(store: Store, tmp_path: Path) -> None:
+    with pytest.raises(ModelError) as raised:
+        resolve_mlflow_version("models:/no-such-model@champion", tracking_uri=store.uri)
+    assert f"The MLflow registry {store.uri} has no registered model 'no-such-model'" in str(raised.value)
+
+    missing = f"sqlite:///{tmp_path / 'none.db'}?password={SECRET}"
+    with pytest.raises(ModelError) as raised:
+        resolve_mlflow_version("models:/iris@champion", tracking_uri=missing)
+    assert SECRET not in full_text(raised.value)
+    assert f"sqlite:///{tmp_path / 'none.db'}?password=***" in str(raised.value)
+
+
+def test_a_model_uri_with_a_query_string_is_refused_masked() -> None:
+    with pytest.raises(ModelError, match=r"models:/iris@champion\?token=\*\*\*'.*query string") as raised:
+        parse_mlflow_uri(f"models:/iris@champion?token={SECRET}")
+    assert SECRET not in full_text(raised.value)
+    with pytest.raises(SettingsError) as refused:
+        load_settings({"BATCH_PREDICT_MODEL_URI": f"https://alice:{SECRET}@host:5000/models/iris"})
+    assert SECRET not in str(refused.value) and "https://alice:***@host:5000" in str(refused.value)
+    with pytest.raises(SettingsError) as refused:
+        load_settings({"BATCH_PREDICT_MODEL_URI": f"models:/iris@champion?token={SECRET}"})
+    assert SECRET not in str(refused.value) and "models:/iris@champion?token=***" in str(refused.value)
+
+
+def test_the_model_asset_records_no_password_when_the_server_is_down(
+    closed_port: int, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:{SECRET}@127.0.0.1:{closed_port}")
+    settings = make_settings(model_uri="models:/iris@champion", step_retries="0")
+    instance = dg.DagsterInstance.ephemeral()
+
+    result = run_assets(settings, ["model"], instance=instance, raise_on_error=False)
+
+    assert not result.success
+    recorded = "\n".join(repr(record) for record in instance.all_logs(result.run_id))
+    assert "STEP_FAILURE" in recorded
+    assert SECRET not in recorded
+    assert f"alice:***@127.0.0.1:{closed_port}" in recorded
+
+
+@pytest.mark.parametrize(
+    ("template", "shown", "exit_code"),
+    [
+        ("http://alice:{secret}@127.0.0.1:{port}", "http://alice:***@127.0.0.1:{port}", 1),
+        ("sqlite:///{tmp}/none.db?password={secret}", "sqlite:///{tmp}/none.db?password=***", 2),
+    ],
+)
+def test_the_cli_prints_no_password(
+    closed_port: int, tmp_path: Path, template: str, shown: str, exit_code: int
+) -> None:
+    """A real `batch-predict` process whose MLflow store cannot be used: the output names the store, masked."""
+    env = {
+        **os.environ,
+        **OFFLINE,
+        "MLFLOW_TRACKING_URI": template.format(secret=SECRET, port=closed_port, tmp=tmp_path),
+        "BATCH_PREDICT_MODEL_URI": "models:/iris@champion",
+        "BATCH_PREDICT_WAREHOUSE": str(tmp_path / "warehouse.duckdb"),
+        "BATCH_PREDICT_MODELS": str(tmp_path / "models"),
+        "BATCH_PREDICT_LANDING": str(tmp_path / "landing"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "batch_predict.cli", "repredict", "--dry-run"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == exit_code, done.stderr
+    assert SECRET not in done.stdout + done.stderr
+    assert shown.format(port=closed_port, tmp=tmp_path) in done.stderr, done.stderr
