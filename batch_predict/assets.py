@@ -26,6 +26,8 @@ EVERY_INPUT_PREDICTED = "every_input_predicted"
 NO_PREDICTION_ERRORS = "no_prediction_errors"
 NO_FEATURE_DRIFT = "no_feature_drift"
 NO_PREDICTION_DRIFT = "no_prediction_drift"
+PREDICTIONS = dg.AssetKey("predictions")
+BACKFILL_ID_TAG = "dagster/backfill"  # the tag Dagster puts on every run of a backfill
 
 
 class PredictionsConfig(dg.Config):
@@ -263,6 +265,20 @@ def last_model_identity(context: dg.AssetExecutionContext) -> tuple[str, str] | 
     return str(version.value), str(checksum.value)
 
 
+def waiting_downstream(context: dg.AssetExecutionContext) -> str | None:
+    """What in this run needs the model asset materialized even if the model is unchanged, if anything.
+
+    Dagster skips a step whose upstream step in the same run yielded no output, and an asset
+    backfill launches a partition of `predictions` only once the backfill materialized `model`.
+    """
+    if context.run.tags.get(BACKFILL_ID_TAG):
+        return f"backfill {context.run.tags[BACKFILL_ID_TAG]} predicts after it"
+    selected = context.run.asset_selection or context.job_def.asset_layer.selected_asset_keys
+    if PREDICTIONS in selected:
+        return "this run predicts after it"
+    return None
+
+
 def build_assets(
     partitions_def: dg.TimeWindowPartitionsDefinition,
     contract: FeatureContract,
@@ -316,6 +332,7 @@ def build_assets(
         group_name=GROUP,
         owners=OWNERS,
         kinds={"scikitlearn"},
+        # Required only when something downstream waits on it in the run (see waiting_downstream).
         output_required=False,
         freshness_policy=dg.FreshnessPolicy.time_window(
             fail_window=timedelta(days=model_hard_max_age_days), warn_window=timedelta(days=model_max_age_days)
@@ -324,16 +341,28 @@ def build_assets(
     def model(
         context: dg.AssetExecutionContext, model_registry: ModelRegistryResource, source: SourceResource
     ) -> Iterator[dg.MaterializeResult]:
-        """The registered model the alias (default `champion`) points at, loaded and checked against the feature contract with a smoke prediction; materialized only when that model changes, so its freshness is the model's age."""
+        """The registered model the alias (default `champion`) points at, loaded and checked against the feature contract with a smoke prediction; materialized when that model changes, so its freshness is the time since it arrived, and again (same data version) when predictions in the same run or backfill wait on it."""
         with deterministic_failures():
             loaded = load_champion(model_registry, source)
-        if last_model_identity(context) == (loaded.metadata.version, loaded.metadata.checksum):
+        unchanged = last_model_identity(context) == (loaded.metadata.version, loaded.metadata.checksum)
+        waiting = waiting_downstream(context) if unchanged else None
+        if unchanged and waiting is None:
             context.log.info(
                 f"The champion is still {loaded.metadata.name} {loaded.metadata.version}; nothing to materialize."
             )
             return
+        if waiting is not None:
+            context.log.info(
+                f"The champion is still {loaded.metadata.name} {loaded.metadata.version}; materialized again "
+                f"because {waiting}. The data version (the checksum) is unchanged, so no partition turns unsynced."
+            )
         yield dg.MaterializeResult(
-            metadata=model_metadata(loaded), data_version=dg.DataVersion(loaded.metadata.checksum)
+            metadata={
+                **model_metadata(loaded),
+                "changed": not unchanged,
+                **({"rematerialized": waiting} if waiting else {}),
+            },
+            data_version=dg.DataVersion(loaded.metadata.checksum),
         )
 
     @dg.asset(
