@@ -63,6 +63,7 @@ DEFAULTS: Mapping[str, str] = {
     "BATCH_PREDICT_RETRAIN_SCHEDULE": "stopped",
     "BATCH_PREDICT_DRIFT_ALPHA": "0.01",
     "BATCH_PREDICT_DRIFT_PSI_FLOOR": "0.1",
+    "BATCH_PREDICT_MAX_FAILED_SHARE": "0.1",
 }
 
 
@@ -108,6 +109,7 @@ class Settings:
     retrain_schedule: str
     drift_alpha: float
     drift_psi_floor: float
+    max_failed_share: float
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -206,6 +208,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             _bad("BATCH_PREDICT_DRIFT_ALPHA", raw("BATCH_PREDICT_DRIFT_ALPHA"), "a share between 0 and 1")
         )
 
+    max_failed_share = _float(raw("BATCH_PREDICT_MAX_FAILED_SHARE"), "BATCH_PREDICT_MAX_FAILED_SHARE", 0)
+    if max_failed_share > 1:
+        raise SettingsError(
+            _bad("BATCH_PREDICT_MAX_FAILED_SHARE", raw("BATCH_PREDICT_MAX_FAILED_SHARE"), "a share from 0 to 1")
+        )
+
     return Settings(
         warehouse=_path(raw("BATCH_PREDICT_WAREHOUSE")),
         landing=_path(raw("BATCH_PREDICT_LANDING")),
@@ -245,6 +253,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         retrain_schedule=choices["BATCH_PREDICT_RETRAIN_SCHEDULE"],
         drift_alpha=drift_alpha,
         drift_psi_floor=_float(raw("BATCH_PREDICT_DRIFT_PSI_FLOOR"), "BATCH_PREDICT_DRIFT_PSI_FLOOR", 0),
+        max_failed_share=max_failed_share,
     )
 
 
