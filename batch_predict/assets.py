@@ -18,7 +18,13 @@ from batch_predict.registry import LoadedModel, ModelError
 from batch_predict.resources import BatchResource, ModelRegistryResource, SourceResource, WarehouseResource
 from batch_predict.scoring import probability_column
 from batch_predict.settings import SettingsError
-from batch_predict.warehouse import PREDICTION_BASE_COLUMNS, SourceError, WarehouseError, WarehouseLockTimeout
+from batch_predict.warehouse import (
+    PREDICTION_BASE_COLUMNS,
+    SourceError,
+    Warehouse,
+    WarehouseError,
+    WarehouseLockTimeout,
+)
 
 GROUP = "batch_predict"
 OWNERS = ["team:ml-platform"]
@@ -26,6 +32,8 @@ EVERY_INPUT_PREDICTED = "every_input_predicted"
 NO_PREDICTION_ERRORS = "no_prediction_errors"
 NO_FEATURE_DRIFT = "no_feature_drift"
 NO_PREDICTION_DRIFT = "no_prediction_drift"
+PREDICTIONS = dg.AssetKey("predictions")
+BACKFILL_ID_TAG = "dagster/backfill"  # the tag Dagster puts on every run of a backfill
 
 
 class PredictionsConfig(dg.Config):
@@ -93,6 +101,7 @@ class PartitionResult:
     drift: DriftReport | None = None
     quality: dict[str, Any] | None = None
     monitoring_error: str | None = None
+    too_many_failed: str | None = None  # why the partition's failed share is over the limit
 
     def monitoring_metadata(self) -> dict[str, Any]:
         metadata: dict[str, Any] = {}
@@ -132,6 +141,31 @@ def drift_check(
             "drifted": dg.MetadataValue.json(found),
             "not_measured": ", ".join(sorted([*errors, *no_reference])) or "none",
         },
+    )
+
+
+def failed_share(outcome: BatchOutcome) -> float:
+    """The share of the records this run worked in the partition (predicted + failed) that failed."""
+    worked = outcome.published.run_predicted + outcome.published.run_failed
+    return outcome.published.run_failed / worked if worked else 0.0
+
+
+def too_many_failed(predictor: Warehouse, key: str, run_id: str, outcome: BatchOutcome, limit: float) -> str | None:
+    """Say so, naming the share and the most common error, if more than `limit` of the worked records failed."""
+    share = failed_share(outcome)
+    if share <= limit:
+        return None
+    try:
+        common = predictor.most_common_error(key, run_id)
+        error = f"most common error (on {common[1]} records): {common[0]}" if common else "no error recorded"
+    except (WarehouseError, duckdb.Error) as problem:  # the outcome is published; only the summary is missing
+        error = f"the most common error could not be read ({type(problem).__name__}: {problem})"
+    published = outcome.published
+    return (
+        f"Partition {key}: {published.run_failed} of {published.run_predicted + published.run_failed} worked "
+        f"records ({share:.1%}) failed prediction, more than BATCH_PREDICT_MAX_FAILED_SHARE={limit:g}; {error}. "
+        f"The outcome is published and every failed record is in prediction_errors (`batch-predict errors "
+        f"--partition {key}`). Fix or roll back the model, then rerun the partition."
     )
 
 
@@ -263,6 +297,20 @@ def last_model_identity(context: dg.AssetExecutionContext) -> tuple[str, str] | 
     return str(version.value), str(checksum.value)
 
 
+def waiting_downstream(context: dg.AssetExecutionContext) -> str | None:
+    """What in this run needs the model asset materialized even if the model is unchanged, if anything.
+
+    Dagster skips a step whose upstream step in the same run yielded no output, and an asset
+    backfill launches a partition of `predictions` only once the backfill materialized `model`.
+    """
+    if context.run.tags.get(BACKFILL_ID_TAG):
+        return f"backfill {context.run.tags[BACKFILL_ID_TAG]} predicts after it"
+    selected = context.run.asset_selection or context.job_def.asset_layer.selected_asset_keys
+    if PREDICTIONS in selected:
+        return "this run predicts after it"
+    return None
+
+
 def build_assets(
     partitions_def: dg.TimeWindowPartitionsDefinition,
     contract: FeatureContract,
@@ -316,6 +364,7 @@ def build_assets(
         group_name=GROUP,
         owners=OWNERS,
         kinds={"scikitlearn"},
+        # Required only when something downstream waits on it in the run (see waiting_downstream).
         output_required=False,
         freshness_policy=dg.FreshnessPolicy.time_window(
             fail_window=timedelta(days=model_hard_max_age_days), warn_window=timedelta(days=model_max_age_days)
@@ -324,16 +373,28 @@ def build_assets(
     def model(
         context: dg.AssetExecutionContext, model_registry: ModelRegistryResource, source: SourceResource
     ) -> Iterator[dg.MaterializeResult]:
-        """The registered model the alias (default `champion`) points at, loaded and checked against the feature contract with a smoke prediction; materialized only when that model changes, so its freshness is the model's age."""
+        """The registered model the alias (default `champion`) points at, loaded and checked against the feature contract with a smoke prediction; materialized when that model changes, so its freshness is the time since it arrived, and again (same data version) when predictions in the same run or backfill wait on it."""
         with deterministic_failures():
             loaded = load_champion(model_registry, source)
-        if last_model_identity(context) == (loaded.metadata.version, loaded.metadata.checksum):
+        unchanged = last_model_identity(context) == (loaded.metadata.version, loaded.metadata.checksum)
+        waiting = waiting_downstream(context) if unchanged else None
+        if unchanged and waiting is None:
             context.log.info(
                 f"The champion is still {loaded.metadata.name} {loaded.metadata.version}; nothing to materialize."
             )
             return
+        if waiting is not None:
+            context.log.info(
+                f"The champion is still {loaded.metadata.name} {loaded.metadata.version}; materialized again "
+                f"because {waiting}. The data version (the checksum) is unchanged, so no partition turns unsynced."
+            )
         yield dg.MaterializeResult(
-            metadata=model_metadata(loaded), data_version=dg.DataVersion(loaded.metadata.checksum)
+            metadata={
+                **model_metadata(loaded),
+                "changed": not unchanged,
+                **({"rematerialized": waiting} if waiting else {}),
+            },
+            data_version=dg.DataVersion(loaded.metadata.checksum),
         )
 
     @dg.asset(
@@ -365,7 +426,9 @@ def build_assets(
             dg.AssetCheckSpec(
                 NO_PREDICTION_ERRORS,
                 asset="predictions",
-                description="Warns while records of the partition are in the prediction_errors ledger (failed, or dead after BATCH_PREDICT_MAX_ATTEMPTS).",
+                # Blocking only takes effect at ERROR severity: past BATCH_PREDICT_MAX_FAILED_SHARE.
+                blocking=True,
+                description="Warns while records of the partition are in the prediction_errors ledger (failed, or dead after BATCH_PREDICT_MAX_ATTEMPTS); an error, failing the run, when more than BATCH_PREDICT_MAX_FAILED_SHARE of the records a run worked in the partition failed.",
             ),
         ],
     )
@@ -401,6 +464,9 @@ def build_assets(
                 full_refresh=config.full_refresh,
                 max_attempts=batch.max_attempts,
             )
+            over = too_many_failed(predictor, key, context.run.run_id, outcome, batch.max_failed_share)
+            if over is not None:
+                context.log.error(over)
             try:
                 quality = predictor.refresh_quality(key)  # labels of this partition that have arrived already
                 if version not in references:
@@ -409,13 +475,13 @@ def build_assets(
                 drift = None
                 if reference is not None:
                     drift = partition_drift(predictor, loaded, reference, key, batch.drift_alpha, batch.drift_psi_floor)
-                return PartitionResult(outcome, drift, quality)
+                return PartitionResult(outcome, drift, quality, too_many_failed=over)
             except (WarehouseError, ModelError, ValueError, KeyError, duckdb.Error) as error:
                 # The predictions are published; only measuring them failed. The drift checks say so
                 # (warn) rather than failing a partition whose rows are written and complete.
                 message = f"{type(error).__name__}: {error}"
                 context.log.warning(f"Partition {key}: drift and realized quality not measured: {message}")
-                return PartitionResult(outcome, monitoring_error=message)
+                return PartitionResult(outcome, monitoring_error=message, too_many_failed=over)
 
         results, failed = each_partition(context.partition_keys, predict)
         outcomes = {key: result.outcome for key, result in results.items()}
@@ -424,6 +490,7 @@ def build_assets(
                 "dagster/row_count": result.outcome.published.succeeded,
                 "valid_inputs": result.outcome.published.completeness.valid_inputs,
                 **outcome_metadata(result.outcome),
+                "run_failed_share": round(failed_share(result.outcome), 4),
                 "model_version": result.outcome.model_version,
                 **result.monitoring_metadata(),
             }
@@ -432,6 +499,7 @@ def build_assets(
         yield from record_partitions(context, per_partition, failed)
         incomplete = sorted(k for k, o in outcomes.items() if not o.published.completeness.passed)
         with_errors = {k: o.published.failed for k, o in outcomes.items() if o.published.failed}
+        over_limit = {key: result.too_many_failed for key, result in results.items() if result.too_many_failed}
         dead = sum(o.published.dead for o in outcomes.values())
         used = [models[version] for version in sorted({o.model_version for o in outcomes.values()})]
         model_info: dict[str, Any] = (
@@ -461,17 +529,36 @@ def build_assets(
                 drift_check(NO_PREDICTION_DRIFT, results, lambda drift: drift.predictions_drifted),
                 dg.AssetCheckResult(
                     check_name=NO_PREDICTION_ERRORS,
-                    passed=not with_errors,
-                    severity=dg.AssetCheckSeverity.WARN,
-                    description=(
-                        f"{sum(with_errors.values())} record(s) failed ({dead} dead) in {sorted(with_errors)}; see "
-                        f"prediction_errors. They are retried as BATCH_PREDICT_ON_FAILURE={batch.on_failure} says."
+                    passed=not with_errors and not over_limit,
+                    severity=dg.AssetCheckSeverity.ERROR if over_limit else dg.AssetCheckSeverity.WARN,
+                    description="\n".join(
+                        [
+                            *(over_limit[key] for key in sorted(over_limit)),
+                            f"{sum(with_errors.values())} record(s) failed ({dead} dead) in {sorted(with_errors)}; see "
+                            f"prediction_errors. They are retried as BATCH_PREDICT_ON_FAILURE={batch.on_failure} says.",
+                        ]
                     )
-                    if with_errors
+                    if with_errors or over_limit
                     else "Every valid input has a prediction.",
-                    metadata={"failed": sum(with_errors.values()), "dead": dead},
+                    metadata={
+                        "failed": sum(with_errors.values()),
+                        "dead": dead,
+                        "run_failed_share": dg.MetadataValue.json(
+                            {key: round(failed_share(outcome), 4) for key, outcome in outcomes.items()}
+                        ),
+                        "max_failed_share": batch.max_failed_share,
+                        "over_max_failed_share": ", ".join(sorted(over_limit)) or "none",
+                    },
                 ),
             ],
         )
+        if over_limit:
+            # Published and recorded above: failing now loses nothing. Not retried: the same model
+            # would fail the same records again.
+            raise dg.Failure(
+                description="\n".join(over_limit[key] for key in sorted(over_limit)),
+                metadata={"over_max_failed_share": sorted(over_limit)},
+                allow_retries=False,
+            )
 
     return [inputs, model, predictions]

@@ -150,7 +150,7 @@ def _load_mlflow(uri: str, version: str, features: tuple[str, ...]) -> LoadedMod
 
 
 class BatchResource(dg.ConfigurableResource):
-    """Run-time knobs of the batch: chunk size, deadline, how failed records are rerun, drift thresholds."""
+    """Run-time knobs of the batch: chunk size, deadline, how failed records are rerun, drift and failure thresholds."""
 
     chunk_size: int
     deadline_hours: float
@@ -158,6 +158,8 @@ class BatchResource(dg.ConfigurableResource):
     max_attempts: int
     drift_alpha: float = 0.01
     drift_psi_floor: float = 0.1
+    # More than this share of a partition's worked records failing fails the run (1.0: never).
+    max_failed_share: float = 0.1
 
 
 class TrainingResource(dg.ConfigurableResource):
@@ -208,6 +210,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             max_attempts=settings.max_attempts,
             drift_alpha=settings.drift_alpha,
             drift_psi_floor=settings.drift_psi_floor,
+            max_failed_share=settings.max_failed_share,
         ),
         "training": TrainingResource(
             labels=str(settings.labels),

@@ -68,6 +68,7 @@ DEFAULTS: Mapping[str, str] = {
     "BATCH_PREDICT_DRIFT_ALPHA": "0.01",
     "BATCH_PREDICT_DRIFT_PSI_FLOOR": "0.1",
     "BATCH_PREDICT_FEATURE_RANGES": "",
+    "BATCH_PREDICT_MAX_FAILED_SHARE": "0.1",
 }
 
 
@@ -130,6 +131,7 @@ class Settings:
     drift_alpha: float
     drift_psi_floor: float
     feature_ranges: tuple[FeatureRange, ...]
+    max_failed_share: float
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -233,6 +235,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             _bad("BATCH_PREDICT_DRIFT_ALPHA", raw("BATCH_PREDICT_DRIFT_ALPHA"), "a share between 0 and 1")
         )
 
+    max_failed_share = _float(raw("BATCH_PREDICT_MAX_FAILED_SHARE"), "BATCH_PREDICT_MAX_FAILED_SHARE", 0)
+    if max_failed_share > 1:
+        raise SettingsError(
+            _bad("BATCH_PREDICT_MAX_FAILED_SHARE", raw("BATCH_PREDICT_MAX_FAILED_SHARE"), "a share from 0 to 1")
+        )
+
     return Settings(
         warehouse=_path(raw("BATCH_PREDICT_WAREHOUSE")),
         landing=_path(raw("BATCH_PREDICT_LANDING")),
@@ -273,6 +281,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         drift_alpha=drift_alpha,
         drift_psi_floor=_float(raw("BATCH_PREDICT_DRIFT_PSI_FLOOR"), "BATCH_PREDICT_DRIFT_PSI_FLOOR", 0),
         feature_ranges=_ranges(raw("BATCH_PREDICT_FEATURE_RANGES"), features),
+        max_failed_share=max_failed_share,
     )
 
 

@@ -1237,6 +1237,23 @@ class Warehouse:
             names = [column[0] for column in cursor.description]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
+    def most_common_error(self, partition_key: str, run_id: str) -> tuple[str, int] | None:
+        """The error that the run's prediction of a partition recorded most often, and for how many records.
+
+        Chunks resumed from a run that died carry that run's id, so if this run recorded
+        none, the partition's ledger rows attempted in it answer instead.
+        """
+        query = """
+            SELECT error, count(*) AS n FROM prediction_errors
+            WHERE attempted_in_partition = $p AND ($run IS NULL OR run_id = $run)
+            GROUP BY error ORDER BY n DESC, error LIMIT 1
+        """
+        with self.connect(read_only=True) as con:
+            row = con.execute(query, {"p": partition_key, "run": run_id}).fetchone()
+            if row is None:
+                row = con.execute(query, {"p": partition_key, "run": None}).fetchone()
+        return (str(row[0]), int(row[1])) if row else None
+
     def partition_status(self, last: int) -> list[dict[str, Any]]:
         """One dict per partition that has inputs or predictions, newest first, with live ledger counts.
 

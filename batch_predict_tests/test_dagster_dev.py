@@ -28,6 +28,8 @@ FIRST = [f"2026-03-0{day}" for day in range(1, 6)]
 # 32 more days, backfilled with up to 4 runs in flight (dagster_home/dagster.yaml).
 PARALLEL = [f"{FIRST_DAY + timedelta(days=5 + i):%Y-%m-%d}" for i in range(32)]
 ROWS = 200
+# The last 3 days, backfilled with every asset of the prediction graph selected (model too).
+WHOLE_GRAPH = [f"{FIRST_DAY + timedelta(days=DAYS - 3 + i):%Y-%m-%d}" for i in range(3)]
 
 LAUNCH = """
 mutation Launch($params: LaunchBackfillParams!) {
@@ -46,6 +48,13 @@ query Poll($id: String!) {
     __typename
     ... on PartitionBackfill { status }
     ... on PythonError { message }
+  }
+}
+"""
+MODEL = """
+{
+  assetOrError(assetKey: {path: ["model"]}) {
+    ... on Asset { assetMaterializations(limit: 1) { runId metadataEntries { label ... on TextMetadataEntry { text } } } }
   }
 }
 """
@@ -143,7 +152,9 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int,
         log.close()
 
 
-def backfill(port: int, partitions: list[str], timeout: float) -> tuple[str, list[dict[str, Any]], float]:
+def backfill(
+    port: int, partitions: list[str], timeout: float, assets: tuple[str, ...] = ("inputs", "predictions")
+) -> tuple[str, list[dict[str, Any]], float]:
     """Launch an asset backfill as the UI's dialog does and wait for it; return status, runs, seconds."""
     started = time.monotonic()
     launched = graphql(
@@ -152,7 +163,7 @@ def backfill(port: int, partitions: list[str], timeout: float) -> tuple[str, lis
         {
             "params": {
                 "partitionNames": partitions,
-                "assetSelection": [{"path": ["inputs"]}, {"path": ["predictions"]}],
+                "assetSelection": [{"path": [name]} for name in assets],
                 "fromFailure": False,
             }
         },
@@ -221,3 +232,29 @@ def test_a_parallel_backfill_never_fails_on_duckdb_locks(dagster_dev: tuple[int,
     print(
         f"parallel backfill: {len(runs)} runs, peak {peak} in flight, {seconds:.0f} s, runs span {span:.0f} s, median run {durations[len(durations) // 2]:.1f} s"
     )
+
+
+def latest_model(port: int) -> dict[str, str] | None:
+    """The run and text metadata of the model asset's latest materialization, if it has one."""
+    found = graphql(port, MODEL)["assetOrError"].get("assetMaterializations") or []
+    if not found:
+        return None
+    entries = {entry["label"]: entry.get("text") for entry in found[0]["metadataEntries"]}
+    return {"run_id": found[0]["runId"], **{k: v for k, v in entries.items() if v is not None}}
+
+
+@pytest.mark.system
+def test_a_backfill_of_the_whole_graph_predicts_with_an_unchanged_champion(dagster_dev: tuple[int, Path]) -> None:
+    port, warehouse = dagster_dev
+    # champion_sensor (on by default) materializes the model soon after start; from then on it is unchanged.
+    deadline = time.monotonic() + 180
+    while (before := latest_model(port)) is None:
+        assert time.monotonic() < deadline, "champion_sensor did not materialize the model in 180 s"
+        time.sleep(2)
+    status, runs, _ = backfill(port, WHOLE_GRAPH, timeout=420, assets=("model", "inputs", "predictions"))
+    assert status in ("COMPLETED", "COMPLETED_SUCCESS"), (status, runs)
+    assert runs and all(run["status"] == "SUCCESS" for run in runs), runs
+    assert_partitions_written(warehouse, WHOLE_GRAPH)
+    after = latest_model(port)
+    assert after is not None and after["run_id"] != before["run_id"]
+    assert after["model_version"] == before["model_version"] and after["checksum"] == before["checksum"]

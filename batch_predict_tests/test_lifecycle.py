@@ -298,3 +298,30 @@ def test_the_model_asset_materializes_only_when_the_model_changes(settings: Sett
     policy = build_definitions(settings).resolve_asset_graph().get(dg.AssetKey("model")).freshness_policy
     windows = (getattr(policy, "warn_window", None), getattr(policy, "fail_window", None))
     assert [window.days if window else None for window in windows] == [30, 90]  # MAX_AGE, HARD_MAX_AGE
+
+
+def test_a_run_of_the_whole_graph_predicts_with_an_unchanged_champion(
+    settings: Settings, landing: Path, registry: Registry, warehouse: Warehouse
+) -> None:
+    """Materialize all (model, inputs, predictions) must predict even when the model did not change."""
+    day = DAYS[0]
+    assets = build_definitions(settings).assets
+    assert assets is not None
+    with dg.instance_for_test() as instance:
+        assert run_assets(settings, ["model"], instance=instance).success
+        result = run_assets(settings, ["model", "inputs", "predictions"], day, instance=instance)
+        assert result.success
+        assert [e.step_key for e in result.all_events if e.is_step_skipped] == []
+        assert [m.partition for m in result.asset_materializations_for_node("predictions")] == [day]
+        checks = {e.check_name for e in result.get_asset_check_evaluations()}
+        assert {"every_input_predicted", "no_prediction_errors"} <= checks
+        # The model is recorded again for the predictions that wait on it, with the same data
+        # version (its checksum), so nothing turns unsynced; alone, it still records nothing.
+        [model] = result.asset_materializations_for_node("model")
+        assert model.metadata["model_version"].value == "v1" and model.metadata["changed"].value is False
+        resolver = get_stale_status_resolver(instance, list(assets))  # type: ignore[arg-type]
+        assert resolver.get_status(dg.AssetKey("predictions"), day) == StaleStatus.FRESH
+        assert run_assets(settings, ["model"], instance=instance).asset_materializations_for_node("model") == []
+    with warehouse.connect(read_only=True) as con:
+        [(valid,)] = con.execute("SELECT count(*) FROM inputs WHERE partition_key = $p", {"p": day}).fetchall()
+    assert valid > 0 and versions_by_partition(warehouse) == {day: {"v1": valid}}

@@ -33,6 +33,8 @@ def test_defaults_need_no_environment() -> None:
         ("BATCH_PREDICT_DUCKDB_MEMORY_LIMIT", "lots", "a size such as 512MB"),
         ("BATCH_PREDICT_ON_FAILURE", "sometimes", "retry_all|retry_failed|carry_over"),
         ("BATCH_PREDICT_MAX_REJECTED_SHARE", "2", "a share from 0 to 1"),
+        ("BATCH_PREDICT_MAX_FAILED_SHARE", "1.5", "a share from 0 to 1"),
+        ("BATCH_PREDICT_MAX_FAILED_SHARE", "-0.1", "a number of at least 0"),
     ],
 )
 def test_bad_value_names_variable_and_allowed_values(name: str, value: str, allowed: str) -> None:
