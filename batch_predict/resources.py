@@ -24,6 +24,7 @@ class SourceResource(dg.ConfigurableResource):
     features: list[str]
     nonnegative_features: list[str]
     max_rejected_share: float
+    max_shrink_share: float = 0.5
 
     def source(self) -> Source:
         return Source(root=Path(self.landing), glob=self.glob)
@@ -176,6 +177,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             features=list(settings.features),
             nonnegative_features=list(settings.nonnegative_features),
             max_rejected_share=settings.max_rejected_share,
+            max_shrink_share=settings.max_shrink_share,
         ),
         "warehouse": WarehouseResource(
             path=str(settings.warehouse),
