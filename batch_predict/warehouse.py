@@ -441,6 +441,8 @@ class Warehouse:
             raise self._read_failure(con, source, error) from error
         c = self.contract
         self._check_name_case(con, source, columns)
+        if source.reader == "read_parquet":  # Parquet files are checked one by one, naming each that does not fit
+            self._check_parquet_files(con, source)
         missing = [name for name in c.required_columns if name not in columns]
         if missing:
             raise SourceError(
@@ -456,8 +458,6 @@ class Warehouse:
                 "so its records cannot be placed in partitions. Write it as a timestamp (ISO 8601 text in CSV), "
                 "or set BATCH_PREDICT_TIME_COLUMN to the right column."
             )
-        if source.reader == "read_parquet":
-            self._check_parquet_files(con, source)
 
     def _check_name_case(self, con: duckdb.DuckDBPyConnection, source: Source, columns: dict[str, str]) -> None:
         """Name the files whose column differs from a configured name only in case.

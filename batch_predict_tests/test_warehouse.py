@@ -101,7 +101,10 @@ def test_each_rule_has_its_reason(warehouse: Warehouse, tmp_path: Path) -> None:
         )
     assert details["missing_feature"] == "sepal_length"
     assert details["missing_record_id"] == "record_id"
-    assert details["duplicate_record_id"] == f"record id kept by the copy at 2026-03-01 00:00:00+00 in {source.root / 'a.parquet'}"
+    assert (
+        details["duplicate_record_id"]
+        == f"record id kept by the copy at 2026-03-01 00:00:00+00 in {source.root / 'a.parquet'}"
+    )
 
 
 def test_a_valid_copy_wins_over_an_invalid_one(warehouse: Warehouse, tmp_path: Path) -> None:
