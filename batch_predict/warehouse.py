@@ -548,7 +548,8 @@ class Warehouse:
         (event time, source file, row in the file), among the copies in the landing files
         (whichever window they fall in) and those other partitions store (their files may be
         gone). So which copy wins does not depend on the order partitions are snapshotted in.
-        An invalid copy never takes the id: it is rejected for its own reason.
+        A stored copy wins a tie with a landing one: it is the same row, already placed. An
+        invalid copy never takes the id: it is rejected for its own reason.
         """
         c = self.contract
         raw_columns = ", ".join(f"s.{_ident(f)} AS {_ident('raw__' + f)}" for f in c.features)
@@ -608,7 +609,7 @@ class Warehouse:
                 FROM copies
                 WINDOW copy AS (
                     PARTITION BY record_id, verdict IS NULL
-                    ORDER BY event_time, source_file, source_row NULLS LAST, stored, raw_values
+                    ORDER BY event_time, source_file, stored DESC, source_row NULLS LAST, raw_values
                 )
             )
             SELECT * EXCLUDE (verdict, copy_number, kept_time, kept_file, stored),
