@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import duckdb
 import numpy as np
@@ -55,6 +55,8 @@ SOURCE_FILE_COLUMN = "__batch_predict_source_file"
 DUPLICATE_DETAIL = "record id kept by the copy at "
 # DuckDB I/O errors of a file that is gone or cannot be opened now: worth retrying.
 _TRANSIENT_READ = re.compile(r"no such file|cannot open file|no files found|could not open|resource temporarily", re.I)
+# Errors by which DuckDB says the data cannot be read as they are.
+_DATA_ERRORS = (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.BinderException)
 # Where DuckDB's message gives the line of a bad CSV row.
 _LINE_IN_MESSAGE = re.compile(r"\bline:?\s*(\d+)", re.IGNORECASE)
 
@@ -402,14 +404,22 @@ class Warehouse:
             files = []
         named = [path for path in files if path in text]
         culprit = named[0] if named else self._first_unreadable(con, source, files)
+        if culprit is None and not isinstance(error, _DATA_ERRORS):
+            return error  # every file reads on its own, and DuckDB did not blame the data: not a data error
         line = _LINE_IN_MESSAGE.search(text)
-        where = (
-            (f" The unreadable file is {culprit}" + (f", line {line.group(1)}." if line else ".")) if culprit else ""
-        )
+        where = ""
+        if culprit is not None:
+            where = f"The unreadable file is {culprit}" + (f", line {line.group(1)}. " if line else ". ")
         return SourceError(
-            f"Cannot read the source files {source.pattern} with {source.reader}: {first}.{where} "
-            "Move the unreadable file out of the landing folder (or fix it) and rerun the partition; nothing was written."
+            f"Cannot read the source files {source.pattern} with {source.reader}: {first}. {where}Move the "
+            "unreadable file out of the landing folder (or fix it) and rerun the partition; nothing was written."
         )
+
+    def _raise_read_failure(self, con: duckdb.DuckDBPyConnection, source: Source, error: duckdb.Error) -> NoReturn:
+        failure = self._read_failure(con, source, error)
+        if failure is error:
+            raise error
+        raise failure from error
 
     def _first_unreadable(self, con: duckdb.DuckDBPyConnection, source: Source, files: list[str]) -> str | None:
         """The first file that fails when read on its own, every column of every row."""
@@ -438,7 +448,7 @@ class Warehouse:
                     f"No source files match {source.pattern}. Put files there, or set "
                     "BATCH_PREDICT_LANDING / BATCH_PREDICT_SOURCE_GLOB to where they are."
                 ) from error
-            raise self._read_failure(con, source, error) from error
+            self._raise_read_failure(con, source, error)
         c = self.contract
         self._check_name_case(con, source, columns)
         if source.reader == "read_parquet":  # Parquet files are checked one by one, naming each that does not fit
@@ -504,7 +514,7 @@ class Warehouse:
                 {"pattern": source.pattern},
             ).fetchall()
         except duckdb.Error as error:
-            raise self._read_failure(con, source, error) from error
+            self._raise_read_failure(con, source, error)
         by_file: dict[str, dict[str, tuple[str | None, str | None, str | None]]] = {}
         for file_name, name, kind, converted, logical in rows:
             by_file.setdefault(file_name, {})[name] = (kind, converted, logical)
@@ -581,7 +591,7 @@ class Warehouse:
                 FROM {self._landing_relation(source)} AS s
             ),
             placed AS (
-                SELECT *, CAST(struct_pack({raw_values}) AS VARCHAR) AS raw_values,
+                SELECT *,
                        CASE WHEN raw_event_time IS NULL OR trim(raw_event_time) = '' THEN {_literal(rules.MISSING_EVENT_TIME)}
                             WHEN event_time IS NULL THEN {_literal(rules.UNPARSEABLE_EVENT_TIME)}
                             WHEN event_time < $placeable_start THEN {_literal(rules.BEFORE_START)}
@@ -590,13 +600,15 @@ class Warehouse:
                        coalesce(event_time >= $window_start AND event_time < $window_end, false) AS in_window
                 FROM src
             ),
-            checked AS (
-                SELECT *, CASE {" ".join(whens)} END AS verdict FROM placed WHERE unplaced IS NULL
+            window_ids AS (SELECT DISTINCT record_id FROM placed WHERE in_window AND record_id IS NOT NULL),
+            checked AS (  -- the window's rows, and the other placed copies of its record ids
+                SELECT *, CAST(struct_pack({raw_values}) AS VARCHAR) AS raw_values,
+                       CASE {" ".join(whens)} END AS verdict
+                FROM placed
+                WHERE unplaced IS NULL AND (in_window OR record_id IN (SELECT record_id FROM window_ids))
             ),
-            window_ids AS (SELECT DISTINCT record_id FROM checked WHERE in_window AND record_id IS NOT NULL),
             copies AS (
                 SELECT *, false AS stored FROM checked
-                WHERE in_window OR record_id IN (SELECT record_id FROM window_ids)
                 UNION ALL BY NAME
                 SELECT record_id, event_time, source_file, true AS stored, false AS in_window FROM inputs
                 WHERE partition_key <> $partition_key AND record_id IN (SELECT record_id FROM window_ids)
@@ -668,7 +680,7 @@ class Warehouse:
                     },
                 )
             except duckdb.Error as error:
-                raise self._read_failure(con, source, error) from error
+                self._raise_read_failure(con, source, error)
             with _transaction(con):
                 counts = con.execute(
                     "SELECT count(*), count(*) FILTER (WHERE verdict IS NULL) FROM staged_source WHERE in_window"
@@ -859,8 +871,6 @@ class Warehouse:
 
     def unplaced(self, limit: int) -> tuple[dict[str, int], list[dict[str, Any]]]:
         """Records that are in no partition: counts per reason, and up to `limit` rows, oldest first."""
-        if not self.path.exists():
-            return {}, []
         with self.connect(read_only=True) as con:
             if not self._has_table(con, "unplaced_inputs"):
                 return {}, []
