@@ -181,6 +181,16 @@ CASES: dict[str, Case] = {
     "parquet corrupt page": Case(corrupt_page, error="Cannot read the source files", bad_file="bad.parquet"),
     "csv valid": Case(text("csv", a=csv_rows(ok_row("a"), ok_row("b", "2026-03-02 01:00:00"))), "*.csv", {"inputs": 2}),
     "csv header only": Case(text("csv", a=csv_rows(ok_row("a")), b=csv_rows()), "*.csv", {"inputs": 1}),
+    "csv empty file": Case(text("csv", a=csv_rows(ok_row("a")), b=""), "*.csv", {"inputs": 1}),
+    "csv value beyond DOUBLE": Case(
+        text("csv", a=csv_rows(ok_row("a", values="1e400,1,1,1"), ok_row("b", values="1e300,1,1,1"))),
+        "*.csv",
+        {"inputs": 1, "rejected:nan_feature": 1},  # it reads as infinity
+    ),
+    "parquet event time as timestamp in one file, text in another": Case(
+        parquet(a=table(["a"]), b=table(["b", "c"], ["2026-03-02T03:00:00+01:00", "later"])),
+        placed={"inputs": 2, "unplaced:unparseable_event_time": 1},
+    ),
     "csv NaN and inf as text": Case(
         text(
             "csv",
