@@ -109,7 +109,7 @@ class Settings:
     retrain_schedule: str
     drift_alpha: float
     drift_psi_floor: float
-    max_shrink_share: float = 0.5
+    max_shrink_share: float
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

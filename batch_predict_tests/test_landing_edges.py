@@ -16,7 +16,7 @@ import pytest
 from batch_predict.cli import main
 from batch_predict.contract import FeatureContract
 from batch_predict.registry import Registry
-from batch_predict.settings import IRIS_FEATURES, Settings
+from batch_predict.settings import IRIS_FEATURES, Settings, SettingsError
 from batch_predict.warehouse import Source, SourceError, Warehouse
 
 from .conftest import ROWS_PER_DAY, run_assets
@@ -99,6 +99,20 @@ def test_a_small_shrink_is_accepted(warehouse: Warehouse, tmp_path: Path) -> Non
     warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r1")
     write(source.root / "a.parquet", ["a", "b"], [DAY] * 2)
     assert warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r2").valid_rows == 2
+
+
+def test_the_shrink_share_is_a_setting(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    with pytest.raises(
+        SettingsError, match="BATCH_PREDICT_MAX_SHRINK_SHARE='1.5' is not valid: use a share from 0 to 1"
+    ):
+        make_settings(max_shrink_share="1.5")
+    settings = make_settings(max_shrink_share="0.9")
+    write(settings.landing / "a.parquet", [f"r{i}" for i in range(10)], [DAY] * 10)
+    assert run_assets(settings, ["inputs"], "2026-03-01").success
+    write(settings.landing / "a.parquet", [f"r{i}" for i in range(8)], [DAY] * 8)
+    message = failure_message(run_assets(settings, ["inputs"], "2026-03-01", raise_on_error=False))
+    assert "with 10 source records" in message and "holds 8" in message
+    assert "BATCH_PREDICT_MAX_SHRINK_SHARE=0.9" in message
 
 
 # -- 2. records in no partition -------------------------------------------------------------
