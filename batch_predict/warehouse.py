@@ -702,14 +702,14 @@ class Warehouse:
                     and stored_rows
                     and (source_rows == 0 or source_rows < max_shrink_share * stored_rows)
                 ):
+                    below = f", fewer than BATCH_PREDICT_MAX_SHRINK_SHARE={max_shrink_share:g} of them"
                     raise SourceError(
                         f"Partition {partition_key} was snapshotted with {stored_rows} source records, but "
-                        f"{source.pattern} now holds {source_rows} in its window, fewer than "
-                        f"BATCH_PREDICT_MAX_SHRINK_SHARE={max_shrink_share:g} of them: were landing files moved or "
-                        "deleted? Nothing was written. Put the files back, or, to replace the partition with what "
-                        "is there now (its removed predictions go to predictions_history), run it with the run "
-                        'config {"ops": {"inputs": {"config": {"allow_shrink": true}}}} or '
-                        "`batch-predict materialize --allow-shrink`."
+                        f"{source.pattern} now holds {source_rows} in its window{below if source_rows else ''}: "
+                        "were landing files moved or deleted? Nothing was written. Put the files back, or, to "
+                        "replace the partition with what is there now (its removed predictions go to "
+                        'predictions_history), run it with the run config {"ops": {"inputs": {"config": '
+                        '{"allow_shrink": true}}}} or `batch-predict materialize --allow-shrink`.'
                     )
                 if source_rows and (source_rows - valid_rows) / source_rows > max_rejected_share:
                     raise SourceError(
