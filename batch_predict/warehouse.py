@@ -585,14 +585,15 @@ class Warehouse:
         return f"""
             WITH src AS (
                 SELECT CAST(s.{_ident(c.id_column)} AS VARCHAR) AS record_id, {event_time} AS event_time,
-                       CAST({raw_time} AS VARCHAR) AS raw_event_time,
+                       {raw_time} AS raw_event_time,
                        {raw_columns}, {cast_columns}, s.{_ident(SOURCE_FILE_COLUMN)} AS source_file,
                        {row_number} AS source_row
                 FROM {self._landing_relation(source)} AS s
             ),
             placed AS (
                 SELECT *,
-                       CASE WHEN raw_event_time IS NULL OR trim(raw_event_time) = '' THEN {_literal(rules.MISSING_EVENT_TIME)}
+                       CASE WHEN event_time IS NULL AND (raw_event_time IS NULL
+                                 OR trim(CAST(raw_event_time AS VARCHAR)) = '') THEN {_literal(rules.MISSING_EVENT_TIME)}
                             WHEN event_time IS NULL THEN {_literal(rules.UNPARSEABLE_EVENT_TIME)}
                             WHEN event_time < $placeable_start THEN {_literal(rules.BEFORE_START)}
                             WHEN event_time >= $placeable_end THEN {_literal(rules.FUTURE_EVENT_TIME)}
@@ -854,11 +855,11 @@ class Warehouse:
         con.execute(
             """
             INSERT INTO unplaced_inputs BY NAME
-            SELECT s.record_id, s.source_file, s.unplaced AS reason, s.raw_event_time,
+            SELECT s.record_id, s.source_file, s.unplaced AS reason, CAST(s.raw_event_time AS VARCHAR) AS raw_event_time,
                    coalesce(b.first_seen_at, now()) AS first_seen_at, $run_id AS last_seen_run_id
             FROM staged_source AS s LEFT JOIN unplaced_before AS b
               ON s.source_file = b.source_file AND s.record_id IS NOT DISTINCT FROM b.record_id
-             AND s.raw_event_time IS NOT DISTINCT FROM b.raw_event_time
+             AND CAST(s.raw_event_time AS VARCHAR) IS NOT DISTINCT FROM b.raw_event_time
             WHERE s.unplaced IS NOT NULL
             """,
             {"run_id": run_id},
