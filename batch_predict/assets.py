@@ -3,7 +3,7 @@
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import dagster as dg
@@ -34,12 +34,47 @@ NO_FEATURE_DRIFT = "no_feature_drift"
 NO_PREDICTION_DRIFT = "no_prediction_drift"
 PREDICTIONS = dg.AssetKey("predictions")
 BACKFILL_ID_TAG = "dagster/backfill"  # the tag Dagster puts on every run of a backfill
+EVERY_RECORD_PLACED = "every_record_placed"
 
 
 class PredictionsConfig(dg.Config):
     full_refresh: bool = Field(
         default=False,
         description="Re-predict every record of the partition, whatever BATCH_PREDICT_ON_FAILURE says.",
+    )
+
+
+class InputsConfig(dg.Config):
+    allow_shrink: bool = Field(
+        default=False,
+        description="Replace the partition even when its window now holds fewer records than "
+        "BATCH_PREDICT_MAX_SHRINK_SHARE of those it was snapshotted with (e.g. landing files were moved away); "
+        "the removed records' predictions go to predictions_history.",
+    )
+
+
+def placeable_range(partitions_def: dg.TimeWindowPartitionsDefinition) -> tuple[datetime, datetime] | None:
+    """[start of the first partition, end of the newest one that exists now): where an event time has a partition."""
+    first, last = partitions_def.get_first_partition_window(), partitions_def.get_last_partition_window()
+    return (first.start, last.end) if first is not None and last is not None else None
+
+
+def placed_check(unplaced: dict[str, int]) -> dg.AssetCheckResult:
+    """Warn while landed records are in no partition (`unplaced_inputs`), with their counts per reason."""
+    total = sum(unplaced.values())
+    counts = ", ".join(f"{reason}: {n}" for reason, n in sorted(unplaced.items()))
+    return dg.AssetCheckResult(
+        check_name=EVERY_RECORD_PLACED,
+        passed=total == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"{total} landed record(s) are in no partition ({counts}); see unplaced_inputs or "
+            "`batch-predict unplaced`. Fix their event times in the landing files, or set BATCH_PREDICT_START "
+            "earlier; future_event_time records are placed once their partition exists."
+        )
+        if total
+        else "Every landed record is in a partition's inputs or rejected_inputs.",
+        metadata={"unplaced": total, "unplaced_by_reason": dg.MetadataValue.json(unplaced)},
     )
 
 
@@ -330,18 +365,37 @@ def build_assets(
         owners=OWNERS,
         kinds={"duckdb"},
         metadata={"dagster/column_schema": inputs_schema(contract), "dagster/table_name": "inputs"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                EVERY_RECORD_PLACED,
+                asset="inputs",
+                description="Warns while landed records are in no partition (table unplaced_inputs): an event time that is missing, does not parse, is before BATCH_PREDICT_START or after the newest partition.",
+            )
+        ],
     )
     def inputs(
-        context: dg.AssetExecutionContext, source: SourceResource, warehouse: WarehouseResource
+        context: dg.AssetExecutionContext, config: InputsConfig, source: SourceResource, warehouse: WarehouseResource
     ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization]:
-        """One row per valid source record whose event time falls in the partition; records that break the feature contract go to `rejected_inputs` with a reason."""
+        """One row per valid source record whose event time falls in the partition; records that break the feature contract go to `rejected_inputs` with a reason, records whose event time places them in no partition to `unplaced_inputs`."""
         snapshotter = warehouse.open(source.contract())
+        placeable = placeable_range(partitions_def)
+        unplaced: dict[str, int] = {}
 
         def snapshot(key: str) -> dict[str, Any]:
             window = partitions_def.time_window_for_partition_key(key)
             stats = snapshotter.snapshot_inputs(
-                source.source(), key, window.start, window.end, context.run.run_id, source.max_rejected_share
+                source.source(),
+                key,
+                window.start,
+                window.end,
+                context.run.run_id,
+                source.max_rejected_share,
+                placeable=placeable,
+                max_shrink_share=source.max_shrink_share,
+                allow_shrink=config.allow_shrink,
             )
+            unplaced.clear()
+            unplaced.update(stats.unplaced_by_reason)
             empty = f"No source records in [{window.start}, {window.end}): the partition is empty."
             if stats.source_rows == 0:
                 context.log.warning(f"Partition {key}: {empty}")
@@ -352,12 +406,15 @@ def build_assets(
                 "rejected_by_reason": dg.MetadataValue.json(stats.rejected_by_reason),
                 "window": f"[{window.start.isoformat()}, {window.end.isoformat()})",
                 "empty_partition": stats.source_rows == 0,
+                "unplaced": sum(stats.unplaced_by_reason.values()),
+                "archived_predictions": stats.archived_predictions,
+                **({"duplicates_taken_from": dg.MetadataValue.json(stats.demoted)} if stats.demoted else {}),
                 **({"warning": empty} if stats.source_rows == 0 else {}),
             }
 
         done, failed = each_partition(context.partition_keys, snapshot)
         yield from record_partitions(context, done, failed)
-        yield dg.MaterializeResult(metadata=range_metadata(done))
+        yield dg.MaterializeResult(metadata=range_metadata(done), check_results=[placed_check(unplaced)])
 
     @dg.asset(
         deps=["trained_model"],

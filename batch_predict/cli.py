@@ -114,6 +114,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     errors.add_argument("--limit", type=int, default=50, help="at most this many rows (default 50)")
     errors.add_argument("--json", action="store_true", help="print a JSON list instead of lines")
 
+    unplaced = commands.add_parser(
+        "unplaced", help="landed records in no partition: event time missing, unparseable, before START or future"
+    )
+    unplaced.add_argument("--limit", type=_at_least_one, default=50, help="at most this many rows (default 50)")
+    unplaced.add_argument("--json", action="store_true", help="print a JSON object instead of lines")
+
     run = commands.add_parser(
         "materialize", help="materialize the model and the newest partitions as real Dagster runs in DAGSTER_HOME"
     )
@@ -139,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(settings, args.last, args.json)
         if args.command == "errors":
             return _errors(settings, args.partition, args.dead, args.limit, args.json)
+        if args.command == "unplaced":
+            return _unplaced(settings, args.limit, args.json)
         if args.command == "repredict":
             return _repredict(settings, args.since, args.dry_run)
         return _materialize(settings, args.last)
@@ -154,6 +162,16 @@ def _read_table(path: Path) -> Any:
         return pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
     except (OSError, ValueError) as error:
         raise ModelError(f"Cannot read the reference data {path} ({error}); give a Parquet or CSV file.") from error
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{number} is less than 1: give a number of rows of at least 1")
+    return number
 
 
 def _aware_time(text: str) -> datetime:
@@ -343,6 +361,9 @@ def _status(settings: Settings, last: int, as_json: bool) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     print(champion_line(settings, now))
+    unplaced = unplaced_line(settings)
+    if unplaced:
+        print(unplaced)
     if not rows:
         print(f"no partitions in {settings.warehouse} yet")
         return 0
@@ -364,6 +385,37 @@ def _status(settings: Settings, last: int, as_json: bool) -> int:
                 for cell, width in zip(line, widths, strict=True)
             ).rstrip()
         )
+    return 0
+
+
+def unplaced_line(settings: Settings) -> str | None:
+    """`unplaced: N records (reason: count, ...)` while landed records are in no partition, else None."""
+    warehouse = Warehouse(settings.warehouse, FeatureContract.from_settings(settings), settings.lock_timeout_seconds)
+    counts, _ = warehouse.unplaced(limit=1)
+    total = sum(counts.values())
+    if not total:
+        return None
+    reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(counts.items()))
+    return f"unplaced: {total} records ({reasons})"
+
+
+def _unplaced(settings: Settings, limit: int, as_json: bool) -> int:
+    warehouse = Warehouse(settings.warehouse, FeatureContract.from_settings(settings), settings.lock_timeout_seconds)
+    counts, rows = warehouse.unplaced(limit)
+    for row in rows:
+        row["first_seen_at"] = row["first_seen_at"].isoformat() if row["first_seen_at"] else None
+    if as_json:
+        print(json.dumps({"total": sum(counts.values()), "by_reason": counts, "records": rows}, indent=2))
+        return 0
+    for row in rows:
+        print(
+            f"{row['reason']}  {row['record_id']}  {row['source_file']}  event time {row['raw_event_time']!r}  "
+            f"first seen {(row['first_seen_at'] or '')[:19]}"
+        )
+    if not rows:
+        print("every landed record is in a partition")
+    elif sum(counts.values()) > len(rows):
+        print(f"... {sum(counts.values()) - len(rows)} more (--limit)")
     return 0
 
 

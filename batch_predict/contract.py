@@ -18,6 +18,13 @@ NEGATIVE_VALUE = "negative_value"
 OUT_OF_RANGE = "out_of_range"
 DUPLICATE_RECORD_ID = "duplicate_record_id"
 
+# Reason codes written to `unplaced_inputs.reason`: why a record's event time places it in no
+# partition (checked in this order).
+MISSING_EVENT_TIME = "missing_event_time"
+UNPARSEABLE_EVENT_TIME = "unparseable_event_time"
+BEFORE_START = "before_start"
+FUTURE_EVENT_TIME = "future_event_time"
+
 
 @dataclass(frozen=True)
 class FeatureContract:

@@ -27,6 +27,7 @@ class SourceResource(dg.ConfigurableResource):
     # Plausibility ranges per feature (inclusive); a feature missing from a dict has no bound on that side.
     feature_minimums: dict[str, float]
     feature_maximums: dict[str, float]
+    max_shrink_share: float = 0.5
 
     def source(self) -> Source:
         return Source(root=Path(self.landing), glob=self.glob)
@@ -188,6 +189,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             max_rejected_share=settings.max_rejected_share,
             feature_minimums={r.feature: r.low for r in settings.feature_ranges if r.low is not None},
             feature_maximums={r.feature: r.high for r in settings.feature_ranges if r.high is not None},
+            max_shrink_share=settings.max_shrink_share,
         ),
         "warehouse": WarehouseResource(
             path=str(settings.warehouse),

@@ -50,6 +50,7 @@ DEFAULTS: Mapping[str, str] = {
     "BATCH_PREDICT_ON_FAILURE": "retry_all",
     "BATCH_PREDICT_MAX_ATTEMPTS": "3",
     "BATCH_PREDICT_MAX_REJECTED_SHARE": "0.5",
+    "BATCH_PREDICT_MAX_SHRINK_SHARE": "0.5",
     "BATCH_PREDICT_STEP_RETRIES": "3",
     "BATCH_PREDICT_MAX_PARTITIONS_PER_RUN": "1",
     "BATCH_PREDICT_LOCK_TIMEOUT_SECONDS": "300",
@@ -132,6 +133,7 @@ class Settings:
     drift_psi_floor: float
     feature_ranges: tuple[FeatureRange, ...]
     max_failed_share: float
+    max_shrink_share: float
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -157,6 +159,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if max_rejected_share > 1:
         raise SettingsError(
             _bad("BATCH_PREDICT_MAX_REJECTED_SHARE", raw("BATCH_PREDICT_MAX_REJECTED_SHARE"), "a share from 0 to 1")
+        )
+    max_shrink_share = _float(raw("BATCH_PREDICT_MAX_SHRINK_SHARE"), "BATCH_PREDICT_MAX_SHRINK_SHARE", 0)
+    if max_shrink_share > 1:
+        raise SettingsError(
+            _bad("BATCH_PREDICT_MAX_SHRINK_SHARE", raw("BATCH_PREDICT_MAX_SHRINK_SHARE"), "a share from 0 to 1")
         )
 
     features = _names(raw("BATCH_PREDICT_FEATURES"), "BATCH_PREDICT_FEATURES")
@@ -282,6 +289,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         drift_psi_floor=_float(raw("BATCH_PREDICT_DRIFT_PSI_FLOOR"), "BATCH_PREDICT_DRIFT_PSI_FLOOR", 0),
         feature_ranges=_ranges(raw("BATCH_PREDICT_FEATURE_RANGES"), features),
         max_failed_share=max_failed_share,
+        max_shrink_share=max_shrink_share,
     )
 
 

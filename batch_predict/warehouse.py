@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import duckdb
 import numpy as np
@@ -47,6 +48,18 @@ PREDICTION_BASE_COLUMNS = (
 # Parquet physical/converted types a feature or the event time may have.
 _NUMERIC_PARQUET = {"DOUBLE", "FLOAT", "INT32", "INT64"}
 _TEMPORAL_CONVERTED = {"TIMESTAMP_MILLIS", "TIMESTAMP_MICROS", "DATE"}
+
+# The column DuckDB adds with each row's file: a name no source is expected to use, so that a
+# source column called `filename` is read as data.
+SOURCE_FILE_COLUMN = "__batch_predict_source_file"
+# How a duplicate's rejection names the copy that keeps the record id: "... <event time> in <file>".
+DUPLICATE_DETAIL = "record id kept by the copy at "
+# DuckDB I/O errors of a file that is gone or cannot be opened now: worth retrying.
+_TRANSIENT_READ = re.compile(r"no such file|cannot open file|no files found|could not open|resource temporarily", re.I)
+# Errors by which DuckDB says the data cannot be read as they are.
+_DATA_ERRORS = (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.BinderException)
+# Where DuckDB's message gives the line of a bad CSV row.
+_LINE_IN_MESSAGE = re.compile(r"\bline:?\s*(\d+)", re.IGNORECASE)
 
 
 class WarehouseError(RuntimeError):
@@ -95,6 +108,12 @@ class InputStats:
     valid_rows: int
     rejected_rows: int
     rejected_by_reason: dict[str, int]
+    # After the snapshot: every record of the landing files in no partition, per reason.
+    unplaced_by_reason: dict[str, int] = field(default_factory=dict)
+    # Partitions whose stored copy of a record id this snapshot took, and how many.
+    demoted: dict[str, int] = field(default_factory=dict)
+    # Predictions of records no longer in the partitions' inputs, moved to predictions_history.
+    archived_predictions: int = 0
 
 
 @dataclass(frozen=True)
@@ -335,6 +354,10 @@ class Warehouse:
                 reason VARCHAR NOT NULL, detail VARCHAR, raw_values VARCHAR, source_file VARCHAR,
                 run_id VARCHAR, rejected_at TIMESTAMPTZ
             );
+            CREATE TABLE IF NOT EXISTS unplaced_inputs (
+                record_id VARCHAR, source_file VARCHAR, reason VARCHAR NOT NULL, raw_event_time VARCHAR,
+                first_seen_at TIMESTAMPTZ, last_seen_run_id VARCHAR
+            );
             CREATE TABLE IF NOT EXISTS input_stats (
                 partition_key VARCHAR PRIMARY KEY, window_start TIMESTAMPTZ, window_end TIMESTAMPTZ,
                 source_rows BIGINT, valid_rows BIGINT, rejected_rows BIGINT, rejected_by_reason VARCHAR,
@@ -403,6 +426,74 @@ class Warehouse:
     def _source_relation(self, source: Source) -> str:
         return f"{source.reader}($pattern, union_by_name = true, filename = true, hive_partitioning = false)"
 
+    def _landing_relation(self, source: Source) -> str:
+        """The landing files as one table, with each row's file and, for Parquet, its row number in the file.
+
+        The file column has a private name, so a source column called `filename` is just
+        another column. CSV is read as text: every value is cast row by row, so a bad value
+        is its record's outcome (a rejection, or an unplaced event time), wherever it sits in
+        the file, and never a failure of the whole read.
+        """
+        options = f"union_by_name = true, filename = {_literal(SOURCE_FILE_COLUMN)}, hive_partitioning = false"
+        if source.reader == "read_parquet":
+            options += ", file_row_number = true"
+        elif source.reader == "read_csv":
+            options += ", all_varchar = true"
+        return f"{source.reader}($pattern, {options})"
+
+    def _source_files(self, con: duckdb.DuckDBPyConnection, source: Source) -> list[str]:
+        """The files the source glob matches now, as DuckDB names them in the file column."""
+        rows = con.execute("SELECT file FROM glob($pattern) ORDER BY 1", {"pattern": source.pattern}).fetchall()
+        return [row[0] for row in rows]
+
+    def _read_failure(self, con: duckdb.DuckDBPyConnection, source: Source, error: duckdb.Error) -> Exception:
+        """What an error raised while reading the landing files means.
+
+        A file that vanished or could not be opened mid-read is transient: an `OSError`,
+        which the step retries. Anything else is in the data (a corrupt Parquet page or
+        footer, a malformed CSV line): retrying cannot help, so it is a `SourceError` naming
+        the file (from DuckDB's message, or by reading the files one by one) and the line
+        where DuckDB gives one.
+        """
+        text = str(error)
+        first = text.splitlines()[0].rstrip(".")
+        if isinstance(error, duckdb.IOException) and _TRANSIENT_READ.search(text):
+            return OSError(
+                f"Reading the source files {source.pattern} failed ({first}): a file was moved or is still being "
+                "written. The step is retried; if it keeps failing, check the landing folder."
+            )
+        try:
+            files = self._source_files(con, source)
+        except duckdb.Error:
+            files = []
+        named = [path for path in files if path in text]
+        culprit = named[0] if named else self._first_unreadable(con, source, files)
+        if culprit is None and not isinstance(error, _DATA_ERRORS):
+            return error  # every file reads on its own, and DuckDB did not blame the data: not a data error
+        line = _LINE_IN_MESSAGE.search(text)
+        where = ""
+        if culprit is not None:
+            where = f"The unreadable file is {culprit}" + (f", line {line.group(1)}. " if line else ". ")
+        return SourceError(
+            f"Cannot read the source files {source.pattern} with {source.reader}: {first}. {where}Move the "
+            "unreadable file out of the landing folder (or fix it) and rerun the partition; nothing was written."
+        )
+
+    def _raise_read_failure(self, con: duckdb.DuckDBPyConnection, source: Source, error: duckdb.Error) -> NoReturn:
+        failure = self._read_failure(con, source, error)
+        if failure is error:
+            raise error
+        raise failure from error
+
+    def _first_unreadable(self, con: duckdb.DuckDBPyConnection, source: Source, files: list[str]) -> str | None:
+        """The first file that fails when read on its own, every column of every row."""
+        for path in files:
+            try:
+                con.execute(f"SELECT bit_xor(hash(s)) FROM {self._landing_relation(source)} AS s", {"pattern": path})
+            except duckdb.Error:
+                return path
+        return None
+
     def check_source(self, con: duckdb.DuckDBPyConnection, source: Source) -> None:
         """Fail with a clear message unless the source files can be read and hold the contract's columns."""
         if not source.root.is_dir():
@@ -412,7 +503,7 @@ class Warehouse:
             )
         try:
             described = con.execute(
-                f"DESCRIBE SELECT * FROM {self._source_relation(source)}", {"pattern": source.pattern}
+                f"DESCRIBE SELECT * FROM {self._landing_relation(source)}", {"pattern": source.pattern}
             )
             columns = {row[0]: str(row[1]) for row in described.fetchall()}
         except duckdb.Error as error:
@@ -421,12 +512,11 @@ class Warehouse:
                     f"No source files match {source.pattern}. Put files there, or set "
                     "BATCH_PREDICT_LANDING / BATCH_PREDICT_SOURCE_GLOB to where they are."
                 ) from error
-            raise SourceError(
-                f"Cannot read the source files {source.pattern} with {source.reader}: "
-                f"{str(error).splitlines()[0].rstrip('.')}. "
-                "Move the unreadable file out of the landing folder (or fix it) and rerun the partition."
-            ) from error
+            self._raise_read_failure(con, source, error)
         c = self.contract
+        self._check_name_case(con, source, columns)
+        if source.reader == "read_parquet":  # Parquet files are checked one by one, naming each that does not fit
+            self._check_parquet_files(con, source)
         missing = [name for name in c.required_columns if name not in columns]
         if missing:
             raise SourceError(
@@ -435,28 +525,72 @@ class Warehouse:
                 "or set BATCH_PREDICT_ID_COLUMN / BATCH_PREDICT_TIME_COLUMN / BATCH_PREDICT_FEATURES to match them."
             )
         time_type = columns[c.time_column]
-        if not (time_type.startswith("TIMESTAMP") or time_type == "DATE"):
+        # Text is parsed row by row: a value that is not a time leaves only its record unplaced.
+        if not (time_type.startswith("TIMESTAMP") or time_type in ("DATE", "VARCHAR")):
             raise SourceError(
                 f"The event-time column {c.time_column} of {source.pattern} reads as {time_type}, not a timestamp, "
                 "so its records cannot be placed in partitions. Write it as a timestamp (ISO 8601 text in CSV), "
                 "or set BATCH_PREDICT_TIME_COLUMN to the right column."
             )
-        if source.reader == "read_parquet":
-            self._check_parquet_files(con, source)
+
+    def _check_name_case(self, con: duckdb.DuckDBPyConnection, source: Source, columns: dict[str, str]) -> None:
+        """Name the files whose column differs from a configured name only in case.
+
+        DuckDB combines such columns under the first file's spelling, so without this the
+        configured column would be reported missing from every file.
+        """
+        by_lower = {name.lower(): name for name in columns}
+        clashes = {
+            name: by_lower[name.lower()]
+            for name in self.contract.required_columns
+            if name not in columns and name.lower() in by_lower
+        }
+        if not clashes:
+            return
+        found_in: dict[str, list[str]] = {}
+        for path in self._source_files(con, source):
+            try:
+                described = con.execute(
+                    f"DESCRIBE SELECT * FROM {self._landing_relation(source)}", {"pattern": path}
+                ).fetchall()
+            except duckdb.Error:
+                continue
+            for column in (row[0] for row in described):
+                if column.lower() in {name.lower() for name in clashes} and column not in clashes:
+                    found_in.setdefault(column, []).append(path)
+        problems = [
+            f"column {spelled!r} in {', '.join(found_in.get(spelled, []) or ['the files'])} differs only in case "
+            f"from {name!r}"
+            for name, spelled in clashes.items()
+        ]
+        raise SourceError(
+            f"Column names must match the feature contract exactly: {'; '.join(problems)}. Rename the column in "
+            "those files (or set BATCH_PREDICT_ID_COLUMN / BATCH_PREDICT_TIME_COLUMN / BATCH_PREDICT_FEATURES to "
+            "the files' spelling) and rerun the partition; nothing was written."
+        )
 
     def _check_parquet_files(self, con: duckdb.DuckDBPyConnection, source: Source) -> None:
         """Name every Parquet file that lacks a contract column or gives one a type it cannot have."""
         c = self.contract
-        rows = con.execute(
-            "SELECT file_name, name, type, converted_type, logical_type FROM parquet_schema($pattern)",
-            {"pattern": source.pattern},
-        ).fetchall()
+        try:
+            rows = con.execute(
+                "SELECT file_name, name, type, converted_type, logical_type FROM parquet_schema($pattern)",
+                {"pattern": source.pattern},
+            ).fetchall()
+        except duckdb.Error as error:
+            self._raise_read_failure(con, source, error)
         by_file: dict[str, dict[str, tuple[str | None, str | None, str | None]]] = {}
         for file_name, name, kind, converted, logical in rows:
             by_file.setdefault(file_name, {})[name] = (kind, converted, logical)
         problems = []
         for file_name, found in sorted(by_file.items()):
             absent = [name for name in c.required_columns if name not in found]
+            lower = {name.lower(): name for name in found}
+            for name in [name for name in absent if name.lower() in lower]:
+                problems.append(
+                    f"{file_name} has column {lower[name.lower()]!r}, which differs only in case from {name!r}"
+                )
+            absent = [name for name in absent if name.lower() not in lower]
             if absent:
                 problems.append(f"{file_name} has no column(s) {', '.join(absent)}")
             for name in c.features:
@@ -467,9 +601,11 @@ class Warehouse:
             if c.time_column in found:
                 kind, converted, logical = found[c.time_column]
                 temporal = converted in _TEMPORAL_CONVERTED or kind == "INT96" or "Timestamp" in (logical or "")
-                if not temporal:
+                # Text is parsed row by row, as in CSV: a value that is not a time leaves its record unplaced.
+                text = kind == "BYTE_ARRAY" and (converted == "UTF8" or "String" in (logical or ""))
+                if not (temporal or text):
                     problems.append(
-                        f"{file_name} stores {c.time_column} as {converted or kind}, not a timestamp or date"
+                        f"{file_name} stores {c.time_column} as {converted or kind}, not a timestamp, date or text"
                     )
         if problems:
             shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
@@ -479,7 +615,16 @@ class Warehouse:
             )
 
     def _classified_source_sql(self, source: Source) -> str:
-        """The source rows of a window, each with its rejection reason (NULL when valid)."""
+        """The source rows of a window, each with its rejection reason (NULL when valid), and the rows
+        whose event time places them in no partition, each with its `unplaced` reason.
+
+        A record id belongs to its earliest valid copy that has a partition: the smallest
+        (event time, source file, row in the file), among the copies in the landing files
+        (whichever window they fall in) and those other partitions store (their files may be
+        gone). So which copy wins does not depend on the order partitions are snapshotted in.
+        A stored copy wins a tie with a landing one: it is the same row, already placed. An
+        invalid copy never takes the id: it is rejected for its own reason.
+        """
         c = self.contract
         raw_columns = ", ".join(f"s.{_ident(f)} AS {_ident('raw__' + f)}" for f in c.features)
         cast_columns = ", ".join(f"TRY_CAST(s.{_ident(f)} AS DOUBLE) AS {_ident(f)}" for f in c.features)
@@ -500,42 +645,61 @@ class Warehouse:
             when(f"{_ident(f)} < 0", rules.NEGATIVE_VALUE, f)
         whens.extend(_out_of_range_rule(r) for r in c.ranges)
         raw_values = ", ".join(f"{_ident(f)} := {_ident('raw__' + f)}" for f in c.features)
-        event_time = f"TRY_CAST(s.{_ident(c.time_column)} AS TIMESTAMPTZ)"
+        raw_time = f"s.{_ident(c.time_column)}"
+        event_time = f"TRY_CAST({raw_time} AS TIMESTAMPTZ)"
+        row_number = "s.file_row_number" if source.reader == "read_parquet" else "CAST(NULL AS BIGINT)"
         record_id, non_integer_id = record_id_sql("s." + _ident(c.id_column))
         return f"""
             WITH src AS (
                 SELECT {record_id} AS record_id, {non_integer_id} AS non_integer_record_id,
-                       {event_time} AS event_time,
-                       {raw_columns}, {cast_columns}, s.filename AS source_file
-                FROM {self._source_relation(source)} AS s
-                WHERE {event_time} >= $window_start AND {event_time} < $window_end
+                       {event_time} AS event_time, {raw_time} AS raw_event_time,
+                       {raw_columns}, {cast_columns}, s.{_ident(SOURCE_FILE_COLUMN)} AS source_file,
+                       {row_number} AS source_row
+                FROM {self._landing_relation(source)} AS s
             ),
-            checked AS (
-                SELECT *, CASE {" ".join(whens)} END AS verdict FROM src
+            placed AS (
+                SELECT *,
+                       CASE WHEN event_time IS NULL AND (raw_event_time IS NULL
+                                 OR trim(CAST(raw_event_time AS VARCHAR)) = '') THEN {_literal(rules.MISSING_EVENT_TIME)}
+                            WHEN event_time IS NULL THEN {_literal(rules.UNPARSEABLE_EVENT_TIME)}
+                            WHEN event_time < $placeable_start THEN {_literal(rules.BEFORE_START)}
+                            WHEN event_time >= $placeable_end THEN {_literal(rules.FUTURE_EVENT_TIME)}
+                       END AS unplaced,
+                       coalesce(event_time >= $window_start AND event_time < $window_end, false) AS in_window
+                FROM src
             ),
-            earlier AS (
-                SELECT record_id, min(partition_key) AS partition_key FROM inputs
-                WHERE partition_key <> $partition_key GROUP BY record_id
+            window_ids AS (SELECT DISTINCT record_id FROM placed WHERE in_window AND record_id IS NOT NULL),
+            checked AS (  -- the window's rows, and the other placed copies of its record ids
+                SELECT *, CAST(struct_pack({raw_values}) AS VARCHAR) AS raw_values,
+                       CASE {" ".join(whens)} END AS verdict
+                FROM placed
+                WHERE unplaced IS NULL AND (in_window OR record_id IN (SELECT record_id FROM window_ids))
+            ),
+            copies AS (
+                SELECT *, false AS stored FROM checked
+                UNION ALL BY NAME
+                SELECT record_id, event_time, source_file, true AS stored, false AS in_window FROM inputs
+                WHERE partition_key <> $partition_key AND record_id IN (SELECT record_id FROM window_ids)
             ),
             ranked AS (
-                SELECT checked.*, earlier.partition_key AS earlier_partition,
-                       row_number() OVER (
-                           PARTITION BY checked.record_id
-                           ORDER BY checked.verdict IS NOT NULL, checked.event_time, checked.source_file
-                       ) AS copy_number
-                FROM checked LEFT JOIN earlier ON checked.record_id = earlier.record_id
+                SELECT *,
+                       row_number() OVER copy AS copy_number,
+                       first_value(event_time) OVER copy AS kept_time,
+                       first_value(source_file) OVER copy AS kept_file
+                FROM copies
+                WINDOW copy AS (
+                    PARTITION BY record_id, verdict IS NULL
+                    ORDER BY event_time, source_file, stored DESC, source_row NULLS LAST, raw_values
+                )
             )
-            SELECT * EXCLUDE (verdict, earlier_partition, copy_number),
-                   CAST(struct_pack({raw_values}) AS VARCHAR) AS raw_values,
-                   COALESCE(verdict, CASE
-                       WHEN earlier_partition IS NOT NULL THEN
-                           {{'reason': {_literal(rules.DUPLICATE_RECORD_ID)},
-                             'detail': 'already in partition ' || earlier_partition}}
-                       WHEN copy_number > 1 THEN
-                           {{'reason': {_literal(rules.DUPLICATE_RECORD_ID)},
-                             'detail': 'repeated within this partition'}}
+            SELECT * EXCLUDE (verdict, copy_number, kept_time, kept_file, stored),
+                   COALESCE(verdict, CASE WHEN copy_number > 1 THEN
+                       {{'reason': {_literal(rules.DUPLICATE_RECORD_ID)},
+                         'detail': {_literal(DUPLICATE_DETAIL)} || CAST(kept_time AS VARCHAR) || ' in ' || kept_file}}
                    END) AS verdict
-            FROM ranked
+            FROM ranked WHERE in_window
+            UNION ALL BY NAME
+            SELECT * FROM placed WHERE unplaced IS NOT NULL
         """
 
     def snapshot_inputs(
@@ -546,19 +710,32 @@ class Warehouse:
         window_end: datetime,
         run_id: str,
         max_rejected_share: float = 1.0,
+        *,
+        placeable: tuple[datetime, datetime] | None = None,
+        max_shrink_share: float = 0.5,
+        allow_shrink: bool = False,
     ) -> InputStats:
         """Replace one partition of `inputs` and `rejected_inputs` with the source rows of its window.
 
-        One transaction: the partition is either fully replaced or left as it was. When
-        more than `max_rejected_share` of the rows break the contract, nothing is written
-        and `SourceError` says which rules they broke: a source that is mostly invalid is
-        usually a wrong file or setting, not bad records.
+        One transaction: the partition is either fully replaced or left as it was. Nothing is
+        written, and `SourceError` says why, when more than `max_rejected_share` of the rows
+        break the contract (a source that is mostly invalid is usually a wrong file or
+        setting, not bad records), or when the window holds fewer than `max_shrink_share` of
+        the records the partition was last snapshotted with (landing files that were moved
+        away) unless `allow_shrink`.
+
+        The same transaction moves the predictions of records that left the partition to
+        `predictions_history`, takes a record id from another partition that stores a later
+        copy of it (that copy is rejected there as a duplicate), and refreshes
+        `unplaced_inputs` for the files read: records whose event time is missing, does not
+        parse, or falls outside `placeable` (the partitions that exist now).
         """
         features = ", ".join(_ident(f) for f in self.contract.features)
         params = {"partition_key": partition_key, "run_id": run_id}
         with self.connect() as con:
             self.check_source(con, source)
-            with _transaction(con):
+            files = self._source_files(con, source)
+            try:
                 con.execute(
                     f"CREATE OR REPLACE TEMP TABLE staged_source AS {self._classified_source_sql(source)}",
                     {
@@ -566,8 +743,50 @@ class Warehouse:
                         "pattern": source.pattern,
                         "window_start": window_start,
                         "window_end": window_end,
+                        "placeable_start": placeable[0] if placeable else None,
+                        "placeable_end": placeable[1] if placeable else None,
                     },
                 )
+            except duckdb.Error as error:
+                self._raise_read_failure(con, source, error)
+            with _transaction(con):
+                counts = con.execute(
+                    "SELECT count(*), count(*) FILTER (WHERE verdict IS NULL) FROM staged_source WHERE in_window"
+                ).fetchone()
+                by_reason = dict(
+                    con.execute(
+                        """
+                        SELECT verdict.reason, count(*) FROM staged_source
+                        WHERE in_window AND verdict IS NOT NULL GROUP BY 1 ORDER BY 1
+                        """
+                    ).fetchall()
+                )
+                assert counts is not None
+                source_rows, valid_rows = int(counts[0]), int(counts[1])
+                stored = con.execute("SELECT source_rows FROM input_stats WHERE partition_key = ?", [partition_key])
+                stored_rows = int((stored.fetchone() or (0,))[0] or 0)
+                if (
+                    not allow_shrink
+                    and stored_rows
+                    and (source_rows == 0 or source_rows < max_shrink_share * stored_rows)
+                ):
+                    below = f", fewer than BATCH_PREDICT_MAX_SHRINK_SHARE={max_shrink_share:g} of them"
+                    raise SourceError(
+                        f"Partition {partition_key} was snapshotted with {stored_rows} source records, but "
+                        f"{source.pattern} now holds {source_rows} in its window{below if source_rows else ''}: "
+                        "were landing files moved or deleted? Nothing was written. Put the files back, or, to "
+                        "replace the partition with what is there now (its removed predictions go to "
+                        'predictions_history), run it with the run config {"ops": {"inputs": {"config": '
+                        '{"allow_shrink": true}}}} or `batch-predict materialize --allow-shrink`.'
+                    )
+                if source_rows and (source_rows - valid_rows) / source_rows > max_rejected_share:
+                    raise SourceError(
+                        f"{source_rows - valid_rows} of the {source_rows} source records of partition "
+                        f"{partition_key} break the feature contract ({json.dumps(by_reason, sort_keys=True)}), "
+                        f"more than BATCH_PREDICT_MAX_REJECTED_SHARE={max_rejected_share:g}. Nothing was written. "
+                        "Check the files and the BATCH_PREDICT_*_COLUMN / FEATURES settings, or raise the share "
+                        "to accept these rejections."
+                    )
                 for table in ("inputs", "rejected_inputs", "input_stats"):
                     con.execute(f"DELETE FROM {table} WHERE partition_key = ?", [partition_key])
                 con.execute(
@@ -575,7 +794,7 @@ class Warehouse:
                     INSERT INTO inputs BY NAME
                     SELECT $partition_key AS partition_key, record_id, event_time, {features}, source_file,
                            $run_id AS run_id, now() AS loaded_at
-                    FROM staged_source WHERE verdict IS NULL
+                    FROM staged_source WHERE in_window AND verdict IS NULL
                     """,
                     params,
                 )
@@ -585,31 +804,12 @@ class Warehouse:
                     SELECT $partition_key AS partition_key, record_id, event_time, verdict.reason AS reason,
                            verdict.detail AS detail, raw_values, source_file, $run_id AS run_id,
                            now() AS rejected_at
-                    FROM staged_source WHERE verdict IS NOT NULL
+                    FROM staged_source WHERE in_window AND verdict IS NOT NULL
                     """,
                     params,
                 )
-                counts = con.execute(
-                    "SELECT count(*), count(*) FILTER (WHERE verdict IS NULL) FROM staged_source"
-                ).fetchone()
-                by_reason = dict(
-                    con.execute(
-                        """
-                        SELECT verdict.reason, count(*) FROM staged_source
-                        WHERE verdict IS NOT NULL GROUP BY 1 ORDER BY 1
-                        """
-                    ).fetchall()
-                )
-                assert counts is not None
-                source_rows, valid_rows = int(counts[0]), int(counts[1])
-                if source_rows and (source_rows - valid_rows) / source_rows > max_rejected_share:
-                    raise SourceError(
-                        f"{source_rows - valid_rows} of the {source_rows} source records of partition "
-                        f"{partition_key} break the feature contract ({json.dumps(by_reason, sort_keys=True)}), "
-                        f"more than BATCH_PREDICT_MAX_REJECTED_SHARE={max_rejected_share:g}. Nothing was written. "
-                        "Check the files and the BATCH_PREDICT_*_COLUMN / FEATURES settings, or raise the share "
-                        "to accept these rejections."
-                    )
+                demoted = self._demote_later_copies(con, partition_key, run_id)
+                archived = self._archive_orphans(con, [partition_key, *demoted], run_id)
                 con.execute(
                     """
                     INSERT INTO input_stats VALUES
@@ -626,7 +826,132 @@ class Warehouse:
                         "by_reason": json.dumps(by_reason, sort_keys=True),
                     },
                 )
-        return InputStats(partition_key, source_rows, valid_rows, source_rows - valid_rows, by_reason)
+                self._refresh_unplaced(con, files, run_id)
+                unplaced = self._unplaced_counts(con)
+        return InputStats(
+            partition_key,
+            source_rows,
+            valid_rows,
+            source_rows - valid_rows,
+            by_reason,
+            unplaced_by_reason=unplaced,
+            demoted=demoted,
+            archived_predictions=archived,
+        )
+
+    def _demote_later_copies(self, con: duckdb.DuckDBPyConnection, partition_key: str, run_id: str) -> dict[str, int]:
+        """Reject, in their partitions, the stored copies of record ids this partition's inputs now hold.
+
+        Such a copy sorts after this partition's (else this partition would have rejected its
+        own): an earlier copy landed late. It goes to its partition's `rejected_inputs` as a
+        duplicate, with the detail a rerun of that partition would give, and the partition's
+        `input_stats` counts follow. Returns the number demoted per partition.
+        """
+        raw_values = ", ".join(f"{_ident(f)} := o.{_ident(f)}" for f in self.contract.features)
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE demoted AS
+            SELECT o.partition_key, o.record_id, o.event_time, o.source_file,
+                   CAST(struct_pack({raw_values}) AS VARCHAR) AS raw_values,
+                   {_literal(DUPLICATE_DETAIL)} || CAST(n.event_time AS VARCHAR) || ' in ' || n.source_file AS detail
+            FROM inputs AS o JOIN inputs AS n ON o.record_id = n.record_id
+            WHERE n.partition_key = $p AND o.partition_key <> $p
+            """,
+            {"p": partition_key},
+        )
+        counts = dict(con.execute("SELECT partition_key, count(*) FROM demoted GROUP BY 1").fetchall())
+        if not counts:
+            return {}
+        con.execute(
+            f"""
+            INSERT INTO rejected_inputs BY NAME
+            SELECT partition_key, record_id, event_time, {_literal(rules.DUPLICATE_RECORD_ID)} AS reason, detail,
+                   raw_values, source_file, $run_id AS run_id, now() AS rejected_at
+            FROM demoted
+            """,
+            {"run_id": run_id},
+        )
+        con.execute(
+            """
+            DELETE FROM inputs AS i USING demoted AS d
+            WHERE i.partition_key = d.partition_key AND i.record_id = d.record_id
+            """
+        )
+        for key in counts:
+            reasons = dict(
+                con.execute(
+                    "SELECT reason, count(*) FROM rejected_inputs WHERE partition_key = ? GROUP BY 1 ORDER BY 1", [key]
+                ).fetchall()
+            )
+            con.execute(
+                """
+                UPDATE input_stats SET
+                    valid_rows = (SELECT count(*) FROM inputs WHERE partition_key = $p),
+                    rejected_rows = (SELECT count(*) FROM rejected_inputs WHERE partition_key = $p),
+                    rejected_by_reason = $by_reason
+                WHERE partition_key = $p
+                """,
+                {"p": key, "by_reason": json.dumps(reasons, sort_keys=True)},
+            )
+        return {str(key): int(n) for key, n in counts.items()}
+
+    def _archive_orphans(self, con: duckdb.DuckDBPyConnection, partition_keys: Sequence[str], run_id: str) -> int:
+        """Move the predictions of the partitions' records that are no longer in their inputs to
+        `predictions_history` (still queryable in `predictions_all_versions`) and drop their error
+        ledger rows. Returns the number of predictions moved."""
+        scope = """list_contains($keys, t.partition_key) AND NOT EXISTS (
+            SELECT 1 FROM inputs AS i WHERE i.partition_key = t.partition_key AND i.record_id = t.record_id)"""
+        params = {"keys": list(partition_keys)}
+        archived = self._archive_rows(con, scope, params, run_id)
+        con.execute(f"DELETE FROM predictions AS t WHERE {scope}", params)
+        con.execute(f"DELETE FROM prediction_errors AS t WHERE {scope}", params)
+        return archived
+
+    def _refresh_unplaced(self, con: duckdb.DuckDBPyConnection, files: list[str], run_id: str) -> None:
+        """Replace the `unplaced_inputs` rows of the files just read, keeping when each was first seen."""
+        params = {"files": files}
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE unplaced_before AS
+            SELECT source_file, record_id, raw_event_time, min(first_seen_at) AS first_seen_at
+            FROM unplaced_inputs WHERE list_contains($files, source_file) GROUP BY ALL
+            """,
+            params,
+        )
+        con.execute("DELETE FROM unplaced_inputs WHERE list_contains($files, source_file)", params)
+        con.execute(
+            """
+            INSERT INTO unplaced_inputs BY NAME
+            SELECT s.record_id, s.source_file, s.unplaced AS reason, CAST(s.raw_event_time AS VARCHAR) AS raw_event_time,
+                   coalesce(b.first_seen_at, now()) AS first_seen_at, $run_id AS last_seen_run_id
+            FROM staged_source AS s LEFT JOIN unplaced_before AS b
+              ON s.source_file = b.source_file AND s.record_id IS NOT DISTINCT FROM b.record_id
+             AND CAST(s.raw_event_time AS VARCHAR) IS NOT DISTINCT FROM b.raw_event_time
+            WHERE s.unplaced IS NOT NULL
+            """,
+            {"run_id": run_id},
+        )
+
+    @staticmethod
+    def _unplaced_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+        rows = con.execute("SELECT reason, count(*) FROM unplaced_inputs GROUP BY 1 ORDER BY 1").fetchall()
+        return {str(reason): int(n) for reason, n in rows}
+
+    def unplaced(self, limit: int) -> tuple[dict[str, int], list[dict[str, Any]]]:
+        """Records that are in no partition: counts per reason, and up to `limit` rows, oldest first."""
+        with self.connect(read_only=True) as con:
+            if not self._has_table(con, "unplaced_inputs"):
+                return {}, []
+            counts = self._unplaced_counts(con)
+            cursor = con.execute(
+                """
+                SELECT record_id, source_file, reason, raw_event_time, first_seen_at, last_seen_run_id
+                FROM unplaced_inputs ORDER BY first_seen_at, source_file, record_id LIMIT $limit
+                """,
+                {"limit": limit},
+            )
+            names = [column[0] for column in cursor.description]
+            return counts, [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     # -- predictions ----------------------------------------------------------------------
 
@@ -816,30 +1141,36 @@ class Warehouse:
         prediction: archiving it again replaces the earlier copy. `_unarchive_current` then
         drops the copies that a run made current again (a rollback to an earlier version).
         """
+        Warehouse._archive_rows(
+            con,
+            f"({scope}) AND t.model_version IS DISTINCT FROM $version",
+            {**params, "version": run.model_version},
+            run.run_id,
+        )
+
+    @staticmethod
+    def _archive_rows(con: duckdb.DuckDBPyConnection, scope: str, params: dict[str, Any], run_id: str) -> int:
+        """Copy the predictions in `scope` (over `predictions AS t`) into `predictions_history`, superseded
+        by `run_id`, replacing an earlier copy of the same partition, record and version. Returns how many."""
         have = {row[0] for row in con.execute("SELECT column_name FROM (DESCRIBE predictions_history)").fetchall()}
         for name, kind in con.execute("SELECT column_name, column_type FROM (DESCRIBE predictions)").fetchall():
             if name not in have:  # a class of an earlier model, in a warehouse made before history existed
                 con.execute(f"ALTER TABLE predictions_history ADD COLUMN {_ident(name)} {kind}")
-        con.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE leaving AS
-            SELECT * FROM predictions AS t WHERE ({scope}) AND t.model_version IS DISTINCT FROM $version
-            """,
-            {**params, "version": run.model_version},
-        )
+        con.execute(f"CREATE OR REPLACE TEMP TABLE leaving AS SELECT * FROM predictions AS t WHERE {scope}", params)
         con.execute(
             """
             DELETE FROM predictions_history AS h USING leaving AS l
             WHERE h.partition_key = l.partition_key AND h.record_id = l.record_id AND h.model_version = l.model_version
             """
         )
-        con.execute(
+        [(archived,)] = con.execute(
             """
             INSERT INTO predictions_history BY NAME
             SELECT *, now() AS superseded_at, $run_id AS superseded_by_run FROM leaving
             """,
-            {"run_id": run.run_id},
-        )
+            {"run_id": run_id},
+        ).fetchall()
+        return int(archived)
 
     @staticmethod
     def _unarchive_current(con: duckdb.DuckDBPyConnection, run: PredictionRun) -> None:

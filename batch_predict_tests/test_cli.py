@@ -43,6 +43,9 @@ def test_demo_train_materialize_status(env: Settings, capsys: pytest.CaptureFixt
     champion, *table = capsys.readouterr().out.splitlines()
     assert champion.startswith("champion: iris-logreg v1 (sklearn-joblib), trained ")
     assert "0.0 days ago, within the 30-day limit" in champion
+    # Today's records wait for today's partition.
+    unplaced, *table = table
+    assert unplaced == "unplaced: 200 records (future_event_time: 200)"
     assert table[0].split()[:5] == ["partition", "source", "inputs", "rejected", "predicted"]
     assert len(table) == 3
     assert main(["model", "train-demo", "--age-days", "45", "--fail-share", "0.001"]) == 0

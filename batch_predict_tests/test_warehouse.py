@@ -101,7 +101,10 @@ def test_each_rule_has_its_reason(warehouse: Warehouse, tmp_path: Path) -> None:
         )
     assert details["missing_feature"] == "sepal_length"
     assert details["missing_record_id"] == "record_id"
-    assert details["duplicate_record_id"] == "repeated within this partition"
+    assert (
+        details["duplicate_record_id"]
+        == f"record id kept by the copy at 2026-03-01 00:00:00+00 in {source.root / 'a.parquet'}"
+    )
 
 
 def test_a_valid_copy_wins_over_an_invalid_one(warehouse: Warehouse, tmp_path: Path) -> None:
@@ -123,7 +126,9 @@ def test_a_record_already_in_another_partition_is_rejected(warehouse: Warehouse,
     stats = warehouse.snapshot_inputs(source, "2026-03-02", NEXT, NEXT + timedelta(days=1), "r2")
     assert stats.rejected_by_reason == {"duplicate_record_id": 1}
     with duckdb.connect(str(warehouse.path), read_only=True) as con:
-        assert con.execute("SELECT detail FROM rejected_inputs").fetchall() == [("already in partition 2026-03-01",)]
+        assert con.execute("SELECT detail FROM rejected_inputs").fetchall() == [
+            (f"record id kept by the copy at 2026-03-01 00:00:00+00 in {source.root / 'a.parquet'}",)
+        ]
     # Rerunning the first partition keeps the record there: no flip-flop, no loss.
     again = warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r3")
     assert again.valid_rows == 1
@@ -193,13 +198,24 @@ def test_a_parquet_column_of_the_wrong_type_fails_naming_it(warehouse: Warehouse
         warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r")
 
 
-def test_an_event_time_that_is_text_fails_naming_it(warehouse: Warehouse, tmp_path: Path) -> None:
+def test_an_event_time_that_is_not_a_time_leaves_its_record_unplaced(warehouse: Warehouse, tmp_path: Path) -> None:
     source = Source(tmp_path / "src", "*.csv")
     source.root.mkdir()
     (source.root / "a.csv").write_text(
         "record_id,event_time,sepal_length,sepal_width,petal_length,petal_width\na,yesterday,5.1,3.5,1.4,0.2\n"
     )
-    with pytest.raises(SourceError, match="event-time column event_time .* reads as VARCHAR"):
+    stats = warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r")
+    assert (stats.source_rows, stats.unplaced_by_reason) == (0, {"unparseable_event_time": 1})
+
+
+def test_an_event_time_that_is_a_number_fails_naming_it(warehouse: Warehouse, tmp_path: Path) -> None:
+    source = Source(tmp_path / "src", "*.json")
+    source.root.mkdir()
+    (source.root / "a.json").write_text(
+        '{"record_id": "a", "event_time": 17, "sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, '
+        '"petal_width": 0.2}\n'
+    )
+    with pytest.raises(SourceError, match="event-time column event_time .* reads as BIGINT"):
         warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r")
 
 

@@ -1,0 +1,361 @@
+"""Landing files at the edges: moved away, unplaceable, duplicated across partitions, corrupt, oddly named."""
+
+import json
+import shutil
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from batch_predict.cli import main
+from batch_predict.contract import FeatureContract
+from batch_predict.registry import Registry
+from batch_predict.settings import IRIS_FEATURES, Settings, SettingsError
+from batch_predict.warehouse import Source, SourceError, Warehouse
+
+from .conftest import ROWS_PER_DAY, run_assets
+
+DAY = datetime(2026, 3, 1, tzinfo=UTC)
+NEXT = DAY + timedelta(days=1)
+HEADER = "record_id,event_time," + ",".join(IRIS_FEATURES) + "\n"
+
+
+def query(path: Path, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return con.execute(sql, params or {}).fetchall()
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failures, "the run failed outside a step"
+    return str(failures[0].event_specific_data)
+
+
+def write(path: Path, ids: list[str | None], times: list[Any], **features: list[Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns: dict[str, Any] = {"record_id": ids, "event_time": times}
+    columns |= {name: features.get(name, [1.0] * len(ids)) for name in IRIS_FEATURES}
+    pq.write_table(pa.table(columns), path)
+
+
+# -- 1. a rerun after the landing files are gone -------------------------------------------
+
+
+def test_a_rerun_without_its_landing_files_fails_until_told_and_keeps_predictions(
+    settings: Settings, landing: Path, registry: Registry, tmp_path: Path
+) -> None:
+    assert run_assets(settings, ["inputs", "predictions"], "2026-03-01").success
+    tables = ("inputs", "rejected_inputs", "input_stats", "predictions", "prediction_errors")
+    before = {
+        t: query(settings.warehouse, f"SELECT count(*) FROM {t} WHERE partition_key = '2026-03-01'") for t in tables
+    }
+    [(predicted,)] = before["predictions"]
+    shutil.move(landing / "2026-03-01", tmp_path / "archived")  # a retention job moved the day away
+
+    refused = run_assets(settings, ["inputs", "predictions"], "2026-03-01", raise_on_error=False)
+    message = failure_message(refused)
+    assert "Partition 2026-03-01 was snapshotted with 400 source records" in message
+    assert f"{Source(landing).pattern} now holds 0" in message
+    assert '{"ops": {"inputs": {"config": {"allow_shrink": true}}}}' in message and "--allow-shrink" in message
+    after = {
+        t: query(settings.warehouse, f"SELECT count(*) FROM {t} WHERE partition_key = '2026-03-01'") for t in tables
+    }
+    assert after == before
+    assert [e for e in refused.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"] == []
+
+    forced = run_assets(
+        settings,
+        ["inputs", "predictions"],
+        "2026-03-01",
+        run_config={"ops": {"inputs": {"config": {"allow_shrink": True}}}},
+    )
+    assert forced.success
+    assert query(settings.warehouse, "SELECT count(*) FROM inputs WHERE partition_key = '2026-03-01'") == [(0,)]
+    assert query(settings.warehouse, "SELECT count(*) FROM predictions WHERE partition_key = '2026-03-01'") == [(0,)]
+    # What the forced shrink removed stays queryable.
+    archived = query(
+        settings.warehouse,
+        """SELECT count(*), count(DISTINCT superseded_by_run) FROM predictions_history
+           WHERE partition_key = '2026-03-01' AND superseded_by_run = $run""",
+        {"run": forced.run_id},
+    )
+    assert archived == [(predicted, 1)]
+    assert query(
+        settings.warehouse,
+        "SELECT count(*) FROM predictions_all_versions WHERE partition_key = '2026-03-01' AND NOT is_current",
+    ) == [(predicted,)]
+
+
+def test_a_small_shrink_is_accepted(warehouse: Warehouse, tmp_path: Path) -> None:
+    source = Source(tmp_path / "src")
+    write(source.root / "a.parquet", ["a", "b", "c"], [DAY] * 3)
+    warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r1")
+    write(source.root / "a.parquet", ["a", "b"], [DAY] * 2)
+    assert warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r2").valid_rows == 2
+
+
+def test_the_shrink_share_is_a_setting(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    with pytest.raises(
+        SettingsError, match="BATCH_PREDICT_MAX_SHRINK_SHARE='1.5' is not valid: use a share from 0 to 1"
+    ):
+        make_settings(max_shrink_share="1.5")
+    settings = make_settings(max_shrink_share="0.9")
+    write(settings.landing / "a.parquet", [f"r{i}" for i in range(10)], [DAY] * 10)
+    assert run_assets(settings, ["inputs"], "2026-03-01").success
+    write(settings.landing / "a.parquet", [f"r{i}" for i in range(8)], [DAY] * 8)
+    message = failure_message(run_assets(settings, ["inputs"], "2026-03-01", raise_on_error=False))
+    assert "with 10 source records" in message and "holds 8" in message
+    assert "BATCH_PREDICT_MAX_SHRINK_SHARE=0.9" in message
+
+
+# -- 2. records in no partition -------------------------------------------------------------
+
+
+def test_records_without_a_partition_are_listed_and_checked(
+    make_settings: Callable[..., Settings], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(source_glob="*.csv")
+    settings.landing.mkdir(parents=True)
+    (settings.landing / "a.csv").write_text(
+        HEADER
+        + "ok,2026-03-01T01:00:00Z,5.1,3.5,1.4,0.2\n"
+        + "empty,,5.1,3.5,1.4,0.2\n"
+        + "bad,yesterday,5.1,3.5,1.4,0.2\n"
+        + "early,2026-02-01T00:00:00Z,5.1,3.5,1.4,0.2\n"
+        + "future,2099-01-01T00:00:00Z,5.1,3.5,1.4,0.2\n"
+    )
+    first = run_assets(settings, ["inputs"], "2026-03-01")
+    assert first.success
+    [check] = first.get_asset_check_evaluations()
+    assert (check.check_name, check.passed, check.severity) == (
+        "every_record_placed",
+        False,
+        dg.AssetCheckSeverity.WARN,
+    )
+    assert check.metadata["unplaced_by_reason"].value == {
+        "before_start": 1,
+        "future_event_time": 1,
+        "missing_event_time": 1,
+        "unparseable_event_time": 1,
+    }
+    unplaced = "SELECT record_id, reason, raw_event_time, first_seen_at FROM unplaced_inputs ORDER BY record_id"
+    rows = query(settings.warehouse, unplaced)
+    assert [row[:3] for row in rows] == [
+        ("bad", "unparseable_event_time", "yesterday"),
+        ("early", "before_start", "2026-02-01T00:00:00Z"),
+        ("empty", "missing_event_time", None),
+        ("future", "future_event_time", "2099-01-01T00:00:00Z"),
+    ]
+    assert query(settings.warehouse, "SELECT record_id FROM inputs") == [("ok",)]
+    # A rerun refreshes the rows, never adds copies, and keeps when each was first seen.
+    assert run_assets(settings, ["inputs"], "2026-03-01").success
+    assert query(settings.warehouse, unplaced) == rows
+
+    for name, value in {
+        "BATCH_PREDICT_WAREHOUSE": settings.warehouse,
+        "BATCH_PREDICT_LANDING": settings.landing,
+        "BATCH_PREDICT_MODELS": settings.models,
+        "BATCH_PREDICT_SOURCE_GLOB": "*.csv",
+        "BATCH_PREDICT_START": "2026-03-01",
+    }.items():
+        monkeypatch.setenv(name, str(value))
+    assert main(["unplaced", "--json", "--limit", "2"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert (listed["total"], len(listed["records"])) == (4, 2)
+    assert main(["status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == (
+        "unplaced: 4 records (before_start: 1, future_event_time: 1, missing_event_time: 1, unparseable_event_time: 1)"
+    )
+    with pytest.raises(SystemExit) as exit_code:
+        main(["unplaced", "--limit", "0"])
+    assert exit_code.value.code == 2
+
+
+def test_a_future_record_leaves_once_its_partition_exists(warehouse: Warehouse, tmp_path: Path) -> None:
+    source = Source(tmp_path / "src")
+    write(source.root / "a.parquet", ["today", "tomorrow"], [DAY, NEXT + timedelta(hours=1)])
+    warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r1", placeable=(DAY, NEXT))
+    assert query(warehouse.path, "SELECT record_id, reason FROM unplaced_inputs") == [("tomorrow", "future_event_time")]
+    later = NEXT + timedelta(days=1)
+    stats = warehouse.snapshot_inputs(source, "2026-03-02", NEXT, later, "r2", placeable=(DAY, later))
+    assert (stats.valid_rows, stats.unplaced_by_reason) == (1, {})
+    assert query(warehouse.path, "SELECT count(*) FROM unplaced_inputs") == [(0,)]
+
+
+# -- 4. which copy of a duplicated record id wins ------------------------------------------
+
+
+def tables(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """The snapshot tables without the columns that name the run or the time it ran."""
+    return {
+        "inputs": query(path, "SELECT * EXCLUDE (run_id, loaded_at) FROM inputs ORDER BY ALL"),
+        "rejected": query(path, "SELECT * EXCLUDE (run_id, rejected_at) FROM rejected_inputs ORDER BY ALL"),
+        "stats": query(path, "SELECT * EXCLUDE (run_id, loaded_at) FROM input_stats ORDER BY ALL"),
+        "unplaced": query(path, "SELECT * EXCLUDE (last_seen_run_id, first_seen_at) FROM unplaced_inputs ORDER BY ALL"),
+    }
+
+
+def test_the_winning_copy_does_not_depend_on_snapshot_order(settings: Settings, tmp_path: Path) -> None:
+    source = Source(tmp_path / "src")
+    # x: the later copy sits in the file that sorts first; y: an invalid earlier copy never takes the id.
+    write(source.root / "a.parquet", ["x", "y"], [NEXT + timedelta(hours=2)] * 2)
+    write(source.root / "b.parquet", ["x", "y", "x"], [DAY + timedelta(hours=3)] * 3, petal_width=[0.1, -1.0, 0.2])
+    windows = {"2026-03-01": (DAY, NEXT), "2026-03-02": (NEXT, NEXT + timedelta(days=1))}
+    results = []
+    for order in (["2026-03-01", "2026-03-02"], ["2026-03-02", "2026-03-01"]):
+        warehouse = Warehouse(tmp_path / f"{order[0]}.duckdb", FeatureContract.from_settings(settings))
+        for run, key in enumerate([*order, *order]):  # and each rerun changes nothing
+            warehouse.snapshot_inputs(source, key, *windows[key], f"r{run}", placeable=(DAY, NEXT + timedelta(days=1)))
+        results.append(tables(warehouse.path))
+    assert results[0] == results[1]
+    inputs = {(row[0], row[1]): row for row in results[0]["inputs"]}
+    assert set(inputs) == {("2026-03-01", "x"), ("2026-03-02", "y")}
+    assert inputs["2026-03-01", "x"][6] == 0.1  # the first row of b.parquet, the earliest copy
+    reasons = sorted((row[0], row[1], row[3]) for row in results[0]["rejected"])
+    assert reasons == [
+        ("2026-03-01", "x", "duplicate_record_id"),
+        ("2026-03-01", "y", "negative_value"),
+        ("2026-03-02", "x", "duplicate_record_id"),
+    ]
+
+
+def test_a_late_earlier_copy_takes_the_id_and_its_prediction_is_archived(
+    settings: Settings, landing: Path, registry: Registry
+) -> None:
+    assert run_assets(settings, ["inputs", "predictions"], "2026-03-02").success
+    [(record_id, predicted_by)] = query(
+        settings.warehouse, "SELECT record_id, run_id FROM predictions WHERE partition_key = '2026-03-02' LIMIT 1"
+    )
+    [(valid_before,)] = query(
+        settings.warehouse, "SELECT valid_rows FROM input_stats WHERE partition_key = '2026-03-02'"
+    )
+    write(landing / "2026-03-01" / "late.parquet", [record_id], [DAY + timedelta(hours=5)])
+    claim = run_assets(settings, ["inputs"], "2026-03-01")
+    assert claim.success
+    assert query(settings.warehouse, "SELECT partition_key FROM inputs WHERE record_id = $r", {"r": record_id}) == [
+        ("2026-03-01",)
+    ]
+    [(reason, detail)] = query(
+        settings.warehouse,
+        "SELECT reason, detail FROM rejected_inputs WHERE partition_key = '2026-03-02' AND record_id = $r",
+        {"r": record_id},
+    )
+    assert (reason, detail) == (
+        "duplicate_record_id",
+        f"record id kept by the copy at 2026-03-01 05:00:00+00 in {landing / '2026-03-01' / 'late.parquet'}",
+    )
+    assert query(
+        settings.warehouse,
+        "SELECT run_id, superseded_by_run FROM predictions_history WHERE record_id = $r",
+        {"r": record_id},
+    ) == [(predicted_by, claim.run_id)]
+    assert query(settings.warehouse, "SELECT count(*) FROM predictions WHERE record_id = $r", {"r": record_id}) == [
+        (0,)
+    ]
+    stats = (
+        "SELECT source_rows, valid_rows, rejected_rows, rejected_by_reason FROM input_stats WHERE partition_key = $p"
+    )
+    [(source_rows, valid_rows, rejected_rows, by_reason)] = query(settings.warehouse, stats, {"p": "2026-03-02"})
+    assert (source_rows, valid_rows, rejected_rows) == (ROWS_PER_DAY, valid_before - 1, ROWS_PER_DAY - valid_before + 1)
+    assert sum(json.loads(by_reason).values()) == rejected_rows
+    # Snapshotting the other partition again gives the same rows: the demotion was what a rerun does.
+    before = tables(settings.warehouse)
+    assert run_assets(settings, ["inputs"], "2026-03-02").success
+    assert tables(settings.warehouse) == before
+
+
+# -- 6. data errors at read time --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad_row", [5, 24_000])
+def test_a_bad_csv_value_is_the_same_rejection_wherever_it_sits(
+    warehouse: Warehouse, tmp_path: Path, bad_row: int
+) -> None:
+    source = Source(tmp_path / "src", "*.csv")
+    source.root.mkdir()
+    lines = [f"r{i},2026-03-01T01:00:00Z,5.1,3.5,1.4,0.2\n" for i in range(25_000)]
+    lines[bad_row] = f"r{bad_row},2026-03-01T01:00:00Z,five,3.5,1.4,0.2\n"  # past DuckDB's type-sniffing sample
+    (source.root / "a.csv").write_text(HEADER + "".join(lines))
+    stats = warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r")
+    assert (stats.valid_rows, stats.rejected_by_reason) == (24_999, {"not_a_number": 1})
+    assert query(warehouse.path, "SELECT record_id FROM rejected_inputs") == [(f"r{bad_row}",)]
+
+
+def corrupt_a_page(path: Path) -> None:
+    """Overwrite bytes inside the first column chunk: the footer stays valid, reading the data fails."""
+    data = bytearray(path.read_bytes())
+    data[30:46] = b"\xff" * 16
+    path.write_bytes(bytes(data))
+
+
+def test_a_corrupt_parquet_page_names_the_file_and_is_not_retried(
+    settings: Settings, landing: Path, registry: Registry
+) -> None:
+    bad = landing / "2026-03-01" / "corrupt.parquet"
+    ids = [f"c{i}" for i in range(2000)]
+    write(bad, ids, [DAY + timedelta(hours=1)] * 2000)  # type: ignore[arg-type]
+    pq.write_table(pq.read_table(bad), bad, compression="none")
+    corrupt_a_page(bad)
+    result = run_assets(settings, ["inputs"], "2026-03-01", raise_on_error=False)
+    message = failure_message(result)
+    assert f"The unreadable file is {bad}" in message and "Move the unreadable file" in message
+    assert [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"] == []
+
+
+def test_a_malformed_csv_line_names_the_file_and_line(warehouse: Warehouse, tmp_path: Path) -> None:
+    source = Source(tmp_path / "src", "*.csv")
+    source.root.mkdir()
+    rows = "".join(f"r{i},2026-03-01T01:00:00Z,5.1,3.5,1.4,0.2\n" for i in range(25_000))
+    (source.root / "a.csv").write_text(HEADER + rows + "z,2026-03-01T01:00:00Z,5.1,3.5,1.4,0.2,extra\n")
+    with pytest.raises(SourceError, match=rf"The unreadable file is {source.root / 'a.csv'}, line 25002\."):
+        warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r")
+
+
+def test_a_file_gone_mid_read_is_an_io_error_to_retry(warehouse: Warehouse, tmp_path: Path) -> None:
+    source = Source(tmp_path / "src")
+    write(source.root / "a.parquet", ["a"], [DAY])
+    with duckdb.connect() as con:
+        with pytest.raises(duckdb.IOException) as raised:
+            con.execute("SELECT * FROM read_parquet($p)", {"p": str(source.root / "gone.parquet")})
+        failure = warehouse._read_failure(con, source, raised.value)
+    assert isinstance(failure, OSError) and "retried" in str(failure)
+
+
+# -- 7. names that used to give unrelated messages ----------------------------------------------
+
+
+def test_a_source_column_named_filename_is_just_data(warehouse: Warehouse, tmp_path: Path) -> None:
+    source = Source(tmp_path / "src")
+    source.root.mkdir()
+    table = pa.table(
+        {"record_id": ["a"], "event_time": [DAY], "filename": ["upload-7.csv"], **{f: [1.0] for f in IRIS_FEATURES}}
+    )
+    pq.write_table(table, source.root / "a.parquet")
+    assert warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r").valid_rows == 1
+    assert query(warehouse.path, "SELECT source_file FROM inputs") == [(str(source.root / "a.parquet"),)]
+
+
+def test_a_column_differing_only_in_case_is_named_with_its_file(warehouse: Warehouse, tmp_path: Path) -> None:
+    source = Source(tmp_path / "src", "*.csv")
+    source.root.mkdir()
+    (source.root / "a.csv").write_text(HEADER.replace("sepal_length", "Sepal_Length") + "a,2026-03-01,1,1,1,1\n")
+    with pytest.raises(
+        SourceError, match=rf"'Sepal_Length' in {source.root / 'a.csv'} differs only in case from 'sepal_length'"
+    ):
+        warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r")
+    parquet = Source(tmp_path / "pq")
+    write(parquet.root / "a.parquet", ["a"], [DAY])
+    pq.write_table(
+        pq.read_table(parquet.root / "a.parquet").rename_columns(["record_id", "Event_Time", *IRIS_FEATURES]),
+        parquet.root / "b.parquet",
+    )
+    with pytest.raises(SourceError, match=r"b\.parquet has column 'Event_Time', which differs only in case"):
+        warehouse.snapshot_inputs(parquet, "2026-03-01", DAY, NEXT, "r")
