@@ -52,7 +52,12 @@ def test_float_ids_become_integer_text_and_join_labels(settings: Settings, tmp_p
     rejected = sorted(query(settings, "SELECT record_id, reason, detail FROM rejected_inputs"), key=str)
     assert rejected == sorted(
         [
-            ("3", "duplicate_record_id", "repeated within this partition"),
+            # The integer file's copy of 3 is two minutes earlier: it keeps the id.
+            (
+                "3",
+                "duplicate_record_id",
+                f"record id kept by the copy at 2026-03-01 08:00:00+00 in {settings.landing / KEY / 'from-elsewhere.parquet'}",
+            ),
             ("7.5", "non_integer_record_id", "record_id"),
             ("inf", "non_integer_record_id", "record_id"),
             ("nan", "non_integer_record_id", "record_id"),
