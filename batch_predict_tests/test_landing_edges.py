@@ -118,6 +118,23 @@ def test_the_shrink_share_is_a_setting(make_settings: Callable[..., Settings], t
 # -- 2. records in no partition -------------------------------------------------------------
 
 
+def test_records_of_the_partition_in_progress_wait_without_failing_the_check(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(source_glob="*.csv")
+    settings.landing.mkdir(parents=True)
+    (settings.landing / "a.csv").write_text(
+        HEADER + "ok,2026-03-01T01:00:00Z,5.1,3.5,1.4,0.2\n" + "later,2099-01-01T00:00:00Z,5.1,3.5,1.4,0.2\n"
+    )
+    [check] = run_assets(settings, ["inputs"], "2026-03-01").get_asset_check_evaluations()
+    assert check.passed
+    assert check.metadata["unplaced_by_reason"].value == {"future_event_time": 1}
+    assert "1 whose event time is after the newest partition" in str(check.description)
+    assert query(settings.warehouse, "SELECT record_id, reason FROM unplaced_inputs") == [
+        ("later", "future_event_time")
+    ]
+
+
 def test_records_without_a_partition_are_listed_and_checked(
     make_settings: Callable[..., Settings], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
