@@ -96,6 +96,8 @@ class Case:
     # Or: the read fails with a message matching this, naming `bad_file`.
     error: str | None = None
     bad_file: str | None = None
+    # BATCH_PREDICT_FEATURE_RANGES for this case.
+    ranges: str = ""
 
 
 LATER = NEXT + timedelta(hours=1)
@@ -115,6 +117,24 @@ CASES: dict[str, Case] = {
     "parquet +inf": Case(parquet(a=table(["a"], petal_length=[float("inf")])), placed={"rejected:nan_feature": 1}),
     "parquet -inf": Case(parquet(a=table(["a"], petal_length=[float("-inf")])), placed={"rejected:nan_feature": 1}),
     "parquet huge finite value": Case(parquet(a=table(["a"], sepal_length=[1e300])), placed={"inputs": 1}),
+    "parquet huge value with a range": Case(
+        parquet(a=table(["a", "b", "c"], sepal_length=[1e200, 50.0, 10.0])),
+        placed={"inputs": 2, "rejected:out_of_range": 1},
+        ranges="sepal_length=0:50",
+    ),
+    "parquet float ids": Case(
+        # pandas writes integer ids with a NULL among them as float64; the same record comes as an int elsewhere.
+        parquet(
+            a=table(pa.array([1.0, 2.0, 2.5, float("nan"), None], pa.float64())),
+            b=table(pa.array([1], pa.int64())),
+        ),
+        placed={
+            "inputs": 2,
+            "rejected:non_integer_record_id": 2,
+            "rejected:missing_record_id": 1,
+            "rejected:duplicate_record_id": 1,
+        },
+    ),
     "parquet negative": Case(parquet(a=table(["a"], petal_width=[-0.5])), placed={"rejected:negative_value": 1}),
     "parquet NULL id": Case(parquet(a=table([None, "b"])), placed={"inputs": 1, "rejected:missing_record_id": 1}),
     "parquet extra column": Case(parquet(a=table(["a"], note=["hello"])), placed={"inputs": 1}),
@@ -232,6 +252,9 @@ CASES: dict[str, Case] = {
         "*.csv",
         {"inputs": 1, "rejected:duplicate_record_id": 2},
     ),
+    "csv ids are text as written": Case(
+        text("csv", a=csv_rows(ok_row("12"), ok_row("12.0"), ok_row("007"))), "*.csv", {"inputs": 3}
+    ),
     "csv column named filename": Case(
         text("csv", a=csv_rows(ok_row("a") + ",x.csv", header=HEADER + ",filename")), "*.csv", {"inputs": 1}
     ),
@@ -274,8 +297,9 @@ def outcome(path: Path) -> Counter[str]:
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_landing_case(name: str, settings: Settings, tmp_path: Path) -> None:
+def test_landing_case(name: str, make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     case = CASES[name]
+    settings = make_settings(feature_ranges=case.ranges)
     source = Source(tmp_path / "src", case.glob)
     source.root.mkdir()
     records = case.write(source.root)
