@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     errors.add_argument("--json", action="store_true", help="print a JSON list instead of lines")
 
     run = commands.add_parser(
-        "materialize", help="materialize the model and the newest partitions as real Dagster runs in DAGSTER_HOME"
+        "materialize", help="run model_job and the newest partitions as real Dagster runs in DAGSTER_HOME"
     )
     run.add_argument("--last", type=int, default=7, help="newest N complete partitions (default 7)")
 
