@@ -33,9 +33,9 @@ EVERY_INPUT_PREDICTED = "every_input_predicted"
 NO_PREDICTION_ERRORS = "no_prediction_errors"
 NO_FEATURE_DRIFT = "no_feature_drift"
 NO_PREDICTION_DRIFT = "no_prediction_drift"
-PREDICTIONS = dg.AssetKey("predictions")
-BACKFILL_ID_TAG = "dagster/backfill"  # the tag Dagster puts on every run of a backfill
 EVERY_RECORD_PLACED = "every_record_placed"
+MODEL = dg.AssetKey("model")
+DATA_VERSION_TAG = "dagster/data_version"  # where Dagster's staleness reads an asset event's data version
 
 
 class PredictionsConfig(dg.Config):
@@ -333,9 +333,9 @@ def load_champion(registry: ModelRegistryResource, source: SourceResource) -> Lo
     return registry.load(registry.current_version(), source.contract())
 
 
-def last_model_identity(context: dg.AssetExecutionContext) -> tuple[str, str] | None:
-    """The (version, checksum) the model asset reported when it was last materialized."""
-    event = context.instance.get_latest_materialization_event(context.asset_key)
+def last_model_identity(instance: dg.DagsterInstance) -> tuple[str, str] | None:
+    """The (version, checksum) recorded by the model asset's latest materialization."""
+    event = instance.get_latest_materialization_event(MODEL)
     materialization = event.asset_materialization if event else None
     if materialization is None:
         return None
@@ -345,18 +345,22 @@ def last_model_identity(context: dg.AssetExecutionContext) -> tuple[str, str] | 
     return str(version.value), str(checksum.value)
 
 
-def waiting_downstream(context: dg.AssetExecutionContext) -> str | None:
-    """What in this run needs the model asset materialized even if the model is unchanged, if anything.
-
-    Dagster skips a step whose upstream step in the same run yielded no output, and an asset
-    backfill launches a partition of `predictions` only once the backfill materialized `model`.
-    """
-    if context.run.tags.get(BACKFILL_ID_TAG):
-        return f"backfill {context.run.tags[BACKFILL_ID_TAG]} predicts after it"
-    selected = context.run.asset_selection or context.job_def.asset_layer.selected_asset_keys
-    if PREDICTIONS in selected:
-        return "this run predicts after it"
-    return None
+@dg.op(out={})
+def record_model(
+    context: dg.OpExecutionContext, model_registry: ModelRegistryResource, source: SourceResource
+) -> Iterator[dg.AssetMaterialization]:
+    """Load the model the alias points at, check it with a smoke prediction, and record it as the
+    `model` asset if it is not the one recorded last."""
+    with deterministic_failures():
+        loaded = load_champion(model_registry, source)
+    meta = loaded.metadata
+    if last_model_identity(context.instance) == (meta.version, meta.checksum):
+        context.log.info(f"The champion is still {meta.name} {meta.version}; nothing to record.")
+        return
+    # The checksum as data version: prediction partitions made with another model turn unsynced.
+    yield dg.AssetMaterialization(
+        asset_key=MODEL, metadata=model_metadata(loaded), tags={DATA_VERSION_TAG: meta.checksum}
+    )
 
 
 def build_assets(
@@ -429,43 +433,28 @@ def build_assets(
         yield from record_partitions(context, done, failed)
         yield dg.MaterializeResult(metadata=range_metadata(done), check_results=[placed_check(unplaced)])
 
-    @dg.asset(
-        deps=["trained_model"],
-        group_name=GROUP,
-        owners=OWNERS,
-        kinds={"scikitlearn"},
-        # Required only when something downstream waits on it in the run (see waiting_downstream).
-        output_required=False,
-        freshness_policy=dg.FreshnessPolicy.time_window(
-            fail_window=timedelta(days=model_hard_max_age_days), warn_window=timedelta(days=model_max_age_days)
-        ),
+    # The registry, not Dagster, holds the model: `model` is recorded by `model_job` (record_model)
+    # when the champion changes, and no run can select it, so no run can skip predictions waiting on it.
+    model = dg.AssetsDefinition(
+        specs=[
+            dg.AssetSpec(
+                "model",
+                deps=["trained_model"],
+                group_name=GROUP,
+                owners=OWNERS,
+                kinds={"scikitlearn"},
+                description=(
+                    "The registered model the alias (default `champion`) points at, loaded and checked against the "
+                    "feature contract with a smoke prediction; recorded by model_job when that model changes, so "
+                    "its freshness is the time since it arrived."
+                ),
+                freshness_policy=dg.FreshnessPolicy.time_window(
+                    fail_window=timedelta(days=model_hard_max_age_days),
+                    warn_window=timedelta(days=model_max_age_days),
+                ),
+            )
+        ]
     )
-    def model(
-        context: dg.AssetExecutionContext, model_registry: ModelRegistryResource, source: SourceResource
-    ) -> Iterator[dg.MaterializeResult]:
-        """The registered model the alias (default `champion`) points at, loaded and checked against the feature contract with a smoke prediction; materialized when that model changes, so its freshness is the time since it arrived, and again (same data version) when predictions in the same run or backfill wait on it."""
-        with deterministic_failures():
-            loaded = load_champion(model_registry, source)
-        unchanged = last_model_identity(context) == (loaded.metadata.version, loaded.metadata.checksum)
-        waiting = waiting_downstream(context) if unchanged else None
-        if unchanged and waiting is None:
-            context.log.info(
-                f"The champion is still {loaded.metadata.name} {loaded.metadata.version}; nothing to materialize."
-            )
-            return
-        if waiting is not None:
-            context.log.info(
-                f"The champion is still {loaded.metadata.name} {loaded.metadata.version}; materialized again "
-                f"because {waiting}. The data version (the checksum) is unchanged, so no partition turns unsynced."
-            )
-        yield dg.MaterializeResult(
-            metadata={
-                **model_metadata(loaded),
-                "changed": not unchanged,
-                **({"rematerialized": waiting} if waiting else {}),
-            },
-            data_version=dg.DataVersion(loaded.metadata.checksum),
-        )
 
     @dg.asset(
         partitions_def=partitions_def,

@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     unplaced.add_argument("--json", action="store_true", help="print a JSON object instead of lines")
 
     run = commands.add_parser(
-        "materialize", help="materialize the model and the newest partitions as real Dagster runs in DAGSTER_HOME"
+        "materialize", help="run model_job and the newest partitions as real Dagster runs in DAGSTER_HOME"
     )
     run.add_argument("--last", type=int, default=7, help="newest N complete partitions (default 7)")
 
@@ -439,16 +439,22 @@ def _errors(settings: Settings, partition: str | None, dead: bool, limit: int, a
 
 
 def _train(settings: Settings) -> int:
-    """Run training_job in-process against DAGSTER_HOME and print the promotion decision."""
+    """Run training_job, then model_job (to record a promoted model), in-process against DAGSTER_HOME."""
     import dagster as dg
 
     from batch_predict.definitions import build_definitions
 
     with dg.DagsterInstance.get() as instance:
-        result = (
-            build_definitions(settings)
-            .resolve_job_def("training_job")
-            .execute_in_process(instance=instance, run_config=QUIET, raise_on_error=False)
+        defs = build_definitions(settings)
+        result = defs.resolve_job_def("training_job").execute_in_process(
+            instance=instance, run_config=QUIET, raise_on_error=False
+        )
+        model_run = (
+            defs.resolve_job_def("model_job").execute_in_process(
+                instance=instance, run_config=QUIET, raise_on_error=False
+            )
+            if result.success
+            else None
         )
     if not result.success:
         print(f"batch-predict: training_job failed (run {result.run_id}): {_failure_message(result)}", file=sys.stderr)
@@ -456,6 +462,11 @@ def _train(settings: Settings) -> int:
     [materialization] = result.asset_materializations_for_node("trained_model")
     decision = materialization.metadata["decision"].value
     print(f"candidate {materialization.metadata['candidate_version'].value}: {decision}")
+    if model_run is not None and not model_run.success:
+        print(
+            f"batch-predict: model_job failed (run {model_run.run_id}): {_failure_message(model_run)}", file=sys.stderr
+        )
+        return 1
     return 0
 
 
@@ -540,7 +551,7 @@ def _report_failed(run_ids: list[str]) -> int:
 
 
 def _materialize(settings: Settings, last: int) -> int:
-    """Run the model asset, then predictions_job for each of the newest `last` complete partitions."""
+    """Run model_job, then predictions_job for each of the newest `last` complete partitions."""
     import dagster as dg
 
     from batch_predict.definitions import build_definitions
@@ -551,8 +562,8 @@ def _materialize(settings: Settings, last: int) -> int:
     keys = partitions_def.get_partition_keys()[-last:]
     with dg.DagsterInstance.get() as instance:
         results = [
-            defs.resolve_implicit_global_asset_job_def().execute_in_process(
-                instance=instance, asset_selection=[dg.AssetKey("model")], run_config=QUIET, raise_on_error=False
+            defs.resolve_job_def("model_job").execute_in_process(
+                instance=instance, run_config=QUIET, raise_on_error=False
             )
         ]
         for key in keys:

@@ -2,8 +2,8 @@
 
 - `predictions_job` (+ schedule): snapshot and predict the newest complete partition.
 - `monitoring_job` (+ hourly schedule): clock-driven checks (model age, deadline, stale partitions).
-- `model_job` + `champion_sensor` (running by default): materialize the `model` asset when
-  the alias moves, so Dagster marks prediction partitions made by the old model as unsynced.
+- `model_job` + `champion_sensor` (running by default): record the `model` asset when the
+  alias moves, so Dagster marks prediction partitions made by the old model as unsynced.
 - `repredict_job` + `stale_predictions_sensor` (stopped by default): re-predict exactly the
   partitions predicted by another version than the one that should make them.
 - `training_job` + weekly schedule (stopped unless BATCH_PREDICT_RETRAIN_SCHEDULE=running):
@@ -18,6 +18,7 @@ from typing import Any
 
 import dagster as dg
 
+from batch_predict.assets import record_model
 from batch_predict.lifecycle import find_stale_partitions
 from batch_predict.registry import ModelError
 from batch_predict.resources import ModelRegistryResource, SourceResource, WarehouseResource
@@ -36,7 +37,11 @@ def build_jobs_and_schedules(
     checks: list[dg.AssetChecksDefinition],
     settings: Settings,
     partitions_def: dg.TimeWindowPartitionsDefinition,
-) -> tuple[list[dg.UnresolvedAssetJobDefinition], list[dg.ScheduleDefinition | Any], list[dg.SensorDefinition]]:
+) -> tuple[
+    list[dg.UnresolvedAssetJobDefinition | dg.JobDefinition],
+    list[dg.ScheduleDefinition | Any],
+    list[dg.SensorDefinition],
+]:
     by_name = {a.key.to_user_string(): a for a in assets}
     predictions_job = dg.define_asset_job(
         "predictions_job",
@@ -48,11 +53,14 @@ def build_jobs_and_schedules(
         selection=dg.AssetSelection.checks(*checks),
         description="Evaluate the clock-driven checks: model age, the prediction deadline, stale partitions.",
     )
-    model_job = dg.define_asset_job(
-        "model_job",
-        selection=dg.AssetSelection.assets(by_name["model"]),
-        description="Load and check the model the alias points at; materializes only if it changed.",
+
+    @dg.job(
+        name="model_job",
+        description="Load and check the model the alias points at; records the model asset only if it changed.",
     )
+    def model_job() -> None:
+        record_model()
+
     repredict_job = dg.define_asset_job(
         "repredict_job",
         selection=dg.AssetSelection.assets(by_name["predictions"]),
@@ -61,9 +69,8 @@ def build_jobs_and_schedules(
     )
     training_job = dg.define_asset_job(
         "training_job",
-        selection=dg.AssetSelection.assets(
-            by_name["labels"], by_name["training_set"], by_name["trained_model"], by_name["model"]
-        ),
+        selection=dg.AssetSelection.assets(by_name["labels"], by_name["training_set"], by_name["trained_model"]),
+        # model_job (champion_sensor, or `batch-predict model train` right after) records a promoted model.
         description="Load the labels, cut the training set, train a candidate and promote it if it beats the champion.",
     )
     training_schedule = dg.ScheduleDefinition(
@@ -103,7 +110,7 @@ def build_jobs_and_schedules(
         job=model_job,
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Materializes the model asset when the alias points at another model.",
+        description="Records the model asset (model_job) when the alias points at another model.",
     )
     def champion_sensor(
         context: dg.SensorEvaluationContext, model_registry: ModelRegistryResource

@@ -81,3 +81,14 @@ def run_assets(
         instance=kwargs.pop("instance", None) or dg.DagsterInstance.ephemeral(),
         **kwargs,
     )
+
+
+def run_model_job(settings: Settings, **kwargs: Any) -> dg.ExecuteInProcessResult:
+    """Run model_job in-process (it records the `model` asset when the champion changed), on a fresh ephemeral instance unless given one."""
+    job = build_definitions(settings).resolve_job_def("model_job")
+    return job.execute_in_process(instance=kwargs.pop("instance", None) or dg.DagsterInstance.ephemeral(), **kwargs)
+
+
+def recorded_models(result: dg.ExecuteInProcessResult) -> list[dg.AssetMaterialization]:
+    """The materializations of the `model` asset that a model_job run recorded."""
+    return result.asset_materializations_for_node("record_model")

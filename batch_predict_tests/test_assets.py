@@ -8,7 +8,7 @@ import pytest
 from batch_predict.registry import Registry
 from batch_predict.settings import Settings
 
-from .conftest import ROWS_PER_DAY, run_assets
+from .conftest import ROWS_PER_DAY, recorded_models, run_assets, run_model_job
 
 run = run_assets
 
@@ -25,9 +25,9 @@ def materialize_partition(settings: Settings, key: str) -> dg.ExecuteInProcessRe
 
 
 def test_model_asset_records_version_checksum_and_data_version(settings: Settings, registry: Registry) -> None:
-    result = run(settings, ["model"])
+    result = run_model_job(settings)
     assert result.success
-    [materialization] = result.asset_materializations_for_node("model")
+    [materialization] = recorded_models(result)
     meta = registry.metadata("v1")
     assert materialization.metadata["model_version"].value == "v1"
     assert materialization.metadata["checksum"].value == meta.checksum

@@ -65,6 +65,12 @@ def test_every_asset_is_described_owned_and_typed(settings: Settings) -> None:
     predictions = graph.get(dg.AssetKey("predictions"))
     assert {k.to_user_string() for k in predictions.parent_keys} == {"inputs", "model"}
     assert {k.to_user_string() for k in graph.get(dg.AssetKey("model")).parent_keys} == {"trained_model"}
+    # The registry holds the model: no run can select it (so none can skip predictions waiting on it);
+    # model_job records it when the champion changes (test_model_age_warns_past_the_limit runs its check).
+    assert {key.to_user_string() for key in graph.get_all_asset_keys() if not graph.get(key).is_executable} == {"model"}
+    assert [node.name for node in defs.resolve_job_def("model_job").nodes] == ["record_model"]
+    training = {key.to_user_string() for key in defs.resolve_job_def("training_job").asset_layer.selected_asset_keys}
+    assert training == {"labels", "training_set", "trained_model"}
     training = defs.resolve_schedule_def("training_job_schedule")
     assert training.default_status == dg.DefaultScheduleStatus.STOPPED
     assert defs.resolve_sensor_def("champion_sensor").default_status == dg.DefaultSensorStatus.RUNNING

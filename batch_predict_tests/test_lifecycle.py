@@ -10,6 +10,7 @@ import pytest
 from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
+from batch_predict.assets import GROUP
 from batch_predict.cli import main
 from batch_predict.contract import FeatureContract
 from batch_predict.definitions import build_definitions
@@ -20,7 +21,7 @@ from batch_predict.registry import ModelError, Registry
 from batch_predict.resources import ModelRegistryResource, build_resources
 from batch_predict.settings import Settings, SettingsError
 from batch_predict.warehouse import Warehouse
-from batch_predict_tests.conftest import FIRST_DAY, run_assets
+from batch_predict_tests.conftest import FIRST_DAY, recorded_models, run_assets, run_model_job
 
 DAYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
 
@@ -69,7 +70,7 @@ def test_promotion_marks_older_partitions_stale_and_repredict_fixes_exactly_thos
     assets = build_definitions(settings).assets
     assert assets is not None
     with dg.DagsterInstance.get() as instance:
-        assert run_assets(settings, ["model"], instance=instance).success
+        assert run_model_job(settings, instance=instance).success
         for day in DAYS:
             assert run_assets(settings, ["inputs", "predictions"], day, instance=instance).success
         inputs = {day: count for day, counts in versions_by_partition(warehouse).items() for count in counts.values()}
@@ -81,10 +82,10 @@ def test_promotion_marks_older_partitions_stale_and_repredict_fixes_exactly_thos
         assert stale_keys(settings, warehouse) == DAYS
         assert stale_keys(settings, warehouse, since="2026-03-02") == DAYS[1:]
 
-        # Dagster marks the partitions unsynced once the model asset holds the new model.
+        # Dagster marks the partitions unsynced once model_job recorded the new model (its data version).
         resolver = get_stale_status_resolver(instance, list(assets))  # type: ignore[arg-type]
         assert {resolver.get_status(dg.AssetKey("predictions"), day) for day in DAYS} == {StaleStatus.FRESH}
-        assert run_assets(settings, ["model"], instance=instance).success
+        assert run_model_job(settings, instance=instance).success
         resolver = get_stale_status_resolver(instance, list(assets))  # type: ignore[arg-type]
         assert {resolver.get_status(dg.AssetKey("predictions"), day) for day in DAYS} == {StaleStatus.STALE}
 
@@ -217,7 +218,8 @@ def test_sensors_follow_the_champion(settings: Settings, landing: Path, registry
         assert [r.tags["batch_predict/model_version"] for r in first.run_requests] == ["v1"]
         waiting = evaluate(champion_sensor, first.cursor)  # requested, not yet materialized: no second request
         assert isinstance(waiting, dg.SkipReason)
-        assert run_assets(settings, ["model"], instance=instance).success
+        assert champion_sensor.job_name == "model_job"
+        assert run_model_job(settings, instance=instance, tags=first.run_requests[0].tags).success
         assert isinstance(evaluate(champion_sensor), dg.SkipReason)
         for day in DAYS[:2]:
             assert run_assets(settings, ["inputs", "predictions"], day, instance=instance).success
@@ -228,6 +230,9 @@ def test_sensors_follow_the_champion(settings: Settings, landing: Path, registry
         moved = evaluate(champion_sensor)
         assert isinstance(moved, dg.SensorResult)
         assert [r.tags["batch_predict/model_version"] for r in moved.run_requests] == ["v2"]
+        requested = run_model_job(settings, instance=instance, tags=moved.run_requests[0].tags)
+        assert [m.metadata["model_version"].value for m in recorded_models(requested)] == ["v2"]
+        assert isinstance(evaluate(champion_sensor, moved.cursor), dg.SkipReason)
         stale = evaluate(stale_sensor, calm.cursor)
         assert isinstance(stale, dg.SensorResult)
         assert [(r.partition_key, r.tags["batch_predict/repredict_with"]) for r in stale.run_requests] == [
@@ -289,12 +294,17 @@ def test_a_promotion_decided_against_one_champion_does_not_overwrite_another(reg
 def test_the_model_asset_materializes_only_when_the_model_changes(settings: Settings, registry: Registry) -> None:
     """So its freshness policy measures the time since the model arrived, not since it was last loaded."""
     with dg.instance_for_test() as instance:
-        first = run_assets(settings, ["model"], instance=instance)
-        assert [m.metadata["model_version"].value for m in first.asset_materializations_for_node("model")] == ["v1"]
-        assert run_assets(settings, ["model"], instance=instance).asset_materializations_for_node("model") == []
+        first = run_model_job(settings, instance=instance)
+        assert [m.metadata["model_version"].value for m in recorded_models(first)] == ["v1"]
+        recorded = instance.get_latest_materialization_event(dg.AssetKey("model"))
+        assert recorded is not None
+        again = run_model_job(settings, instance=instance)
+        assert again.success and recorded_models(again) == []
+        latest = instance.get_latest_materialization_event(dg.AssetKey("model"))
+        assert latest is not None and latest.timestamp == recorded.timestamp
         train_demo_model(registry, "champion", seed=1)
-        moved = run_assets(settings, ["model"], instance=instance)
-        assert [m.metadata["model_version"].value for m in moved.asset_materializations_for_node("model")] == ["v2"]
+        moved = run_model_job(settings, instance=instance)
+        assert [m.metadata["model_version"].value for m in recorded_models(moved)] == ["v2"]
     policy = build_definitions(settings).resolve_asset_graph().get(dg.AssetKey("model")).freshness_policy
     windows = (getattr(policy, "warn_window", None), getattr(policy, "fail_window", None))
     assert [window.days if window else None for window in windows] == [30, 90]  # MAX_AGE, HARD_MAX_AGE
@@ -303,25 +313,38 @@ def test_the_model_asset_materializes_only_when_the_model_changes(settings: Sett
 def test_a_run_of_the_whole_graph_predicts_with_an_unchanged_champion(
     settings: Settings, landing: Path, registry: Registry, warehouse: Warehouse
 ) -> None:
-    """Materialize all (model, inputs, predictions) must predict even when the model did not change."""
+    """Materialize all must predict even when the model did not change, and leave the model's freshness alone."""
     day = DAYS[0]
-    assets = build_definitions(settings).assets
+    defs = build_definitions(settings)
+    graph = defs.resolve_asset_graph()
+    assets = defs.assets
     assert assets is not None
+    # What *Materialize all* of the prediction graph selects: its executable assets.
+    everything = [key for key in graph.get_all_asset_keys() if graph.get(key).group_name == GROUP]
+    executable = [key for key in everything if graph.get(key).is_executable]
+    assert {key.to_user_string() for key in everything} == {"inputs", "model", "predictions"}
+    assert {key.to_user_string() for key in executable} == {"inputs", "predictions"}
     with dg.instance_for_test() as instance:
-        assert run_assets(settings, ["model"], instance=instance).success
-        result = run_assets(settings, ["model", "inputs", "predictions"], day, instance=instance)
+        assert run_model_job(settings, instance=instance).success
+        before = instance.get_latest_materialization_event(dg.AssetKey("model"))
+        assert before is not None
+        # Naming the model in a run fails before any run starts: never a green run with predictions skipped.
+        job = defs.resolve_implicit_global_asset_job_def()
+        with pytest.raises(dg.DagsterInvalidDefinitionError, match="executable asset keys.*model"):
+            job.execute_in_process(asset_selection=everything, partition_key=day, instance=instance)
+        assert len(instance.get_runs()) == 1  # only the model_job run
+
+        result = job.execute_in_process(asset_selection=executable, partition_key=day, instance=instance)
         assert result.success
         assert [e.step_key for e in result.all_events if e.is_step_skipped] == []
         assert [m.partition for m in result.asset_materializations_for_node("predictions")] == [day]
         checks = {e.check_name for e in result.get_asset_check_evaluations()}
         assert {"every_input_predicted", "no_prediction_errors"} <= checks
-        # The model is recorded again for the predictions that wait on it, with the same data
-        # version (its checksum), so nothing turns unsynced; alone, it still records nothing.
-        [model] = result.asset_materializations_for_node("model")
-        assert model.metadata["model_version"].value == "v1" and model.metadata["changed"].value is False
+        # The model was not recorded again, so its freshness still counts from when it arrived.
+        after = instance.get_latest_materialization_event(dg.AssetKey("model"))
+        assert after is not None and after.timestamp == before.timestamp and after.run_id == before.run_id
         resolver = get_stale_status_resolver(instance, list(assets))  # type: ignore[arg-type]
         assert resolver.get_status(dg.AssetKey("predictions"), day) == StaleStatus.FRESH
-        assert run_assets(settings, ["model"], instance=instance).asset_materializations_for_node("model") == []
     with warehouse.connect(read_only=True) as con:
         [(valid,)] = con.execute("SELECT count(*) FROM inputs WHERE partition_key = $p", {"p": day}).fetchall()
     assert valid > 0 and versions_by_partition(warehouse) == {day: {"v1": valid}}

@@ -40,7 +40,7 @@ from batch_predict.registry import ModelError
 from batch_predict.resources import ModelRegistryResource, build_resources
 from batch_predict.settings import Settings, SettingsError, load_settings
 from batch_predict.warehouse import Warehouse
-from batch_predict_tests.conftest import DAYS, FIRST_DAY, ROWS_PER_DAY, run_assets
+from batch_predict_tests.conftest import DAYS, FIRST_DAY, ROWS_PER_DAY, recorded_models, run_assets, run_model_job
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 CLASSES = ["setosa", "versicolor", "virginica"]
@@ -392,11 +392,12 @@ def test_the_assets_predict_with_the_mlflow_model(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
     settings, warehouse = mlflow_app(make_settings, "models:/iris@champion")
 
-    result = run_assets(settings, ["model", "inputs", "predictions"], DAY)
+    recorded = run_model_job(settings)
+    result = run_assets(settings, ["inputs", "predictions"], DAY)
 
-    assert result.success
+    assert recorded.success and result.success
     assert not settings.models.exists()  # nothing came from the folder registry
-    [model] = result.asset_materializations_for_node("model")
+    [model] = recorded_models(recorded)
     assert model.metadata["model_name"].value == "iris"
     assert model.metadata["model_version"].value == "1"
     assert model.metadata["training_window"].value == {"source": "models:/iris/1"}
@@ -440,7 +441,8 @@ def test_moving_the_mlflow_alias_makes_the_partition_stale_until_it_is_predicted
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
     settings, warehouse = mlflow_app(make_settings, f"models:/{name}@champion")
 
-    assert run_assets(settings, ["model", "inputs", "predictions"], DAY).success
+    assert run_model_job(settings).success
+    assert run_assets(settings, ["inputs", "predictions"], DAY).success
     valid = valid_inputs(warehouse)
     assert partition_summary(warehouse) == {(name, first): valid}
     assert stale(settings, warehouse) == (first, [])
@@ -569,7 +571,7 @@ def test_the_model_asset_records_no_password_when_the_server_is_down(
     settings = make_settings(model_uri="models:/iris@champion", step_retries="0")
     instance = dg.DagsterInstance.ephemeral()
 
-    result = run_assets(settings, ["model"], instance=instance, raise_on_error=False)
+    result = run_model_job(settings, instance=instance, raise_on_error=False)
 
     assert not result.success
     recorded = "\n".join(repr(record) for record in instance.all_logs(result.run_id))

@@ -17,7 +17,7 @@ from batch_predict.onnx_model import OnnxClassifier
 from batch_predict.registry import ModelError, Registry
 from batch_predict.settings import IRIS_FEATURES, Settings
 from batch_predict.warehouse import Warehouse
-from batch_predict_tests.conftest import run_assets
+from batch_predict_tests.conftest import run_assets, run_model_job
 
 CLASSES = ["setosa", "versicolor", "virginica"]
 FEATURES = ",".join(IRIS_FEATURES)
@@ -80,7 +80,8 @@ def test_onnx_champion_predicts_a_partition_with_its_version_on_every_row(
     meta = Registry(settings.models).metadata("v1")
     assert (meta.format, meta.classes) == ("onnx", CLASSES)
 
-    result = run_assets(settings, ["model", "inputs", "predictions"], "2026-03-02")
+    assert run_model_job(settings).success
+    result = run_assets(settings, ["inputs", "predictions"], "2026-03-02")
     assert result.success
     with warehouse.connect(read_only=True) as con:
         rows = con.execute(

@@ -19,7 +19,7 @@ from batch_predict.cli import main
 from batch_predict.demo import train_demo_model
 from batch_predict.registry import ARTIFACTS, METADATA, SKLEARN_JOBLIB, ModelError, Registry, sha256
 from batch_predict.settings import Settings, SettingsError, load_settings
-from batch_predict_tests.conftest import run_assets
+from batch_predict_tests.conftest import run_model_job
 
 ARTIFACT = ARTIFACTS[SKLEARN_JOBLIB]
 NAME_RULE = r"1 to 128 ASCII letters, digits, '\.', '_' or '-'"
@@ -191,7 +191,7 @@ def test_the_model_asset_refuses_an_alias_file_pointing_outside(
     (world.models / "aliases" / "champion.json").write_text(json.dumps({"version": "../../../outside/v9"}))
     settings = make_settings(models=str(world.models))
 
-    result = run_assets(settings, ["model"], raise_on_error=False)
+    result = run_model_job(settings, raise_on_error=False)
 
     assert not result.success
     [failure] = [event for event in result.all_events if event.is_step_failure]

@@ -21,7 +21,7 @@ from batch_predict.registry import Registry
 from batch_predict.settings import IRIS_FEATURES, Settings
 from batch_predict.training import CANDIDATE_NAME, TrainingError, beats, train_and_promote
 from batch_predict.warehouse import Warehouse
-from batch_predict_tests.conftest import run_assets
+from batch_predict_tests.conftest import recorded_models, run_assets, run_model_job
 
 FIRST = date(2026, 9, 1)
 DAYS = 10
@@ -81,8 +81,9 @@ def test_training_promotes_a_better_model_once(drifted: Settings) -> None:
     )
     assert registry.reference("v2") is not None
     assert [entry["by"] for entry in registry.alias_history("champion")][-1] == "training"
-    # The model asset in the same run now holds the new champion.
-    [model] = result.asset_materializations_for_node("model")
+    # training_job cannot select the model asset (the registry holds it); model_job records the new champion.
+    assert "model" not in {e.asset_key.to_user_string() for e in result.all_events if e.asset_key}
+    [model] = recorded_models(run_model_job(drifted))
     assert model.metadata["model_version"].value == "v2"
 
     again = train(drifted)
@@ -212,6 +213,26 @@ def test_model_train_says_why_it_cannot_train(settings: Settings, registry: Regi
     assert main(["model", "train"]) == 1
     err = capsys.readouterr().err
     assert "The labels folder" in err and "BATCH_PREDICT_LABELS" in err
+
+
+def test_model_train_records_the_promoted_model(
+    drifted: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from batch_predict.cli import main
+
+    env = {"WAREHOUSE": drifted.warehouse, "MODELS": drifted.models, "LABELS": drifted.labels}
+    env |= {"LANDING": drifted.landing, "START": "2026-09-01", "TRAIN_DAYS": 6, "HOLDOUT_DAYS": 3}
+    for name, value in env.items():
+        monkeypatch.setenv(f"BATCH_PREDICT_{name}", str(value))
+    home = drifted.warehouse.parent / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    assert main(["model", "train"]) == 0
+    assert "candidate v2: " in capsys.readouterr().out
+    with dg.DagsterInstance.get() as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey("model"))
+        assert event is not None and event.asset_materialization is not None
+        assert event.asset_materialization.metadata["model_version"].value == "v2"
 
 
 def test_labels_numeric_newest_and_unknown(settings: Settings, landing: Path, registry: Registry) -> None:
