@@ -25,6 +25,13 @@ class SourceResource(dg.ConfigurableResource):
     nonnegative_features: list[str]
     max_rejected_share: float
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Every asset and check of this code location uses this resource, so every run worker
+        # records itself here: the sweep of dead runs (batch_predict.runs) needs its PID.
+        from batch_predict.runs import record_worker
+
+        record_worker(context.instance, context.run.run_id if context.run else None)
+
     def source(self) -> Source:
         return Source(root=Path(self.landing), glob=self.glob)
 

@@ -11,7 +11,7 @@ import re
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 CADENCES = ("hourly", "daily", "weekly", "monthly")
@@ -63,7 +63,10 @@ DEFAULTS: Mapping[str, str] = {
     "BATCH_PREDICT_RETRAIN_SCHEDULE": "stopped",
     "BATCH_PREDICT_DRIFT_ALPHA": "0.01",
     "BATCH_PREDICT_DRIFT_PSI_FLOOR": "0.1",
+    "BATCH_PREDICT_STAGING_MAX_AGE_HOURS": "48",
 }
+# The source glob's extension chooses DuckDB's reader (warehouse.READERS).
+SOURCE_EXTENSIONS = (".parquet", ".csv", ".json", ".jsonl")
 
 
 class SettingsError(ValueError):
@@ -108,6 +111,7 @@ class Settings:
     retrain_schedule: str
     drift_alpha: float
     drift_psi_floor: float
+    staging_max_age_hours: float = 48.0
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -206,14 +210,36 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             _bad("BATCH_PREDICT_DRIFT_ALPHA", raw("BATCH_PREDICT_DRIFT_ALPHA"), "a share between 0 and 1")
         )
 
+    start = _start(raw("BATCH_PREDICT_START"))
+    start_at = start if start.tzinfo else start.replace(tzinfo=zoneinfo.ZoneInfo(timezone))
+    if start_at > datetime.now(UTC):
+        raise SettingsError(
+            f"BATCH_PREDICT_START={raw('BATCH_PREDICT_START')!r} is in the future ({timezone}): no partition exists "
+            "until then, so nothing would be snapshotted, predicted or scheduled. Set it to the first day of your "
+            f"source records (or unset it for the default {DEFAULTS['BATCH_PREDICT_START']!r})."
+        )
+    source_glob = raw("BATCH_PREDICT_SOURCE_GLOB")
+    if Path(source_glob).suffix.lower() not in SOURCE_EXTENSIONS:
+        raise SettingsError(
+            _bad("BATCH_PREDICT_SOURCE_GLOB", source_glob, "a glob ending in " + ", ".join(SOURCE_EXTENSIONS))
+            + " The extension chooses the reader."
+        )
+    staging_max_age = _float(raw("BATCH_PREDICT_STAGING_MAX_AGE_HOURS"), "BATCH_PREDICT_STAGING_MAX_AGE_HOURS", 0)
+    if staging_max_age == 0:
+        raise SettingsError(
+            _bad(
+                "BATCH_PREDICT_STAGING_MAX_AGE_HOURS", "0", "a number of hours above 0 (0 would remove resumable work)"
+            )
+        )
+
     return Settings(
         warehouse=_path(raw("BATCH_PREDICT_WAREHOUSE")),
         landing=_path(raw("BATCH_PREDICT_LANDING")),
-        source_glob=raw("BATCH_PREDICT_SOURCE_GLOB"),
+        source_glob=source_glob,
         models=_path(raw("BATCH_PREDICT_MODELS")),
         model_alias=_names(raw("BATCH_PREDICT_MODEL_ALIAS"), "BATCH_PREDICT_MODEL_ALIAS")[0],
         cadence=cadence,
-        start=_start(raw("BATCH_PREDICT_START")),
+        start=start,
         timezone=timezone,
         model_max_age_days=max_age,
         deadline_hours=_float(raw("BATCH_PREDICT_DEADLINE_HOURS"), "BATCH_PREDICT_DEADLINE_HOURS", 0),
@@ -245,6 +271,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         retrain_schedule=choices["BATCH_PREDICT_RETRAIN_SCHEDULE"],
         drift_alpha=drift_alpha,
         drift_psi_floor=_float(raw("BATCH_PREDICT_DRIFT_PSI_FLOOR"), "BATCH_PREDICT_DRIFT_PSI_FLOOR", 0),
+        staging_max_age_hours=staging_max_age,
     )
 
 
