@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batch_predict.contract import FeatureContract
+from batch_predict.interrupts import Stopped
 from batch_predict.registry import ModelError, Registry
 from batch_predict.settings import Settings, SettingsError, load_settings
 from batch_predict.warehouse import SourceError, Warehouse, WarehouseError
@@ -164,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     runs = _Runs()
     with stop_signals_handled(runs.cancel_current) as received:
+        runs.received = received
         try:
             settings = load_settings()
             if args.command == "demo-data":
@@ -182,9 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (SettingsError, ModelError, SourceError, WarehouseError) as error:
             print(f"batch-predict: {error}", file=sys.stderr)
             return 2
-        except (KeyboardInterrupt, Interrupted) as stop:
+        except (KeyboardInterrupt, Stopped, Interrupted) as stop:
             done = stop.summary if isinstance(stop, Interrupted) else f"`{args.command}` stopped before it finished"
-            print(f"batch-predict: interrupted by {received.name or 'SIGINT'}: {done}.", file=sys.stderr)
+            print(f"batch-predict: interrupted by {received.name}: {done}.", file=sys.stderr)
             return received.exit_code
 
 
@@ -435,7 +437,7 @@ def _train(settings: Settings, runs: _Runs) -> int:
             result = runs.execute(
                 build_definitions(settings).resolve_job_def("training_job"), "the training run", run_config=QUIET
             )
-        except (Interrupted, KeyboardInterrupt) as stop:
+        except (Interrupted, KeyboardInterrupt, Stopped) as stop:
             raise _stopped(stop, [], []) from None
     if not result.success:
         print(f"batch-predict: training_job failed (run {result.run_id}): {_failure_message(result)}", file=sys.stderr)
@@ -503,7 +505,7 @@ def _repredict(settings: Settings, since: str | None, dry_run: bool, runs: _Runs
                 )
                 if not result.success:
                     failed.append(result.run_id)
-        except (Interrupted, KeyboardInterrupt) as stop:
+        except (Interrupted, KeyboardInterrupt, Stopped) as stop:
             raise _stopped(stop, done, planned) from None
     return _report_failed(failed)
 
@@ -568,7 +570,7 @@ def _materialize(settings: Settings, last: int, runs: _Runs, allow_shrink: bool 
                 done.append(key)
                 print(f"partition {key}: {'ok' if results[-1].success else 'FAILED'} (run {results[-1].run_id[:8]})")
             results.append(runs.execute(defs.resolve_job_def("monitoring_job"), "the monitoring run", run_config=QUIET))
-        except (Interrupted, KeyboardInterrupt) as stop:
+        except (Interrupted, KeyboardInterrupt, Stopped) as stop:
             raise _stopped(stop, done, keys) from None
     failed = [result.run_id for result in results if not result.success]
     return _report_failed(failed)
@@ -610,6 +612,9 @@ class _Runs:
     """The CLI's in-process Dagster runs, one at a time: each tagged with this process, and canceled on a stop signal."""
 
     def __init__(self) -> None:
+        from batch_predict.interrupts import Received
+
+        self.received = Received()
         self.instance: dg.DagsterInstance | None = None
         self.current: str | None = None
         self.stopping = False
@@ -630,6 +635,7 @@ class _Runs:
         """Execute `job` in-process in the instance; raise Interrupted naming `label` if a stop signal came."""
         import dagster as dg
 
+        from batch_predict.interrupts import in_worker
         from batch_predict.runs import worker_tags
 
         assert self.instance is not None
@@ -638,10 +644,14 @@ class _Runs:
         self.current = run_id
         result = None
         try:
-            result = job.execute_in_process(
-                instance=self.instance, run_id=run_id, tags=tags, raise_on_error=False, **kwargs
+            # In a worker thread, so that Dagster does not take over SIGINT (see batch_predict.interrupts).
+            result = in_worker(
+                self.received,
+                lambda: job.execute_in_process(
+                    instance=self.instance, run_id=run_id, tags=tags, raise_on_error=False, **kwargs
+                ),
             )
-        except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError):
+        except (KeyboardInterrupt, Stopped, dg.DagsterExecutionInterruptedError):
             self.stopping = True
         finally:
             self.current = None
