@@ -154,7 +154,7 @@ def test_four_killed_runs_do_not_keep_a_fifth_from_starting(
     # lock; all four are STARTED, the instance's max_concurrent_runs.
     processes.extend(project.start("materialize", "--last", "1") for _ in range(4))
     with project.instance() as instance:
-        assert instance.run_coordinator.get_run_queue_config().max_concurrent_runs == 4  # type: ignore[attr-defined]
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 4  # type: ignore[union-attr]
         wait_for("the model to be busy", project.busy_marker.exists)
         started = wait_for(
             "four STARTED prediction runs",
@@ -253,3 +253,57 @@ def test_a_stop_signal_cancels_the_run_in_flight_and_stops_the_loop(
 def con_inputs(project: Project, key: str) -> int:
     with duckdb.connect(str(project.settings.warehouse), read_only=True) as con:
         return int(con.execute("SELECT count(*) FROM inputs WHERE partition_key = ?", [key]).fetchall()[0][0])
+
+
+def test_old_staging_no_run_holds_is_removed_and_the_rest_kept(tmp_path: Path) -> None:
+    import fcntl
+
+    from batch_predict.batch import remove_stale_staging
+
+    root = tmp_path / "staging"
+    old = time.time() - 49 * 3600
+    for name in ("2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04"):
+        (root / name / "chunks").mkdir(parents=True)
+        (root / name / "chunks" / "part-0.parquet").write_bytes(b"staged")
+        (root / f"{name}.lock").touch()
+    (root / "2026-03-05.lock").touch()  # a lock file whose folder is gone
+    for path in root.rglob("*"):
+        if "2026-03-03" not in path.name and "2026-03-03" not in str(path.parent):
+            os.utime(path, (old, old))
+    # 2026-03-02: a run holds its lock (it is in flight), however old its files are.
+    with (root / "2026-03-02.lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        removed = remove_stale_staging(root, max_age_hours=48)
+    assert removed == ["2026-03-01", "2026-03-04", "2026-03-05"]
+    assert sorted(p.name for p in root.iterdir()) == ["2026-03-02", "2026-03-02.lock", "2026-03-03", "2026-03-03.lock"]
+    # 2026-03-03 is young: its staged chunks stay for the partition's next run to resume.
+    assert (root / "2026-03-03" / "chunks" / "part-0.parquet").read_bytes() == b"staged"
+
+
+def test_the_sweep_verb_removes_old_staging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    from batch_predict.cli import main
+
+    project = Project(tmp_path, fast_batches=0)
+    for name, value in {**project.settings_env, "DAGSTER_HOME": str(project.home)}.items():
+        monkeypatch.setenv(name, value)
+    stale = project.settings.warehouse.parent / "staging" / "2026-03-01"
+    stale.mkdir(parents=True)
+    old = time.time() - 49 * 3600
+    os.utime(stale, (old, old))
+    assert main(["sweep"]) == 0
+    assert not stale.exists()
+    assert "removed the staging of partition 2026-03-01" in capsys.readouterr().err
+
+
+def test_an_in_process_run_records_its_worker(tmp_path: Path) -> None:
+    """`dagster asset materialize` and the daemon's run workers record themselves through the `source` resource."""
+    project = Project(tmp_path, fast_batches=10**6)
+    with project.instance() as instance:
+        result = (
+            build_definitions(project.settings)
+            .resolve_implicit_global_asset_job_def()
+            .execute_in_process(asset_selection=[dg.AssetKey("model")], instance=instance)
+        )
+        run = instance.get_run_by_id(result.run_id)
+    assert run is not None and run.tags[PID_TAG] == str(os.getpid())
+    assert run.tags[HOST_TAG] and run.tags[PID_START_TAG]
