@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -52,19 +53,82 @@ class Manifest:
 
 
 def staging_dir(warehouse: Warehouse, partition_key: str) -> Path:
-    return warehouse.path.parent / "staging" / partition_key.replace(":", "")
+    return staging_root(warehouse.path) / partition_key.replace(":", "")
+
+
+def staging_root(warehouse_path: Path) -> Path:
+    """The folder holding every partition's staging folder and lock file, beside the warehouse."""
+    return warehouse_path.parent / "staging"
 
 
 @contextmanager
 def _exclusive(path: Path) -> Iterator[None]:
     """Hold a lock on `path` so that two runs of one partition never share its staging folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
+    while True:
+        with path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            # The cleanup of old staging may have removed the lock file while this run waited
+            # for it; a lock on a removed file excludes nobody, so take the new file's lock.
+            if _same_file(handle.fileno(), path):
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+                return
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _same_file(descriptor: int, path: Path) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(descriptor).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def remove_stale_staging(root: Path, max_age_hours: float, now: float | None = None) -> list[str]:
+    """Remove the staging folders and lock files untouched for `max_age_hours` whose partition no run holds.
+
+    They are what runs that died leave behind, if the partition was never run again. A
+    younger folder is kept, so that the partition's next run resumes its staged chunks;
+    a folder whose lock a run holds (it is in flight, however old) is never touched.
+
+    Returns:
+        The staging names (partition keys without colons) that were removed.
+    """
+    if not root.is_dir():
+        return []
+    now = time.time() if now is None else now
+    names = {entry.stem if entry.suffix == ".lock" else entry.name for entry in root.iterdir()}
+    removed = []
+    for name in sorted(names):
+        folder, lock = root / name, root / f"{name}.lock"
+        if now - _newest_change(folder, lock) < max_age_hours * 3600:
+            continue
+        with lock.open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            try:
+                shutil.rmtree(folder, ignore_errors=True)
+                lock.unlink(missing_ok=True)
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        removed.append(name)
+    return removed
+
+
+def _newest_change(*paths: Path) -> float:
+    """The newest modification time of the paths and of everything under them (0 if none exists)."""
+    newest = 0.0
+    for path in paths:
+        for found in [path, *(path.rglob("*") if path.is_dir() else [])]:
+            try:
+                newest = max(newest, found.stat().st_mtime)
+            except FileNotFoundError:
+                continue
+    return newest
 
 
 def predict_partition(

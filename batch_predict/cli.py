@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import uuid
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -14,12 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from batch_predict.contract import FeatureContract
 from batch_predict.deadline import PENDING, deadline_verdict
+from batch_predict.interrupts import Stopped
 from batch_predict.redaction import redact
 from batch_predict.registry import ModelError, Registry, check_name
 from batch_predict.settings import Settings, SettingsError, load_settings
 from batch_predict.warehouse import SourceError, Warehouse, WarehouseError
 
 if TYPE_CHECKING:
+    import dagster as dg
+
     from batch_predict.resources import ModelRegistryResource
 
 # Runs started from the CLI log warnings and errors only; the UI has the rest.
@@ -46,8 +52,26 @@ STATUS_COLUMNS = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad argument in one line (and exit code 2), without the usage block."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _count(text: str) -> int:
+    """A count argument (--last, --limit): a whole number of at least 1."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give 1 or more") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text} is below 1; give 1 or more")
+    return number
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="batch-predict", description=__doc__)
+    parser = _Parser(prog="batch-predict", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo-data", help="write demo iris records into the landing folder")
@@ -105,25 +129,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     status = commands.add_parser("status", help="one line per partition: counts, model, checks")
-    status.add_argument("--last", type=int, default=10, help="newest N partitions (default 10)")
+    status.add_argument("--last", type=_count, default=10, help="newest N partitions (default 10)")
     status.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
 
     errors = commands.add_parser("errors", help="records whose prediction failed (the error ledger)")
     errors.add_argument("--partition", help="only this partition's records")
     errors.add_argument("--dead", action="store_true", help="only records past BATCH_PREDICT_MAX_ATTEMPTS")
-    errors.add_argument("--limit", type=int, default=50, help="at most this many rows (default 50)")
+    errors.add_argument("--limit", type=_count, default=50, help="at most this many rows (default 50)")
     errors.add_argument("--json", action="store_true", help="print a JSON list instead of lines")
 
     unplaced = commands.add_parser(
         "unplaced", help="landed records in no partition: event time missing, unparseable, before START or future"
     )
-    unplaced.add_argument("--limit", type=_at_least_one, default=50, help="at most this many rows (default 50)")
+    unplaced.add_argument("--limit", type=_count, default=50, help="at most this many rows (default 50)")
     unplaced.add_argument("--json", action="store_true", help="print a JSON object instead of lines")
 
     run = commands.add_parser(
         "materialize", help="run model_job and the newest partitions as real Dagster runs in DAGSTER_HOME"
     )
-    run.add_argument("--last", type=int, default=7, help="newest N complete partitions (default 7)")
+    run.add_argument("--last", type=_count, default=7, help="newest N complete partitions (default 7)")
+    run.add_argument(
+        "--allow-shrink",
+        action="store_true",
+        help="let a snapshot replace a partition's stored inputs with fewer source rows (landing files removed)",
+    )
 
     repredict = commands.add_parser(
         "repredict",
@@ -132,27 +161,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     repredict.add_argument("--since", help="only partitions from this key or date on (e.g. 2026-03-01)")
     repredict.add_argument("--dry-run", action="store_true", help="list the stale partitions, change nothing")
 
+    commands.add_parser(
+        "sweep",
+        help="mark failed the runs whose process is gone and remove old staging (every verb that runs does this first)",
+    )
+
     args = parser.parse_args(argv)
     # Dagster flags the beta APIs the definitions use (BackfillPolicy) on every load; not news to a CLI user.
     warnings.filterwarnings("ignore", message=".*is currently in (beta|preview)")
-    try:
-        settings = load_settings()
-        if args.command == "demo-data":
-            return _demo_data(settings, args)
-        if args.command == "model":
-            return _model(settings, args)
-        if args.command == "status":
-            return _status(settings, args.last, args.json)
-        if args.command == "errors":
-            return _errors(settings, args.partition, args.dead, args.limit, args.json)
-        if args.command == "unplaced":
-            return _unplaced(settings, args.limit, args.json)
-        if args.command == "repredict":
-            return _repredict(settings, args.since, args.dry_run)
-        return _materialize(settings, args.last)
-    except (SettingsError, ModelError, SourceError, WarehouseError) as error:
-        print(f"batch-predict: {redact(str(error))}", file=sys.stderr)
-        return 2
+    from batch_predict.interrupts import stop_signals_handled
+
+    runs = _Runs()
+    with stop_signals_handled(runs.cancel_current) as received:
+        runs.received = received
+        try:
+            settings = load_settings()
+            if args.command == "demo-data":
+                return _demo_data(settings, args)
+            if args.command == "model":
+                return _model(settings, args, runs)
+            if args.command == "status":
+                return _status(settings, args.last, args.json)
+            if args.command == "errors":
+                return _errors(settings, args.partition, args.dead, args.limit, args.json)
+            if args.command == "unplaced":
+                return _unplaced(settings, args.limit, args.json)
+            if args.command == "repredict":
+                return _repredict(settings, args.since, args.dry_run, runs)
+            if args.command == "sweep":
+                return _sweep_verb(settings, runs)
+            return _materialize(settings, args.last, runs, args.allow_shrink)
+        except (SettingsError, ModelError, SourceError, WarehouseError) as error:
+            print(f"batch-predict: {redact(str(error))}", file=sys.stderr)
+            return 2
+        except (KeyboardInterrupt, Stopped, Interrupted) as stop:
+            done = stop.summary if isinstance(stop, Interrupted) else f"`{args.command}` stopped before it finished"
+            print(f"batch-predict: interrupted by {received.name}: {done}.", file=sys.stderr)
+            return received.exit_code
 
 
 def _read_table(path: Path) -> Any:
@@ -162,16 +207,6 @@ def _read_table(path: Path) -> Any:
         return pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
     except (OSError, ValueError) as error:
         raise ModelError(f"Cannot read the reference data {path} ({error}); give a Parquet or CSV file.") from error
-
-
-def _at_least_one(text: str) -> int:
-    try:
-        number = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{number} is less than 1: give a number of rows of at least 1")
-    return number
 
 
 def _aware_time(text: str) -> datetime:
@@ -198,7 +233,7 @@ def _demo_data(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _model(settings: Settings, args: argparse.Namespace) -> int:
+def _model(settings: Settings, args: argparse.Namespace, runs: _Runs) -> int:
     registry = Registry(settings.models)
     if args.model_command == "train-demo":
         trained_at = args.trained_at
@@ -206,7 +241,7 @@ def _model(settings: Settings, args: argparse.Namespace) -> int:
             trained_at = datetime.now(UTC) - timedelta(days=args.age_days)
         return _train_demo(settings, args.fail_share, trained_at, args.keep_alias)
     if args.model_command == "train":
-        return _train(settings)
+        return _train(settings, runs)
     if args.model_command == "list":
         pointing: dict[str, list[str]] = {}
         for alias, version in registry.aliases().items():
@@ -438,24 +473,19 @@ def _errors(settings: Settings, partition: str | None, dead: bool, limit: int, a
     return 0
 
 
-def _train(settings: Settings) -> int:
+def _train(settings: Settings, runs: _Runs) -> int:
     """Run training_job, then model_job (to record a promoted model), in-process against DAGSTER_HOME."""
-    import dagster as dg
-
     from batch_predict.definitions import build_definitions
 
-    with dg.DagsterInstance.get() as instance:
-        defs = build_definitions(settings)
-        result = defs.resolve_job_def("training_job").execute_in_process(
-            instance=instance, run_config=QUIET, raise_on_error=False
-        )
-        model_run = (
-            defs.resolve_job_def("model_job").execute_in_process(
-                instance=instance, run_config=QUIET, raise_on_error=False
-            )
-            if result.success
-            else None
-        )
+    defs = build_definitions(settings)
+    model_run = None
+    with _dagster_instance(settings, runs):
+        try:
+            result = runs.execute(defs.resolve_job_def("training_job"), "the training run", run_config=QUIET)
+            if result.success:
+                model_run = runs.execute(defs.resolve_job_def("model_job"), "the model run", run_config=QUIET)
+        except (Interrupted, KeyboardInterrupt, Stopped) as stop:
+            raise _stopped(stop, [], []) from None
     if not result.success:
         print(f"batch-predict: training_job failed (run {result.run_id}): {_failure_message(result)}", file=sys.stderr)
         return 1
@@ -484,10 +514,8 @@ def _failure_message(result: Any) -> str:
     return error.message.strip() if error is not None else "see the run in the Dagster UI"
 
 
-def _repredict(settings: Settings, since: str | None, dry_run: bool) -> int:
+def _repredict(settings: Settings, since: str | None, dry_run: bool, runs: _Runs) -> int:
     """List the stale partitions; unless a dry run, re-predict exactly those as Dagster runs in DAGSTER_HOME."""
-    import dagster as dg
-
     from batch_predict.definitions import build_definitions
     from batch_predict.lifecycle import find_stale_partitions
     from batch_predict.partitions import build_partitions
@@ -507,26 +535,30 @@ def _repredict(settings: Settings, since: str | None, dry_run: bool) -> int:
         return 0
     defs = build_definitions(settings)
     failed = []
-    with dg.DagsterInstance.get() as instance:
-        model_run = defs.resolve_job_def("model_job").execute_in_process(
-            instance=instance, run_config=QUIET, raise_on_error=False
-        )
-        if not model_run.success:
-            failed.append(model_run.run_id)
-        for stale in staleness.stale:
-            result = defs.resolve_job_def("repredict_job").execute_in_process(
-                instance=instance,
-                partition_key=stale.partition_key,
-                run_config={**FULL_REFRESH, **QUIET},
-                tags={REPREDICT_TAG: stale.wanted},
-                raise_on_error=False,
-            )
-            print(
-                f"partition {stale.partition_key}: {'re-predicted' if result.success else 'FAILED'} "
-                f"(run {result.run_id[:8]})"
-            )
-            if not result.success:
-                failed.append(result.run_id)
+    planned = [stale.partition_key for stale in staleness.stale]
+    done: list[str] = []
+    with _dagster_instance(settings, runs):
+        try:
+            model_run = runs.execute(defs.resolve_job_def("model_job"), "the model run", run_config=QUIET)
+            if not model_run.success:
+                failed.append(model_run.run_id)
+            for stale in staleness.stale:
+                result = runs.execute(
+                    defs.resolve_job_def("repredict_job"),
+                    stale.partition_key,
+                    partition_key=stale.partition_key,
+                    run_config={**FULL_REFRESH, **QUIET},
+                    tags={REPREDICT_TAG: stale.wanted},
+                )
+                done.append(stale.partition_key)
+                print(
+                    f"partition {stale.partition_key}: {'re-predicted' if result.success else 'FAILED'} "
+                    f"(run {result.run_id[:8]})"
+                )
+                if not result.success:
+                    failed.append(result.run_id)
+        except (Interrupted, KeyboardInterrupt, Stopped) as stop:
+            raise _stopped(stop, done, planned) from None
     return _report_failed(failed)
 
 
@@ -550,9 +582,15 @@ def _report_failed(run_ids: list[str]) -> int:
     return 1
 
 
-def _materialize(settings: Settings, last: int) -> int:
+def predictions_run_config(allow_shrink: bool) -> dict[str, Any]:
+    """The run config of each predictions_job run `materialize` launches."""
+    if not allow_shrink:
+        return QUIET
+    return {**QUIET, "ops": {"inputs": {"config": {"allow_shrink": True}}}}
+
+
+def _materialize(settings: Settings, last: int, runs: _Runs, allow_shrink: bool = False) -> int:
     """Run model_job, then predictions_job for each of the newest `last` complete partitions."""
-    import dagster as dg
 
     from batch_predict.definitions import build_definitions
 
@@ -560,26 +598,182 @@ def _materialize(settings: Settings, last: int) -> int:
     partitions_def = defs.resolve_job_def("predictions_job").partitions_def
     assert partitions_def is not None
     keys = partitions_def.get_partition_keys()[-last:]
-    with dg.DagsterInstance.get() as instance:
-        results = [
-            defs.resolve_job_def("model_job").execute_in_process(
-                instance=instance, run_config=QUIET, raise_on_error=False
-            )
-        ]
-        for key in keys:
-            results.append(
-                defs.resolve_job_def("predictions_job").execute_in_process(
-                    instance=instance, partition_key=key, run_config=QUIET, raise_on_error=False
+    done: list[str] = []
+    with _dagster_instance(settings, runs):
+        try:
+            results = [
+                runs.execute(
+                    defs.resolve_job_def("model_job"),
+                    "the model run",
+                    run_config=QUIET,
                 )
-            )
-            print(f"partition {key}: {'ok' if results[-1].success else 'FAILED'} (run {results[-1].run_id[:8]})")
-        results.append(
-            defs.resolve_job_def("monitoring_job").execute_in_process(
-                instance=instance, run_config=QUIET, raise_on_error=False
-            )
-        )
+            ]
+            for key in keys:
+                results.append(
+                    runs.execute(
+                        defs.resolve_job_def("predictions_job"),
+                        key,
+                        partition_key=key,
+                        run_config=predictions_run_config(allow_shrink),
+                    )
+                )
+                done.append(key)
+                print(f"partition {key}: {'ok' if results[-1].success else 'FAILED'} (run {results[-1].run_id[:8]})")
+            results.append(runs.execute(defs.resolve_job_def("monitoring_job"), "the monitoring run", run_config=QUIET))
+        except (Interrupted, KeyboardInterrupt, Stopped) as stop:
+            raise _stopped(stop, done, keys) from None
     failed = [result.run_id for result in results if not result.success]
     return _report_failed(failed)
+
+
+def _sweep_verb(settings: Settings, runs: _Runs) -> int:
+    """Only the sweep every verb that uses DAGSTER_HOME starts with."""
+    with _dagster_instance(settings, runs):
+        return 0
+
+
+class Interrupted(Exception):
+    """A stop signal ended the verb; `summary` says what was done and what was not."""
+
+    def __init__(self, label: str | None = None, outcome: str | None = None, summary: str = "") -> None:
+        super().__init__(summary)
+        self.label = label
+        self.outcome = outcome
+        self.summary = summary or (f"{label} {outcome}" if label else "no run was in flight")
+
+
+def _stopped(stop: BaseException, done: list[str], planned: Sequence[str]) -> Interrupted:
+    """What an interrupted loop over partitions did: "3 of 7 partitions done, 2026-03-04 canceled, 3 not started"."""
+    label = stop.label if isinstance(stop, Interrupted) else None
+    outcome = stop.outcome if isinstance(stop, Interrupted) else None
+    finished = [*done, label] if label in planned and outcome == "done" else done
+    parts = [f"{len(finished)} of {len(planned)} partitions done"] if planned else []
+    if label is not None and outcome != "done":
+        parts.append(f"{label} {outcome}")
+    elif label is not None and label not in planned:
+        parts.append(f"{label} done")
+    if planned:
+        left = [key for key in planned if key not in finished and key != label]
+        parts.append(f"{len(left)} not started")
+    return Interrupted(label, outcome, ", ".join(parts) or "no run was in flight")
+
+
+class _Runs:
+    """The CLI's in-process Dagster runs, one at a time: each tagged with this process, and canceled on a stop signal."""
+
+    def __init__(self) -> None:
+        from batch_predict.interrupts import Received
+
+        self.received = Received()
+        self.instance: dg.DagsterInstance | None = None
+        self.current: str | None = None
+        self.stopping = False
+
+    def cancel_current(self, signum: int) -> None:
+        """Called from the signal thread: mark the run in flight CANCELING, so the interrupt cancels it."""
+        import signal
+
+        self.stopping = True
+        run_id, instance = self.current, self.instance
+        run = instance.get_run_by_id(run_id) if instance is not None and run_id is not None else None
+        if instance is not None and run is not None and not run.is_finished:
+            instance.report_run_canceling(
+                run, message=f"batch-predict received {signal.Signals(signum).name}; canceling the run."
+            )
+
+    def execute(self, job: dg.JobDefinition, label: str, **kwargs: Any) -> dg.ExecuteInProcessResult:
+        """Execute `job` in-process in the instance; raise Interrupted naming `label` if a stop signal came."""
+        import dagster as dg
+
+        from batch_predict.interrupts import in_worker
+        from batch_predict.runs import worker_tags
+
+        assert self.instance is not None
+        run_id = str(uuid.uuid4())
+        tags = {**kwargs.pop("tags", {}), **worker_tags()}
+        self.current = run_id
+        result = None
+        try:
+            # In a worker thread, so that Dagster does not take over SIGINT (see batch_predict.interrupts).
+            result = in_worker(
+                self.received,
+                lambda: job.execute_in_process(
+                    instance=self.instance, run_id=run_id, tags=tags, raise_on_error=False, **kwargs
+                ),
+            )
+        except (KeyboardInterrupt, Stopped, dg.DagsterExecutionInterruptedError):
+            self.stopping = True
+        finally:
+            self.current = None
+        if self.stopping:
+            raise Interrupted(label, self._settle(run_id))
+        assert result is not None
+        return result
+
+    def _settle(self, run_id: str) -> str:
+        """End an interrupted run as canceled if Dagster did not; say how it ended."""
+        import dagster as dg
+
+        assert self.instance is not None
+        run = self.instance.get_run_by_id(run_id)
+        if run is None:
+            return "not started"
+        if not run.is_finished:
+            self.instance.report_run_canceled(run, message="batch-predict was interrupted before the run ended.")
+            return "canceled"
+        return {dg.DagsterRunStatus.SUCCESS: "done", dg.DagsterRunStatus.CANCELED: "canceled"}.get(run.status, "failed")
+
+
+@contextmanager
+def _dagster_instance(settings: Settings, runs: _Runs) -> Iterator[dg.DagsterInstance]:
+    """The DAGSTER_HOME instance, swept of dead runs and old staging first; `runs` launch into it."""
+    import dagster as dg
+
+    _use_project_dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        _sweep(settings, instance)
+        runs.instance = instance
+        try:
+            yield instance
+        finally:
+            runs.instance = None
+
+
+def _use_project_dagster_home() -> None:
+    """Without DAGSTER_HOME, use the project's dagster_home/ (beside workspace.yaml here), as `make demo` does."""
+    if os.environ.get("DAGSTER_HOME", "").strip():
+        return
+    here = Path.cwd()
+    if not (here / "workspace.yaml").is_file():
+        raise SettingsError(
+            f"DAGSTER_HOME is not set and {here} is not a batch_predict project folder (no workspace.yaml): "
+            "run batch-predict from the project folder (it then uses ./dagster_home), or export "
+            "DAGSTER_HOME=/absolute/path/to/dagster_home."
+        )
+    home = here / "dagster_home"
+    home.mkdir(exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home)
+    print(f"batch-predict: DAGSTER_HOME is not set; using {home} (the project's)", file=sys.stderr)
+
+
+def _sweep(settings: Settings, instance: dg.DagsterInstance) -> None:
+    """Fail the runs whose process died, and remove staging that dead runs left; say what was done."""
+    from batch_predict.batch import remove_stale_staging, staging_root
+    from batch_predict.runs import sweep_dead_runs
+
+    for run in sweep_dead_runs(instance):
+        ended = "canceled" if run.status == "CANCELING" else "failed"
+        print(
+            f"batch-predict: run {run.run_id} ({run.job_name}) was {run.status} but its process (PID {run.pid}) "
+            f"is gone: marked {ended}",
+            file=sys.stderr,
+        )
+    for name in remove_stale_staging(staging_root(settings.warehouse), settings.staging_max_age_hours):
+        print(
+            f"batch-predict: removed the staging of partition {name}: untouched for more than "
+            f"BATCH_PREDICT_STAGING_MAX_AGE_HOURS={settings.staging_max_age_hours:g} and no run holds it",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":

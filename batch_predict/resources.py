@@ -29,6 +29,14 @@ class SourceResource(dg.ConfigurableResource):
     feature_maximums: dict[str, float]
     max_shrink_share: float = 0.5
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Every asset and check of this code location uses this resource, so every run worker
+        # records itself here: the sweep of dead runs (batch_predict.runs) needs its PID. With
+        # the in-process executor (definitions.py) this is the run's own process.
+        from batch_predict.runs import record_worker
+
+        record_worker(context.instance, context.run.run_id if context.run else None)
+
     def source(self) -> Source:
         return Source(root=Path(self.landing), glob=self.glob)
 

@@ -8,6 +8,8 @@
   partitions predicted by another version than the one that should make them.
 - `training_job` + weekly schedule (stopped unless BATCH_PREDICT_RETRAIN_SCHEDULE=running):
   labels -> training set -> candidate, promoted only if it beats the champion.
+- `dead_run_sensor` (running by default): fail the runs whose worker process died, and
+  remove staging left by dead runs.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from typing import Any
 import dagster as dg
 
 from batch_predict.assets import record_model
+from batch_predict.batch import remove_stale_staging, staging_root
 from batch_predict.lifecycle import find_stale_partitions
 from batch_predict.registry import ModelError
 from batch_predict.resources import ModelRegistryResource, SourceResource, WarehouseResource
+from batch_predict.runs import sweep_dead_runs
 from batch_predict.settings import Settings
 from batch_predict.warehouse import WarehouseLockTimeout
 
@@ -181,8 +185,29 @@ def build_jobs_and_schedules(
             cursor=json.dumps(state),
         )
 
+    @dg.sensor(
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "Every minute: marks failed the runs of this host whose worker process is gone (killed or crashed), "
+            "so run retries relaunch them and they free their run slot; removes staging folders older than "
+            "BATCH_PREDICT_STAGING_MAX_AGE_HOURS that no run holds."
+        ),
+    )
+    def dead_run_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+        swept = sweep_dead_runs(context.instance)
+        for run in swept:
+            context.log.warning(f"Run {run.run_id} ({run.job_name}) was {run.status}, but PID {run.pid} is gone.")
+        removed = remove_stale_staging(staging_root(settings.warehouse), settings.staging_max_age_hours)
+        return dg.SkipReason(
+            f"{len(swept)} run(s) with a dead worker marked ended"
+            + (f" ({', '.join(run.run_id for run in swept)})" if swept else "")
+            + f"; {len(removed)} stale staging folder(s) removed"
+            + (f" ({', '.join(removed)})." if removed else ".")
+        )
+
     return (
         [predictions_job, monitoring_job, model_job, repredict_job, training_job],
         [predictions_schedule, monitoring_schedule, training_schedule],
-        [champion_sensor, stale_predictions_sensor],
+        [champion_sensor, stale_predictions_sensor, dead_run_sensor],
     )

@@ -12,7 +12,7 @@ import re
 import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from batch_predict.redaction import redact
@@ -70,7 +70,10 @@ DEFAULTS: Mapping[str, str] = {
     "BATCH_PREDICT_DRIFT_PSI_FLOOR": "0.1",
     "BATCH_PREDICT_FEATURE_RANGES": "",
     "BATCH_PREDICT_MAX_FAILED_SHARE": "0.1",
+    "BATCH_PREDICT_STAGING_MAX_AGE_HOURS": "48",
 }
+# The source glob's extension chooses DuckDB's reader (warehouse.READERS).
+SOURCE_EXTENSIONS = (".parquet", ".csv", ".json", ".jsonl")
 
 
 class SettingsError(ValueError):
@@ -134,6 +137,7 @@ class Settings:
     feature_ranges: tuple[FeatureRange, ...]
     max_failed_share: float
     max_shrink_share: float
+    staging_max_age_hours: float = 48.0
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -247,15 +251,36 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(
             _bad("BATCH_PREDICT_MAX_FAILED_SHARE", raw("BATCH_PREDICT_MAX_FAILED_SHARE"), "a share from 0 to 1")
         )
+    start = _start(raw("BATCH_PREDICT_START"))
+    start_at = start if start.tzinfo else start.replace(tzinfo=zoneinfo.ZoneInfo(timezone))
+    if start_at > datetime.now(UTC):
+        raise SettingsError(
+            f"BATCH_PREDICT_START={raw('BATCH_PREDICT_START')!r} is in the future ({timezone}): no partition exists "
+            "until then, so nothing would be snapshotted, predicted or scheduled. Set it to the first day of your "
+            f"source records (or unset it for the default {DEFAULTS['BATCH_PREDICT_START']!r})."
+        )
+    source_glob = raw("BATCH_PREDICT_SOURCE_GLOB")
+    if Path(source_glob).suffix.lower() not in SOURCE_EXTENSIONS:
+        raise SettingsError(
+            _bad("BATCH_PREDICT_SOURCE_GLOB", source_glob, "a glob ending in " + ", ".join(SOURCE_EXTENSIONS))
+            + " The extension chooses the reader."
+        )
+    staging_max_age = _float(raw("BATCH_PREDICT_STAGING_MAX_AGE_HOURS"), "BATCH_PREDICT_STAGING_MAX_AGE_HOURS", 0)
+    if staging_max_age == 0:
+        raise SettingsError(
+            _bad(
+                "BATCH_PREDICT_STAGING_MAX_AGE_HOURS", "0", "a number of hours above 0 (0 would remove resumable work)"
+            )
+        )
 
     return Settings(
         warehouse=_path(raw("BATCH_PREDICT_WAREHOUSE")),
         landing=_path(raw("BATCH_PREDICT_LANDING")),
-        source_glob=raw("BATCH_PREDICT_SOURCE_GLOB"),
+        source_glob=source_glob,
         models=_path(raw("BATCH_PREDICT_MODELS")),
         model_alias=_alias(raw("BATCH_PREDICT_MODEL_ALIAS")),
         cadence=cadence,
-        start=_start(raw("BATCH_PREDICT_START")),
+        start=start,
         timezone=timezone,
         model_max_age_days=max_age,
         deadline_hours=_float(raw("BATCH_PREDICT_DEADLINE_HOURS"), "BATCH_PREDICT_DEADLINE_HOURS", 0),
@@ -290,6 +315,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         feature_ranges=_ranges(raw("BATCH_PREDICT_FEATURE_RANGES"), features),
         max_failed_share=max_failed_share,
         max_shrink_share=max_shrink_share,
+        staging_max_age_hours=staging_max_age,
     )
 
 

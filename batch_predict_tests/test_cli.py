@@ -73,3 +73,64 @@ def test_demo_data_is_repeatable(env: Settings, tmp_path: Path) -> None:
     first = {p: p.read_bytes() for p in env.landing.rglob("*.parquet")}
     assert main(args) == 0
     assert {p: p.read_bytes() for p in env.landing.rglob("*.parquet")} == first
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["materialize", "--last", "0"],
+        ["materialize", "--last", "-3"],
+        ["status", "--last", "-1"],
+        ["status", "--last", "many"],
+        ["errors", "--limit", "0"],
+    ],
+)
+def test_counts_below_one_are_a_one_line_error(
+    args: list[str], env: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main(args)
+    assert raised.value.code == 2
+    captured = capsys.readouterr()
+    [line] = captured.err.splitlines()
+    assert line.startswith(f"batch-predict {args[0]}: argument --")
+    assert "give 1 or more" in line
+    assert "Traceback" not in captured.err and captured.out == ""
+
+
+def test_materialize_allow_shrink_run_config() -> None:
+    from batch_predict.cli import QUIET, predictions_run_config
+
+    assert predictions_run_config(False) == QUIET
+    assert predictions_run_config(True) == {**QUIET, "ops": {"inputs": {"config": {"allow_shrink": True}}}}
+
+
+def test_without_dagster_home_the_project_home_is_used(
+    env: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import dagster as dg
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "workspace.yaml").write_text("load_from: []\n")
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("DAGSTER_HOME")
+    assert main(["demo-data", "--days", "2", "--rows-per-day", "50"]) == 0
+    assert main(["model", "train-demo"]) == 0
+    capsys.readouterr()
+    assert main(["materialize", "--last", "1"]) == 0
+    err = capsys.readouterr().err
+    assert f"batch-predict: DAGSTER_HOME is not set; using {project / 'dagster_home'} (the project's)" in err
+    with dg.DagsterInstance.from_config(str(project / "dagster_home")) as instance:
+        assert {run.job_name for run in instance.get_runs()} == {"__ASSET_JOB", "predictions_job", "monitoring_job"}
+
+
+def test_without_dagster_home_outside_a_project_is_one_clear_line(
+    env: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DAGSTER_HOME")
+    assert main(["materialize", "--last", "1"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("batch-predict: DAGSTER_HOME is not set and ")
+    assert "no workspace.yaml" in line and "export DAGSTER_HOME=" in line

@@ -97,3 +97,32 @@ def test_bad_feature_ranges_name_the_variable_and_the_form(value: str, problem: 
     assert message.startswith(f"BATCH_PREDICT_FEATURE_RANGES={value!r} is not valid")
     assert problem in message
     assert "FEATURE=LOW:HIGH" in message and "sepal_length,sepal_width,petal_length,petal_width" in message
+
+
+def test_a_start_in_the_future_fails_at_load() -> None:
+    with pytest.raises(
+        SettingsError, match=r"BATCH_PREDICT_START='2999-01-01' is in the future .*no partition exists until then"
+    ):
+        load_settings({"BATCH_PREDICT_START": "2999-01-01"})
+    assert load_settings({"BATCH_PREDICT_START": "2020-01-01"}).start == datetime(2020, 1, 1)
+
+
+@pytest.mark.parametrize("glob", ["**/*.txt", "**/*", "landing/*.parquet.gz"])
+def test_a_source_glob_with_an_unknown_extension_fails_at_load(glob: str) -> None:
+    with pytest.raises(
+        SettingsError, match=r"BATCH_PREDICT_SOURCE_GLOB=.* a glob ending in \.parquet, \.csv, \.json, \.jsonl"
+    ):
+        load_settings({"BATCH_PREDICT_SOURCE_GLOB": glob})
+
+
+@pytest.mark.parametrize("glob", ["**/*.parquet", "*.CSV", "in/*.json", "in/*.jsonl"])
+def test_known_source_extensions_load(glob: str) -> None:
+    assert load_settings({"BATCH_PREDICT_SOURCE_GLOB": glob}).source_glob == glob
+
+
+def test_staging_max_age_defaults_to_48_hours_and_must_be_positive() -> None:
+    assert load_settings({}).staging_max_age_hours == 48
+    assert load_settings({"BATCH_PREDICT_STAGING_MAX_AGE_HOURS": "1.5"}).staging_max_age_hours == 1.5
+    for bad in ("0", "-1", "soon"):
+        with pytest.raises(SettingsError, match="BATCH_PREDICT_STAGING_MAX_AGE_HOURS"):
+            load_settings({"BATCH_PREDICT_STAGING_MAX_AGE_HOURS": bad})

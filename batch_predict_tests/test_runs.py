@@ -1,0 +1,309 @@
+"""Runs whose process dies or is stopped: real `batch-predict` processes, SIGKILL, SIGINT and SIGTERM."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+import pytest
+
+from batch_predict.definitions import build_definitions
+from batch_predict.demo import train_demo_model, write_landing
+from batch_predict.registry import Registry
+from batch_predict.runs import HOST_TAG, PID_START_TAG, PID_TAG
+from batch_predict.settings import load_settings
+from batch_predict_tests.slow_model import SlowClassifier
+
+REPO = Path(__file__).resolve().parents[1]
+ROWS_PER_DAY = 200
+
+
+class Project:
+    """A project folder in a temp dir: settings, landing files of the 3 newest days, a slow champion, a DAGSTER_HOME."""
+
+    def __init__(self, root: Path, fast_batches: int) -> None:
+        self.root = root
+        self.home = root / "dagster_home"
+        self.home.mkdir()
+        shutil.copy(REPO / "dagster_home" / "dagster.yaml", self.home / "dagster.yaml")
+        self.busy_marker = root / "model_busy"
+        self.settings_env = {
+            "BATCH_PREDICT_WAREHOUSE": str(root / "warehouse.duckdb"),
+            "BATCH_PREDICT_LANDING": str(root / "landing"),
+            "BATCH_PREDICT_MODELS": str(root / "models"),
+            "BATCH_PREDICT_LABELS": str(root / "labels"),
+            "BATCH_PREDICT_START": "2026-03-01",
+            # A run waiting for another's warehouse lock stays STARTED for the whole test.
+            "BATCH_PREDICT_LOCK_TIMEOUT_SECONDS": "600",
+        }
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("BATCH_PREDICT_", "DAGSTER_"))},
+            **self.settings_env,
+            "DAGSTER_HOME": str(self.home),
+            "PYTHONPATH": str(REPO),
+            "SLOW_MODEL_ACTIVE": "1",
+        }
+        self.settings = load_settings(self.settings_env)
+        today = datetime.now(UTC).date()
+        write_landing(self.settings.landing, today - timedelta(days=3), 3, ROWS_PER_DAY, seed=7, files_per_day=1)
+        registry = Registry(self.settings.models)
+        demo = train_demo_model(registry, "champion")
+        estimator = registry.load("champion").estimator
+        metadata = registry.register(
+            SlowClassifier(estimator, self.busy_marker, fast_batches=fast_batches),
+            name="iris-slow",
+            trained_at=datetime.now(UTC),
+            features=[{"name": name, "dtype": "float64"} for name in self.settings.features],
+            metrics=demo.metrics,
+            training_window={"start": None, "end": None, "source": "test"},
+        )
+        registry.set_alias("champion", metadata.version)
+        self.keys = (
+            build_definitions(self.settings).resolve_job_def("predictions_job").partitions_def.get_partition_keys()
+        )  # type: ignore[union-attr]
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        """`batch-predict ARGS` as a real process in its own process group."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "batch_predict.cli", *args],
+            cwd=self.root,
+            env=self.env,
+            start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def instance(self) -> dg.DagsterInstance:
+        return dg.DagsterInstance.from_config(str(self.home))
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[str]]]:
+    """Every process a test starts; each process group is killed at the end, whatever happened."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+
+
+def wait_for(what: str, condition: Callable[[], Any], limit: float = 240) -> Any:
+    """Poll until `condition()` is truthy (its value is returned); fail naming `what` after `limit` seconds."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def runs_of(instance: dg.DagsterInstance, job: str, *statuses: dg.DagsterRunStatus) -> list[dg.DagsterRun]:
+    return list(instance.get_runs(dg.RunsFilter(job_name=job, statuses=list(statuses) or None)))
+
+
+def kill_group(process: subprocess.Popen[str]) -> None:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def test_a_killed_materialize_run_is_failed_by_dead_run_sensor(
+    tmp_path: Path, processes: list[subprocess.Popen[str]]
+) -> None:
+    project = Project(tmp_path, fast_batches=0)
+    processes.append(project.start("materialize", "--last", "1"))
+    with project.instance() as instance:
+        wait_for("the model to be busy", project.busy_marker.exists)
+        [run] = runs_of(instance, "predictions_job", dg.DagsterRunStatus.STARTED)
+        assert run.tags[PID_TAG] == str(processes[0].pid)
+        assert run.tags[HOST_TAG] and run.tags[PID_START_TAG]
+        kill_group(processes[0])
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED  # type: ignore[union-attr]
+
+        sensor = build_definitions(project.settings).resolve_sensor_def("dead_run_sensor")
+        assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+        assert sensor.minimum_interval_seconds == 60
+        with dg.build_sensor_context(instance=instance) as context:
+            tick = sensor.evaluate_tick(context)
+        assert run.run_id in (tick.skip_message or "")
+
+        after = instance.get_run_by_id(run.run_id)
+        assert after is not None and after.status == dg.DagsterRunStatus.FAILURE
+        [failure] = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+        assert f"The process that ran this run (PID {processes[0].pid} on " in (failure.message or "")
+        assert "is gone" in (failure.message or "")
+        # The model run before it ended normally and is left alone.
+        assert [r.status for r in runs_of(instance, "__ASSET_JOB")] == [dg.DagsterRunStatus.SUCCESS]
+
+
+def test_four_killed_runs_do_not_keep_a_fifth_from_starting(
+    tmp_path: Path, processes: list[subprocess.Popen[str]]
+) -> None:
+    project = Project(tmp_path, fast_batches=0)
+    # Four runs of one partition: one predicts (slowly), three wait for its warehouse or staging
+    # lock; all four are STARTED, the instance's max_concurrent_runs.
+    processes.extend(project.start("materialize", "--last", "1") for _ in range(4))
+    with project.instance() as instance:
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 4  # type: ignore[union-attr]
+        wait_for("the model to be busy", project.busy_marker.exists)
+        started = wait_for(
+            "four STARTED prediction runs",
+            lambda: (
+                (found := runs_of(instance, "predictions_job", dg.DagsterRunStatus.STARTED))
+                and len(found) == 4
+                and found
+            ),
+        )
+        for process in processes:
+            kill_group(process)
+        in_flight = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+        assert {run.run_id for run in in_flight} == {run.run_id for run in started}
+
+        launched = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "dagster"),
+                "job",
+                "launch",
+                "-m",
+                "batch_predict.definitions",
+                "-j",
+                "monitoring_job",
+            ],
+            cwd=project.root,
+            env=project.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+        )
+        [queued] = runs_of(instance, "monitoring_job")
+        assert queued.status == dg.DagsterRunStatus.QUEUED, launched.stderr
+
+        sweep = subprocess.run(
+            [sys.executable, "-m", "batch_predict.cli", "sweep"],
+            cwd=project.root,
+            env=project.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert sweep.returncode == 0, sweep.stderr
+        for run in started:
+            assert f"run {run.run_id} (predictions_job) was STARTED but its process (PID " in sweep.stderr
+            assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE  # type: ignore[union-attr]
+
+        daemon = subprocess.Popen(
+            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-m", "batch_predict.definitions"],
+            cwd=project.root,
+            env=project.env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        processes.append(daemon)  # type: ignore[arg-type]
+        fifth = wait_for(
+            "the queued fifth run to be launched by the daemon",
+            lambda: (run := instance.get_run_by_id(queued.run_id)) and run.status != dg.DagsterRunStatus.QUEUED and run,
+        )
+        assert fifth.status in (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.SUCCESS)
+        # The daemon's run worker records itself too (the resource hook, not the CLI).
+        tagged = wait_for(
+            "the fifth run's worker tags",
+            lambda: (run := instance.get_run_by_id(queued.run_id)) and PID_TAG in run.tags and run,
+        )
+        assert tagged.tags[PID_TAG] not in {str(p.pid) for p in processes}
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stop_signal_cancels_the_run_in_flight_and_stops_the_loop(
+    tmp_path: Path, processes: list[subprocess.Popen[str]], signum: signal.Signals, code: int
+) -> None:
+    project = Project(tmp_path, fast_batches=1)
+    first, second, third = project.keys[-3:]
+    process = project.start("materialize", "--last", "3")
+    processes.append(process)
+    wait_for("the second partition's model to be busy", project.busy_marker.exists)
+    os.killpg(process.pid, signum)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == code
+    # One line from the command (Dagster's log-tailing child, in the same process group, may
+    # print its own KeyboardInterrupt).
+    summary = f"batch-predict: interrupted by {signum.name}: 1 of 3 partitions done, {second} canceled, 1 not started."
+    assert [line for line in err.splitlines() if "interrupted by" in line] == [summary]
+    with project.instance() as instance:
+        by_partition = {run.tags.get("dagster/partition"): run.status for run in runs_of(instance, "predictions_job")}
+        assert by_partition == {first: dg.DagsterRunStatus.SUCCESS, second: dg.DagsterRunStatus.CANCELED}
+    with duckdb.connect(str(project.settings.warehouse), read_only=True) as con:
+        counts = dict(con.execute("SELECT partition_key, count(*) FROM predictions GROUP BY ALL").fetchall())
+    # The first partition is fully published; the canceled one has nothing (never half).
+    assert counts == {first: con_inputs(project, first)}
+    assert third not in counts
+
+
+def con_inputs(project: Project, key: str) -> int:
+    with duckdb.connect(str(project.settings.warehouse), read_only=True) as con:
+        return int(con.execute("SELECT count(*) FROM inputs WHERE partition_key = ?", [key]).fetchall()[0][0])
+
+
+def test_old_staging_no_run_holds_is_removed_and_the_rest_kept(tmp_path: Path) -> None:
+    import fcntl
+
+    from batch_predict.batch import remove_stale_staging
+
+    root = tmp_path / "staging"
+    old = time.time() - 49 * 3600
+    for name in ("2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04"):
+        (root / name / "chunks").mkdir(parents=True)
+        (root / name / "chunks" / "part-0.parquet").write_bytes(b"staged")
+        (root / f"{name}.lock").touch()
+    (root / "2026-03-05.lock").touch()  # a lock file whose folder is gone
+    for path in root.rglob("*"):
+        if "2026-03-03" not in path.name and "2026-03-03" not in str(path.parent):
+            os.utime(path, (old, old))
+    # 2026-03-02: a run holds its lock (it is in flight), however old its files are.
+    with (root / "2026-03-02.lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        removed = remove_stale_staging(root, max_age_hours=48)
+    assert removed == ["2026-03-01", "2026-03-04", "2026-03-05"]
+    assert sorted(p.name for p in root.iterdir()) == ["2026-03-02", "2026-03-02.lock", "2026-03-03", "2026-03-03.lock"]
+    # 2026-03-03 is young: its staged chunks stay for the partition's next run to resume.
+    assert (root / "2026-03-03" / "chunks" / "part-0.parquet").read_bytes() == b"staged"
+
+
+def test_the_sweep_verb_removes_old_staging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    from batch_predict.cli import main
+
+    project = Project(tmp_path, fast_batches=0)
+    for name, value in {**project.settings_env, "DAGSTER_HOME": str(project.home)}.items():
+        monkeypatch.setenv(name, value)
+    stale = project.settings.warehouse.parent / "staging" / "2026-03-01"
+    stale.mkdir(parents=True)
+    old = time.time() - 49 * 3600
+    os.utime(stale, (old, old))
+    assert main(["sweep"]) == 0
+    assert not stale.exists()
+    assert "removed the staging of partition 2026-03-01" in capsys.readouterr().err
+
+
+def test_an_in_process_run_records_its_worker(tmp_path: Path) -> None:
+    """`dagster asset materialize` and the daemon's run workers record themselves through the `source` resource."""
+    project = Project(tmp_path, fast_batches=10**6)
+    with project.instance() as instance:
+        result = (
+            build_definitions(project.settings)
+            .resolve_implicit_global_asset_job_def()
+            .execute_in_process(asset_selection=[dg.AssetKey("model")], instance=instance)
+        )
+        run = instance.get_run_by_id(result.run_id)
+    assert run is not None and run.tags[PID_TAG] == str(os.getpid())
+    assert run.tags[HOST_TAG] and run.tags[PID_START_TAG]
