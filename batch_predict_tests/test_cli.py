@@ -122,7 +122,7 @@ def test_without_dagster_home_the_project_home_is_used(
     err = capsys.readouterr().err
     assert f"batch-predict: DAGSTER_HOME is not set; using {project / 'dagster_home'} (the project's)" in err
     with dg.DagsterInstance.from_config(str(project / "dagster_home")) as instance:
-        assert {run.job_name for run in instance.get_runs()} == {"__ASSET_JOB", "predictions_job", "monitoring_job"}
+        assert {run.job_name for run in instance.get_runs()} == {"model_job", "predictions_job", "monitoring_job"}
 
 
 def test_without_dagster_home_outside_a_project_is_one_clear_line(

@@ -143,7 +143,7 @@ def test_a_killed_materialize_run_is_failed_by_dead_run_sensor(
         assert f"The process that ran this run (PID {processes[0].pid} on " in (failure.message or "")
         assert "is gone" in (failure.message or "")
         # The model run before it ended normally and is left alone.
-        assert [r.status for r in runs_of(instance, "__ASSET_JOB")] == [dg.DagsterRunStatus.SUCCESS]
+        assert [r.status for r in runs_of(instance, "model_job")] == [dg.DagsterRunStatus.SUCCESS]
 
 
 def test_four_killed_runs_do_not_keep_a_fifth_from_starting(
@@ -299,11 +299,7 @@ def test_an_in_process_run_records_its_worker(tmp_path: Path) -> None:
     """`dagster asset materialize` and the daemon's run workers record themselves through the `source` resource."""
     project = Project(tmp_path, fast_batches=10**6)
     with project.instance() as instance:
-        result = (
-            build_definitions(project.settings)
-            .resolve_implicit_global_asset_job_def()
-            .execute_in_process(asset_selection=[dg.AssetKey("model")], instance=instance)
-        )
+        result = build_definitions(project.settings).resolve_job_def("model_job").execute_in_process(instance=instance)
         run = instance.get_run_by_id(result.run_id)
     assert run is not None and run.tags[PID_TAG] == str(os.getpid())
     assert run.tags[HOST_TAG] and run.tags[PID_START_TAG]
