@@ -1519,17 +1519,6 @@ class Warehouse:
             ).fetchone()
         return str(row[0]) if row else "none"
 
-    def completed_partitions(self, partition_keys: Sequence[str]) -> dict[str, datetime]:
-        """When each of the given partitions last had its predictions published."""
-        if not self.path.exists():
-            return {}
-        with self.connect(read_only=True) as con:
-            rows = con.execute(
-                "SELECT partition_key, completed_at FROM prediction_stats WHERE list_contains($keys, partition_key)",
-                {"keys": list(partition_keys)},
-            ).fetchall()
-        return {key: completed_at for key, completed_at in rows}
-
     def deliveries(self, partition_keys: Sequence[str]) -> dict[str, tuple[datetime | None, bool | None]]:
         """Per partition: when its predictions were last published, and whether the outcomes stored
         now cover the inputs stored now (None when it was never published). A partition snapshotted
