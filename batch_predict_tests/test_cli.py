@@ -98,11 +98,43 @@ def test_counts_below_one_are_a_one_line_error(
     assert "Traceback" not in captured.err and captured.out == ""
 
 
-def test_materialize_allow_shrink_run_config() -> None:
-    from batch_predict.cli import QUIET, predictions_run_config
+def test_materialize_refuses_a_shrunken_partition_until_allow_shrink(
+    env: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Landing files moved away (a retention job): the rerun writes nothing, `--allow-shrink` replaces it."""
+    import shutil
 
-    assert predictions_run_config(False) == QUIET
-    assert predictions_run_config(True) == {**QUIET, "ops": {"inputs": {"config": {"allow_shrink": True}}}}
+    import duckdb
+
+    def stored() -> list[tuple[str, int, int]]:
+        with duckdb.connect(str(env.warehouse), read_only=True) as con:
+            return con.execute(
+                "SELECT partition_key, (SELECT count(*) FROM inputs i WHERE i.partition_key = s.partition_key), "
+                "(SELECT count(*) FROM predictions p WHERE p.partition_key = s.partition_key) "
+                "FROM input_stats s ORDER BY 1"
+            ).fetchall()
+
+    assert main(["demo-data", "--days", "3", "--rows-per-day", "100"]) == 0
+    assert main(["model", "train-demo"]) == 0
+    assert main(["materialize", "--last", "2"]) == 0
+    before = stored()
+    newest = before[-1][0]
+    inputs, predictions = before[-1][1:]
+    assert inputs == predictions > 90
+    shutil.rmtree(env.landing / newest)
+    capsys.readouterr()
+
+    assert main(["materialize", "--last", "2"]) == 1
+    assert f"partition {newest}: FAILED" in capsys.readouterr().out
+    assert stored() == before
+
+    assert main(["materialize", "--last", "2", "--allow-shrink"]) == 0
+    assert stored() == [*before[:-1], (newest, 0, 0)]
+    with duckdb.connect(str(env.warehouse), read_only=True) as con:
+        [(archived,)] = con.execute(
+            "SELECT count(*) FROM predictions_history WHERE partition_key = ?", [newest]
+        ).fetchall()
+    assert archived == predictions
 
 
 def test_without_dagster_home_the_project_home_is_used(
