@@ -438,7 +438,9 @@ class Warehouse:
         if source.reader == "read_parquet":
             options += ", file_row_number = true"
         elif source.reader == "read_csv":
-            options += ", all_varchar = true"
+            # Quoting is standard CSV, not sniffed: the sniffer samples the first rows only, and a
+            # quoted field after them would otherwise break the whole read.
+            options += """, all_varchar = true, quote = '"', escape = '"'"""
         return f"{source.reader}($pattern, {options})"
 
     def _source_files(self, con: duckdb.DuckDBPyConnection, source: Source) -> list[str]:

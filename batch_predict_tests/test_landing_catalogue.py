@@ -264,6 +264,16 @@ CASES: dict[str, Case] = {
         error="'Record_Id' in .* differs only in case from 'record_id'",
         bad_file="a.csv",
     ),
+    "csv quoted value after the sniffed rows": Case(
+        text("csv", a=csv_rows(*(ok_row(f"r{i}") for i in range(25_000)), ok_row("z", values='5.1,"3,5",1.4,0.2'))),
+        "*.csv",
+        {"inputs": 25_000, "rejected:not_a_number": 1},
+    ),
+    "csv quoted value early": Case(
+        text("csv", a=csv_rows(ok_row("z", values='5.1,"3,5",1.4,0.2'), *(ok_row(f"r{i}") for i in range(20)))),
+        "*.csv",
+        {"inputs": 20, "rejected:not_a_number": 1},
+    ),
     "csv malformed line": Case(
         text("csv", a=csv_rows(*(ok_row(f"r{i}") for i in range(25_000)), ok_row("z") + ",extra")),
         "*.csv",
