@@ -158,7 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "repredict",
         help="re-predict the partitions another model version made than the one that should (real Dagster runs)",
     )
-    repredict.add_argument("--since", help="only partitions from this key or date on (e.g. 2026-03-01)")
+    repredict.add_argument(
+        "--since", type=_since, help="only partitions from this date or date-time on (ISO, e.g. 2026-03-01)"
+    )
     repredict.add_argument("--dry-run", action="store_true", help="list the stale partitions, change nothing")
 
     commands.add_parser(
@@ -198,6 +200,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             done = stop.summary if isinstance(stop, Interrupted) else f"`{args.command}` stopped before it finished"
             print(f"batch-predict: interrupted by {received.name}: {done}.", file=sys.stderr)
             return received.exit_code
+        except BrokenPipeError:
+            # The reader went away (`batch-predict status | head -1`): stop quietly, as `cat` does.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141
 
 
 def _read_table(path: Path) -> Any:
@@ -207,6 +213,15 @@ def _read_table(path: Path) -> Any:
         return pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
     except (OSError, ValueError) as error:
         raise ModelError(f"Cannot read the reference data {path} ({error}); give a Parquet or CSV file.") from error
+
+
+def _since(text: str) -> str:
+    """A partition key to compare keys with: an ISO date or date-time, written as partition keys are."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date or date-time such as 2026-03-01") from None
+    return moment.strftime("%Y-%m-%d-%H:%M") if "T" in text or " " in text else moment.strftime("%Y-%m-%d")
 
 
 def _aware_time(text: str) -> datetime:
@@ -354,8 +369,8 @@ def champion_line(settings: Settings, now: datetime) -> str:
     resource = _model_registry(settings)
     try:
         meta = resource.metadata(resource.current_version(), FeatureContract.from_settings(settings))
-    except ModelError as error:
-        return f"champion: none ({error})"
+    except Exception as error:  # status shows what it cannot read (a registry, an MLflow server) and goes on
+        return f"champion: none ({type(error).__name__}: {redact(str(error)).splitlines()[0]})"
     age = meta.age_days(now)
     if age > settings.model_hard_max_age_days:
         verdict = f"past the hard limit of {settings.model_hard_max_age_days:g} days (error): retrain it"
@@ -374,7 +389,7 @@ def _stale_by_partition(settings: Settings, warehouse: Warehouse) -> dict[str, s
     resource = _model_registry(settings)
     try:
         staleness = find_stale_partitions(warehouse, resource, build_partitions(settings))
-    except ModelError:
+    except Exception:  # no model to compare with (champion_line says why): staleness cannot be told
         return {}
     return {stale.partition_key: stale.wanted for stale in staleness.stale}
 
@@ -598,6 +613,14 @@ def _materialize(settings: Settings, last: int, runs: _Runs, allow_shrink: bool 
     partitions_def = defs.resolve_job_def("predictions_job").partitions_def
     assert partitions_def is not None
     keys = partitions_def.get_partition_keys()[-last:]
+    if not keys:
+        print(
+            f"batch-predict: no complete partition yet: the first {settings.cadence} partition starts at "
+            f"{settings.start.isoformat()} ({settings.timezone}) and can run once it has closed. Nothing was run; "
+            "set BATCH_PREDICT_START earlier to predict older records.",
+            file=sys.stderr,
+        )
+        return 0
     done: list[str] = []
     with _dagster_instance(settings, runs):
         try:

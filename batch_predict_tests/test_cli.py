@@ -166,3 +166,80 @@ def test_without_dagster_home_outside_a_project_is_one_clear_line(
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("batch-predict: DAGSTER_HOME is not set and ")
     assert "no workspace.yaml" in line and "export DAGSTER_HOME=" in line
+
+
+def test_repredict_since_must_be_a_date(env: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    for bad in ("notadate", "2026-13-45", "0"):
+        with pytest.raises(SystemExit) as raised:
+            main(["repredict", "--since", bad, "--dry-run"])
+        assert raised.value.code == 2
+        [line] = capsys.readouterr().err.splitlines()
+        assert "is not an ISO date or date-time such as 2026-03-01" in line
+
+
+def test_materialize_before_the_first_partition_closed_says_so(
+    env: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import UTC, datetime
+
+    monkeypatch.setenv("BATCH_PREDICT_START", datetime.now(UTC).date().isoformat())
+    assert main(["materialize", "--last", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "no complete partition yet: the first daily partition starts at" in err
+    assert "Nothing was run" in err
+
+
+def test_status_survives_an_unreachable_model_source(env: Settings, tmp_path: Path) -> None:
+    """An MLflow server that does not answer: status still shows the partitions and says why there is no champion."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from batch_predict.contract import FeatureContract
+    from batch_predict.warehouse import Warehouse
+
+    with Warehouse(env.warehouse, FeatureContract.from_settings(env)).connect():
+        pass  # an empty warehouse
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        port = sock.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "batch_predict.cli", "status"],
+            env={
+                **os.environ,
+                "MLFLOW_TRACKING_URI": f"http://alice:s3cret@127.0.0.1:{port}",
+                "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+                "BATCH_PREDICT_MODEL_URI": "models:/iris@champion",
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("champion: none (")
+    assert f"alice:***@127.0.0.1:{port}" in done.stdout
+    assert "s3cret" not in done.stdout + done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_closed_pipe_ends_the_output_quietly(env: Settings) -> None:
+    """`batch-predict status | head -1`: the reader goes away before the output is written."""
+    import subprocess
+    import sys
+
+    from batch_predict.contract import FeatureContract
+    from batch_predict.warehouse import Warehouse
+
+    with Warehouse(env.warehouse, FeatureContract.from_settings(env)).connect():
+        pass
+    process = subprocess.Popen(
+        [sys.executable, "-m", "batch_predict.cli", "status", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # before the command has written anything
+    err = process.stderr.read()
+    assert process.wait(timeout=120) == 141
+    assert "Traceback" not in err and "BrokenPipeError" not in err
