@@ -206,7 +206,7 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def record_id_sql(column: str) -> tuple[str, str]:
+def record_id_sql(column: str, text_numbers: bool = False) -> tuple[str, str]:
     """SQL giving a source id column's value as record-id text, and SQL true when it is no id at all.
 
     Ids are text. A column read as FLOAT or DOUBLE (pandas writes integer ids with a NULL
@@ -214,7 +214,19 @@ def record_id_sql(column: str) -> tuple[str, str]:
     `12` of another file and of the labels. A fractional, infinite or NaN value, or one
     too large for a 128-bit integer, is no id: the second expression is true for it and
     the first keeps its text. Floats hold integers exactly only up to 2^53 (2^24 for FLOAT).
+
+    With `text_numbers` (CSV, read as text), an id written as an integer-valued decimal
+    (`12.0`, as pandas writes a float id column) is the integer `12` too; other text stays
+    as written (`007`, `7.5`, `A-12`), since a text column may hold any id.
     """
+    if text_numbers:
+        as_text = f"CAST({column} AS VARCHAR)"
+        decimal = f"regexp_matches({as_text}, '^[+-]?[0-9]+\\.0+$')"
+        return (
+            f"CASE WHEN {decimal} THEN coalesce(CAST(TRY_CAST({as_text} AS HUGEINT) AS VARCHAR), {as_text}) "
+            f"ELSE {as_text} END",
+            "false",
+        )
     is_float = f"typeof({column}) IN ('FLOAT', 'DOUBLE')"
     number = f"TRY_CAST({column} AS DOUBLE)"
     integral = f"(isfinite({number}) AND {number} = trunc({number}) AND abs({number}) < 1e38)"
@@ -472,7 +484,8 @@ class Warehouse:
         culprit = named[0] if named else self._first_unreadable(con, source, files)
         if culprit is None and not isinstance(error, _DATA_ERRORS):
             return error  # every file reads on its own, and DuckDB did not blame the data: not a data error
-        line = _LINE_IN_MESSAGE.search(text)
+        # A line number means something in a text file only (DuckDB says "line 1" of a Parquet file too).
+        line = _LINE_IN_MESSAGE.search(text) if source.reader != "read_parquet" else None
         where = ""
         if culprit is not None:
             where = f"The unreadable file is {culprit}" + (f", line {line.group(1)}. " if line else ". ")
@@ -650,7 +663,7 @@ class Warehouse:
         raw_time = f"s.{_ident(c.time_column)}"
         event_time = f"TRY_CAST({raw_time} AS TIMESTAMPTZ)"
         row_number = "s.file_row_number" if source.reader == "read_parquet" else "CAST(NULL AS BIGINT)"
-        record_id, non_integer_id = record_id_sql("s." + _ident(c.id_column))
+        record_id, non_integer_id = record_id_sql("s." + _ident(c.id_column), source.reader == "read_csv")
         return f"""
             WITH src AS (
                 SELECT {record_id} AS record_id, {non_integer_id} AS non_integer_record_id,

@@ -252,8 +252,11 @@ CASES: dict[str, Case] = {
         "*.csv",
         {"inputs": 1, "rejected:duplicate_record_id": 2},
     ),
-    "csv ids are text as written": Case(
-        text("csv", a=csv_rows(ok_row("12"), ok_row("12.0"), ok_row("007"))), "*.csv", {"inputs": 3}
+    "csv ids: integer-valued decimals are integers, other text as written": Case(
+        # pandas writes a float id column as 12.0; 12.0 and 12 are one record, 007 and 7.5 stay text.
+        text("csv", a=csv_rows(ok_row("12"), ok_row("007"), ok_row("7.5")), b=csv_rows(ok_row("12.0"))),
+        "*.csv",
+        {"inputs": 3, "rejected:duplicate_record_id": 1},
     ),
     "csv column named filename": Case(
         text("csv", a=csv_rows(ok_row("a") + ",x.csv", header=HEADER + ",filename")), "*.csv", {"inputs": 1}
@@ -320,6 +323,8 @@ def test_landing_case(name: str, make_settings: Callable[..., Settings], tmp_pat
                 warehouse.snapshot_inputs(source, key, start, end, "r", placeable=(DAY, END))
         assert case.bad_file is not None and str(source.root / case.bad_file) in str(raised.value)
         assert re.search(case.error, str(raised.value)), str(raised.value)
+        if case.glob.endswith(".parquet"):  # a line number means nothing in a Parquet file
+            assert ", line " not in str(raised.value)
         assert not warehouse.path.exists() or sum(outcome(warehouse.path).values()) == 0
         return
     for key, (start, end) in WINDOWS.items():
