@@ -4,7 +4,9 @@ A SIGKILLed run worker (the daemon's, `dagster asset materialize`, `batch-predic
 cannot report its own end, so its run stays STARTED and keeps a slot of
 `max_concurrent_runs`. Each run of this code location records the host, PID and process start
 time of its worker as tags; `sweep_dead_runs` then marks an in-flight run of this host failed
-when that process no longer exists, so run retries relaunch it and the slot is free.
+when that process no longer exists, so run retries relaunch it and the slot is free. A run
+killed before its resources started has no such tags; on an instance whose runs are stored on
+this machine, its worker is the process that emitted its RUN_START event.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ PID_TAG = "batch_predict/worker_pid"
 PID_START_TAG = "batch_predict/worker_started"
 
 _IN_FLIGHT = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+_NOT_YET_TAGGED = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
 def process_start_time(pid: int) -> str | None:
@@ -62,6 +65,24 @@ def worker_alive(tags: Mapping[str, str]) -> bool | None:
     return started is not None and started == tags.get(PID_START_TAG, started)
 
 
+def run_storage_is_local(instance: dg.DagsterInstance) -> bool:
+    """Whether the instance keeps its runs on this machine (SQLite files, or in memory), so that all its runs ran here."""
+    from dagster._core.storage.runs import InMemoryRunStorage, SqliteRunStorage
+
+    return isinstance(instance.run_storage, SqliteRunStorage | InMemoryRunStorage)
+
+
+def run_start_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    """The PID of the process that emitted the run's RUN_START event, or None if the run has not started.
+
+    That process orchestrates the run: the process of `dagster asset materialize` or
+    `execute_in_process`, or the run worker the daemon's run launcher started.
+    """
+    connection = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_START, limit=1, ascending=False)
+    event = connection.records[0].event_log_entry.dagster_event if connection.records else None
+    return event.pid if event is not None else None
+
+
 @dataclass(frozen=True)
 class SweptRun:
     run_id: str
@@ -74,21 +95,38 @@ def sweep_dead_runs(instance: dg.DagsterInstance) -> list[SweptRun]:
     """Fail the in-flight runs of this host whose recorded worker process is gone.
 
     A STARTING or STARTED run is reported failed (run retries relaunch the runs the daemon
-    launched); a CANCELING one is reported canceled, as was asked. Runs of other hosts, and
-    runs without a recorded worker, are left alone (run monitoring covers the daemon's).
+    launched); a CANCELING one is reported canceled, as was asked. Runs of other hosts are left
+    alone (run monitoring covers the daemon's). A STARTING or STARTED run without a recorded
+    worker (killed before its resources started) is judged by the process that emitted its
+    RUN_START event, but only when the instance's runs are stored on this machine: elsewhere a
+    bare PID may be another host's, and such runs are left alone. A process with that
+    PID counts as its worker (there is no start time to tell a reused PID); a run with no
+    RUN_START event yet is left to run monitoring's start timeout.
     """
     swept = []
-    records = instance.get_run_records(
-        filters=dg.RunsFilter(statuses=_IN_FLIGHT, tags={HOST_TAG: socket.gethostname()})
-    )
+    host = socket.gethostname()
+    records = list(instance.get_run_records(filters=dg.RunsFilter(statuses=_IN_FLIGHT, tags={HOST_TAG: host})))
+    if run_storage_is_local(instance):
+        records += [
+            record
+            for record in instance.get_run_records(filters=dg.RunsFilter(statuses=_NOT_YET_TAGGED))
+            if PID_TAG not in record.dagster_run.tags
+        ]
     for record in records:
         run = record.dagster_run
-        if worker_alive(run.tags) is not False:
-            continue
-        pid = run.tags[PID_TAG]
+        if PID_TAG in run.tags:
+            if worker_alive(run.tags) is not False:
+                continue
+            pid, identified = run.tags[PID_TAG], ""
+        else:
+            start_pid = run_start_pid(instance, run.run_id)
+            if start_pid is None or process_start_time(start_pid) is not None:
+                continue
+            pid = str(start_pid)
+            identified = " It was identified by the run's RUN_START event: it died before recording its worker tags."
         message = (
-            f"The process that ran this run (PID {pid} on {run.tags[HOST_TAG]}) is gone: it was killed or "
-            "crashed before it could record the run's end."
+            f"The process that ran this run (PID {pid} on {run.tags.get(HOST_TAG, host)}) is gone: it was killed or "
+            "crashed before it could record the run's end." + identified
         )
         # Another sweep (the sensor and a CLI verb) may have got there first.
         current = instance.get_run_by_id(run.run_id)

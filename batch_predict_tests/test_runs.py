@@ -303,3 +303,88 @@ def test_an_in_process_run_records_its_worker(tmp_path: Path) -> None:
         run = instance.get_run_by_id(result.run_id)
     assert run is not None and run.tags[PID_TAG] == str(os.getpid())
     assert run.tags[HOST_TAG] and run.tags[PID_START_TAG]
+
+
+BLOCKED_DEFINITIONS = """
+import os
+import time
+from pathlib import Path
+
+import dagster as dg
+
+
+class Blocker(dg.ConfigurableResource):
+    marker: str
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        Path(self.marker).write_text(str(os.getpid()))
+        time.sleep(600)
+
+
+@dg.asset
+def blocked(blocker: Blocker) -> None:
+    pass
+
+
+defs = dg.Definitions(
+    assets=[blocked], resources={"blocker": Blocker(marker=os.environ["BLOCKED_MARKER"])}, executor=dg.in_process_executor
+)
+"""
+
+
+def test_a_run_killed_before_its_resources_start_is_failed_by_its_run_start_event(
+    tmp_path: Path, processes: list[subprocess.Popen[str]]
+) -> None:
+    """A `dagster asset materialize` killed between RUN_START and its resources' start has no worker tags."""
+    from batch_predict.runs import run_storage_is_local, sweep_dead_runs
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    (tmp_path / "blocked.py").write_text(BLOCKED_DEFINITIONS)
+    marker = tmp_path / "resources_starting"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")},
+        "DAGSTER_HOME": str(home),
+        "BLOCKED_MARKER": str(marker),
+    }
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "asset",
+            "materialize",
+            "-f",
+            "blocked.py",
+            "--select",
+            "blocked",
+        ],
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    processes.append(process)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert run_storage_is_local(instance) and run_storage_is_local(dg.DagsterInstance.ephemeral())
+        # A run not started yet (no RUN_START event) is left to run monitoring's start timeout.
+        starting = dg.DagsterRun(job_name="blocked_job", run_id="0" * 36, status=dg.DagsterRunStatus.STARTING)
+        instance.add_run(starting)
+        wait_for("the run's resources to start", marker.exists)
+        assert marker.read_text() == str(process.pid)
+        [run] = runs_of(instance, "__ASSET_JOB", dg.DagsterRunStatus.STARTED)
+        assert PID_TAG not in run.tags
+
+        # Its RUN_START process is alive: the run is left alone.
+        assert sweep_dead_runs(instance) == []
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED  # type: ignore[union-attr]
+
+        kill_group(process)
+        [swept] = sweep_dead_runs(instance)
+        assert (swept.run_id, swept.pid) == (run.run_id, str(process.pid))
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE  # type: ignore[union-attr]
+        [failure] = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+        assert f"The process that ran this run (PID {process.pid} on " in (failure.message or "")
+        assert "identified by the run's RUN_START event" in (failure.message or "")
+        assert instance.get_run_by_id(starting.run_id).status == dg.DagsterRunStatus.STARTING  # type: ignore[union-attr]
