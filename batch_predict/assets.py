@@ -26,6 +26,8 @@ from batch_predict.warehouse import (
     WarehouseError,
     WarehouseLockTimeout,
 )
+from batch_predict.warehouse.schema import TYPES, dagster_columns
+from batch_predict.warehouse.schema import table as table_spec
 
 GROUP = "batch_predict"
 OWNERS = ["team:ml-platform"]
@@ -269,29 +271,14 @@ def outcome_metadata(outcome: BatchOutcome) -> dict[str, Any]:
 def inputs_schema(contract: FeatureContract) -> dg.TableSchema:
     return dg.TableSchema(
         columns=[
-            dg.TableColumn("partition_key", "VARCHAR", description="The partition the record's event time falls in."),
-            dg.TableColumn("record_id", "VARCHAR", description=f"Source column {contract.id_column}; unique."),
-            dg.TableColumn("event_time", "TIMESTAMPTZ", description=f"Source column {contract.time_column}."),
-            *(dg.TableColumn(name, "DOUBLE", description="Feature, finite.") for name in contract.features),
-            dg.TableColumn("source_file", "VARCHAR", description="The file the record was read from."),
-            dg.TableColumn("run_id", "VARCHAR", description="The Dagster run that snapshotted it."),
-            dg.TableColumn("loaded_at", "TIMESTAMPTZ"),
+            dg.TableColumn(name, kind, description=description)
+            for name, kind, description in dagster_columns(table_spec(contract, "inputs"))
         ]
     )
 
 
 def predictions_schema(classes: list[str] | None = None) -> dg.TableSchema:
-    descriptions = {
-        "partition_key": "The partition of the input record (inputs.partition_key).",
-        "record_id": "The input record's id (inputs.record_id).",
-        "prediction": "The predicted class: the one with the highest probability.",
-        "model_name": "Registered name of the model that predicted the row.",
-        "model_version": "Registry version of that model.",
-        "run_id": "The Dagster run that wrote the row.",
-        "predicted_at": "When the batch was predicted.",
-        "predicted_in_partition": "The partition whose run predicted the record: another one for a carried record.",
-    }
-    columns = [dg.TableColumn(name, kind, description=descriptions[name]) for name, kind in PREDICTION_BASE_COLUMNS]
+    columns = [dg.TableColumn(c.name, TYPES[c.kind][0], description=c.description) for c in PREDICTION_BASE_COLUMNS]
     if classes is None:
         columns.append(dg.TableColumn("proba_<class>", "DOUBLE", description="One column per model class."))
     else:

@@ -53,12 +53,8 @@ class Manifest:
 
 
 def staging_dir(warehouse: Warehouse, partition_key: str) -> Path:
-    return staging_root(warehouse.path) / partition_key.replace(":", "")
-
-
-def staging_root(warehouse_path: Path) -> Path:
-    """The folder holding every partition's staging folder and lock file, beside the warehouse."""
-    return warehouse_path.parent / "staging"
+    """The partition's staging folder under the warehouse's staging root (local to this machine)."""
+    return warehouse.staging_root / partition_key.replace(":", "")
 
 
 @contextmanager

@@ -59,6 +59,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
+def open_warehouse(settings: Settings) -> Warehouse:
+    """The warehouse the settings name, as the assets open it."""
+    return Warehouse(
+        settings.warehouse,
+        FeatureContract.from_settings(settings),
+        settings.lock_timeout_seconds,
+        settings.duckdb_memory_limit,
+        settings.duckdb_threads,
+        staging_root=settings.staging,
+    )
+
+
 def _count(text: str) -> int:
     """A count argument (--last, --limit): a whole number of at least 1."""
     try:
@@ -320,7 +332,7 @@ def _train_demo(settings: Settings, fail_share: float, trained_at: datetime | No
 
 def status_rows(settings: Settings, last: int, now: datetime) -> list[dict[str, Any]]:
     """Per-partition counts, model and check outcomes, newest partition first."""
-    warehouse = Warehouse(settings.warehouse, FeatureContract.from_settings(settings), settings.lock_timeout_seconds)
+    warehouse = open_warehouse(settings)
     deadline = timedelta(hours=settings.deadline_hours)
     stale = _stale_by_partition(settings, warehouse)
     drifted = warehouse.drifted()
@@ -415,7 +427,7 @@ def _status(settings: Settings, last: int, as_json: bool) -> int:
     if unplaced:
         print(unplaced)
     if not rows:
-        print(f"no partitions in {settings.warehouse} yet")
+        print(f"no partitions in {redact(settings.warehouse)} yet")
         return 0
     table = [[header for _, header in STATUS_COLUMNS]]
     for row in rows:
@@ -440,7 +452,7 @@ def _status(settings: Settings, last: int, as_json: bool) -> int:
 
 def unplaced_line(settings: Settings) -> str | None:
     """`unplaced: N records (reason: count, ...)` while landed records are in no partition, else None."""
-    warehouse = Warehouse(settings.warehouse, FeatureContract.from_settings(settings), settings.lock_timeout_seconds)
+    warehouse = open_warehouse(settings)
     counts, _ = warehouse.unplaced(limit=1)
     total = sum(counts.values())
     if not total:
@@ -450,7 +462,7 @@ def unplaced_line(settings: Settings) -> str | None:
 
 
 def _unplaced(settings: Settings, limit: int, as_json: bool) -> int:
-    warehouse = Warehouse(settings.warehouse, FeatureContract.from_settings(settings), settings.lock_timeout_seconds)
+    warehouse = open_warehouse(settings)
     counts, rows = warehouse.unplaced(limit)
     for row in rows:
         row["first_seen_at"] = row["first_seen_at"].isoformat() if row["first_seen_at"] else None
@@ -470,7 +482,7 @@ def _unplaced(settings: Settings, limit: int, as_json: bool) -> int:
 
 
 def _errors(settings: Settings, partition: str | None, dead: bool, limit: int, as_json: bool) -> int:
-    warehouse = Warehouse(settings.warehouse, FeatureContract.from_settings(settings), settings.lock_timeout_seconds)
+    warehouse = open_warehouse(settings)
     rows = warehouse.prediction_errors(partition, dead, limit)
     for row in rows:
         row["failed_at"] = row["failed_at"].isoformat() if row["failed_at"] else None
@@ -537,7 +549,7 @@ def _repredict(settings: Settings, since: str | None, dry_run: bool, runs: _Runs
     from batch_predict.schedules import FULL_REFRESH, REPREDICT_TAG
 
     model_registry = _model_registry(settings)
-    warehouse = Warehouse(settings.warehouse, FeatureContract.from_settings(settings), settings.lock_timeout_seconds)
+    warehouse = open_warehouse(settings)
     staleness = find_stale_partitions(warehouse, model_registry, build_partitions(settings), since)
     for key, why in sorted(staleness.undecided.items()):
         print(f"partition {key}: skipped: {why}")
@@ -781,7 +793,7 @@ def _use_project_dagster_home() -> None:
 
 def _sweep(settings: Settings, instance: dg.DagsterInstance) -> None:
     """Fail the runs whose process died, and remove staging that dead runs left; say what was done."""
-    from batch_predict.batch import remove_stale_staging, staging_root
+    from batch_predict.batch import remove_stale_staging
     from batch_predict.runs import sweep_dead_runs
 
     for run in sweep_dead_runs(instance):
@@ -791,7 +803,7 @@ def _sweep(settings: Settings, instance: dg.DagsterInstance) -> None:
             f"is gone: marked {ended}",
             file=sys.stderr,
         )
-    for name in remove_stale_staging(staging_root(settings.warehouse), settings.staging_max_age_hours):
+    for name in remove_stale_staging(settings.staging, settings.staging_max_age_hours):
         print(
             f"batch-predict: removed the staging of partition {name}: untouched for more than "
             f"BATCH_PREDICT_STAGING_MAX_AGE_HOURS={settings.staging_max_age_hours:g} and no run holds it",

@@ -3,11 +3,13 @@
 import os
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
 from batch_predict.contract import FeatureContract
 from batch_predict.drift import Reference
+from batch_predict.redaction import redact
 from batch_predict.registry import LoadedModel, ModelError, ModelMetadata, Registry
 from batch_predict.scoring import verify_model
 from batch_predict.settings import FeatureRange, Settings
@@ -55,15 +57,24 @@ class SourceResource(dg.ConfigurableResource):
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The DuckDB file that holds inputs, rejected inputs, predictions and their stats."""
+    """Where inputs, rejected inputs, predictions and their stats live: a DuckDB file or a PostgreSQL URL."""
 
     path: str
     lock_timeout_seconds: float
     memory_limit: str
     threads: int
+    # Where runs stage their work on the machine that runs them ("" = the warehouse's default).
+    staging: str = ""
 
     def open(self, contract: FeatureContract) -> Warehouse:
-        return Warehouse(Path(self.path), contract, self.lock_timeout_seconds, self.memory_limit, self.threads)
+        return Warehouse(
+            self.path,
+            contract,
+            self.lock_timeout_seconds,
+            self.memory_limit,
+            self.threads,
+            staging_root=Path(self.staging) if self.staging else None,
+        )
 
 
 class ModelRegistryResource(dg.ConfigurableResource):
@@ -200,7 +211,8 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             max_shrink_share=settings.max_shrink_share,
         ),
         "warehouse": WarehouseResource(
-            path=str(settings.warehouse),
+            path=_secret_free(settings.warehouse, "BATCH_PREDICT_WAREHOUSE"),
+            staging=str(settings.staging),
             lock_timeout_seconds=settings.lock_timeout_seconds,
             memory_limit=settings.duckdb_memory_limit,
             threads=settings.duckdb_threads,
@@ -231,3 +243,11 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             promotion_margin=settings.promotion_margin,
         ),
     }
+
+
+def _secret_free(value: str, name: str) -> Any:
+    """The value, or, if it carries a password and comes from the environment, a reference to the
+    variable: the UI shows resource config, and the run worker reads the variable itself."""
+    if redact(value) != value and os.environ.get(name) == value:
+        return dg.EnvVar(name)
+    return value

@@ -21,7 +21,7 @@ from typing import Any
 import dagster as dg
 
 from batch_predict.assets import record_model
-from batch_predict.batch import remove_stale_staging, staging_root
+from batch_predict.batch import remove_stale_staging
 from batch_predict.lifecycle import find_stale_partitions
 from batch_predict.registry import ModelError
 from batch_predict.resources import ModelRegistryResource, SourceResource, WarehouseResource
@@ -198,7 +198,7 @@ def build_jobs_and_schedules(
         swept = sweep_dead_runs(context.instance)
         for run in swept:
             context.log.warning(f"Run {run.run_id} ({run.job_name}) was {run.status}, but PID {run.pid} is gone.")
-        removed = remove_stale_staging(staging_root(settings.warehouse), settings.staging_max_age_hours)
+        removed = remove_stale_staging(settings.staging, settings.staging_max_age_hours)
         return dg.SkipReason(
             f"{len(swept)} run(s) with a dead worker marked ended"
             + (f" ({', '.join(run.run_id for run in swept)})" if swept else "")

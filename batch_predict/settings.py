@@ -71,6 +71,7 @@ DEFAULTS: Mapping[str, str] = {
     "BATCH_PREDICT_FEATURE_RANGES": "",
     "BATCH_PREDICT_MAX_FAILED_SHARE": "0.1",
     "BATCH_PREDICT_STAGING_MAX_AGE_HOURS": "48",
+    "BATCH_PREDICT_STAGING": "",
 }
 # The source glob's extension chooses DuckDB's reader (warehouse.READERS).
 SOURCE_EXTENSIONS = (".parquet", ".csv", ".json", ".jsonl")
@@ -98,7 +99,8 @@ def _number_text(number: float) -> str:
 
 @dataclass(frozen=True)
 class Settings:
-    warehouse: Path
+    # A DuckDB file path (resolved) or a PostgreSQL URL.
+    warehouse: str
     landing: Path
     source_glob: str
     models: Path
@@ -138,6 +140,8 @@ class Settings:
     max_failed_share: float
     max_shrink_share: float
     staging_max_age_hours: float = 48.0
+    # Where runs stage their work, on the machine that runs them.
+    staging: Path = Path("data/staging")
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -273,8 +277,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             )
         )
 
+    warehouse = _warehouse(raw("BATCH_PREDICT_WAREHOUSE"))
     return Settings(
-        warehouse=_path(raw("BATCH_PREDICT_WAREHOUSE")),
+        warehouse=warehouse,
         landing=_path(raw("BATCH_PREDICT_LANDING")),
         source_glob=source_glob,
         models=_path(raw("BATCH_PREDICT_MODELS")),
@@ -316,6 +321,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_failed_share=max_failed_share,
         max_shrink_share=max_shrink_share,
         staging_max_age_hours=staging_max_age,
+        staging=_path(raw("BATCH_PREDICT_STAGING")) if raw("BATCH_PREDICT_STAGING") else default_staging(warehouse),
     )
 
 
@@ -327,6 +333,30 @@ def _choice(value: str, name: str, allowed: tuple[str, ...]) -> str:
 
 def _bad(name: str, value: str, allowed: str) -> str:
     return f"{name}={value!r} is not valid: use {allowed} (or unset it for the default {DEFAULTS[name]!r})."
+
+
+def _warehouse(value: str) -> str:
+    """A PostgreSQL URL as given, or a DuckDB file path resolved; any other URL is an error."""
+    scheme, separator, _ = value.partition("://")
+    if not separator:
+        return str(_path(value))
+    if value.startswith(("postgresql://", "postgres://")):
+        return value
+    raise SettingsError(
+        _bad(
+            "BATCH_PREDICT_WAREHOUSE",
+            redact(value),
+            "a DuckDB file path (data/warehouse.duckdb) or a PostgreSQL URL (postgresql://user@host:port/database); "
+            f"the scheme {scheme!r} is not supported",
+        )
+    )
+
+
+def default_staging(warehouse: str) -> Path:
+    """Staging beside a DuckDB file; for a PostgreSQL warehouse, data/staging on this machine."""
+    if "://" in warehouse:
+        return _path("data/staging")
+    return Path(warehouse).parent / "staging"
 
 
 def _path(value: str) -> Path:

@@ -342,7 +342,7 @@ def test_a_file_gone_mid_read_is_an_io_error_to_retry(warehouse: Warehouse, tmp_
     with duckdb.connect() as con:
         with pytest.raises(duckdb.IOException) as raised:
             con.execute("SELECT * FROM read_parquet($p)", {"p": str(source.root / "gone.parquet")})
-        failure = warehouse._read_failure(con, source, raised.value)
+        failure = warehouse.landing._read_failure(con, source, raised.value)
     assert isinstance(failure, OSError) and "retried" in str(failure)
 
 

@@ -1,0 +1,625 @@
+"""Connections and locking: the one seam between the warehouse's logic and the database that stores it.
+
+Every unit of work (a snapshot, a publish, a status read) runs in one `Session`: one
+transaction on the warehouse, plus an in-process DuckDB *engine* that reads landing and
+staging files, validates and bins. Two backends provide sessions:
+
+- `DuckDBBackend` (the default): a DuckDB file. The engine is the warehouse connection
+  itself, so nothing is copied. DuckDB lets one process open the file for writing at a
+  time, and a second cannot even open it read-only meanwhile; so a session is short, the
+  heavy work (prediction) runs outside it, and a lock conflict is retried with jittered
+  exponential backoff until the lock timeout. The file lock serializes every writer,
+  which is what makes the cross-partition steps safe: `lock_all`/`lock_partition` have
+  nothing more to do.
+- `PostgresBackend`: a PostgreSQL database (`postgresql://user@host:port/db`), which many
+  writers on many machines share. The engine is an in-memory DuckDB; tables cross between
+  the two as Arrow record batches through `COPY`. PostgreSQL does not serialize writers,
+  so the logic takes transaction-scoped advisory locks: `lock_partition` around every
+  partition replace, `lock_all` (shared or exclusive) around what reads or settles other
+  partitions. Lock waits are bounded by `lock_timeout`; a timeout, deadlock or lost
+  connection is a `WarehouseLockTimeout` (retryable).
+
+Statements are written once, in the SQL both engines accept, with `$name` parameters.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from batch_predict.redaction import redact
+from batch_predict.warehouse.sql import NAMED_PARAMETER, ident, literal, pyformat
+from batch_predict.warehouse.types import WarehouseError, WarehouseLockTimeout, WarehouseUnavailable
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+# How many engine rows cross into PostgreSQL per COPY buffer.
+_COPY_BATCH_ROWS = 65_536
+# Advisory lock keys: one for the whole warehouse, one per partition (hashed with the key).
+_ALL_PARTITIONS = "batch_predict:all"
+_PARTITION = "batch_predict:partition:"
+# SQLSTATEs after which the same work, tried again, can succeed.
+_RETRYABLE_SQLSTATE = {
+    "55P03": "a lock wait passed lock_timeout",
+    "40P01": "a deadlock",
+    "40001": "a serialization failure",
+    "57P01": "the server shut down",
+    "57P03": "the server is starting up",
+}
+
+Params = Mapping[str, Any] | None
+
+
+def _bound(sql: str, params: Params) -> dict[str, Any] | None:
+    """The parameters the statement uses (DuckDB refuses a statement given any it does not use)."""
+    if not params:
+        return None
+    used = set(NAMED_PARAMETER.findall(sql))
+    return {name: value for name, value in params.items() if name in used}
+
+
+def _is_lock_conflict(error: duckdb.Error) -> bool:
+    return "lock" in str(error).lower()
+
+
+def engine_connection(memory_limit: str, threads: int, path: str = ":memory:", read_only: bool = False) -> Any:
+    """A DuckDB connection set up as every engine here is: UTC, bounded memory, no order kept."""
+    con = duckdb.connect(path, read_only=read_only)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"SET memory_limit = {literal(memory_limit)}")
+        con.execute(f"SET threads = {int(threads)}")
+        # Nothing here relies on row order; without it DuckDB streams COPY and INSERT
+        # instead of buffering whole row groups per thread to keep the order.
+        con.execute("SET preserve_insertion_order = false")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+class Session(ABC):
+    """One unit of work on the warehouse: statements, transfers between engine and warehouse, locks."""
+
+    dialect: str
+
+    @abstractmethod
+    def execute(self, sql: str, params: Params = None) -> None: ...
+
+    @abstractmethod
+    def fetchall(self, sql: str, params: Params = None) -> list[tuple[Any, ...]]: ...
+
+    @abstractmethod
+    def write(self, sql: str, params: Params = None) -> int:
+        """Run an INSERT, UPDATE or DELETE and return how many rows it changed."""
+
+    @abstractmethod
+    def records(self, sql: str, params: Params = None) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[None]:
+        """All of the block's statements, or none of them."""
+
+    @property
+    @abstractmethod
+    def engine(self) -> Any:
+        """The DuckDB connection that reads files and runs DuckDB-only SQL."""
+
+    @abstractmethod
+    def share(self, name: str) -> None:
+        """Make the engine's temp table `name` a temp table of the warehouse session too."""
+
+    @abstractmethod
+    def fetch_into_engine(self, name: str, sql: str, params: Params = None) -> None:
+        """Make the result of a warehouse query the engine's temp table `name`."""
+
+    @abstractmethod
+    def stage_parquet(self, name: str, pattern: str) -> None:
+        """Make the Parquet files matching `pattern` a relation `name` of the warehouse session."""
+
+    @abstractmethod
+    def export_parquet(self, sql: str, params: Params, path: Path) -> None:
+        """Write the result of a warehouse query to a Parquet file."""
+
+    @abstractmethod
+    def lock_all(self, shared: bool = False) -> None:
+        """Until the transaction ends, keep out writers that touch other partitions (shared: only exclusive ones)."""
+
+    @abstractmethod
+    def lock_partition(self, partition_key: str) -> None:
+        """Until the transaction ends, keep out other writers of this partition."""
+
+    @abstractmethod
+    def hash(self, expression: str) -> str:
+        """SQL for a 64-bit hash of a text expression whose sum over rows is exact."""
+
+    @abstractmethod
+    def columns(self, table: str) -> dict[str, str]:
+        """The columns of a warehouse table (or temp relation) and their SQL types, in order."""
+
+    def fetchone(self, sql: str, params: Params = None) -> tuple[Any, ...] | None:
+        rows = self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    def temp_table(self, name: str, sql: str, params: Params = None) -> None:
+        """A warehouse temp table from a warehouse query, replacing one of the same name."""
+        self.execute(f"DROP TABLE IF EXISTS {name}")
+        self.execute(f"CREATE TEMP TABLE {name} AS {sql}", params)
+
+    def has_table(self, name: str) -> bool:
+        return bool(self.columns(name))
+
+
+class Backend(ABC):
+    """Where the warehouse lives; opens sessions on it."""
+
+    dialect: str
+    # Shown in messages (credentials masked).
+    location: str
+
+    def __init__(self, ensure_schema: Callable[[Session], None], memory_limit: str, threads: int) -> None:
+        self._ensure_schema = ensure_schema
+        self._schema_ready = False  # tables, once made, stay: check them once per process
+        self.memory_limit = memory_limit
+        self.threads = threads
+
+    @abstractmethod
+    def session(self, read_only: bool = False) -> AbstractContextManager[Session]: ...
+
+    @abstractmethod
+    def exists(self) -> bool:
+        """Whether anything was ever written (a read of a warehouse never written finds nothing)."""
+
+    @property
+    @abstractmethod
+    def default_staging_root(self) -> Path: ...
+
+
+# -- DuckDB -----------------------------------------------------------------------------------
+
+
+class DuckDBSession(Session):
+    dialect = "duckdb"
+
+    def __init__(self, con: Any) -> None:
+        self.con = con
+
+    def execute(self, sql: str, params: Params = None) -> None:
+        self.con.execute(sql, _bound(sql, params))
+
+    def fetchall(self, sql: str, params: Params = None) -> list[tuple[Any, ...]]:
+        return self.con.execute(sql, _bound(sql, params)).fetchall()
+
+    def write(self, sql: str, params: Params = None) -> int:
+        row = self.con.execute(sql, _bound(sql, params)).fetchone()
+        return int(row[0]) if row else 0
+
+    def records(self, sql: str, params: Params = None) -> list[dict[str, Any]]:
+        cursor = self.con.execute(sql, _bound(sql, params))
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+
+    @property
+    def engine(self) -> Any:
+        return self.con
+
+    def share(self, name: str) -> None:
+        pass  # the engine is the warehouse connection
+
+    def fetch_into_engine(self, name: str, sql: str, params: Params = None) -> None:
+        self.temp_table(name, sql, params)
+
+    def stage_parquet(self, name: str, pattern: str) -> None:
+        # A view: the files are read where the statements use them, never copied.
+        self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet({literal(pattern)})")
+
+    def export_parquet(self, sql: str, params: Params, path: Path) -> None:
+        self.con.execute(
+            f"COPY ({sql}) TO {literal(str(path))} (FORMAT parquet, COMPRESSION uncompressed)",
+            _bound(sql, params),
+        )
+
+    def lock_all(self, shared: bool = False) -> None:
+        pass  # the file lock already serializes every writer
+
+    def lock_partition(self, partition_key: str) -> None:
+        pass
+
+    def hash(self, expression: str) -> str:
+        return f"hash({expression})"
+
+    def columns(self, table: str) -> dict[str, str]:
+        rows = self.con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = $t "
+            "ORDER BY ordinal_position",
+            {"t": table},
+        ).fetchall()
+        return {str(name): str(kind) for name, kind in rows}
+
+
+class DuckDBBackend(Backend):
+    """A DuckDB file: the default, for one machine."""
+
+    dialect = "duckdb"
+
+    def __init__(
+        self,
+        path: Path,
+        ensure_schema: Callable[[Session], None],
+        lock_timeout_seconds: float,
+        memory_limit: str,
+        threads: int,
+    ) -> None:
+        super().__init__(ensure_schema, memory_limit, threads)
+        self.path = path
+        self.location = str(path)
+        self.lock_timeout_seconds = lock_timeout_seconds
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    @property
+    def default_staging_root(self) -> Path:
+        return self.path.parent / "staging"
+
+    @contextmanager
+    def session(self, read_only: bool = False) -> Iterator[Session]:
+        """Open the file for one short unit of work, waiting out other processes' locks."""
+        if read_only and not self.path.exists():
+            raise WarehouseError(
+                f"No warehouse at {self.path}: nothing has been materialized yet. Run the `inputs` and "
+                "`predictions` assets (for example `make demo`) or point BATCH_PREDICT_WAREHOUSE at your file."
+            )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.lock_timeout_seconds
+        delay = 0.05
+        while True:
+            try:
+                con = engine_connection(self.memory_limit, self.threads, str(self.path), read_only)
+                break
+            except duckdb.IOException as error:
+                if not _is_lock_conflict(error):
+                    raise self._unusable(error) from error
+                if time.monotonic() + delay > deadline:
+                    raise WarehouseLockTimeout(
+                        f"The warehouse {self.path} stayed locked by another process for "
+                        f"{self.lock_timeout_seconds:g}s ({error}). Wait for the other run to finish, "
+                        "or raise BATCH_PREDICT_LOCK_TIMEOUT_SECONDS."
+                    ) from error
+                # Full jitter keeps several waiting runs from retrying in lockstep.
+                time.sleep(random.uniform(0, delay))
+                delay = min(delay * 2, 2.0)
+            except duckdb.Error as error:
+                raise self._unusable(error) from error
+        try:
+            session = DuckDBSession(con)
+            if not read_only and not self._schema_ready:
+                self._ensure_schema(session)
+                self._schema_ready = True
+            yield session
+        finally:
+            con.close()
+
+    def _unusable(self, error: duckdb.Error) -> WarehouseError:
+        return WarehouseError(
+            f"Cannot open the warehouse {self.path} as a DuckDB database ({error}). "
+            "Point BATCH_PREDICT_WAREHOUSE at a DuckDB file, or at a path that does not exist yet to start a new one."
+        )
+
+
+# -- PostgreSQL -------------------------------------------------------------------------------
+
+# PostgreSQL types of the Arrow types that cross from the engine.
+_PG_TYPES = {
+    pa.string(): "text",
+    pa.large_string(): "text",
+    pa.float64(): "double precision",
+    pa.float32(): "real",
+    pa.int64(): "bigint",
+    pa.int32(): "integer",
+    pa.int16(): "smallint",
+    pa.bool_(): "boolean",
+    pa.date32(): "date",
+}
+# Arrow types of the PostgreSQL type OIDs that cross into the engine (read from CSV text).
+_FROM_PG = {
+    25: pa.string(),  # text
+    1043: pa.string(),  # varchar
+    701: pa.float64(),  # float8
+    700: pa.float64(),  # float4
+    20: pa.int64(),  # int8
+    23: pa.int32(),  # int4
+    21: pa.int32(),  # int2
+    16: pa.bool_(),  # bool
+    1700: pa.float64(),  # numeric
+}
+_DUCKDB_OF_OID = {1184: "TIMESTAMPTZ", 1114: "TIMESTAMP", 1082: "DATE"}
+
+
+def _pg_type(kind: pa.DataType) -> str:
+    if pa.types.is_timestamp(kind):
+        return "timestamptz" if kind.tz else "timestamp"
+    if pa.types.is_null(kind):
+        return "text"
+    if kind in _PG_TYPES:
+        return _PG_TYPES[kind]
+    raise WarehouseError(f"No PostgreSQL column type for the Arrow type {kind}.")
+
+
+def _pg_error(error: Exception, location: str) -> Exception:
+    """A psycopg error as the warehouse's own: retryable when trying again can help."""
+    import psycopg
+
+    state = getattr(error, "sqlstate", None)
+    first = redact(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+    if state in _RETRYABLE_SQLSTATE:
+        return WarehouseLockTimeout(
+            f"The warehouse {location} gave up waiting: {_RETRYABLE_SQLSTATE[state]} ({first}). Another run held "
+            "what this one needed; the step is retried. If it keeps happening, raise BATCH_PREDICT_LOCK_TIMEOUT_SECONDS."
+        )
+    if isinstance(error, psycopg.OperationalError):
+        return WarehouseUnavailable(
+            f"Cannot reach the warehouse {location} ({first}). Check that the PostgreSQL server is up and "
+            "BATCH_PREDICT_WAREHOUSE is right; the step is retried."
+        )
+    return error
+
+
+class PostgresSession(Session):
+    dialect = "postgres"
+
+    def __init__(self, con: Any, memory_limit: str, threads: int) -> None:
+        self.con = con
+        self._engine: Any = None
+        self._memory_limit = memory_limit
+        self._threads = threads
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+
+    def execute(self, sql: str, params: Params = None) -> None:
+        self.con.execute(pyformat(sql), params or None)
+
+    def fetchall(self, sql: str, params: Params = None) -> list[tuple[Any, ...]]:
+        return list(self.con.execute(pyformat(sql), params or None).fetchall())
+
+    def write(self, sql: str, params: Params = None) -> int:
+        return int(self.con.execute(pyformat(sql), params or None).rowcount)
+
+    def records(self, sql: str, params: Params = None) -> list[dict[str, Any]]:
+        cursor = self.con.execute(pyformat(sql), params or None)
+        names = [column.name for column in cursor.description or []]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        # psycopg opened the transaction with the session's first statement; end it here.
+        try:
+            yield
+            self.con.commit()
+        except BaseException:
+            self.con.rollback()
+            raise
+
+    @property
+    def engine(self) -> Any:
+        if self._engine is None:
+            self._engine = engine_connection(self._memory_limit, self._threads)
+        return self._engine
+
+    def share(self, name: str) -> None:
+        reader = self.engine.sql(f"SELECT * FROM {name}").to_arrow_reader(_COPY_BATCH_ROWS)
+        self._copy_in(name, reader)
+
+    def _copy_in(self, name: str, reader: pa.RecordBatchReader) -> None:
+        """Create the session's temp table `name` shaped like `reader` and COPY its rows into it."""
+        schema = reader.schema
+        columns = ", ".join(f"{ident(field.name)} {_pg_type(field.type)}" for field in schema)
+        self.execute(f"DROP TABLE IF EXISTS {name}")
+        self.execute(f"CREATE TEMP TABLE {name} ({columns})")
+        # CSV as PostgreSQL reads it: Arrow quotes every string and leaves NULL empty and unquoted.
+        options = pacsv.WriteOptions(include_header=False)
+        with self.con.cursor().copy(f"COPY {name} FROM STDIN (FORMAT csv)") as copy:
+            for batch in reader:
+                if batch.num_rows:
+                    buffer = io.BytesIO()
+                    pacsv.write_csv(batch, buffer, options)
+                    copy.write(buffer.getbuffer())
+
+    def _arrow(self, sql: str, params: Params) -> tuple[pa.Table, dict[str, str]]:
+        """A warehouse query's rows as Arrow, and the DuckDB casts its temporal columns need."""
+        statement = pyformat(sql)
+        cursor = self.con.cursor()
+        cursor.execute(f"SELECT * FROM ({statement}) AS q LIMIT 0", params or None)
+        description = cursor.description or []
+        types: dict[str, pa.DataType] = {}
+        casts: dict[str, str] = {}
+        for column in description:
+            if column.type_code in _DUCKDB_OF_OID:  # read as text, cast by DuckDB (it parses "+00")
+                types[column.name] = pa.string()
+                casts[column.name] = _DUCKDB_OF_OID[column.type_code]
+            else:
+                types[column.name] = _FROM_PG.get(column.type_code, pa.string())
+        buffer = io.BytesIO()
+        # COPY takes no server-side parameters: psycopg binds them into the statement on the client.
+        with cursor.copy(f"COPY ({statement}) TO STDOUT (FORMAT csv)", params or None) as copy:
+            for data in copy:
+                buffer.write(data)
+        names = [column.name for column in description]
+        if not buffer.tell():
+            empty = pa.table({name: pa.array([], type=types[name]) for name in names})
+            return empty, casts
+        buffer.seek(0)
+        table = pacsv.read_csv(
+            buffer,
+            read_options=pacsv.ReadOptions(column_names=names),
+            convert_options=pacsv.ConvertOptions(
+                column_types=types,
+                true_values=["t"],
+                false_values=["f"],
+                null_values=[""],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+        return table, casts
+
+    def _engine_relation(self, table: pa.Table, casts: dict[str, str]) -> str:
+        self.engine.register("_bp_transfer", table)
+        return (
+            "SELECT "
+            + ", ".join(
+                f"CAST({ident(name)} AS {casts[name]}) AS {ident(name)}" if name in casts else ident(name)
+                for name in table.column_names
+            )
+            + " FROM _bp_transfer"
+        )
+
+    def fetch_into_engine(self, name: str, sql: str, params: Params = None) -> None:
+        table, casts = self._arrow(sql, params)
+        try:
+            self.engine.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {self._engine_relation(table, casts)}")
+        finally:
+            self.engine.unregister("_bp_transfer")
+
+    def stage_parquet(self, name: str, pattern: str) -> None:
+        reader = self.engine.sql(f"SELECT * FROM read_parquet({literal(pattern)})").to_arrow_reader(_COPY_BATCH_ROWS)
+        self._copy_in(name, reader)
+
+    def export_parquet(self, sql: str, params: Params, path: Path) -> None:
+        table, casts = self._arrow(sql, params)
+        try:
+            relation = self._engine_relation(table, casts)
+            self.engine.execute(f"COPY ({relation}) TO {literal(str(path))} (FORMAT parquet, COMPRESSION uncompressed)")
+        finally:
+            self.engine.unregister("_bp_transfer")
+
+    def lock_all(self, shared: bool = False) -> None:
+        function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+        self.execute(f"SELECT {function}(hashtextextended($key, 0))", {"key": _ALL_PARTITIONS})
+
+    def lock_partition(self, partition_key: str) -> None:
+        self.execute("SELECT pg_advisory_xact_lock(hashtextextended($key, 0))", {"key": _PARTITION + partition_key})
+
+    def hash(self, expression: str) -> str:
+        return f"hashtextextended({expression}, 0)"
+
+    def columns(self, table: str) -> dict[str, str]:
+        rows = self.fetchall(
+            """
+            SELECT a.attname, format_type(a.atttypid, a.atttypmod)
+            FROM pg_attribute AS a
+            WHERE a.attrelid = to_regclass($t) AND a.attnum > 0 AND NOT a.attisdropped
+            ORDER BY a.attnum
+            """,
+            {"t": ident(table)},
+        )
+        return {str(name): str(kind) for name, kind in rows}
+
+
+class PostgresBackend(Backend):
+    """A PostgreSQL database that many writers on many machines share."""
+
+    dialect = "postgres"
+
+    def __init__(
+        self,
+        url: str,
+        ensure_schema: Callable[[Session], None],
+        lock_timeout_seconds: float,
+        memory_limit: str,
+        threads: int,
+        staging_root: Path,
+    ) -> None:
+        super().__init__(ensure_schema, memory_limit, threads)
+        self.url = url
+        self.location = redact(url)
+        self.lock_timeout_seconds = lock_timeout_seconds
+        self._staging_root = staging_root
+
+    def exists(self) -> bool:
+        return True
+
+    @property
+    def default_staging_root(self) -> Path:
+        return self._staging_root
+
+    @contextmanager
+    def session(self, read_only: bool = False) -> Iterator[Session]:
+        import psycopg
+
+        try:
+            con = psycopg.connect(self.url, connect_timeout=max(1, int(min(self.lock_timeout_seconds, 30))))
+        except psycopg.Error as error:
+            raise _pg_error(error, self.location) from error
+        session = PostgresSession(con, self.memory_limit, self.threads)
+        try:
+            try:
+                con.execute("SET TimeZone = 'UTC'")
+                con.execute(f"SET lock_timeout = {int(self.lock_timeout_seconds * 1000)}")
+                con.commit()
+                if not self._schema_ready:
+                    with session.transaction():
+                        session.lock_all()
+                        self._ensure_schema(session)
+                    self._schema_ready = True
+                yield session
+                con.rollback()  # a read leaves nothing open
+            except psycopg.Error as error:
+                raise _pg_error(error, self.location) from error
+        finally:
+            session.close()
+            con.close()
+
+
+def open_backend(
+    location: str,
+    ensure_schema: Callable[[Session], None],
+    lock_timeout_seconds: float,
+    memory_limit: str,
+    threads: int,
+    staging_root: Path | None = None,
+) -> Backend:
+    """The backend `BATCH_PREDICT_WAREHOUSE` names: a PostgreSQL URL, or else a DuckDB file path."""
+    if location.startswith(POSTGRES_SCHEMES):
+        return PostgresBackend(
+            location,
+            ensure_schema,
+            lock_timeout_seconds,
+            memory_limit,
+            threads,
+            staging_root or Path("data/staging").resolve(),
+        )
+    check_location(location)
+    return DuckDBBackend(Path(location), ensure_schema, lock_timeout_seconds, memory_limit, threads)
+
+
+def check_location(location: str) -> None:
+    """Fail with a clear message for a URL of a database the warehouse cannot use."""
+    scheme, separator, _ = location.partition("://")
+    if separator and not location.startswith(POSTGRES_SCHEMES):
+        raise WarehouseError(
+            f"BATCH_PREDICT_WAREHOUSE={redact(location)!r} uses the scheme {scheme!r}, which the warehouse does not "
+            "support. Use a DuckDB file path (data/warehouse.duckdb, the default) or a PostgreSQL URL "
+            "(postgresql://user@host:port/database)."
+        )

@@ -1,0 +1,80 @@
+"""The warehouse object the assets, checks, CLI and tests use, whatever backend stores it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from batch_predict.contract import FeatureContract
+from batch_predict.warehouse import schema
+from batch_predict.warehouse.connection import Backend, Session, open_backend
+from batch_predict.warehouse.landing import Landing
+
+
+class WarehouseCore:
+    """Opens sessions on the backend; the operations live in the mixins `Warehouse` combines."""
+
+    def __init__(
+        self,
+        location: str | Path,
+        contract: FeatureContract,
+        lock_timeout_seconds: float = 300.0,
+        memory_limit: str = "512MB",
+        threads: int = 2,
+        staging_root: Path | None = None,
+    ) -> None:
+        self.contract = contract
+        self.lock_timeout_seconds = lock_timeout_seconds
+        self.landing = Landing(contract)
+        self.backend: Backend = open_backend(
+            str(location),
+            self._ensure_schema,
+            lock_timeout_seconds,
+            memory_limit,
+            threads,
+            staging_root,
+        )
+        self._staging_root = staging_root
+
+    def _ensure_schema(self, session: Session) -> None:
+        schema.ensure_schema(session, self.contract, self.backend.location)
+
+    @property
+    def dialect(self) -> str:
+        return self.backend.dialect
+
+    @property
+    def location(self) -> str:
+        """The warehouse as messages name it: the DuckDB file, or the PostgreSQL URL without its password."""
+        return self.backend.location
+
+    @property
+    def path(self) -> Path:
+        """The DuckDB file (only the DuckDB backend has one)."""
+        return Path(self.backend.location)
+
+    @property
+    def staging_root(self) -> Path:
+        """The folder, local to this machine, holding every partition's staging folder and lock file."""
+        return self._staging_root or self.backend.default_staging_root
+
+    @contextmanager
+    def session(self, read_only: bool = False) -> Iterator[Session]:
+        with self.backend.session(read_only) as session:
+            yield session
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[Any]:
+        """The database connection of a session (a DuckDB or psycopg connection), for ad-hoc SQL."""
+        with self.session(read_only) as session:
+            yield session.con  # type: ignore[attr-defined]
+
+    def exists(self) -> bool:
+        return self.backend.exists()
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Rows of a read-only SQL statement (in the SQL both backends accept, `$name` parameters)."""
+        with self.session(read_only=True) as session:
+            return session.records(sql, params)

@@ -1,0 +1,384 @@
+"""The landing files, read by the in-process DuckDB engine: checked against the feature contract, each
+row classified (valid, rejected with its reason, or unplaced), whatever backend stores the result.
+
+Values (paths, partition keys, times) are bound as parameters; column names come from the
+validated feature contract and are quoted with `ident`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import duckdb
+
+from batch_predict import contract as rules
+from batch_predict.contract import FeatureContract
+from batch_predict.warehouse.sql import ident, literal, out_of_range_rule, record_id_sql
+from batch_predict.warehouse.types import SourceError
+
+READERS = {".parquet": "read_parquet", ".csv": "read_csv", ".json": "read_json", ".jsonl": "read_json"}
+
+# Parquet physical/converted types a feature or the event time may have.
+_NUMERIC_PARQUET = {"DOUBLE", "FLOAT", "INT32", "INT64"}
+_TEMPORAL_CONVERTED = {"TIMESTAMP_MILLIS", "TIMESTAMP_MICROS", "DATE"}
+
+# The column DuckDB adds with each row's file: a name no source is expected to use, so that a
+# source column called `filename` is read as data.
+SOURCE_FILE_COLUMN = "__batch_predict_source_file"
+# How a duplicate's rejection names the copy that keeps the record id: "... <event time> in <file>".
+DUPLICATE_DETAIL = "record id kept by the copy at "
+# DuckDB I/O errors of a file that is gone or cannot be opened now: worth retrying.
+_TRANSIENT_READ = re.compile(r"no such file|cannot open file|no files found|could not open|resource temporarily", re.I)
+# Errors by which DuckDB says the data cannot be read as they are.
+_DATA_ERRORS = (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.BinderException)
+# Where DuckDB's message gives the line of a bad CSV row.
+_LINE_IN_MESSAGE = re.compile(r"\bline:?\s*(\d+)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Files that DuckDB reads as one table: `root/glob`, e.g. `data/landing/**/*.parquet`.
+
+    The reader (Parquet, CSV or JSON) follows the glob's extension; files are combined
+    by column name, so a file lacking a column gives NULLs there (and its records are
+    rejected for the missing feature) instead of failing the whole partition.
+    """
+
+    root: Path
+    glob: str = "**/*.parquet"
+
+    @property
+    def pattern(self) -> str:
+        return str(self.root / self.glob)
+
+    @property
+    def reader(self) -> str:
+        suffix = Path(self.glob).suffix.lower()
+        if suffix not in READERS:
+            raise SourceError(
+                f"BATCH_PREDICT_SOURCE_GLOB={self.glob!r} must end in one of {', '.join(READERS)}: "
+                "the extension chooses the reader."
+            )
+        return READERS[suffix]
+
+
+class Landing:
+    """Reads a source's files for one feature contract on a DuckDB engine connection."""
+
+    def __init__(self, contract: FeatureContract) -> None:
+        self.contract = contract
+
+    def source_relation(self, source: Source) -> str:
+        return f"{source.reader}($pattern, union_by_name = true, filename = true, hive_partitioning = false)"
+
+    def landing_relation(self, source: Source) -> str:
+        """The landing files as one table, with each row's file and, for Parquet, its row number in the file.
+
+        The file column has a private name, so a source column called `filename` is just
+        another column. CSV is read as text: every value is cast row by row, so a bad value
+        is its record's outcome (a rejection, or an unplaced event time), wherever it sits in
+        the file, and never a failure of the whole read.
+        """
+        options = f"union_by_name = true, filename = {literal(SOURCE_FILE_COLUMN)}, hive_partitioning = false"
+        if source.reader == "read_parquet":
+            options += ", file_row_number = true"
+        elif source.reader == "read_csv":
+            # Quoting is standard CSV, not sniffed: the sniffer samples the first rows only, and a
+            # quoted field after them would otherwise break the whole read.
+            options += """, all_varchar = true, quote = '"', escape = '"'"""
+        return f"{source.reader}($pattern, {options})"
+
+    def source_files(self, con: Any, source: Source) -> list[str]:
+        """The files the source glob matches now, as DuckDB names them in the file column."""
+        rows = con.execute("SELECT file FROM glob($pattern) ORDER BY 1", {"pattern": source.pattern}).fetchall()
+        return [row[0] for row in rows]
+
+    def _read_failure(self, con: Any, source: Source, error: duckdb.Error) -> Exception:
+        """What an error raised while reading the landing files means.
+
+        A file that vanished or could not be opened mid-read is transient: an `OSError`,
+        which the step retries. Anything else is in the data (a corrupt Parquet page or
+        footer, a malformed CSV line): retrying cannot help, so it is a `SourceError` naming
+        the file (from DuckDB's message, or by reading the files one by one) and the line
+        where DuckDB gives one.
+        """
+        text = str(error)
+        first = text.splitlines()[0].rstrip(".")
+        if isinstance(error, duckdb.IOException) and _TRANSIENT_READ.search(text):
+            return OSError(
+                f"Reading the source files {source.pattern} failed ({first}): a file was moved or is still being "
+                "written. The step is retried; if it keeps failing, check the landing folder."
+            )
+        try:
+            files = self.source_files(con, source)
+        except duckdb.Error:
+            files = []
+        named = [path for path in files if path in text]
+        culprit = named[0] if named else self._first_unreadable(con, source, files)
+        if culprit is None and not isinstance(error, _DATA_ERRORS):
+            return error  # every file reads on its own, and DuckDB did not blame the data: not a data error
+        # A line number means something in a text file only (DuckDB says "line 1" of a Parquet file too).
+        line = _LINE_IN_MESSAGE.search(text) if source.reader != "read_parquet" else None
+        where = ""
+        if culprit is not None:
+            where = f"The unreadable file is {culprit}" + (f", line {line.group(1)}. " if line else ". ")
+        return SourceError(
+            f"Cannot read the source files {source.pattern} with {source.reader}: {first}. {where}Move the "
+            "unreadable file out of the landing folder (or fix it) and rerun the partition; nothing was written."
+        )
+
+    def raise_read_failure(self, con: Any, source: Source, error: duckdb.Error) -> NoReturn:
+        failure = self._read_failure(con, source, error)
+        if failure is error:
+            raise error
+        raise failure from error
+
+    def _first_unreadable(self, con: Any, source: Source, files: list[str]) -> str | None:
+        """The first file that fails when read on its own, every column of every row."""
+        for path in files:
+            try:
+                con.execute(f"SELECT bit_xor(hash(s)) FROM {self.landing_relation(source)} AS s", {"pattern": path})
+            except duckdb.Error:
+                return path
+        return None
+
+    def check_source(self, con: Any, source: Source) -> None:
+        """Fail with a clear message unless the source files can be read and hold the contract's columns."""
+        if not source.root.is_dir():
+            raise SourceError(
+                f"The landing folder {source.root} does not exist. Create it and put source files in it "
+                "(`batch-predict demo-data` writes demo records), or set BATCH_PREDICT_LANDING."
+            )
+        try:
+            described = con.execute(
+                f"DESCRIBE SELECT * FROM {self.landing_relation(source)}", {"pattern": source.pattern}
+            )
+            columns = {row[0]: str(row[1]) for row in described.fetchall()}
+        except duckdb.Error as error:
+            if "no files found" in str(error).lower():
+                raise SourceError(
+                    f"No source files match {source.pattern}. Put files there, or set "
+                    "BATCH_PREDICT_LANDING / BATCH_PREDICT_SOURCE_GLOB to where they are."
+                ) from error
+            self.raise_read_failure(con, source, error)
+        c = self.contract
+        self._check_name_case(con, source, columns)
+        if source.reader == "read_parquet":  # Parquet files are checked one by one, naming each that does not fit
+            self._check_parquet_files(con, source)
+        missing = [name for name in c.required_columns if name not in columns]
+        if missing:
+            raise SourceError(
+                f"The source files {source.pattern} have no column(s) {', '.join(missing)} in any file; "
+                f"the feature contract needs {', '.join(c.required_columns)}. Fix the files, "
+                "or set BATCH_PREDICT_ID_COLUMN / BATCH_PREDICT_TIME_COLUMN / BATCH_PREDICT_FEATURES to match them."
+            )
+        time_type = columns[c.time_column]
+        # Text is parsed row by row: a value that is not a time leaves only its record unplaced.
+        if not (time_type.startswith("TIMESTAMP") or time_type in ("DATE", "VARCHAR")):
+            raise SourceError(
+                f"The event-time column {c.time_column} of {source.pattern} reads as {time_type}, not a timestamp, "
+                "so its records cannot be placed in partitions. Write it as a timestamp (ISO 8601 text in CSV), "
+                "or set BATCH_PREDICT_TIME_COLUMN to the right column."
+            )
+
+    def _check_name_case(self, con: Any, source: Source, columns: dict[str, str]) -> None:
+        """Name the files whose column differs from a configured name only in case.
+
+        DuckDB combines such columns under the first file's spelling, so without this the
+        configured column would be reported missing from every file.
+        """
+        by_lower = {name.lower(): name for name in columns}
+        clashes = {
+            name: by_lower[name.lower()]
+            for name in self.contract.required_columns
+            if name not in columns and name.lower() in by_lower
+        }
+        if not clashes:
+            return
+        found_in: dict[str, list[str]] = {}
+        for path in self.source_files(con, source):
+            try:
+                described = con.execute(
+                    f"DESCRIBE SELECT * FROM {self.landing_relation(source)}", {"pattern": path}
+                ).fetchall()
+            except duckdb.Error:
+                continue
+            for column in (row[0] for row in described):
+                if column.lower() in {name.lower() for name in clashes} and column not in clashes:
+                    found_in.setdefault(column, []).append(path)
+        problems = [
+            f"column {spelled!r} in {', '.join(found_in.get(spelled, []) or ['the files'])} differs only in case "
+            f"from {name!r}"
+            for name, spelled in clashes.items()
+        ]
+        raise SourceError(
+            f"Column names must match the feature contract exactly: {'; '.join(problems)}. Rename the column in "
+            "those files (or set BATCH_PREDICT_ID_COLUMN / BATCH_PREDICT_TIME_COLUMN / BATCH_PREDICT_FEATURES to "
+            "the files' spelling) and rerun the partition; nothing was written."
+        )
+
+    def _check_parquet_files(self, con: Any, source: Source) -> None:
+        """Name every Parquet file that lacks a contract column or gives one a type it cannot have."""
+        c = self.contract
+        try:
+            rows = con.execute(
+                "SELECT file_name, name, type, converted_type, logical_type FROM parquet_schema($pattern)",
+                {"pattern": source.pattern},
+            ).fetchall()
+        except duckdb.Error as error:
+            self.raise_read_failure(con, source, error)
+        by_file: dict[str, dict[str, tuple[str | None, str | None, str | None]]] = {}
+        for file_name, name, kind, converted, logical in rows:
+            by_file.setdefault(file_name, {})[name] = (kind, converted, logical)
+        problems = []
+        for file_name, found in sorted(by_file.items()):
+            absent = [name for name in c.required_columns if name not in found]
+            lower = {name.lower(): name for name in found}
+            for name in [name for name in absent if name.lower() in lower]:
+                problems.append(
+                    f"{file_name} has column {lower[name.lower()]!r}, which differs only in case from {name!r}"
+                )
+            absent = [name for name in absent if name.lower() not in lower]
+            if absent:
+                problems.append(f"{file_name} has no column(s) {', '.join(absent)}")
+            for name in c.features:
+                kind, converted, _ = found.get(name, (None, None, None))
+                numeric = (kind in _NUMERIC_PARQUET and converted not in _TEMPORAL_CONVERTED) or converted == "DECIMAL"
+                if name in found and not numeric:
+                    problems.append(f"{file_name} stores feature {name} as {converted or kind}, not a number")
+            if c.time_column in found:
+                kind, converted, logical = found[c.time_column]
+                temporal = converted in _TEMPORAL_CONVERTED or kind == "INT96" or "Timestamp" in (logical or "")
+                # Text is parsed row by row, as in CSV: a value that is not a time leaves its record unplaced.
+                text = kind == "BYTE_ARRAY" and (converted == "UTF8" or "String" in (logical or ""))
+                if not (temporal or text):
+                    problems.append(
+                        f"{file_name} stores {c.time_column} as {converted or kind}, not a timestamp, date or text"
+                    )
+        if problems:
+            shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+            raise SourceError(
+                f"Source files do not match the feature contract: {shown}. Fix or move these files out of "
+                f"{source.root}, then rerun the partition; nothing was written."
+            )
+
+    def stage(self, con: Any, source: Source, params: dict[str, Any]) -> None:
+        """Read every landing row into the engine's temp table `landing_rows`, each with its record id, event
+        time, cast features and where it belongs: `unplaced` (the reason its event time places it in no
+        partition, else NULL) and `in_window` (it falls in the partition being snapshotted). Also
+        `window_ids`: the record ids of the window, whose copies elsewhere decide who keeps each id.
+
+        `params`: pattern, window_start, window_end, placeable_start, placeable_end.
+        """
+        c = self.contract
+        raw_columns = ", ".join(f"s.{ident(f)} AS {ident('raw__' + f)}" for f in c.features)
+        cast_columns = ", ".join(f"TRY_CAST(s.{ident(f)} AS DOUBLE) AS {ident(f)}" for f in c.features)
+        raw_time = f"s.{ident(c.time_column)}"
+        event_time = f"TRY_CAST({raw_time} AS TIMESTAMPTZ)"
+        row_number = "s.file_row_number" if source.reader == "read_parquet" else "CAST(NULL AS BIGINT)"
+        record_id, non_integer_id = record_id_sql("s." + ident(c.id_column), source.reader == "read_csv")
+        sql = f"""
+            CREATE OR REPLACE TEMP TABLE landing_rows AS
+            WITH src AS (
+                SELECT {record_id} AS record_id, {non_integer_id} AS non_integer_record_id,
+                       {event_time} AS event_time, {raw_time} AS raw_event_time,
+                       {raw_columns}, {cast_columns}, s.{ident(SOURCE_FILE_COLUMN)} AS source_file,
+                       {row_number} AS source_row
+                FROM {self.landing_relation(source)} AS s
+            )
+            SELECT *,
+                   CASE WHEN event_time IS NULL AND (raw_event_time IS NULL
+                             OR trim(CAST(raw_event_time AS VARCHAR)) = '') THEN {literal(rules.MISSING_EVENT_TIME)}
+                        WHEN event_time IS NULL THEN {literal(rules.UNPARSEABLE_EVENT_TIME)}
+                        WHEN event_time < $placeable_start THEN {literal(rules.BEFORE_START)}
+                        WHEN event_time >= $placeable_end THEN {literal(rules.FUTURE_EVENT_TIME)}
+                   END AS unplaced,
+                   coalesce(event_time >= $window_start AND event_time < $window_end, false) AS in_window
+            FROM src
+        """
+        try:
+            con.execute(sql, params)
+        except duckdb.Error as error:
+            self.raise_read_failure(con, source, error)
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE window_ids AS "
+            "SELECT DISTINCT record_id FROM landing_rows WHERE in_window AND record_id IS NOT NULL"
+        )
+
+    def classify(self, con: Any) -> None:
+        """From `landing_rows` and `stored_copies` (record_id, event_time, source_file: the copies of the
+        window's record ids that other partitions store), the engine's temp table `staged_source`: the
+        window's rows, each with its rejection `reason` and `detail` (NULL when valid), and the rows whose
+        event time places them in no partition, each with its `unplaced` reason.
+
+        A record id belongs to its earliest valid copy that has a partition: the smallest
+        (event time, source file, row in the file), among the copies in the landing files
+        (whichever window they fall in) and those other partitions store (their files may be
+        gone). So which copy wins does not depend on the order partitions are snapshotted in.
+        A stored copy wins a tie with a landing one: it is the same row, already placed. An
+        invalid copy never takes the id: it is rejected for its own reason.
+        """
+        c = self.contract
+        whens: list[str] = []
+
+        def when(condition: str, reason: str, detail: str) -> None:
+            whens.append(f"WHEN {condition} THEN {{'reason': {literal(reason)}, 'detail': {literal(detail)}}}")
+
+        when("record_id IS NULL", rules.MISSING_RECORD_ID, c.id_column)
+        when("non_integer_record_id", rules.NON_INTEGER_RECORD_ID, c.id_column)
+        for f in c.features:
+            when(f"{ident('raw__' + f)} IS NULL", rules.MISSING_FEATURE, f)
+        for f in c.features:
+            when(f"{ident(f)} IS NULL", rules.NOT_A_NUMBER, f)
+        for f in c.features:
+            when(f"NOT isfinite({ident(f)})", rules.NAN_FEATURE, f)
+        for f in c.nonnegative:
+            when(f"{ident(f)} < 0", rules.NEGATIVE_VALUE, f)
+        whens.extend(out_of_range_rule(r) for r in c.ranges)
+        raw_values = ", ".join(f"{ident(f)} := {ident('raw__' + f)}" for f in c.features)
+        features = ", ".join(ident(f) for f in c.features)
+        kept = (
+            f"{{'reason': {literal(rules.DUPLICATE_RECORD_ID)}, "
+            f"'detail': {literal(DUPLICATE_DETAIL)} || CAST(kept_time AS VARCHAR) || ' in ' || kept_file}}"
+        )
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE staged_source AS
+            WITH checked AS (  -- the window's rows, and the other placed copies of its record ids
+                SELECT *, CAST(struct_pack({raw_values}) AS VARCHAR) AS raw_values,
+                       CASE {" ".join(whens)} END AS verdict
+                FROM landing_rows
+                WHERE unplaced IS NULL AND (in_window OR record_id IN (SELECT record_id FROM window_ids))
+            ),
+            copies AS (
+                SELECT *, false AS stored FROM checked
+                UNION ALL BY NAME
+                SELECT record_id, event_time, source_file, true AS stored, false AS in_window FROM stored_copies
+            ),
+            ranked AS (
+                SELECT *,
+                       row_number() OVER copy AS copy_number,
+                       first_value(event_time) OVER copy AS kept_time,
+                       first_value(source_file) OVER copy AS kept_file
+                FROM copies
+                WINDOW copy AS (
+                    PARTITION BY record_id, verdict IS NULL
+                    ORDER BY event_time, source_file, stored DESC, source_row NULLS LAST, raw_values
+                )
+            ),
+            judged AS (
+                SELECT *, COALESCE(verdict, CASE WHEN copy_number > 1 THEN {kept} END) AS outcome
+                FROM ranked WHERE in_window
+            )
+            SELECT record_id, event_time, CAST(raw_event_time AS VARCHAR) AS raw_event_time, {features},
+                   source_file, in_window, unplaced, raw_values, outcome.reason AS reason, outcome.detail AS detail
+            FROM judged
+            UNION ALL
+            SELECT record_id, event_time, CAST(raw_event_time AS VARCHAR), {features}, source_file, in_window,
+                   unplaced, NULL, NULL, NULL
+            FROM landing_rows WHERE unplaced IS NOT NULL
+            """
+        )

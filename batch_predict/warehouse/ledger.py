@@ -1,0 +1,302 @@
+"""Prediction publish and the ledger: every record's current outcome, a prediction or a recorded error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from batch_predict.warehouse.connection import Session
+from batch_predict.warehouse.schema import add_probability_columns
+from batch_predict.warehouse.snapshots import Snapshots
+from batch_predict.warehouse.sql import ident
+from batch_predict.warehouse.types import Completeness, PredictionRun, PublishResult, WorkSet
+
+
+class Ledger(Snapshots):
+    def export_work(self, partition_key: str, path: Path, *, only_unpredicted: bool, carry: bool) -> WorkSet:
+        """Write the records a run of `partition_key` must predict to a Parquet work file.
+
+        Own records: every valid input of the partition, or with `only_unpredicted` only
+        those without a prediction (failed or never tried). With `carry`, also the failed,
+        not yet dead records of earlier partitions, each with the attempt number seen now
+        so that publishing can tell whether another run settled it meanwhile.
+        """
+        features = ", ".join(f"i.{ident(f)}" for f in self.contract.features)
+        own = f"""
+            SELECT i.partition_key, i.record_id, {features}, CAST(NULL AS INTEGER) AS attempt_seen
+            FROM inputs AS i WHERE i.partition_key = $partition_key
+        """
+        if only_unpredicted:
+            own += """
+                AND NOT EXISTS (SELECT 1 FROM predictions AS p
+                                WHERE p.partition_key = i.partition_key AND p.record_id = i.record_id)
+            """
+        carried = f"""
+            UNION ALL
+            SELECT i.partition_key, i.record_id, {features}, e.attempt AS attempt_seen
+            FROM inputs AS i JOIN prediction_errors AS e
+              ON e.partition_key = i.partition_key AND e.record_id = i.record_id
+            WHERE i.partition_key < $partition_key AND NOT e.dead
+        """
+        params = {"partition_key": partition_key}
+        with self.session() as session:
+            session.export_parquet(own + (carried if carry else ""), params, path)
+            row = session.engine.execute(
+                "SELECT count(*) FILTER (WHERE partition_key = $partition_key), "
+                "count(*) FILTER (WHERE partition_key <> $partition_key) FROM read_parquet($path)",
+                {**params, "path": str(path)},
+            ).fetchone()
+        assert row is not None
+        return WorkSet(own=int(row[0]), carried=int(row[1]))
+
+    def publish_outcome(self, run: PredictionRun, work: Path, predictions: Path, errors: Path) -> PublishResult:
+        """Record a run's predictions and errors in the ledger, in one transaction.
+
+        Every record of the work file gets its new outcome in place of its previous one, so
+        a record is never in `predictions` twice nor in both tables. The partition's own
+        records are replaced as a whole (by partition key, no join over its rows); carried
+        records one by one, and only if their error row is unchanged since the work file
+        was written (another run may have settled them meanwhile). A failed record's
+        attempt counts up; at `max_attempts` it is marked dead and no longer carried.
+
+        The partition's lock keeps out other publishes and snapshots of it; a carry-over run
+        settles other partitions' records, so it takes the warehouse's exclusive lock, other
+        runs its shared lock (a snapshot that moves records between partitions waits for them).
+        """
+        key = {"p": run.partition_key}
+        with self.session() as session:
+            session.stage_parquet("work_file", str(work))
+            session.stage_parquet("predicted_file", str(predictions))
+            session.stage_parquet("errors_file", str(errors))
+            with session.transaction():
+                session.lock_all(shared=run.mode != "carry_over")
+                session.lock_partition(run.partition_key)
+                add_probability_columns(session, run.probability_columns)
+                return self._publish(session, run, key)
+
+    def _publish(self, session: Session, run: PredictionRun, key: dict[str, Any]) -> PublishResult:
+        # Earlier attempts of the records this run worked: the partition's own failed
+        # records, and the carried ones still failed as the work file saw them.
+        session.temp_table(
+            "prior",
+            """
+            SELECT partition_key, record_id, attempt FROM prediction_errors WHERE partition_key = $p
+            UNION ALL
+            SELECT e.partition_key, e.record_id, e.attempt
+            FROM work_file AS w JOIN prediction_errors AS e
+              ON e.partition_key = w.partition_key AND e.record_id = w.record_id
+            WHERE w.partition_key <> $p AND e.attempt = w.attempt_seen AND NOT e.dead
+            """,
+            key,
+        )
+        if run.mode == "retry_failed":
+            # Only the records without a prediction were worked; a prediction that
+            # another run wrote for one of them meanwhile gives way to this run's.
+            worked = (
+                "t.partition_key = $p AND t.record_id IN (SELECT record_id FROM work_file WHERE partition_key = $p)"
+            )
+            self._archive(session, run, worked, key)
+            session.execute(f"DELETE FROM predictions AS t WHERE {worked}", key)
+        else:
+            self._archive(session, run, "t.partition_key = $p", key)
+            session.execute("DELETE FROM predictions WHERE partition_key = $p", key)
+        session.execute("DELETE FROM prediction_errors WHERE partition_key = $p", key)
+        for table in ("predictions", "prediction_errors"):
+            session.execute(
+                f"""
+                DELETE FROM {table} AS t USING prior AS c
+                WHERE c.partition_key <> $p AND t.partition_key = c.partition_key AND t.record_id = c.record_id
+                """,
+                key,
+            )
+        carried_ok = "SELECT partition_key, record_id FROM prior WHERE partition_key <> $p"
+        names = ", ".join(ident(name) for name in session.columns("predicted_file"))
+        run_predicted = session.write(
+            f"""
+            INSERT INTO predictions ({names})
+            SELECT {names} FROM predicted_file WHERE partition_key = $p
+            UNION ALL
+            SELECT {names} FROM predicted_file AS f
+            WHERE f.partition_key <> $p
+              AND EXISTS (SELECT 1 FROM prior AS c WHERE c.partition_key <> $p
+                          AND c.partition_key = f.partition_key AND c.record_id = f.record_id)
+            """,
+            key,
+        )
+        self._unarchive_current(session, run)
+        run_failed = session.write(
+            f"""
+            INSERT INTO prediction_errors
+                (partition_key, record_id, error, attempt, dead, attempted_in_partition, run_id, failed_at)
+            SELECT f.partition_key, f.record_id, f.error, coalesce(c.attempt, 0) + 1,
+                   coalesce(c.attempt, 0) + 1 >= $max_attempts, f.attempted_in_partition, f.run_id, f.failed_at
+            FROM errors_file AS f LEFT JOIN prior AS c
+              ON c.partition_key = f.partition_key AND c.record_id = f.record_id
+            WHERE f.partition_key = $p
+               OR EXISTS (SELECT 1 FROM ({carried_ok}) AS k
+                          WHERE k.partition_key = f.partition_key AND k.record_id = f.record_id)
+            """,
+            {**key, "max_attempts": run.max_attempts},
+        )
+        completeness = self._completeness(session, run.partition_key)
+        if not completeness.passed and run.mode == "retry_failed":
+            # Outcomes of records that left the partition's inputs when it was re-snapshotted.
+            for table in ("predictions", "prediction_errors"):
+                session.execute(
+                    f"""
+                    DELETE FROM {table} AS t WHERE t.partition_key = $p AND NOT EXISTS (
+                        SELECT 1 FROM inputs AS i WHERE i.partition_key = t.partition_key AND i.record_id = t.record_id)
+                    """,
+                    key,
+                )
+            completeness = self._completeness(session, run.partition_key)
+        [(succeeded, failed, dead, carried_in)] = session.fetchall(
+            f"""
+            SELECT (SELECT count(*) FROM predictions WHERE partition_key = $p),
+                   (SELECT count(*) FROM prediction_errors WHERE partition_key = $p),
+                   (SELECT count(*) FROM prediction_errors WHERE partition_key = $p AND dead),
+                   (SELECT count(*) FROM ({carried_ok}) AS k)
+            """,
+            key,
+        )
+        result = PublishResult(
+            completeness=completeness,
+            succeeded=int(succeeded),
+            failed=int(failed),
+            dead=int(dead),
+            carried_in=int(carried_in),
+            run_predicted=int(run_predicted),
+            run_failed=int(run_failed),
+        )
+        rate = result.run_predicted / run.wall_seconds if run.wall_seconds > 0 else None
+        session.execute("DELETE FROM prediction_stats WHERE partition_key = $p", key)
+        session.execute(
+            """
+            INSERT INTO prediction_stats
+                (partition_key, mode, valid_inputs, succeeded, failed, dead, rejected, carried_in, run_predicted,
+                 run_failed, model_name, model_version, run_id, completed_at, wall_seconds, rows_per_second,
+                 every_input_predicted)
+            SELECT $p, $mode, $valid_inputs, $succeeded, $failed, $dead,
+                   (SELECT coalesce(max(rejected_rows), 0) FROM input_stats WHERE partition_key = $p),
+                   $carried_in, $run_predicted, $run_failed, $model_name, $model_version, $run_id, now(),
+                   $wall_seconds, $rate, $passed
+            """,
+            {
+                **key,
+                "mode": run.mode,
+                "valid_inputs": completeness.valid_inputs,
+                "succeeded": result.succeeded,
+                "failed": result.failed,
+                "dead": result.dead,
+                "carried_in": result.carried_in,
+                "run_predicted": result.run_predicted,
+                "run_failed": result.run_failed,
+                "model_name": run.model_name,
+                "model_version": run.model_version,
+                "run_id": run.run_id,
+                "wall_seconds": run.wall_seconds,
+                "rate": rate,
+                "passed": completeness.passed,
+            },
+        )
+        return result
+
+    def _archive(self, session: Session, run: PredictionRun, scope: str, params: dict[str, Any]) -> None:
+        """Copy the predictions about to be replaced (`scope`, over `predictions AS t`) that another model
+        version made into `predictions_history`.
+
+        History keeps, per partition, record and version, that version's latest superseded
+        prediction: archiving it again replaces the earlier copy. `_unarchive_current` then
+        drops the copies that a run made current again (a rollback to an earlier version).
+        """
+        self._archive_rows(
+            session,
+            f"({scope}) AND t.model_version IS DISTINCT FROM $version",
+            {**params, "version": run.model_version},
+            run.run_id,
+        )
+
+    @staticmethod
+    def _unarchive_current(session: Session, run: PredictionRun) -> None:
+        """Drop history copies of predictions this run made current again (same record, same version)."""
+        session.execute(
+            """
+            DELETE FROM predictions_history AS h USING predictions AS p
+            WHERE p.run_id = $run_id AND h.partition_key = p.partition_key AND h.record_id = p.record_id
+              AND h.model_version = p.model_version
+            """,
+            {"run_id": run.run_id},
+        )
+
+    def model_versions(self) -> dict[str, list[str]]:
+        """Per partition with predictions (or a prediction run), the model versions that made them.
+
+        A partition whose every record failed has no prediction rows; its last run's
+        version stands for it.
+        """
+        if not self.exists():
+            return {}
+        with self.session(read_only=True) as session:
+            rows = session.fetchall(
+                """
+                SELECT s.partition_key, coalesce(p.versions, ARRAY[s.model_version])
+                FROM prediction_stats AS s
+                LEFT JOIN (SELECT partition_key, array_agg(DISTINCT model_version ORDER BY model_version) AS versions
+                           FROM predictions GROUP BY partition_key) AS p ON p.partition_key = s.partition_key
+                ORDER BY s.partition_key
+                """
+            )
+        return {key: [str(v) for v in versions] for key, versions in rows}
+
+    def _completeness(self, session: Session, partition_key: str) -> Completeness:
+        """Compare the partition's inputs with its outcomes (predictions plus recorded errors).
+
+        The common case is decided by streaming aggregates, in constant memory: the two
+        multisets of record ids are equal when their counts and their sums of 64-bit hashes
+        are. Only when they differ are the joins run that say what is missing or doubled.
+        """
+        params = {"p": partition_key}
+        hashed = session.hash("record_id")
+        [(inputs, input_hashes, outcomes, outcome_hashes)] = session.fetchall(
+            f"""
+            SELECT (SELECT count(*) FROM inputs WHERE partition_key = $p),
+                   (SELECT coalesce(sum({hashed}), 0) FROM inputs WHERE partition_key = $p),
+                   count(*), coalesce(sum({hashed}), 0)
+            FROM (SELECT record_id FROM predictions WHERE partition_key = $p
+                  UNION ALL SELECT record_id FROM prediction_errors WHERE partition_key = $p) AS o
+            """,
+            params,
+        )
+        if inputs == outcomes and input_hashes == outcome_hashes:
+            return Completeness(int(inputs), int(outcomes), 0, 0, 0)
+        row = session.fetchone(
+            """
+            WITH i AS (SELECT record_id FROM inputs WHERE partition_key = $p),
+                 o AS (SELECT record_id, count(*) AS n FROM (
+                           SELECT record_id FROM predictions WHERE partition_key = $p
+                           UNION ALL
+                           SELECT record_id FROM prediction_errors WHERE partition_key = $p) AS u
+                       GROUP BY record_id)
+            SELECT (SELECT count(*) FROM i),
+                   (SELECT coalesce(sum(n), 0) FROM o),
+                   (SELECT count(*) FROM i WHERE NOT EXISTS (SELECT 1 FROM o WHERE o.record_id = i.record_id)),
+                   (SELECT coalesce(sum(n - 1), 0) FROM o),
+                   (SELECT count(*) FROM o WHERE NOT EXISTS (SELECT 1 FROM i WHERE i.record_id = o.record_id))
+            """,
+            params,
+        )
+        assert row is not None
+        return Completeness(*(int(value) for value in row))
+
+    def completeness(self, partition_key: str) -> Completeness:
+        with self.session(read_only=True) as session:
+            return self._completeness(session, partition_key)
+
+    def input_snapshot(self, partition_key: str) -> str:
+        """An id of the partition's current input snapshot: the run that took it, and when."""
+        with self.session() as session:
+            row = session.fetchone(
+                "SELECT run_id || '@' || CAST(loaded_at AS VARCHAR) FROM input_stats WHERE partition_key = $p",
+                {"p": partition_key},
+            )
+        return str(row[0]) if row else "none"

@@ -1,0 +1,327 @@
+"""Input snapshots: a partition's records from the landing files, replaced atomically with their outcomes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from batch_predict import contract as rules
+from batch_predict.warehouse.connection import Session
+from batch_predict.warehouse.core import WarehouseCore
+from batch_predict.warehouse.landing import DUPLICATE_DETAIL, Source
+from batch_predict.warehouse.sql import ident, in_list, literal
+from batch_predict.warehouse.types import InputStats, SourceError
+
+
+class Snapshots(WarehouseCore):
+    def snapshot_inputs(
+        self,
+        source: Source,
+        partition_key: str,
+        window_start: datetime,
+        window_end: datetime,
+        run_id: str,
+        max_rejected_share: float = 1.0,
+        placeable: tuple[datetime, datetime] | None = None,
+        max_shrink_share: float = 0.0,
+        allow_shrink: bool = False,
+    ) -> InputStats:
+        """Replace the partition's inputs, rejections and stats with the source rows in its window.
+
+        Every row in the window ends in exactly one of `inputs` or `rejected_inputs`.
+        Nothing is written, and `SourceError` says why, when more than `max_rejected_share` of the rows
+        break the contract (a source that is mostly invalid is usually a wrong file or
+        setting, not bad records), or when the window holds fewer than `max_shrink_share` of
+        the records the partition was last snapshotted with (landing files that were moved
+        away) unless `allow_shrink`.
+
+        The same transaction moves the predictions of records that left the partition to
+        `predictions_history`, takes a record id from another partition that stores a later
+        copy of it (that copy is rejected there as a duplicate), and refreshes
+        `unplaced_inputs` for the files read: records whose event time is missing, does not
+        parse, or falls outside `placeable` (the partitions that exist now).
+
+        It reads other partitions' records and settles them, so it holds the warehouse's
+        exclusive lock from the first read of stored copies to the commit.
+        """
+        features = ", ".join(ident(f) for f in self.contract.features)
+        params = {"partition_key": partition_key, "run_id": run_id}
+        landing = self.landing
+        with self.session() as session:
+            engine = session.engine
+            landing.check_source(engine, source)
+            files = landing.source_files(engine, source)
+            landing.stage(
+                engine,
+                source,
+                {
+                    "pattern": source.pattern,
+                    "window_start": window_start,
+                    "window_end": window_end,
+                    "placeable_start": placeable[0] if placeable else None,
+                    "placeable_end": placeable[1] if placeable else None,
+                },
+            )
+            # A read failure above leaves no transaction to roll back; from here on, all or nothing.
+            with session.transaction():
+                session.lock_all()
+                session.lock_partition(partition_key)
+                session.share("window_ids")
+                session.fetch_into_engine(
+                    "stored_copies",
+                    """
+                    SELECT record_id, event_time, source_file FROM inputs
+                    WHERE partition_key <> $partition_key AND record_id IN (SELECT record_id FROM window_ids)
+                    """,
+                    {"partition_key": partition_key},
+                )
+                landing.classify(engine)
+                session.share("staged_source")
+                counts = session.fetchone(
+                    "SELECT count(*), count(*) FILTER (WHERE reason IS NULL) FROM staged_source WHERE in_window"
+                )
+                by_reason = dict(
+                    session.fetchall(
+                        """
+                        SELECT reason, count(*) FROM staged_source
+                        WHERE in_window AND reason IS NOT NULL GROUP BY reason ORDER BY reason
+                        """
+                    )
+                )
+                assert counts is not None
+                source_rows, valid_rows = int(counts[0]), int(counts[1])
+                stored = session.fetchone(
+                    "SELECT source_rows FROM input_stats WHERE partition_key = $partition_key",
+                    {"partition_key": partition_key},
+                )
+                stored_rows = int((stored or (0,))[0] or 0)
+                if (
+                    not allow_shrink
+                    and stored_rows
+                    and (source_rows == 0 or source_rows < max_shrink_share * stored_rows)
+                ):
+                    below = f", fewer than BATCH_PREDICT_MAX_SHRINK_SHARE={max_shrink_share:g} of them"
+                    raise SourceError(
+                        f"Partition {partition_key} was snapshotted with {stored_rows} source records, but "
+                        f"{source.pattern} now holds {source_rows} in its window{below if source_rows else ''}: "
+                        "were landing files moved or deleted? Nothing was written. Put the files back, or, to "
+                        "replace the partition with what is there now (its removed predictions go to "
+                        'predictions_history), run it with the run config {"ops": {"inputs": {"config": '
+                        '{"allow_shrink": true}}}} or `batch-predict materialize --allow-shrink`.'
+                    )
+                if source_rows and (source_rows - valid_rows) / source_rows > max_rejected_share:
+                    raise SourceError(
+                        f"{source_rows - valid_rows} of the {source_rows} source records of partition "
+                        f"{partition_key} break the feature contract ({json.dumps(by_reason, sort_keys=True)}), "
+                        f"more than BATCH_PREDICT_MAX_REJECTED_SHARE={max_rejected_share:g}. Nothing was written. "
+                        "Check the files and the BATCH_PREDICT_*_COLUMN / FEATURES settings, or raise the share "
+                        "to accept these rejections."
+                    )
+                for table in ("inputs", "rejected_inputs", "input_stats"):
+                    session.execute(f"DELETE FROM {table} WHERE partition_key = $partition_key", params)
+                session.execute(
+                    f"""
+                    INSERT INTO inputs (partition_key, record_id, event_time, {features}, source_file, run_id, loaded_at)
+                    SELECT $partition_key, record_id, event_time, {features}, source_file, $run_id, now()
+                    FROM staged_source WHERE in_window AND reason IS NULL
+                    """,
+                    params,
+                )
+                session.execute(
+                    """
+                    INSERT INTO rejected_inputs
+                        (partition_key, record_id, event_time, reason, detail, raw_values, source_file, run_id, rejected_at)
+                    SELECT $partition_key, record_id, event_time, reason, detail, raw_values, source_file, $run_id, now()
+                    FROM staged_source WHERE in_window AND reason IS NOT NULL
+                    """,
+                    params,
+                )
+                demoted = self._demote_later_copies(session, partition_key, run_id)
+                archived = self._archive_orphans(session, [partition_key, *demoted], run_id)
+                session.execute(
+                    """
+                    INSERT INTO input_stats
+                        (partition_key, window_start, window_end, source_rows, valid_rows, rejected_rows,
+                         rejected_by_reason, run_id, loaded_at)
+                    VALUES ($partition_key, $window_start, $window_end, $source_rows, $valid_rows,
+                            $rejected_rows, $by_reason, $run_id, now())
+                    """,
+                    {
+                        **params,
+                        "window_start": window_start,
+                        "window_end": window_end,
+                        "source_rows": source_rows,
+                        "valid_rows": valid_rows,
+                        "rejected_rows": source_rows - valid_rows,
+                        "by_reason": json.dumps(by_reason, sort_keys=True),
+                    },
+                )
+                self._refresh_unplaced(session, files, run_id)
+                unplaced = self._unplaced_counts(session)
+        return InputStats(
+            partition_key,
+            source_rows,
+            valid_rows,
+            source_rows - valid_rows,
+            by_reason,
+            unplaced_by_reason=unplaced,
+            demoted=demoted,
+            archived_predictions=archived,
+        )
+
+    def _demote_later_copies(self, session: Session, partition_key: str, run_id: str) -> dict[str, int]:
+        """Reject, in their partitions, the stored copies of record ids this partition's inputs now hold.
+
+        Such a copy sorts after this partition's (else this partition would have rejected its
+        own): an earlier copy landed late. It goes to its partition's `rejected_inputs` as a
+        duplicate, with the detail a rerun of that partition would give, and the partition's
+        `input_stats` counts follow. Returns the number demoted per partition.
+        """
+        raw_values = self._raw_values_sql("o")
+        session.temp_table(
+            "demoted",
+            f"""
+            SELECT o.partition_key, o.record_id, o.event_time, o.source_file, {raw_values} AS raw_values,
+                   {literal(DUPLICATE_DETAIL)} || CAST(n.event_time AS VARCHAR) || ' in ' || n.source_file AS detail
+            FROM inputs AS o JOIN inputs AS n ON o.record_id = n.record_id
+            WHERE n.partition_key = $p AND o.partition_key <> $p
+            """,
+            {"p": partition_key},
+        )
+        counts = dict(session.fetchall("SELECT partition_key, count(*) FROM demoted GROUP BY partition_key"))
+        if not counts:
+            return {}
+        session.execute(
+            f"""
+            INSERT INTO rejected_inputs
+                (partition_key, record_id, event_time, reason, detail, raw_values, source_file, run_id, rejected_at)
+            SELECT partition_key, record_id, event_time, {literal(rules.DUPLICATE_RECORD_ID)}, detail,
+                   raw_values, source_file, $run_id, now()
+            FROM demoted
+            """,
+            {"run_id": run_id},
+        )
+        session.execute(
+            """
+            DELETE FROM inputs AS i USING demoted AS d
+            WHERE i.partition_key = d.partition_key AND i.record_id = d.record_id
+            """
+        )
+        for key in counts:
+            reasons = dict(
+                session.fetchall(
+                    "SELECT reason, count(*) FROM rejected_inputs WHERE partition_key = $p GROUP BY reason "
+                    "ORDER BY reason",
+                    {"p": key},
+                )
+            )
+            session.execute(
+                """
+                UPDATE input_stats SET
+                    valid_rows = (SELECT count(*) FROM inputs WHERE partition_key = $p),
+                    rejected_rows = (SELECT count(*) FROM rejected_inputs WHERE partition_key = $p),
+                    rejected_by_reason = $by_reason
+                WHERE partition_key = $p
+                """,
+                {"p": key, "by_reason": json.dumps(reasons, sort_keys=True)},
+            )
+        return {str(key): int(n) for key, n in counts.items()}
+
+    def _raw_values_sql(self, alias: str) -> str:
+        """SQL text of a stored record's feature values, as a rejection's `raw_values` shows them:
+        `{'a': 1.0, 'b': 2.0}`."""
+        if self.dialect == "duckdb":
+            pairs = ", ".join(f"{ident(f)} := {alias}.{ident(f)}" for f in self.contract.features)
+            return f"CAST(struct_pack({pairs}) AS VARCHAR)"
+        parts = " || ', ' || ".join(
+            f"{literal(repr(f) + ': ')} || coalesce(CAST({alias}.{ident(f)} AS VARCHAR), 'NULL')"
+            for f in self.contract.features
+        )
+        return f"'{{' || {parts} || '}}'"
+
+    def _archive_orphans(self, session: Session, partition_keys: Sequence[str], run_id: str) -> int:
+        """Move the predictions of the partitions' records that are no longer in their inputs to
+        `predictions_history` (still queryable in `predictions_all_versions`) and drop their error
+        ledger rows. Returns the number of predictions moved."""
+        scope = f"""{in_list("t.partition_key", "keys")} AND NOT EXISTS (
+            SELECT 1 FROM inputs AS i WHERE i.partition_key = t.partition_key AND i.record_id = t.record_id)"""
+        params: dict[str, Any] = {"keys": list(partition_keys)}
+        archived = self._archive_rows(session, scope, params, run_id)
+        session.execute(f"DELETE FROM predictions AS t WHERE {scope}", params)
+        session.execute(f"DELETE FROM prediction_errors AS t WHERE {scope}", params)
+        return archived
+
+    def _archive_rows(self, session: Session, scope: str, params: dict[str, Any], run_id: str) -> int:
+        """Copy the predictions in `scope` (over `predictions AS t`) into `predictions_history`, superseded
+        by `run_id`, replacing an earlier copy of the same partition, record and version. Returns how many."""
+        from batch_predict.warehouse.schema import add_probability_columns
+
+        columns = session.columns("predictions")
+        # A class of an earlier model, in a warehouse made before history existed.
+        add_probability_columns(
+            session, [name for name in columns if name not in session.columns("predictions_history")]
+        )
+        session.temp_table("leaving", f"SELECT * FROM predictions AS t WHERE {scope}", params)
+        session.execute(
+            """
+            DELETE FROM predictions_history AS h USING leaving AS l
+            WHERE h.partition_key = l.partition_key AND h.record_id = l.record_id AND h.model_version = l.model_version
+            """
+        )
+        names = ", ".join(ident(name) for name in columns)
+        session.execute(
+            f"""
+            INSERT INTO predictions_history ({names}, superseded_at, superseded_by_run)
+            SELECT {names}, now(), $run_id FROM leaving
+            """,
+            {"run_id": run_id},
+        )
+        row = session.fetchone("SELECT count(*) FROM leaving")
+        return int(row[0]) if row else 0
+
+    def _refresh_unplaced(self, session: Session, files: list[str], run_id: str) -> None:
+        """Replace the `unplaced_inputs` rows of the files just read, keeping when each was first seen."""
+        params: dict[str, Any] = {"files": files}
+        session.temp_table(
+            "unplaced_before",
+            f"""
+            SELECT source_file, record_id, raw_event_time, min(first_seen_at) AS first_seen_at
+            FROM unplaced_inputs WHERE {in_list("source_file", "files")}
+            GROUP BY source_file, record_id, raw_event_time
+            """,
+            params,
+        )
+        session.execute(f"DELETE FROM unplaced_inputs WHERE {in_list('source_file', 'files')}", params)
+        session.execute(
+            """
+            INSERT INTO unplaced_inputs (record_id, source_file, reason, raw_event_time, first_seen_at, last_seen_run_id)
+            SELECT s.record_id, s.source_file, s.unplaced, s.raw_event_time, coalesce(b.first_seen_at, now()), $run_id
+            FROM staged_source AS s LEFT JOIN unplaced_before AS b
+              ON s.source_file = b.source_file AND s.record_id IS NOT DISTINCT FROM b.record_id
+             AND s.raw_event_time IS NOT DISTINCT FROM b.raw_event_time
+            WHERE s.unplaced IS NOT NULL
+            """,
+            {"run_id": run_id},
+        )
+
+    @staticmethod
+    def _unplaced_counts(session: Session) -> dict[str, int]:
+        rows = session.fetchall("SELECT reason, count(*) FROM unplaced_inputs GROUP BY reason ORDER BY reason")
+        return {str(reason): int(n) for reason, n in rows}
+
+    def unplaced(self, limit: int) -> tuple[dict[str, int], list[dict[str, Any]]]:
+        """Records that are in no partition: counts per reason, and up to `limit` rows, oldest first."""
+        with self.session(read_only=True) as session:
+            if not session.has_table("unplaced_inputs"):
+                return {}, []
+            counts = self._unplaced_counts(session)
+            rows = session.records(
+                """
+                SELECT record_id, source_file, reason, raw_event_time, first_seen_at, last_seen_run_id
+                FROM unplaced_inputs ORDER BY first_seen_at, source_file, record_id LIMIT $limit
+                """,
+                {"limit": limit},
+            )
+            return counts, rows

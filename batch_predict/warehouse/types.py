@@ -1,0 +1,107 @@
+"""What the warehouse returns and raises: plain values, the same for every backend."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+class WarehouseError(RuntimeError):
+    """The warehouse cannot be used as it is (a wrong file or URL, a table built for other features)."""
+
+
+class WarehouseLockTimeout(WarehouseError):
+    """Another writer held what this one needed longer than the lock timeout; worth retrying."""
+
+
+class WarehouseUnavailable(WarehouseLockTimeout):
+    """The warehouse server could not be reached or dropped the connection; worth retrying."""
+
+
+class SourceError(RuntimeError):
+    """The source files cannot be read into the feature contract."""
+
+
+@dataclass(frozen=True)
+class InputStats:
+    partition_key: str
+    source_rows: int
+    valid_rows: int
+    rejected_rows: int
+    rejected_by_reason: dict[str, int]
+    # After the snapshot: every record of the landing files in no partition, per reason.
+    unplaced_by_reason: dict[str, int] = field(default_factory=dict)
+    # Partitions whose stored copy of a record id this snapshot took, and how many.
+    demoted: dict[str, int] = field(default_factory=dict)
+    # Predictions of records no longer in the partitions' inputs, moved to predictions_history.
+    archived_predictions: int = 0
+
+
+@dataclass(frozen=True)
+class LabelStats:
+    """What loading the label files did with their rows: rows = kept + incomplete + superseded."""
+
+    rows: int
+    kept: int
+    incomplete: int
+    superseded: int
+
+
+@dataclass(frozen=True)
+class PredictionCounts:
+    """A partition's predicted classes and score bins, and the predicted classes of the partition before it."""
+
+    classes: dict[str, int]
+    score_bins: dict[int, int]
+    previous_partition: str | None
+    previous_classes: dict[str, int]
+
+
+@dataclass(frozen=True)
+class WorkSet:
+    """How many records a run predicts: its own partition's and those carried from earlier ones."""
+
+    own: int
+    carried: int
+
+
+@dataclass(frozen=True)
+class PredictionRun:
+    """What publishing needs to know about the run whose outcome it records."""
+
+    partition_key: str
+    run_id: str
+    mode: str
+    model_name: str
+    model_version: str
+    probability_columns: Sequence[str]
+    max_attempts: int
+    wall_seconds: float
+
+
+@dataclass(frozen=True)
+class Completeness:
+    """How the outcomes (predictions plus recorded errors) of one partition cover its valid inputs."""
+
+    valid_inputs: int
+    predictions: int
+    missing: int
+    duplicated: int
+    unexpected: int
+
+    @property
+    def passed(self) -> bool:
+        return self.missing == 0 and self.duplicated == 0 and self.unexpected == 0
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """The partition's ledger right after a run published: live counts of its own records."""
+
+    completeness: Completeness
+    succeeded: int
+    failed: int
+    dead: int
+    carried_in: int
+    run_predicted: int
+    run_failed: int
