@@ -27,12 +27,31 @@ def _labels_in_temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
 
 @pytest.fixture
-def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+def backend(request: pytest.FixtureRequest) -> str:
+    """The warehouse backend of the test: DuckDB, unless the test is marked `BOTH_BACKENDS`."""
+    return str(getattr(request, "param", "duckdb"))
+
+
+# Runs a test once on a DuckDB file and once on a real PostgreSQL database of its own.
+BOTH_BACKENDS = pytest.mark.parametrize("backend", ["duckdb", "postgres"], indirect=True)
+
+
+@pytest.fixture
+def warehouse_location(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """BATCH_PREDICT_WAREHOUSE for this test: a DuckDB file in its temp dir, or a fresh PostgreSQL database."""
+    if backend == "postgres":
+        return str(request.getfixturevalue("postgres_url"))
+    return str(tmp_path / "warehouse.duckdb")
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, warehouse_location: str) -> Callable[..., Settings]:
     """Settings whose paths all live in this test's temp dir; keyword arguments override variables."""
 
     def make(**overrides: str) -> Settings:
         env = {
-            "BATCH_PREDICT_WAREHOUSE": str(tmp_path / "warehouse.duckdb"),
+            "BATCH_PREDICT_WAREHOUSE": warehouse_location,
+            "BATCH_PREDICT_STAGING": str(tmp_path / "staging"),
             "BATCH_PREDICT_LANDING": str(tmp_path / "landing"),
             "BATCH_PREDICT_MODELS": str(tmp_path / "models"),
             "BATCH_PREDICT_LABELS": str(tmp_path / "labels"),
@@ -64,7 +83,9 @@ def registry(settings: Settings) -> Registry:
 
 @pytest.fixture
 def warehouse(settings: Settings) -> Warehouse:
-    return Warehouse(settings.warehouse, FeatureContract.from_settings(settings), lock_timeout_seconds=30)
+    return Warehouse(
+        settings.warehouse, FeatureContract.from_settings(settings), lock_timeout_seconds=30, staging_root=settings.staging
+    )
 
 
 @pytest.fixture

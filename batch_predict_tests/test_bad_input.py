@@ -108,7 +108,7 @@ def other_features(settings: Settings) -> tuple[Settings, list[str]]:
 
 
 def not_duckdb(settings: Settings) -> tuple[Settings, list[str]]:
-    impostor = settings.warehouse.parent / "notes.duckdb"
+    impostor = Path(settings.warehouse).parent / "notes.duckdb"
     impostor.write_text("my notes")
     return load_settings(_env(settings, BATCH_PREDICT_WAREHOUSE=str(impostor))), ["inputs"]
 

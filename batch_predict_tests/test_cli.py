@@ -16,8 +16,8 @@ def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
         "BATCH_PREDICT_START": "2026-03-01",
     }.items():
         monkeypatch.setenv(name, str(value))
-    monkeypatch.setenv("DAGSTER_HOME", str(settings.warehouse.parent / "dagster_home"))
-    (settings.warehouse.parent / "dagster_home").mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(Path(settings.warehouse).parent / "dagster_home"))
+    (Path(settings.warehouse).parent / "dagster_home").mkdir()
     return settings
 
 

@@ -286,7 +286,7 @@ def test_the_sweep_verb_removes_old_staging(tmp_path: Path, monkeypatch: pytest.
     project = Project(tmp_path, fast_batches=0)
     for name, value in {**project.settings_env, "DAGSTER_HOME": str(project.home)}.items():
         monkeypatch.setenv(name, value)
-    stale = project.settings.warehouse.parent / "staging" / "2026-03-01"
+    stale = project.settings.staging / "2026-03-01"
     stale.mkdir(parents=True)
     old = time.time() - 49 * 3600
     os.utime(stale, (old, old))

@@ -207,7 +207,7 @@ def test_model_train_says_why_it_cannot_train(settings: Settings, registry: Regi
 
     for name, value in {"WAREHOUSE": settings.warehouse, "MODELS": settings.models, "LABELS": settings.labels}.items():
         monkeypatch.setenv(f"BATCH_PREDICT_{name}", str(value))
-    home = settings.warehouse.parent / "dagster_home"
+    home = Path(settings.warehouse).parent / "dagster_home"
     home.mkdir()
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     assert main(["model", "train"]) == 1
@@ -224,7 +224,7 @@ def test_model_train_records_the_promoted_model(
     env |= {"LANDING": drifted.landing, "START": "2026-09-01", "TRAIN_DAYS": 6, "HOLDOUT_DAYS": 3}
     for name, value in env.items():
         monkeypatch.setenv(f"BATCH_PREDICT_{name}", str(value))
-    home = drifted.warehouse.parent / "dagster_home"
+    home = Path(drifted.warehouse).parent / "dagster_home"
     home.mkdir()
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     assert main(["model", "train"]) == 0

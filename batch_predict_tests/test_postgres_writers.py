@@ -1,0 +1,240 @@
+"""Many writers on one PostgreSQL warehouse, in real processes: exactly one copy of every record,
+no waiting on another run's prediction work, duplicate ids settled the same way whatever the
+timing, and a writer killed mid-publish leaves the old outcome whole."""
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psycopg
+import pytest
+
+from batch_predict.batch import predict_partition
+from batch_predict.contract import FeatureContract
+from batch_predict.demo import train_demo_model, write_landing
+from batch_predict.registry import LoadedModel, Registry
+from batch_predict.settings import IRIS_FEATURES
+from batch_predict.warehouse import Source, Warehouse
+
+START = datetime(2026, 3, 1, tzinfo=UTC)
+CONTRACT = FeatureContract("record_id", "event_time", IRIS_FEATURES)
+
+
+def _window(day: int) -> tuple[str, datetime, datetime]:
+    start = START + timedelta(days=day)
+    return start.date().isoformat(), start, start + timedelta(days=1)
+
+
+def _open(url: str, staging: Path) -> Warehouse:
+    return Warehouse(url, CONTRACT, lock_timeout_seconds=60, staging_root=staging)
+
+
+class _Paced:
+    """Predicts like the model, taking at least `seconds` per batch; notes when its first batch began
+    and its last ended."""
+
+    def __init__(self, inner: Any, seconds: float, log: Path) -> None:
+        self.inner, self.seconds, self.log = inner, seconds, log
+        self.classes_ = inner.classes_
+
+    def predict_proba(self, frame: Any) -> np.ndarray:
+        begun = time.time()
+        time.sleep(self.seconds)
+        with self.log.open("a") as out:
+            out.write(f"{begun} {time.time()}\n")
+        return np.asarray(self.inner.predict_proba(frame))
+
+
+def _writer(url: str, root: str, day: int, barrier: Any, pace: float) -> None:
+    """One run on its own 'machine' (own staging folder): snapshot the partition, predict it, publish."""
+    key, start, end = _window(day)
+    warehouse = _open(url, Path(root) / f"staging-{os.getpid()}")
+    loaded = Registry(Path(root) / "models").load("champion")
+    if pace:
+        log = Path(root) / f"predict-{os.getpid()}.log"
+        loaded = LoadedModel(loaded.metadata, _Paced(loaded.estimator, pace, log), loaded.path)
+    barrier.wait(timeout=60)
+    warehouse.snapshot_inputs(Source(Path(root) / "landing"), key, start, end, f"snap-{os.getpid()}")
+    predict_partition(warehouse, loaded, key, f"run-{os.getpid()}", chunk_size=100)
+
+
+def _run_all(targets: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> None:
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(len(targets))
+    processes = [context.Process(target=target, args=(*args[:3], barrier, *args[3:])) for target, args in targets]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=240)
+    codes = [process.exitcode for process in processes]
+    assert codes == [0] * len(processes), f"writer exit codes {codes}"
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    write_landing(tmp_path / "landing", START.date(), 4, 300, seed=3, files_per_day=2)
+    train_demo_model(Registry(tmp_path / "models"), "champion")
+    return tmp_path
+
+
+def _rows(url: str, sql: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as con:
+        return list(con.execute(sql).fetchall())
+
+
+def test_four_writers_of_one_partition_leave_exactly_one_copy(postgres_url: str, project: Path) -> None:
+    _open(postgres_url, project / "s").partition_status(1)  # the tables exist: the writers race on the replace
+    _run_all([(_writer, (postgres_url, str(project), 0, 0.0)) for _ in range(4)])
+    [(inputs, distinct_inputs)] = _rows(
+        postgres_url, "SELECT count(*), count(DISTINCT record_id) FROM inputs WHERE partition_key = '2026-03-01'"
+    )
+    [(predictions, distinct)] = _rows(
+        postgres_url, "SELECT count(*), count(DISTINCT record_id) FROM predictions WHERE partition_key = '2026-03-01'"
+    )
+    [(errors,)] = _rows(postgres_url, "SELECT count(*) FROM prediction_errors")
+    [(source_rows, valid, rejected)] = _rows(
+        postgres_url,
+        "SELECT source_rows, valid_rows, rejected_rows FROM input_stats WHERE partition_key = '2026-03-01'",
+    )
+    assert inputs == distinct_inputs == valid
+    assert predictions == distinct == valid and errors == 0
+    assert source_rows == valid + rejected
+    [(runs,)] = _rows(postgres_url, "SELECT count(DISTINCT run_id) FROM predictions")
+    assert runs == 1  # the last publish replaced the partition as a whole
+    status = _open(postgres_url, project / "s").partition_status(5)
+    assert [row["every_input_predicted"] for row in status] == [True]
+
+
+def test_four_writers_of_four_partitions_predict_at_the_same_time(postgres_url: str, project: Path) -> None:
+    _run_all([(_writer, (postgres_url, str(project), day, 1.0)) for day in range(4)])
+    spans = [
+        tuple(float(x) for x in line.split())
+        for log in project.glob("predict-*.log")
+        for line in log.read_text().splitlines()
+    ]
+    by_process = [
+        (
+            min(float(line.split()[0]) for line in log.read_text().splitlines()),
+            max(float(line.split()[1]) for line in log.read_text().splitlines()),
+        )
+        for log in project.glob("predict-*.log")
+    ]
+    assert len(by_process) == 4 and spans
+    # Every process was predicting while every other one was: no lock is held across prediction work.
+    assert max(begun for begun, _ in by_process) < min(ended for _, ended in by_process)
+    rows = _rows(
+        postgres_url,
+        "SELECT i.partition_key, count(*), count(p.record_id) FROM inputs AS i LEFT JOIN predictions AS p "
+        "USING (partition_key, record_id) GROUP BY 1 ORDER BY 1",
+    )
+    assert [key for key, _, _ in rows] == [_window(day)[0] for day in range(4)]
+    assert all(inputs == predicted > 0 for _, inputs, predicted in rows)
+
+
+def _snapshotter(url: str, root: str, day: int, barrier: Any) -> None:
+    key, start, end = _window(day)
+    warehouse = _open(url, Path(root) / "staging")
+    barrier.wait(timeout=60)
+    warehouse.snapshot_inputs(Source(Path(root) / "landing"), key, start, end, f"snap-{day}")
+
+
+@pytest.mark.parametrize("order", ["together", "later-first", "earlier-first"])
+def test_a_duplicate_id_in_two_partitions_snapshotted_at_once_is_kept_once(
+    postgres_url: str, tmp_path: Path, order: str
+) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    features = {name: [1.0, 1.0] for name in IRIS_FEATURES}
+    # Record "dup" is in both days' files; the copy of the first day is the earlier one and keeps the id.
+    for day, ids in ((0, ["dup", "a"]), (1, ["dup", "b"])):
+        times = [START + timedelta(days=day, hours=h) for h in (1, 2)]
+        pd.DataFrame({"record_id": ids, "event_time": times, **features}).to_parquet(landing / f"day{day}.parquet")
+    if order == "together":
+        _run_all([(_snapshotter, (postgres_url, str(tmp_path), day)) for day in (0, 1)])
+    else:
+        for day in (1, 0) if order == "later-first" else (0, 1):
+            _run_all([(_snapshotter, (postgres_url, str(tmp_path), day))])
+    kept = _rows(postgres_url, "SELECT partition_key FROM inputs WHERE record_id = 'dup'")
+    rejected = _rows(postgres_url, "SELECT partition_key, reason FROM rejected_inputs WHERE record_id = 'dup'")
+    assert kept == [("2026-03-01",)]
+    assert rejected == [("2026-03-02", "duplicate_record_id")]
+    stats = _rows(postgres_url, "SELECT partition_key, valid_rows, rejected_rows FROM input_stats ORDER BY 1")
+    assert stats == [("2026-03-01", 2, 0), ("2026-03-02", 1, 1)]
+
+
+_PUBLISH = """
+import sys
+from pathlib import Path
+from batch_predict.batch import predict_partition
+from batch_predict.registry import Registry
+from batch_predict_tests.test_postgres_writers import _open
+url, root, alias, run_id = sys.argv[1:5]
+warehouse = _open(url, Path(root) / "staging")
+predict_partition(warehouse, Registry(Path(root) / "models").load(alias), "2026-03-01", run_id, chunk_size=100)
+"""
+
+
+def _publish(url: str, root: Path, alias: str, run_id: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", _PUBLISH, url, str(root), alias, run_id], start_new_session=True)
+
+
+def test_a_writer_killed_mid_publish_leaves_the_old_outcome_and_the_rerun_completes(
+    postgres_url: str, project: Path
+) -> None:
+    registry = Registry(project / "models")
+    train_demo_model(registry, "challenger", seed=11)
+    key, start, end = _window(0)
+    warehouse = _open(postgres_url, project / "staging")
+    warehouse.snapshot_inputs(Source(project / "landing"), key, start, end, "snap")
+    assert _publish(postgres_url, project, "champion", "old").wait(timeout=120) == 0
+    before = _rows(postgres_url, "SELECT record_id, prediction, model_version, run_id FROM predictions ORDER BY 1")
+    old_version = registry.load("champion").metadata.version
+    assert {row[2] for row in before} == {old_version}
+
+    # Hold the partition's stats row: the next publish blocks on it at its end, after it has already
+    # replaced the partition's predictions inside its transaction.
+    with psycopg.connect(postgres_url) as holder:
+        holder.execute("SELECT * FROM prediction_stats WHERE partition_key = %s FOR UPDATE", [key])
+        writer = _publish(postgres_url, project, "challenger", "killed")
+        deadline = time.monotonic() + 120
+        while True:
+            waiting = _rows(
+                postgres_url,
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE '%DELETE FROM prediction_stats%'",
+            )[0][0]
+            if waiting:
+                break
+            assert writer.poll() is None, "the publish ended before it reached the held row"
+            assert time.monotonic() < deadline, "the publish never reached the held row"
+            time.sleep(0.05)
+        os.killpg(writer.pid, signal.SIGKILL)
+        writer.wait(timeout=30)
+        holder.rollback()
+
+    assert (
+        _rows(postgres_url, "SELECT record_id, prediction, model_version, run_id FROM predictions ORDER BY 1") == before
+    )
+    assert _rows(postgres_url, "SELECT count(*) FROM predictions_history")[0][0] == 0
+    assert _publish(postgres_url, project, "challenger", "rerun").wait(timeout=120) == 0
+    # The rerun resumed the chunks the killed run had staged (they keep its run id) and published them.
+    new_version = registry.load("challenger").metadata.version
+    after = _rows(
+        postgres_url,
+        "SELECT count(*), count(DISTINCT record_id), min(model_version), max(model_version) FROM predictions",
+    )
+    assert after == [(len(before), len(before), new_version, new_version)]
+    assert _rows(postgres_url, "SELECT run_id, every_input_predicted FROM prediction_stats") == [("rerun", True)]
+    [(archived,)] = _rows(
+        postgres_url, f"SELECT count(*) FROM predictions_history WHERE model_version = '{old_version}'"
+    )
+    assert archived == len(before)
