@@ -311,6 +311,9 @@ def _client(uri: str, tracking_uri: str | None) -> tuple[MlflowClient, str]:
         client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     except ImportError as error:  # the tracking store is built here
         raise _missing_driver(where, error) from error
+    except Exception as error:
+        _raise_if_unreachable_database(where, error)
+        raise
     except MlflowException as error:
         _raise_if_transient(error)
         raise ModelError(
@@ -318,6 +321,20 @@ def _client(uri: str, tracking_uri: str | None) -> tuple[MlflowClient, str]:
             "(MLFLOW_TRACKING_URI) to your MLflow server or database."
         ) from error
     return client, where
+
+
+def _raise_if_unreachable_database(where: str, error: Exception) -> None:
+    """A database store that refuses the connection may come back: an MlflowException (retried) naming it."""
+    if type(error).__name__ != "OperationalError" or isinstance(error, ModelError):
+        return
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+
+    first = redact(str(getattr(error, "orig", None) or error).strip().splitlines()[0])
+    raise MlflowException(
+        f"Cannot reach the MLflow store {where} ({first}). Check that its database server is up; the step is retried.",
+        error_code=TEMPORARILY_UNAVAILABLE,
+    ) from None
 
 
 def _missing_driver(where: str, error: ImportError) -> ModelError:
@@ -379,6 +396,9 @@ def _registered_model(client: MlflowClient, name: str, uri: str, where: str) -> 
         return client.get_registered_model(name)
     except ImportError as error:  # the registry store is built on first use
         raise _missing_driver(where, error) from error
+    except Exception as error:
+        _raise_if_unreachable_database(where, error)
+        raise
     except MlflowException as error:
         _raise_if_transient(error)
         if error.error_code != "RESOURCE_DOES_NOT_EXIST":

@@ -84,7 +84,10 @@ def registry(settings: Settings) -> Registry:
 @pytest.fixture
 def warehouse(settings: Settings) -> Warehouse:
     return Warehouse(
-        settings.warehouse, FeatureContract.from_settings(settings), lock_timeout_seconds=30, staging_root=settings.staging
+        settings.warehouse,
+        FeatureContract.from_settings(settings),
+        lock_timeout_seconds=30,
+        staging_root=settings.staging,
     )
 
 

@@ -523,6 +523,8 @@ def test_a_password_in_the_tracking_uri_appears_in_no_error(
 ) -> None:
     uri = template.format(secret=SECRET, port=closed_port)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # MLflow retries a database it cannot reach for minutes (doubling sleeps); once shows the same error.
+    monkeypatch.setattr("mlflow.store.db.utils.MAX_RETRY_COUNT", 1)
     tracking_uri = uri if configured == "argument" else None
     for call in (
         lambda: resolve_mlflow_version("models:/iris@champion", tracking_uri=tracking_uri),

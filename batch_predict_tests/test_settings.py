@@ -1,4 +1,5 @@
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -9,7 +10,8 @@ def test_defaults_need_no_environment() -> None:
     settings = load_settings({})
     assert settings.cadence == "daily"
     assert settings.timezone == "UTC"
-    assert settings.warehouse.name == "warehouse.duckdb"
+    assert Path(settings.warehouse).name == "warehouse.duckdb"
+    assert settings.staging == Path(settings.warehouse).parent / "staging"
     assert settings.landing.parts[-2:] == ("data", "landing")
     assert settings.models.parts[-2:] == ("data", "models")
     assert settings.model_max_age_days == 30

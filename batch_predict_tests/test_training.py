@@ -257,7 +257,7 @@ def test_labels_numeric_newest_and_unknown(settings: Settings, landing: Path, re
     assert row["accuracy"] == pytest.approx(expected["accuracy"])
     assert row["log_loss"] == pytest.approx(expected["log_loss"])
 
-    numeric = Warehouse(settings.warehouse.with_name("numeric.duckdb"), warehouse.contract)
+    numeric = Warehouse(Path(settings.warehouse).with_name("numeric.duckdb"), warehouse.contract)
     other = settings.labels.parent / "numeric-labels"
     other.mkdir()
     pq.write_table(pa.table({"record_id": ["a", "b", "c"], "label": [1.0, None, 2.0]}), other / "l.parquet")
