@@ -73,6 +73,85 @@ def fill_inputs(root: Path, rows: int, days: list[str]) -> None:
             )
 
 
+def copy_inputs_to(root: Path, url: str, days: list[str]) -> None:
+    """Copy the DuckDB warehouse's inputs and stats of `days` into the PostgreSQL warehouse at `url`."""
+    from batch_predict.contract import FeatureContract
+    from batch_predict.warehouse import Warehouse
+
+    warehouse = Warehouse(url, FeatureContract("record_id", "event_time", FEATURES))
+    with warehouse.session() as session, session.transaction():
+        session.engine.execute(f"ATTACH '{root / 'warehouse.duckdb'}' AS bench (READ_ONLY)")
+        for table in ("inputs", "input_stats"):
+            session.engine.execute(
+                f"CREATE OR REPLACE TEMP TABLE src_{table} AS SELECT * FROM bench.{table} "
+                "WHERE list_contains($days, partition_key)",
+                {"days": days},
+            )
+            session.share(f"src_{table}")
+            session.execute(f"DELETE FROM {table} WHERE partition_key IN (SELECT partition_key FROM src_{table})")
+            session.execute(f"INSERT INTO {table} SELECT * FROM src_{table}")
+        session.engine.execute("DETACH bench")
+
+
+WRITER_CHILD = """
+import sys, time
+import dagster as dg
+from batch_predict.definitions import build_definitions
+from batch_predict.settings import load_settings
+job = build_definitions(load_settings()).resolve_implicit_global_asset_job_def()
+result = job.execute_in_process(asset_selection=[dg.AssetKey("predictions")], partition_key=sys.argv[1],
+                                instance=dg.DagsterInstance.ephemeral())
+assert result.success
+"""
+
+
+def postgres(rows: int, writer_rows: int, chunk: int, duckdb_step_s: float) -> dict[str, float]:
+    """The PostgreSQL backend: one run's throughput against DuckDB's on the same partition, and 4 runs
+    writing 4 partitions at once against the same 4 runs one after the other."""
+    from batch_predict.servers import PostgresServer
+
+    days = [f"{date(2026, 1, 2) + timedelta(days=i):%Y-%m-%d}" for i in range(4)]
+    with tempfile.TemporaryDirectory(dir=HERE.parent / "data") as tmp:
+        root = Path(tmp)
+        server = PostgresServer(root / "postgres")
+        server.start()
+        try:
+            url = server.create_database("bench")
+            register(root, "lr")
+            fill_inputs(root, rows, [PARTITION])
+            fill_inputs(root, writer_rows, days)
+            copy_inputs_to(root, url, [PARTITION, *days])
+            extra = {"BATCH_PREDICT_WAREHOUSE": url, "BATCH_PREDICT_STAGING": str(root / "staging")}
+            ours(root, chunk, **extra)  # warm: the first run of a fresh database makes its tables' statistics
+            step_s, _, _ = ours(root, chunk, **extra)
+            env = os.environ | env_for(root, BATCH_PREDICT_CHUNK_SIZE=str(chunk), **extra)
+
+            def writers(keys: list[str], together: bool) -> float:
+                started = time.perf_counter()
+                if together:
+                    children = [subprocess.Popen([sys.executable, "-c", WRITER_CHILD, key], env=env) for key in keys]
+                    codes = [child.wait() for child in children]
+                else:
+                    codes = [
+                        subprocess.run([sys.executable, "-c", WRITER_CHILD, key], env=env).returncode for key in keys
+                    ]
+                assert codes == [0] * len(keys), codes
+                return time.perf_counter() - started
+
+            one_by_one = writers(days, together=False)
+            together = writers(days, together=True)
+        finally:
+            server.stop()
+    return {
+        "pg_step_s_lr": step_s,
+        "pg_vs_duckdb_ratio": duckdb_step_s / step_s,
+        "pg_4_writers_sequential_s": one_by_one,
+        "pg_4_writers_concurrent_s": together,
+        "pg_4_writers_speedup": one_by_one / together,
+        "pg_writer_rows": writer_rows,
+    }
+
+
 def train(kind: str) -> Any:
     rng = np.random.default_rng(0)
     x = rng.uniform(-2, 2, size=(20_000, len(FEATURES)))
@@ -315,6 +394,7 @@ def main() -> None:
     parser.add_argument("--backfill-rows", type=int, default=10_000)
     parser.add_argument("--backfill-sample", type=int, default=20)
     parser.add_argument("--backfill-per-run", type=int, default=73)
+    parser.add_argument("--writer-rows", type=int, default=250_000)
     parser.add_argument("--quick", action="store_true", help="small sizes, to check that the suite runs")
     parser.add_argument("--out", default=str(HERE / "results.json"))
     parser.add_argument("--fill", nargs=2, help=argparse.SUPPRESS)
@@ -327,7 +407,7 @@ def main() -> None:
         child_memory(int(args.child_memory[0]), int(args.child_memory[1]), args.child_memory[2])
         return
     if args.quick:
-        args.rows, args.big_rows, args.per_row = 50_000, 200_000, 200
+        args.rows, args.big_rows, args.per_row, args.writer_rows = 50_000, 200_000, 200, 20_000
         args.backfill_days, args.backfill_rows, args.backfill_sample, args.backfill_per_run = 20, 1_000, 4, 10
 
     (HERE.parent / "data").mkdir(exist_ok=True)
@@ -355,6 +435,8 @@ def main() -> None:
                 results["rows_per_s_naive_pandas_lr"] = args.rows / naive_s
                 results["rows_per_s_per_row_commit_lr"] = args.per_row / row_s
                 results["per_row_commit_rows"] = args.per_row
+    progress("postgres")
+    results.update(postgres(args.rows, args.writer_rows, args.chunk, results["ours_step_s_lr"]))
     progress("peak memory")
     small = measure_memory(args.rows, args.chunk, args.memory_limit)
     big = measure_memory(args.big_rows, args.chunk, args.memory_limit)
@@ -430,6 +512,18 @@ def table(r: dict[str, Any]) -> str:
             f"backfill, ranges ({r['backfill_runs_with_ranges']} runs)",
             f"{r['backfill_ranges_s']:,.0f} s",
             f"{r['backfill_speedup']:.1f}x faster (target >= 10x)",
+        ),
+    ]
+    rows += [
+        (
+            "PostgreSQL warehouse, asset step (LR)",
+            f"{r['rows'] / r['pg_step_s_lr']:,.0f} rows/s",
+            f"{r['pg_vs_duckdb_ratio']:.2f} of DuckDB's (target >= 0.4)",
+        ),
+        (
+            f"PostgreSQL, 4 runs on 4 partitions x {r['pg_writer_rows']:,} rows at once",
+            f"{r['pg_4_writers_concurrent_s']:,.1f} s",
+            f"{r['pg_4_writers_speedup']:.2f}x one after the other ({r['pg_4_writers_sequential_s']:,.1f} s)",
         ),
     ]
     width = max(len(row[0]) for row in rows)
