@@ -13,6 +13,8 @@ from batch_predict.registry import Registry
 from batch_predict.settings import Settings, load_settings
 from batch_predict.warehouse import Source, Warehouse
 
+pytest_plugins = ["batch_predict_tests.servers_fixtures"]
+
 FIRST_DAY = date(2026, 3, 1)
 DAYS = 3
 ROWS_PER_DAY = 400
