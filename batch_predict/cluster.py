@@ -229,6 +229,7 @@ class Cluster:
         self._stop_leftovers()
         self.postgres.start()
         self.redis.start()
+        self._record_pids()
         instance_url = self.postgres.create_database(INSTANCE_DATABASE, exist_ok=True)
         self.warehouse = self._warehouse()
         shutil.copy(self.settings.root / "deploy" / "dagster.yaml", self.home / "dagster.yaml")
@@ -293,11 +294,8 @@ class Cluster:
         node = self.graphql(PARTITION_KEYS, {"path": [asset]})["assetNodeOrError"]
         return list(node.get("partitionKeys") or [])
 
-    def backfill(
-        self, partitions: list[str], assets: tuple[str, ...] = ("inputs", "predictions"), timeout: float | None = None
-    ) -> BackfillResult:
-        """Launch an asset backfill as the UI's *Materialize* dialog does, and wait for it and its runs."""
-        started = time.monotonic()
+    def launch_backfill(self, partitions: list[str], assets: tuple[str, ...] = ("inputs", "predictions")) -> str:
+        """Launch an asset backfill as the UI's *Materialize* dialog does; its id."""
         launched = self.graphql(
             LAUNCH,
             {
@@ -310,7 +308,22 @@ class Cluster:
         )["launchPartitionBackfill"]
         if launched["__typename"] != "LaunchBackfillSuccess":
             raise ClusterError(f"The backfill was not launched: {launched}")
-        return self.wait_for_backfill(launched["backfillId"], started, timeout)
+        backfill_id: str = launched["backfillId"]
+        return backfill_id
+
+    def backfill(
+        self, partitions: list[str], assets: tuple[str, ...] = ("inputs", "predictions"), timeout: float | None = None
+    ) -> BackfillResult:
+        """Launch an asset backfill as the UI does, and wait for it and its runs."""
+        started = time.monotonic()
+        return self.wait_for_backfill(self.launch_backfill(partitions, assets), started, timeout)
+
+    def status(self, last: int) -> list[dict[str, Any]]:
+        """`batch-predict status --last N --json`: the newest partitions' counts, read from the warehouse."""
+        rows: list[dict[str, Any]] = json.loads(
+            self.batch_predict("status", "--last", str(last), "--json", capture=True)
+        )
+        return rows
 
     def wait_for_backfill(self, backfill_id: str, started: float, timeout: float | None = None) -> BackfillResult:
         """Poll until the backfill is no longer in progress and none of its runs is; fail if a process died."""
@@ -529,8 +542,7 @@ def demo(settings: ClusterSettings, keep_ui: bool) -> int:
             f"({', '.join(f'{name}: {n}' for name, n in sorted(by_worker.items()))})"
         )
         print(cluster.batch_predict("status", "--last", str(settings.days), capture=True).rstrip())
-        status = json.loads(cluster.batch_predict("status", "--last", str(settings.days), "--json", capture=True))
-        problems = check_counts(status, result, partitions)
+        problems = check_counts(cluster.status(settings.days), result, partitions)
         for problem in problems:
             print(f"does not add up: {problem}", file=sys.stderr)
         if not problems:
