@@ -506,10 +506,38 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def write_demo_inputs(cluster: Cluster, days: int, rows_per_day: int) -> None:
+    """The newest `days` complete days of demo records and their labels, and the demo model as champion."""
+    first = datetime.now(UTC).date() - timedelta(days=days)
+    written = cluster.batch_predict(
+        "demo-data", "--start", f"{first}", "--days", f"{days}", "--rows-per-day", f"{rows_per_day}", capture=True
+    )
+    print(written.rstrip())
+    print(cluster.batch_predict("model", "train-demo", "--keep-alias", capture=True).rstrip())
+
+
+def runs_by_worker(cluster: Cluster, result: BackfillResult) -> str:
+    """`w1: 7, w2: 7`: how many of the backfill's runs each worker executed."""
+    counts: dict[str, int] = {}
+    for run in result.runs:
+        worker = cluster.worker_of(run) or "unknown"
+        counts[worker] = counts.get(worker, 0) + 1
+    return ", ".join(f"{name}: {n}" for name, n in sorted(counts.items()))
+
+
+def keep_ui_up(cluster: Cluster) -> None:
+    """Until Ctrl-C (or SIGTERM), or until a process of the cluster exits."""
+    print(f"Dagster UI on {cluster.ui_url} (Ctrl-C stops the cluster)")
+    try:
+        while True:
+            cluster.check()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("stopping the cluster")
+
+
 def demo(settings: ClusterSettings, keep_ui: bool) -> int:
     """Start the cluster, backfill the demo's partitions, print their status; 0 if every count adds up."""
-    today = datetime.now(UTC).date()
-    first = today - timedelta(days=settings.days)
     begun = time.monotonic()
     with Cluster(settings) as cluster:
         print(f"cluster up in {time.monotonic() - begun:.0f} s: Dagster UI {cluster.ui_url}")
@@ -517,29 +545,13 @@ def demo(settings: ClusterSettings, keep_ui: bool) -> int:
         print(f"  warehouse  {cluster.warehouse}")
         print(f"  broker     {cluster.redis.url(0)}")
         print(f"  workers    {', '.join(w.name for w in cluster.workers)}; logs in {cluster.logs}")
-        print(
-            cluster.batch_predict(
-                "demo-data",
-                "--start",
-                first.isoformat(),
-                "--days",
-                str(settings.days),
-                "--rows-per-day",
-                str(settings.rows_per_day),
-                capture=True,
-            ).rstrip()
-        )
-        print(cluster.batch_predict("model", "train-demo", "--keep-alias", capture=True).rstrip())
+        write_demo_inputs(cluster, settings.days, settings.rows_per_day)
         partitions = cluster.partition_keys()[-settings.days :]
         print(f"backfilling {len(partitions)} partitions ({partitions[0]} .. {partitions[-1]}) of inputs, predictions")
         result = cluster.backfill(partitions)
-        by_worker: dict[str, int] = {}
-        for run in result.runs:
-            worker = cluster.worker_of(run) or "unknown"
-            by_worker[worker] = by_worker.get(worker, 0) + 1
         print(
-            f"backfill {result.backfill_id}: {result.status} in {result.seconds:.0f} s, {len(result.runs)} runs "
-            f"({', '.join(f'{name}: {n}' for name, n in sorted(by_worker.items()))})"
+            f"backfill {result.backfill_id}: {result.status} in {result.seconds:.0f} s, "
+            f"{len(result.runs)} runs ({runs_by_worker(cluster, result)})"
         )
         print(cluster.batch_predict("status", "--last", str(settings.days), capture=True).rstrip())
         problems = check_counts(cluster.status(settings.days), result, partitions)
@@ -547,16 +559,10 @@ def demo(settings: ClusterSettings, keep_ui: bool) -> int:
             print(f"does not add up: {problem}", file=sys.stderr)
         if not problems:
             print(
-                f"every partition adds up: source rows = rejected + predicted + failed, all {len(partitions)} runs succeeded"
+                f"every partition adds up (source = rejected + predicted + failed), all {len(partitions)} runs succeeded"
             )
         if keep_ui:
-            print(f"Dagster UI on {cluster.ui_url} (Ctrl-C stops the cluster)")
-            try:
-                while True:
-                    cluster.check()
-                    time.sleep(1)
-            except KeyboardInterrupt:
-                print("stopping the cluster")
+            keep_ui_up(cluster)
     print(f"stopped everything the cluster started ({time.monotonic() - begun:.0f} s in all)")
     return 1 if problems else 0
 
