@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 3000
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: demo test lint venv bench clean-demo
+.PHONY: demo demo-cluster servers test lint venv bench clean-demo
 
 venv: $(STAMP)
 
@@ -33,6 +33,16 @@ demo: $(STAMP)
 		PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT); \
 	fi
 
+# The same app as a cluster on this machine (deploy/): PostgreSQL, Redis, two Celery run workers,
+# the daemon and the UI on 127.0.0.1 and free ports; a GraphQL backfill of 14 partitions; the UI
+# until Ctrl-C. `NO_UI=1` stops everything after the check and exits 0 only if every count adds up.
+demo-cluster: $(STAMP)
+	NO_UI="$(NO_UI)" PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m batch_predict.cluster
+
+# Debian's PostgreSQL and Redis for the tests and demo-cluster, installed with apt when missing (root).
+servers: $(STAMP)
+	$(BIN)/python -m batch_predict.servers
+
 lint: $(STAMP)
 	$(BIN)/ruff check batch_predict batch_predict_tests benchmarks
 	$(BIN)/ruff format --check batch_predict batch_predict_tests benchmarks
@@ -47,4 +57,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
 clean-demo:
-	rm -rf data/landing data/labels data/models data/staging data/warehouse.duckdb* dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/logs
+	rm -rf data/landing data/labels data/models data/staging data/warehouse.duckdb* dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/logs data/cluster

@@ -16,8 +16,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import NoReturn, Self
@@ -116,17 +118,79 @@ def group_alive(pgid: int) -> bool:
 
 def kill_group(pgid: int, timeout: float = 30.0) -> None:
     """SIGTERM the process group, then SIGKILL what is left after `timeout` seconds."""
+    kill_groups([pgid], timeout)
+
+
+def kill_groups(pgids: list[int], timeout: float = 30.0) -> None:
+    """SIGTERM every process group at once, then SIGKILL what is left after `timeout` seconds.
+
+    All at once, so that servers that take seconds to shut down (Celery's warm shutdown) do so
+    side by side.
+    """
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, sig)
+        for pgid in pgids:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, sig)
         deadline = time.monotonic() + wait
-        while group_alive(pgid):
-            if time.monotonic() > deadline:
-                break
+        while (left := [pgid for pgid in pgids if group_alive(pgid)]) and time.monotonic() < deadline:
             time.sleep(0.1)
-        else:
+        if not left:
             return
-    raise ServerError(f"Process group {pgid} is still alive after SIGKILL.")
+        pgids = left
+    raise ServerError(f"Process groups {pgids} are still alive after SIGKILL.")
+
+
+def process_start_time(pid: int) -> str | None:
+    """The kernel's start time of a process (clock ticks since boot), to tell it from a later one with its PID."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+class ManagedProcess:
+    """A long-running command in a process group of its own, its output appended to a log file.
+
+    Stopped by process group, so that what it started (Dagster's code servers, Celery's pool
+    processes) stops with it.
+    """
+
+    def __init__(self, name: str, command: list[str], *, env: Mapping[str, str], cwd: Path, log: Path) -> None:
+        self.name = name
+        self.log = log
+        self.since = log_size(log)
+        with log.open("ab") as out:
+            self.popen = subprocess.Popen(
+                command, env=dict(env), cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.started = process_start_time(self.popen.pid)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def tail(self) -> str:
+        """What the process wrote to its log since it started (the end of it)."""
+        return log_tail(self.log, self.since)
+
+    def check(self) -> None:
+        """Raise, with the log's tail, if the process has exited."""
+        code = self.popen.poll()
+        if code is not None:
+            raise ServerError(f"{self.name} exited with code {code}. Log {self.log}:\n{self.tail()}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        stop_processes([self], timeout)
+
+
+def stop_processes(processes: list[ManagedProcess], timeout: float = 30.0) -> None:
+    """Stop the processes' groups side by side (SIGTERM, then SIGKILL after `timeout`) and reap them."""
+    kill_groups([process.pid for process in processes if group_alive(process.pid)], timeout)
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.popen.wait(timeout=10)
 
 
 def postgres_bin() -> Path:
@@ -442,3 +506,18 @@ class RedisServer:
             time.sleep(0.05)
         self.stop()
         return False
+
+
+def main() -> int:
+    """`python -m batch_predict.servers`: install PostgreSQL and Redis when missing, and say where they are."""
+    try:
+        print(f"PostgreSQL: {postgres_bin()}")
+        print(f"Redis: {redis_server_bin()}")
+    except ServerError as error:
+        print(f"batch_predict.servers: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
