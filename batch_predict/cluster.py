@@ -386,6 +386,8 @@ class Cluster:
             "BATCH_PREDICT_LANDING": str(data / "landing"),
             "BATCH_PREDICT_LABELS": str(data / "labels"),
             "BATCH_PREDICT_MODELS": str(data / "models"),
+            # Local to each worker's machine (here, one machine: each run's partition folder is locked).
+            "BATCH_PREDICT_STAGING": str(data / "staging"),
             **self.settings.extra_env,
         }
 

@@ -72,12 +72,12 @@ query Failure($id: ID!) {
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """The cluster, with a DuckDB warehouse in its folder; stopped by process group even if a test fails."""
+    """The cluster, with the warehouse on its PostgreSQL server; stopped by process group even if a test fails."""
     folder = tmp_path_factory.mktemp("cluster")
     settings = ClusterSettings(
         root=ROOT,
         folder=folder,
-        warehouse=str(folder / "warehouse.duckdb"),
+        warehouse="{postgres}/batch_predict",
         workers=2,
         fast_postgres=True,
         backfill_timeout_seconds=240,
