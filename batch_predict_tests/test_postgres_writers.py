@@ -62,8 +62,13 @@ def _writer(url: str, root: str, day: int, barrier: Any, pace: float) -> None:
     if pace:
         log = Path(root) / f"predict-{os.getpid()}.log"
         loaded = LoadedModel(loaded.metadata, _Paced(loaded.estimator, pace, log), loaded.path)
-    barrier.wait(timeout=60)
-    warehouse.snapshot_inputs(Source(Path(root) / "landing"), key, start, end, f"snap-{os.getpid()}")
+    snapshot = (Source(Path(root) / "landing"), key, start, end, f"snap-{os.getpid()}")
+    if pace:  # the snapshots done, all predict at once: any lock held across prediction would serialize them
+        warehouse.snapshot_inputs(*snapshot)
+        barrier.wait(timeout=120)
+    else:  # the writers race on the snapshot and on the publish
+        barrier.wait(timeout=120)
+        warehouse.snapshot_inputs(*snapshot)
     predict_partition(warehouse, loaded, key, f"run-{os.getpid()}", chunk_size=100)
 
 
@@ -115,7 +120,7 @@ def test_four_writers_of_one_partition_leave_exactly_one_copy(postgres_url: str,
 
 
 def test_four_writers_of_four_partitions_predict_at_the_same_time(postgres_url: str, project: Path) -> None:
-    _run_all([(_writer, (postgres_url, str(project), day, 1.0)) for day in range(4)])
+    _run_all([(_writer, (postgres_url, str(project), day, 2.0)) for day in range(4)])
     spans = [
         tuple(float(x) for x in line.split())
         for log in project.glob("predict-*.log")

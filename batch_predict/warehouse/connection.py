@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from batch_predict.redaction import redact
+from batch_predict.warehouse import pgcopy
 from batch_predict.warehouse.sql import NAMED_PARAMETER, ident, literal, pyformat
 from batch_predict.warehouse.types import WarehouseError, WarehouseLockTimeout, WarehouseUnavailable
 
@@ -328,18 +329,6 @@ class DuckDBBackend(Backend):
 
 # -- PostgreSQL -------------------------------------------------------------------------------
 
-# PostgreSQL types of the Arrow types that cross from the engine.
-_PG_TYPES = {
-    pa.string(): "text",
-    pa.large_string(): "text",
-    pa.float64(): "double precision",
-    pa.float32(): "real",
-    pa.int64(): "bigint",
-    pa.int32(): "integer",
-    pa.int16(): "smallint",
-    pa.bool_(): "boolean",
-    pa.date32(): "date",
-}
 # Arrow types of the PostgreSQL type OIDs that cross into the engine (read from CSV text).
 _FROM_PG = {
     25: pa.string(),  # text
@@ -353,16 +342,6 @@ _FROM_PG = {
     1700: pa.float64(),  # numeric
 }
 _DUCKDB_OF_OID = {1184: "TIMESTAMPTZ", 1114: "TIMESTAMP", 1082: "DATE"}
-
-
-def _pg_type(kind: pa.DataType) -> str:
-    if pa.types.is_timestamp(kind):
-        return "timestamptz" if kind.tz else "timestamp"
-    if pa.types.is_null(kind):
-        return "text"
-    if kind in _PG_TYPES:
-        return _PG_TYPES[kind]
-    raise WarehouseError(f"No PostgreSQL column type for the Arrow type {kind}.")
 
 
 def _pg_error(error: Exception, location: str) -> Exception:
@@ -432,19 +411,15 @@ class PostgresSession(Session):
         self._copy_in(name, reader)
 
     def _copy_in(self, name: str, reader: pa.RecordBatchReader) -> None:
-        """Create the session's temp table `name` shaped like `reader` and COPY its rows into it."""
-        schema = reader.schema
-        columns = ", ".join(f"{ident(field.name)} {_pg_type(field.type)}" for field in schema)
+        """Create the session's temp table `name` shaped like `reader` and COPY its rows into it (binary)."""
+        columns = ", ".join(f"{ident(field.name)} {pgcopy.column_type(field.type)}" for field in reader.schema)
         self.execute(f"DROP TABLE IF EXISTS {name}")
         self.execute(f"CREATE TEMP TABLE {name} ({columns})")
-        # CSV as PostgreSQL reads it: Arrow quotes every string and leaves NULL empty and unquoted.
-        options = pacsv.WriteOptions(include_header=False)
-        with self.con.cursor().copy(f"COPY {name} FROM STDIN (FORMAT csv)") as copy:
+        with self.con.cursor().copy(f"COPY {name} FROM STDIN (FORMAT binary)") as copy:
+            copy.write(pgcopy.HEADER)
             for batch in reader:
-                if batch.num_rows:
-                    buffer = io.BytesIO()
-                    pacsv.write_csv(batch, buffer, options)
-                    copy.write(buffer.getbuffer())
+                copy.write(pgcopy.encode(batch))
+            copy.write(pgcopy.TRAILER)
 
     def _arrow(self, sql: str, params: Params) -> tuple[pa.Table, dict[str, str]]:
         """A warehouse query's rows as Arrow, and the DuckDB casts its temporal columns need."""
@@ -473,6 +448,7 @@ class PostgresSession(Session):
         table = pacsv.read_csv(
             buffer,
             read_options=pacsv.ReadOptions(column_names=names),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
                 column_types=types,
                 true_values=["t"],

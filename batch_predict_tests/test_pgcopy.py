@@ -1,0 +1,60 @@
+"""Tables cross between the DuckDB engine and PostgreSQL exactly: every value, NULL and edge case."""
+
+import math
+from datetime import UTC, date, datetime
+
+import pyarrow as pa
+
+from batch_predict.contract import FeatureContract
+from batch_predict.warehouse import Warehouse
+
+EDGE = pa.table(
+    {
+        "text": pa.array(["", None, "a,b", 'say "hi"', "line\nbreak", "back\\slash", "\\N", "NULL", "ü—✓", "x" * 5000]),
+        "number": pa.array(
+            [0.0, None, -0.0, math.nan, math.inf, -math.inf, 5e-324, 1.7976931348623157e308, 1 / 3, -2.5]
+        ),
+        "count": pa.array([0, None, -1, 2**62, -(2**62), 1, 2, 3, 4, 5], pa.int64()),
+        "small": pa.array([0, None, -1, 2**31 - 1, -(2**31), 1, 2, 3, 4, 5], pa.int32()),
+        "flag": pa.array([True, None, False, True, False, True, False, True, False, True]),
+        "at": pa.array(
+            [
+                datetime(2026, 3, 1, tzinfo=UTC),
+                None,
+                datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+                datetime(1, 1, 1, tzinfo=UTC),
+                datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+                datetime(2000, 1, 1, tzinfo=UTC),
+                datetime(1999, 12, 31, 23, 59, 59, 123456, tzinfo=UTC),
+                datetime(2026, 12, 1, 12, 0, 0, 1, tzinfo=UTC),
+                datetime(1970, 1, 1, tzinfo=UTC),
+                datetime(2038, 1, 19, 3, 14, 8, tzinfo=UTC),
+            ],
+            pa.timestamp("us", tz="UTC"),
+        ),
+        "day": pa.array([date(2026, 3, 1), None, date(1, 1, 1), date(9999, 12, 31), date(2000, 1, 1)] * 2),
+    }
+)
+
+
+def same(a: object, b: object) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1, a) == math.copysign(1, b))
+    return a == b
+
+
+def test_edge_values_cross_into_postgresql_and_back_exactly(postgres_url: str) -> None:
+    warehouse = Warehouse(postgres_url, FeatureContract("record_id", "event_time", ("a",)))
+    with warehouse.session() as session:
+        session.engine.register("edge_source", EDGE)
+        session.engine.execute("CREATE TEMP TABLE edge AS SELECT row_number() OVER () AS n, * FROM edge_source")
+        session.share("edge")
+        assert session.fetchone("SELECT count(*), count(text), count(number), count(at) FROM edge") == (10, 9, 9, 9)
+        assert session.fetchone("SELECT text FROM edge WHERE n = 1") == ("",)
+        assert session.fetchone("SELECT text IS NULL FROM edge WHERE n = 2") == (True,)
+        session.fetch_into_engine("back", "SELECT * FROM edge ORDER BY n")
+        back = session.engine.sql("SELECT * EXCLUDE (n) FROM back ORDER BY n").to_arrow_table()
+    assert back.column_names == EDGE.column_names
+    for name in EDGE.column_names:
+        sent, got = EDGE.column(name).to_pylist(), back.column(name).to_pylist()
+        assert all(same(a, b) for a, b in zip(sent, got, strict=True)), (name, sent, got)
