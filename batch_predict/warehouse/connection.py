@@ -48,6 +48,7 @@ _COPY_BATCH_ROWS = 65_536
 # Advisory lock keys: one for the whole warehouse, one per partition (hashed with the key).
 _ALL_PARTITIONS = "batch_predict:all"
 _PARTITION = "batch_predict:partition:"
+_SCHEMA = "batch_predict:schema"
 # SQLSTATEs after which the same work, tried again, can succeed.
 _RETRYABLE_SQLSTATE = {
     "55P03": "a lock wait passed lock_timeout",
@@ -134,6 +135,10 @@ class Session(ABC):
     @abstractmethod
     def lock_all(self, shared: bool = False) -> None:
         """Until the transaction ends, keep out writers that touch other partitions (shared: only exclusive ones)."""
+
+    @abstractmethod
+    def lock_schema(self) -> None:
+        """Until the transaction ends, keep out other writers that add columns."""
 
     @abstractmethod
     def lock_partition(self, partition_key: str) -> None:
@@ -243,6 +248,9 @@ class DuckDBSession(Session):
         pass  # the file lock already serializes every writer
 
     def lock_partition(self, partition_key: str) -> None:
+        pass
+
+    def lock_schema(self) -> None:
         pass
 
     def hash(self, expression: str) -> str:
@@ -494,6 +502,9 @@ class PostgresSession(Session):
         function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
         self.execute(f"SELECT {function}(hashtextextended($key, 0))", {"key": _ALL_PARTITIONS})
 
+    def lock_schema(self) -> None:
+        self.execute("SELECT pg_advisory_xact_lock(hashtextextended($key, 0))", {"key": _SCHEMA})
+
     def lock_partition(self, partition_key: str) -> None:
         self.execute("SELECT pg_advisory_xact_lock(hashtextextended($key, 0))", {"key": _PARTITION + partition_key})
 
@@ -557,6 +568,7 @@ class PostgresBackend(Backend):
                 if not self._schema_ready:
                     with session.transaction():
                         session.lock_all()
+                        session.lock_schema()
                         self._ensure_schema(session)
                     self._schema_ready = True
                 yield session

@@ -68,10 +68,10 @@ class Ledger(Snapshots):
             session.stage_parquet("work_file", str(work))
             session.stage_parquet("predicted_file", str(predictions))
             session.stage_parquet("errors_file", str(errors))
+            add_probability_columns(session, run.probability_columns)
             with session.transaction():
                 session.lock_all(shared=run.mode != "carry_over")
                 session.lock_partition(run.partition_key)
-                add_probability_columns(session, run.probability_columns)
                 return self._publish(session, run, key)
 
     def _publish(self, session: Session, run: PredictionRun, key: dict[str, Any]) -> PublishResult:

@@ -280,18 +280,41 @@ def ensure_schema(session: Session, contract: FeatureContract, location: str) ->
         refresh_all_versions_view(session)
 
 
+def missing_probability_columns(session: Session, names: Sequence[str]) -> bool:
+    """Whether `predictions` or `predictions_history` lacks one of the columns, or history lacks one of
+    the current table's (a class of an earlier model, in a warehouse made before history existed)."""
+    current, history = session.columns("predictions"), session.columns("predictions_history")
+    return any(name not in current or name not in history for name in names) or any(
+        name not in history for name in current
+    )
+
+
 def add_probability_columns(session: Session, names: Sequence[str]) -> None:
-    """Add the probability columns of a model's classes to `predictions` and `predictions_history`."""
+    """Add the probability columns of a model's classes to `predictions` and `predictions_history`, in a
+    transaction of their own, before the publish that needs them.
+
+    Writers of other partitions may add the same column at the same moment: the schema lock
+    serializes them, and the columns are read again under it.
+    """
+    if not missing_probability_columns(session, names):
+        return
+    with session.transaction():
+        session.lock_schema()
+        alter_probability_columns(session, names)
+
+
+def alter_probability_columns(session: Session, names: Sequence[str]) -> None:
+    """In the session's transaction, add to both tables the columns of `names` and of `predictions` they lack."""
+    if not missing_probability_columns(session, names):
+        return
     double = TYPES["double"][0 if session.dialect == "duckdb" else 1]
-    added = False
+    wanted = list(dict.fromkeys([*names, *session.columns("predictions")]))
     for table_name in ("predictions", "predictions_history"):
         have = session.columns(table_name)
-        for name in names:
+        for name in wanted:
             if name not in have:
                 session.execute(f"ALTER TABLE {table_name} ADD COLUMN {ident(name)} {double}")
-                added = True
-    if added:
-        refresh_all_versions_view(session)
+    refresh_all_versions_view(session)
 
 
 def refresh_all_versions_view(session: Session) -> None:

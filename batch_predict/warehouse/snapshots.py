@@ -11,6 +11,7 @@ from batch_predict import contract as rules
 from batch_predict.warehouse.connection import Session
 from batch_predict.warehouse.core import WarehouseCore
 from batch_predict.warehouse.landing import DUPLICATE_DETAIL, Source
+from batch_predict.warehouse.schema import alter_probability_columns
 from batch_predict.warehouse.sql import ident, in_list, literal
 from batch_predict.warehouse.types import InputStats, SourceError
 
@@ -256,13 +257,10 @@ class Snapshots(WarehouseCore):
     def _archive_rows(self, session: Session, scope: str, params: dict[str, Any], run_id: str) -> int:
         """Copy the predictions in `scope` (over `predictions AS t`) into `predictions_history`, superseded
         by `run_id`, replacing an earlier copy of the same partition, record and version. Returns how many."""
-        from batch_predict.warehouse.schema import add_probability_columns
-
+        # A class of an earlier model, in a warehouse made before history existed. A snapshot holds the
+        # exclusive lock; a publish added the columns before its own transaction (add_probability_columns).
+        alter_probability_columns(session, [])
         columns = session.columns("predictions")
-        # A class of an earlier model, in a warehouse made before history existed.
-        add_probability_columns(
-            session, [name for name in columns if name not in session.columns("predictions_history")]
-        )
         session.temp_table("leaving", f"SELECT * FROM predictions AS t WHERE {scope}", params)
         session.execute(
             """
