@@ -53,10 +53,10 @@ def test_every_source_row_lands_once(warehouse: Warehouse, source: Source, landi
 def test_rerun_replaces_the_partition_only(warehouse: Warehouse, source: Source, landing: Path) -> None:
     warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "run-1")
     warehouse.snapshot_inputs(source, "2026-03-02", NEXT, NEXT + timedelta(days=1), "run-2")
-    before = counts(warehouse, "2026-03-02")
+    first, second = counts(warehouse, "2026-03-01"), counts(warehouse, "2026-03-02")
     warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "run-3")
-    assert counts(warehouse, "2026-03-01") == counts(warehouse, "2026-03-01")
-    assert counts(warehouse, "2026-03-02") == before
+    assert counts(warehouse, "2026-03-01") == first
+    assert counts(warehouse, "2026-03-02") == second
     runs = stored_rows(warehouse, "SELECT DISTINCT run_id FROM inputs WHERE partition_key = '2026-03-01'")
     assert runs == [("run-3",)]
     assert stored_rows(warehouse, "SELECT count(*) FROM input_stats") == [(2,)]
