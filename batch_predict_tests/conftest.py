@@ -96,6 +96,24 @@ def source(settings: Settings) -> Source:
     return Source(settings.landing, settings.source_glob)
 
 
+def stored_rows(warehouse: Warehouse, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    """Rows of a read-only statement as tuples, on either backend (SQL both accept, `$name` parameters).
+
+    Tuples, not `Warehouse.query`'s dicts: PostgreSQL names every unnamed column `?column?`, so
+    a row of several unnamed subqueries would keep only the last as a dict.
+    """
+    with warehouse.session(read_only=True) as session:
+        return session.fetchall(sql, params)
+
+
+def change_stored_rows(warehouse: Warehouse, *statements: str, **params: Any) -> None:
+    """Run statements that change stored rows, in one transaction, on either backend: how a test sets up
+    a warehouse state that the application itself never writes."""
+    with warehouse.session() as session, session.transaction():
+        for sql in statements:
+            session.execute(sql, params)
+
+
 def run_assets(
     settings: Settings, selection: list[str], partition_key: str | None = None, **kwargs: Any
 ) -> dg.ExecuteInProcessResult:

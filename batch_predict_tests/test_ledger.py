@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import duckdb
+import pandas as pd
 import pytest
 
 from batch_predict.batch import CARRY_OVER, RETRY_ALL, RETRY_FAILED, predict_partition
@@ -13,6 +13,8 @@ from batch_predict.registry import LoadedModel, Registry
 from batch_predict.scoring import ERRORS_GLOB, PREDICTIONS_GLOB, RunInfo, predict_chunks
 from batch_predict.settings import IRIS_FEATURES
 from batch_predict.warehouse import PredictionRun, Source, Warehouse
+
+from .conftest import BOTH_BACKENDS, change_stored_rows, stored_rows
 
 DAYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
 
@@ -30,20 +32,16 @@ def flaky(registry: Registry, share: float = 0.03) -> LoadedModel:
     return LoadedModel(clean.metadata, FlakyClassifier(clean.estimator, fail_share=share), clean.path)
 
 
-def query(warehouse: Warehouse, sql: str, **params: Any) -> list[tuple[Any, ...]]:
-    with duckdb.connect(str(warehouse.path), read_only=True) as con:
-        return con.execute(sql, params).fetchall()
-
-
 def failing_ids(warehouse: Warehouse, model: LoadedModel, key: str) -> set[str]:
-    with duckdb.connect(str(warehouse.path), read_only=True) as con:
-        frame = con.execute("SELECT * FROM inputs WHERE partition_key = ? ORDER BY record_id", [key]).fetch_df()
+    frame = pd.DataFrame(
+        warehouse.query("SELECT * FROM inputs WHERE partition_key = $k ORDER BY record_id", {"k": key})
+    )
     mask = model.estimator.failing(frame[list(IRIS_FEATURES)])
     return set(frame["record_id"][mask])
 
 
 def ledger(warehouse: Warehouse, key: str) -> dict[str, Any]:
-    [(inputs, predicted, failed, both)] = query(
+    [(inputs, predicted, failed, both)] = stored_rows(
         warehouse,
         """
         SELECT (SELECT count(*) FROM inputs WHERE partition_key = $k),
@@ -63,6 +61,7 @@ def run(warehouse: Warehouse, model: LoadedModel, key: str, mode: str, **kwargs:
     return predict_partition(warehouse, model, key, f"run-{key}-{mode}", chunk_size=64, mode=mode, **kwargs)
 
 
+@BOTH_BACKENDS
 def test_failed_records_are_isolated_and_recorded(snapshotted: Warehouse, registry: Registry) -> None:
     model = flaky(registry)
     expected = failing_ids(snapshotted, model, DAYS[0])
@@ -71,11 +70,11 @@ def test_failed_records_are_isolated_and_recorded(snapshotted: Warehouse, regist
     counts = ledger(snapshotted, DAYS[0])
     assert counts["failed"] == len(expected) == outcome.published.failed
     assert outcome.published.completeness.passed
-    errors = query(snapshotted, "SELECT record_id, error, attempt, dead, run_id FROM prediction_errors")
+    errors = stored_rows(snapshotted, "SELECT record_id, error, attempt, dead, run_id FROM prediction_errors")
     assert {row[0] for row in errors} == expected
     assert all("injected fault" in row[1] and row[2] == 1 and not row[3] for row in errors)
     assert {row[4] for row in errors} == {"run-2026-03-01-retry_all"}
-    [stats] = query(
+    [stats] = stored_rows(
         snapshotted,
         "SELECT succeeded, failed, rejected, carried_in, model_version, run_id, rows_per_second, wall_seconds "
         "FROM prediction_stats",
@@ -84,47 +83,51 @@ def test_failed_records_are_isolated_and_recorded(snapshotted: Warehouse, regist
     assert stats[2] > 0 and stats[6] > 0 and stats[7] > 0
 
 
+@BOTH_BACKENDS
 def test_retry_all_repredicts_every_record(snapshotted: Warehouse, registry: Registry) -> None:
     run(snapshotted, flaky(registry), DAYS[0], RETRY_ALL)
     outcome = predict_partition(snapshotted, registry.load("champion"), DAYS[0], "second", 64, mode=RETRY_ALL)
     counts = ledger(snapshotted, DAYS[0])
     assert counts["failed"] == 0
     assert outcome.work.own == counts["inputs"] == outcome.published.run_predicted
-    assert query(snapshotted, "SELECT DISTINCT run_id FROM predictions") == [("second",)]
+    assert stored_rows(snapshotted, "SELECT DISTINCT run_id FROM predictions") == [("second",)]
 
 
+@BOTH_BACKENDS
 def test_retry_failed_repredicts_only_the_failed_records(snapshotted: Warehouse, registry: Registry) -> None:
     first = run(snapshotted, flaky(registry), DAYS[0], RETRY_ALL)
     failed = first.published.failed
-    before = query(snapshotted, "SELECT record_id, run_id, predicted_at FROM predictions ORDER BY 1")
+    before = stored_rows(snapshotted, "SELECT record_id, run_id, predicted_at FROM predictions ORDER BY 1")
     clean = registry.load("champion")
     outcome = predict_partition(snapshotted, clean, DAYS[0], "partial", 64, mode=RETRY_FAILED)
     assert outcome.work.own == failed == outcome.published.run_predicted
     assert outcome.scored.model_calls == 1  # one chunk of the failed records, nothing else
     counts = ledger(snapshotted, DAYS[0])
     assert counts["failed"] == 0
-    after = query(
+    after = stored_rows(
         snapshotted, "SELECT record_id, run_id, predicted_at FROM predictions WHERE run_id <> 'partial' ORDER BY 1"
     )
     assert after == before
-    assert query(snapshotted, "SELECT count(*) FROM predictions WHERE run_id = 'partial'") == [(failed,)]
+    assert stored_rows(snapshotted, "SELECT count(*) FROM predictions WHERE run_id = 'partial'") == [(failed,)]
 
 
+@BOTH_BACKENDS
 def test_retry_failed_counts_attempts_and_full_refresh_takes_everything(
     snapshotted: Warehouse, registry: Registry
 ) -> None:
     model = flaky(registry)
     run(snapshotted, model, DAYS[0], RETRY_ALL)
     run(snapshotted, model, DAYS[0], RETRY_FAILED)
-    assert {row[0] for row in query(snapshotted, "SELECT attempt FROM prediction_errors")} == {2}
+    assert {row[0] for row in stored_rows(snapshotted, "SELECT attempt FROM prediction_errors")} == {2}
     refreshed = predict_partition(
         snapshotted, registry.load("champion"), DAYS[0], "refresh", 64, mode=RETRY_FAILED, full_refresh=True
     )
     assert refreshed.mode == RETRY_ALL
     assert refreshed.work.own == ledger(snapshotted, DAYS[0])["inputs"]
-    assert query(snapshotted, "SELECT DISTINCT run_id FROM predictions") == [("refresh",)]
+    assert stored_rows(snapshotted, "SELECT DISTINCT run_id FROM predictions") == [("refresh",)]
 
 
+@BOTH_BACKENDS
 def test_carry_over_takes_failed_records_into_the_next_batch(snapshotted: Warehouse, registry: Registry) -> None:
     first = run(snapshotted, flaky(registry), DAYS[0], CARRY_OVER)
     failed = first.published.failed
@@ -132,26 +135,27 @@ def test_carry_over_takes_failed_records_into_the_next_batch(snapshotted: Wareho
     assert second.work.carried == failed == second.published.carried_in
     assert ledger(snapshotted, DAYS[0]) == {"inputs": first.work.own, "predicted": first.work.own, "failed": 0}
     ledger(snapshotted, DAYS[1])
-    carried = query(
+    carried = stored_rows(
         snapshotted,
         "SELECT partition_key, predicted_in_partition, count(*) FROM predictions "
-        "WHERE partition_key <> predicted_in_partition GROUP BY ALL",
+        "WHERE partition_key <> predicted_in_partition GROUP BY partition_key, predicted_in_partition",
     )
     assert carried == [(DAYS[0], DAYS[1], failed)]
     # The same record ids, not copies: each input of the first day has exactly one prediction.
-    assert query(
+    assert stored_rows(
         snapshotted,
         "SELECT count(*), count(DISTINCT record_id) FROM predictions WHERE partition_key = $k",
         k=DAYS[0],
     ) == [(first.work.own, first.work.own)]
 
 
+@BOTH_BACKENDS
 def test_a_record_that_keeps_failing_dies_after_max_attempts(snapshotted: Warehouse, registry: Registry) -> None:
     model = flaky(registry)
     origin = failing_ids(snapshotted, model, DAYS[0])
     for key in DAYS:
         run(snapshotted, model, key, CARRY_OVER, max_attempts=3)
-    rows = query(
+    rows = stored_rows(
         snapshotted,
         "SELECT record_id, attempt, dead, attempted_in_partition FROM prediction_errors WHERE partition_key = $k",
         k=DAYS[0],
@@ -162,11 +166,12 @@ def test_a_record_that_keeps_failing_dies_after_max_attempts(snapshotted: Wareho
     alive = failing_ids(snapshotted, model, DAYS[1]) | failing_ids(snapshotted, model, DAYS[2])
     later = predict_partition(snapshotted, registry.load("champion"), "2026-03-04", "later", 64, mode=CARRY_OVER)
     assert later.work.carried == len(alive) == later.published.carried_in
-    assert {row[0] for row in query(snapshotted, "SELECT record_id FROM prediction_errors")} == origin
+    assert {row[0] for row in stored_rows(snapshotted, "SELECT record_id FROM prediction_errors")} == origin
     for key in DAYS:
         ledger(snapshotted, key)
 
 
+@BOTH_BACKENDS
 def test_two_runs_carrying_the_same_record_store_one_prediction(
     snapshotted: Warehouse, registry: Registry, tmp_path: Path
 ) -> None:
@@ -199,22 +204,23 @@ def test_two_runs_carrying_the_same_record_store_one_prediction(
     assert results[DAYS[2]].carried_in == 0
     for key in DAYS:
         ledger(snapshotted, key)
-    assert query(snapshotted, "SELECT count(*) - count(DISTINCT (partition_key, record_id)) FROM predictions") == [(0,)]
+    assert stored_rows(
+        snapshotted, "SELECT count(*) - count(DISTINCT (partition_key, record_id)) FROM predictions"
+    ) == [(0,)]
 
 
+@BOTH_BACKENDS
 def test_completeness_names_missing_doubled_and_unexpected_outcomes(snapshotted: Warehouse, registry: Registry) -> None:
     run(snapshotted, registry.load("champion"), DAYS[0], RETRY_ALL)
     assert snapshotted.completeness(DAYS[0]).passed
-    with duckdb.connect(str(snapshotted.path)) as con:
-        [(gone,)] = con.execute("SELECT min(record_id) FROM predictions").fetchall()
-        con.execute("DELETE FROM predictions WHERE record_id = ?", [gone])
-        con.execute(
-            "INSERT INTO predictions BY NAME SELECT * FROM predictions WHERE record_id = (SELECT max(record_id) FROM predictions)"
-        )
-        con.execute(
-            "INSERT INTO prediction_errors (partition_key, record_id, error, attempt, dead) VALUES (?, 'ghost', 'x', 1, false)",
-            [DAYS[0]],
-        )
+    change_stored_rows(
+        snapshotted,
+        "DELETE FROM predictions WHERE record_id = (SELECT min(record_id) FROM predictions)",
+        # The same table on both sides: its columns line up without naming them.
+        "INSERT INTO predictions SELECT * FROM predictions WHERE record_id = (SELECT max(record_id) FROM predictions)",
+        "INSERT INTO prediction_errors (partition_key, record_id, error, attempt, dead) VALUES ($k, 'ghost', 'x', 1, false)",
+        k=DAYS[0],
+    )
     broken = snapshotted.completeness(DAYS[0])
     assert not broken.passed
     assert (broken.missing, broken.duplicated, broken.unexpected) == (1, 1, 1)

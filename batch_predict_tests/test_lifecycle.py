@@ -21,7 +21,15 @@ from batch_predict.registry import ModelError, Registry
 from batch_predict.resources import ModelRegistryResource, build_resources
 from batch_predict.settings import Settings, SettingsError
 from batch_predict.warehouse import Warehouse
-from batch_predict_tests.conftest import FIRST_DAY, recorded_models, run_assets, run_model_job
+from batch_predict_tests.conftest import (
+    BOTH_BACKENDS,
+    FIRST_DAY,
+    change_stored_rows,
+    recorded_models,
+    run_assets,
+    run_model_job,
+    stored_rows,
+)
 
 DAYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
 
@@ -36,11 +44,12 @@ def stale_keys(settings: Settings, warehouse: Warehouse, since: str | None = Non
 
 def versions_by_partition(warehouse: Warehouse, table: str = "predictions") -> dict[str, dict[str, int]]:
     found: dict[str, dict[str, int]] = {}
-    with warehouse.connect(read_only=True) as con:
-        for key, version, count in con.execute(
-            f"SELECT partition_key, model_version, count(*) FROM {table} GROUP BY ALL ORDER BY ALL"
-        ).fetchall():
-            found.setdefault(key, {})[version] = count
+    for key, version, count in stored_rows(
+        warehouse,
+        f"SELECT partition_key, model_version, count(*) FROM {table} "
+        "GROUP BY partition_key, model_version ORDER BY partition_key, model_version",
+    ):
+        found.setdefault(key, {})[version] = count
     return found
 
 
@@ -59,6 +68,7 @@ def cli_env(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     return home
 
 
+@BOTH_BACKENDS
 def test_promotion_marks_older_partitions_stale_and_repredict_fixes_exactly_those(
     settings: Settings,
     landing: Path,
@@ -106,11 +116,11 @@ def test_promotion_marks_older_partitions_stale_and_repredict_fixes_exactly_thos
     assert current == {"2026-03-01": {"v1": inputs["2026-03-01"]}, **{d: {"v2": inputs[d]} for d in DAYS[1:]}}
     # What v1 said on the re-predicted days stays answerable.
     assert versions_by_partition(warehouse, "predictions_history") == {d: {"v1": inputs[d]} for d in DAYS[1:]}
-    with warehouse.connect(read_only=True) as con:
-        rows = con.execute(
-            """SELECT model_version, is_current, count(*), count(DISTINCT record_id) FROM predictions_all_versions
-               WHERE partition_key = '2026-03-02' GROUP BY ALL ORDER BY ALL"""
-        ).fetchall()
+    rows = stored_rows(
+        warehouse,
+        """SELECT model_version, is_current, count(*), count(DISTINCT record_id) FROM predictions_all_versions
+           WHERE partition_key = '2026-03-02' GROUP BY model_version, is_current ORDER BY model_version, is_current""",
+    )
     assert rows == [
         ("v1", False, inputs["2026-03-02"], inputs["2026-03-02"]),
         ("v2", True, *[inputs["2026-03-02"]] * 2),
@@ -123,6 +133,7 @@ def test_promotion_marks_older_partitions_stale_and_repredict_fixes_exactly_thos
     assert "no stale partitions" in capsys.readouterr().out
 
 
+@BOTH_BACKENDS
 def test_rolling_back_restores_current_rows_from_the_same_version_once(
     settings: Settings, landing: Path, registry: Registry, warehouse: Warehouse
 ) -> None:
@@ -139,28 +150,29 @@ def test_rolling_back_restores_current_rows_from_the_same_version_once(
     assert run_assets(settings, ["predictions"], day).success
     assert versions_by_partition(warehouse) == {day: {"v3": n}}
     assert versions_by_partition(warehouse, "predictions_history") == {day: {"v1": n, "v2": n}}
-    with warehouse.connect(read_only=True) as con:
-        [(rows, distinct)] = con.execute(
-            "SELECT count(*), count(DISTINCT (record_id, model_version)) FROM predictions_all_versions"
-        ).fetchall()
+    [(rows, distinct)] = stored_rows(
+        warehouse, "SELECT count(*), count(DISTINCT (record_id, model_version)) FROM predictions_all_versions"
+    )
     assert rows == distinct == 3 * n
 
 
+@BOTH_BACKENDS
 def test_history_takes_the_classes_of_earlier_models(
     settings: Settings, landing: Path, registry: Registry, warehouse: Warehouse
 ) -> None:
     """A warehouse whose predictions carry a probability column no current model has still archives."""
     day = DAYS[0]
     assert run_assets(settings, ["inputs", "predictions"], day).success
-    with warehouse.connect() as con:
-        con.execute("ALTER TABLE predictions ADD COLUMN proba_retired_class DOUBLE")
-        con.execute("DROP VIEW predictions_all_versions")
-        con.execute("DROP TABLE predictions_history")
-        con.execute(
-            "CREATE TABLE predictions_history AS SELECT * EXCLUDE (proba_retired_class) FROM predictions LIMIT 0"
-        )
-        con.execute("ALTER TABLE predictions_history ADD COLUMN superseded_at TIMESTAMPTZ")
-        con.execute("ALTER TABLE predictions_history ADD COLUMN superseded_by_run VARCHAR")
+    # History made from predictions before the retired class's column was added: it lacks that column.
+    change_stored_rows(
+        warehouse,
+        "DROP VIEW predictions_all_versions",
+        "DROP TABLE predictions_history",
+        "CREATE TABLE predictions_history AS SELECT * FROM predictions LIMIT 0",
+        "ALTER TABLE predictions_history ADD COLUMN superseded_at TIMESTAMPTZ",
+        "ALTER TABLE predictions_history ADD COLUMN superseded_by_run VARCHAR",
+        "ALTER TABLE predictions ADD COLUMN proba_retired_class DOUBLE PRECISION",
+    )
     train_demo_model(registry, "champion", seed=1)
     assert run_assets(settings, ["predictions"], day).success
     n = next(iter(versions_by_partition(warehouse)[day].values()))
@@ -168,6 +180,7 @@ def test_history_takes_the_classes_of_earlier_models(
 
 
 @pytest.mark.parametrize(("policy", "expected"), [("current", ["v2", "v2"]), ("point_in_time", ["v1", "v2"])])
+@BOTH_BACKENDS
 def test_backfill_uses_the_current_or_the_then_champion(
     make_settings: Callable[..., Settings], policy: str, expected: list[str]
 ) -> None:
@@ -201,6 +214,7 @@ def test_point_in_time_refuses_a_partition_older_than_the_alias_history(
     assert "pointed at no version" in message and "BATCH_PREDICT_BACKFILL_MODEL=current" in message
 
 
+@BOTH_BACKENDS
 def test_sensors_follow_the_champion(settings: Settings, landing: Path, registry: Registry) -> None:
     defs = build_definitions(settings)
     resources = build_resources(settings)
@@ -310,6 +324,7 @@ def test_the_model_asset_materializes_only_when_the_model_changes(settings: Sett
     assert [window.days if window else None for window in windows] == [30, 90]  # MAX_AGE, HARD_MAX_AGE
 
 
+@BOTH_BACKENDS
 def test_a_run_of_the_whole_graph_predicts_with_an_unchanged_champion(
     settings: Settings, landing: Path, registry: Registry, warehouse: Warehouse
 ) -> None:
@@ -345,6 +360,5 @@ def test_a_run_of_the_whole_graph_predicts_with_an_unchanged_champion(
         assert after is not None and after.timestamp == before.timestamp and after.run_id == before.run_id
         resolver = get_stale_status_resolver(instance, list(assets))  # type: ignore[arg-type]
         assert resolver.get_status(dg.AssetKey("predictions"), day) == StaleStatus.FRESH
-    with warehouse.connect(read_only=True) as con:
-        [(valid,)] = con.execute("SELECT count(*) FROM inputs WHERE partition_key = $p", {"p": day}).fetchall()
+    [(valid,)] = stored_rows(warehouse, "SELECT count(*) FROM inputs WHERE partition_key = $p", p=day)
     assert valid > 0 and versions_by_partition(warehouse) == {day: {"v1": valid}}

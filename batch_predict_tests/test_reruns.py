@@ -5,15 +5,17 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import duckdb
 import pytest
 
 from batch_predict.cli import status_rows
+from batch_predict.contract import FeatureContract
 from batch_predict.definitions import build_definitions
 from batch_predict.demo import train_demo_model
 from batch_predict.registry import Registry
 from batch_predict.settings import Settings
 from batch_predict.warehouse import Warehouse, WarehouseLockTimeout
+
+from .conftest import BOTH_BACKENDS, stored_rows
 
 
 def materialize(settings: Settings, key: str, **kwargs: Any) -> dg.ExecuteInProcessResult:
@@ -27,6 +29,7 @@ def events(result: dg.ExecuteInProcessResult, kind: str) -> list[dg.DagsterEvent
     return [e for e in result.all_events if e.event_type_value == kind]
 
 
+@BOTH_BACKENDS
 def test_carry_over_through_dagster_adds_up_in_status(make_settings: Any, landing: Path) -> None:
     settings = make_settings(on_failure="carry_over")
     registry = Registry(settings.models)
@@ -56,6 +59,7 @@ def test_carry_over_through_dagster_adds_up_in_status(make_settings: Any, landin
     assert rows["2026-03-02"]["carried_in"] == failed
 
 
+@BOTH_BACKENDS
 def test_full_refresh_overrides_retry_failed(make_settings: Any, landing: Path, registry: Registry) -> None:
     settings = make_settings(on_failure="retry_failed")
     assert materialize(settings, "2026-03-01").success
@@ -68,6 +72,7 @@ def test_full_refresh_overrides_retry_failed(make_settings: Any, landing: Path, 
     assert mat.metadata["work_own"].value == mat.metadata["succeeded"].value > 0
 
 
+@BOTH_BACKENDS
 def test_bad_input_fails_without_retries(settings: Settings, landing: Path) -> None:
     result = materialize(settings, "2026-03-01")  # no model registry
     assert not result.success
@@ -76,6 +81,7 @@ def test_bad_input_fails_without_retries(settings: Settings, landing: Path) -> N
     assert "No model registry" in str(failure.event_specific_data)
 
 
+@BOTH_BACKENDS
 def test_a_lock_timeout_is_retried_and_duplicates_nothing(
     settings: Settings, landing: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -92,8 +98,8 @@ def test_a_lock_timeout_is_retried_and_duplicates_nothing(
     result = materialize(settings, "2026-03-01")
     assert result.success
     assert len(events(result, "STEP_UP_FOR_RETRY")) == 1
-    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
-        [(n, distinct, inputs)] = con.execute(
-            "SELECT count(*), count(DISTINCT record_id), (SELECT count(*) FROM inputs) FROM predictions"
-        ).fetchall()
+    [(n, distinct, inputs)] = stored_rows(
+        Warehouse(settings.warehouse, FeatureContract.from_settings(settings)),
+        "SELECT count(*), count(DISTINCT record_id), (SELECT count(*) FROM inputs) FROM predictions",
+    )
     assert n == distinct == inputs

@@ -5,19 +5,20 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batch_predict.checks import newest_due_partition
 from batch_predict.cli import status_rows
+from batch_predict.contract import FeatureContract
 from batch_predict.definitions import build_definitions
 from batch_predict.demo import train_demo_model, write_landing
 from batch_predict.partitions import build_partitions
 from batch_predict.registry import Registry
 from batch_predict.settings import IRIS_FEATURES, Settings
+from batch_predict.warehouse import Warehouse
 
-from .conftest import run_assets
+from .conftest import BOTH_BACKENDS, change_stored_rows, run_assets
 
 LATE = 30
 
@@ -40,6 +41,7 @@ def partition_row(settings: Settings, key: str, now: datetime) -> dict[str, obje
     return row
 
 
+@BOTH_BACKENDS
 def test_status_counts_records_snapshotted_after_the_publish(
     make_settings: Callable[..., Settings], landing: Path, registry: Registry
 ) -> None:
@@ -77,6 +79,7 @@ def deadline_check(settings: Settings) -> dg.AssetCheckEvaluation:
     return evaluation
 
 
+@BOTH_BACKENDS
 def test_deadline_check_fails_for_a_partition_snapshotted_again_without_outcomes(settings: Settings) -> None:
     now = datetime.now(UTC)
     due = newest_due_partition(build_partitions(settings), timedelta(hours=settings.deadline_hours), now)
@@ -88,10 +91,12 @@ def test_deadline_check_fails_for_a_partition_snapshotted_again_without_outcomes
     assert run_assets(settings, ["inputs", "predictions"], key).success
     # The publish happened before the deadline (a run cannot be started in the past, so its
     # stored time is moved there).
-    with duckdb.connect(str(settings.warehouse)) as con:
-        con.execute(
-            "UPDATE prediction_stats SET completed_at = ? WHERE partition_key = ?", [due_at - timedelta(hours=1), key]
-        )
+    change_stored_rows(
+        Warehouse(settings.warehouse, FeatureContract.from_settings(settings)),
+        "UPDATE prediction_stats SET completed_at = $at WHERE partition_key = $k",
+        at=due_at - timedelta(hours=1),
+        k=key,
+    )
     on_time = deadline_check(settings)
     assert on_time.passed
     assert on_time.metadata["partition_key"].value == key  # type: ignore[attr-defined]

@@ -21,7 +21,7 @@ from batch_predict.registry import Registry
 from batch_predict.settings import IRIS_FEATURES, Settings
 from batch_predict.training import CANDIDATE_NAME, TrainingError, beats, train_and_promote
 from batch_predict.warehouse import Warehouse
-from batch_predict_tests.conftest import recorded_models, run_assets, run_model_job
+from batch_predict_tests.conftest import BOTH_BACKENDS, recorded_models, run_assets, run_model_job, stored_rows
 
 FIRST = date(2026, 9, 1)
 DAYS = 10
@@ -136,6 +136,7 @@ def write_day(landing: Path, day: date, frame: pd.DataFrame) -> None:
     pq.write_table(table, landing / f"{day}" / "records.parquet")
 
 
+@BOTH_BACKENDS
 def test_feature_drift_warns_on_a_real_shift_only(settings: Settings, registry: Registry) -> None:
     iris = load_iris(as_frame=True).frame.rename(
         columns=dict(zip(load_iris().feature_names, IRIS_FEATURES, strict=True))
@@ -161,14 +162,16 @@ def test_feature_drift_warns_on_a_real_shift_only(settings: Settings, registry: 
     assert "petal_length" in (warned.description or "")
     assert checks["2026-03-02"]["no_prediction_drift"].severity == dg.AssetCheckSeverity.WARN
     warehouse = Warehouse(settings.warehouse, FeatureContract.from_settings(settings))
-    with warehouse.connect(read_only=True) as con:
-        rows = con.execute(
-            "SELECT partition_key, name, drifted FROM prediction_drift WHERE kind = 'feature' ORDER BY ALL"
-        ).fetchall()
+    rows = stored_rows(
+        warehouse,
+        "SELECT partition_key, name, drifted FROM prediction_drift WHERE kind = 'feature' "
+        "ORDER BY partition_key, name, drifted",
+    )
     assert [(p, n) for p, n, drifted in rows if drifted] == [("2026-03-02", "petal_length")]
     assert len(rows) == 8
 
 
+@BOTH_BACKENDS
 def test_feature_bins_counted_in_duckdb_match_numpy(settings: Settings, landing: Path, registry: Registry) -> None:
     from batch_predict.drift import Reference, bin_counts, dense_counts
 
@@ -179,8 +182,7 @@ def test_feature_bins_counted_in_duckdb_match_numpy(settings: Settings, landing:
     reference = Reference.from_json(data)
     edges = {name: reference.features[name].edges for name in IRIS_FEATURES}
     counted = warehouse.feature_bin_counts("2026-03-02", edges)
-    with warehouse.connect(read_only=True) as con:
-        frame = con.execute("SELECT * FROM inputs WHERE partition_key = '2026-03-02'").df()
+    frame = pd.DataFrame(warehouse.query("SELECT * FROM inputs WHERE partition_key = '2026-03-02'"))
     for name in IRIS_FEATURES:
         assert dense_counts(counted[name], len(edges[name]) + 1) == bin_counts(frame[name].to_numpy(), edges[name])
 

@@ -12,29 +12,29 @@ from batch_predict.contract import FeatureContract
 from batch_predict.settings import IRIS_FEATURES
 from batch_predict.warehouse import Source, SourceError, Warehouse, WarehouseError
 
-from .conftest import ROWS_PER_DAY
+from .conftest import BOTH_BACKENDS, ROWS_PER_DAY, stored_rows
 
 DAY = datetime(2026, 3, 1, tzinfo=UTC)
 NEXT = DAY + timedelta(days=1)
 
 
-def counts(path: Path, partition_key: str) -> tuple[int, int, int]:
-    with duckdb.connect(str(path), read_only=True) as con:
-        row = con.execute(
-            """
-            SELECT (SELECT count(*) FROM inputs WHERE partition_key = $k),
-                   (SELECT count(*) FROM rejected_inputs WHERE partition_key = $k),
-                   (SELECT count(DISTINCT record_id) FROM inputs WHERE partition_key = $k)
-            """,
-            {"k": partition_key},
-        ).fetchone()
-    assert row is not None
+def counts(warehouse: Warehouse, partition_key: str) -> tuple[int, int, int]:
+    [row] = stored_rows(
+        warehouse,
+        """
+        SELECT (SELECT count(*) FROM inputs WHERE partition_key = $k),
+               (SELECT count(*) FROM rejected_inputs WHERE partition_key = $k),
+               (SELECT count(DISTINCT record_id) FROM inputs WHERE partition_key = $k)
+        """,
+        k=partition_key,
+    )
     return row
 
 
+@BOTH_BACKENDS
 def test_every_source_row_lands_once(warehouse: Warehouse, source: Source, landing: Path) -> None:
     stats = warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "run-1")
-    valid, rejected, distinct = counts(warehouse.path, "2026-03-01")
+    valid, rejected, distinct = counts(warehouse, "2026-03-01")
     assert stats.source_rows == ROWS_PER_DAY
     assert valid + rejected == ROWS_PER_DAY
     assert (valid, rejected) == (stats.valid_rows, stats.rejected_rows)
@@ -49,18 +49,17 @@ def test_every_source_row_lands_once(warehouse: Warehouse, source: Source, landi
     assert sum(stats.rejected_by_reason.values()) == rejected
 
 
+@BOTH_BACKENDS
 def test_rerun_replaces_the_partition_only(warehouse: Warehouse, source: Source, landing: Path) -> None:
     warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "run-1")
     warehouse.snapshot_inputs(source, "2026-03-02", NEXT, NEXT + timedelta(days=1), "run-2")
-    before = counts(warehouse.path, "2026-03-02")
+    first, second = counts(warehouse, "2026-03-01"), counts(warehouse, "2026-03-02")
     warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "run-3")
-    assert counts(warehouse.path, "2026-03-01") == counts(warehouse.path, "2026-03-01")
-    assert counts(warehouse.path, "2026-03-02") == before
-    with duckdb.connect(str(warehouse.path), read_only=True) as con:
-        runs = con.execute("SELECT DISTINCT run_id FROM inputs WHERE partition_key = '2026-03-01'").fetchall()
-        stats_rows = con.execute("SELECT count(*) FROM input_stats").fetchone()
+    assert counts(warehouse, "2026-03-01") == first
+    assert counts(warehouse, "2026-03-02") == second
+    runs = stored_rows(warehouse, "SELECT DISTINCT run_id FROM inputs WHERE partition_key = '2026-03-01'")
     assert runs == [("run-3",)]
-    assert stats_rows == (2,)
+    assert stored_rows(warehouse, "SELECT count(*) FROM input_stats") == [(2,)]
 
 
 def write(path: Path, rows: dict[str, list[object]]) -> None:
@@ -78,6 +77,7 @@ def rows(ids: list[str], **overrides: list[object]) -> dict[str, list[object]]:
     return base | overrides
 
 
+@BOTH_BACKENDS
 def test_each_rule_has_its_reason(warehouse: Warehouse, tmp_path: Path) -> None:
     source = Source(tmp_path / "src")
     write(
@@ -95,10 +95,7 @@ def test_each_rule_has_its_reason(warehouse: Warehouse, tmp_path: Path) -> None:
         "negative_value": 1,
         "duplicate_record_id": 1,
     }
-    with duckdb.connect(str(warehouse.path), read_only=True) as con:
-        details = dict(
-            con.execute("SELECT reason, detail FROM rejected_inputs WHERE reason <> 'nan_feature'").fetchall()
-        )
+    details = dict(stored_rows(warehouse, "SELECT reason, detail FROM rejected_inputs WHERE reason <> 'nan_feature'"))
     assert details["missing_feature"] == "sepal_length"
     assert details["missing_record_id"] == "record_id"
     assert (
@@ -107,15 +104,16 @@ def test_each_rule_has_its_reason(warehouse: Warehouse, tmp_path: Path) -> None:
     )
 
 
+@BOTH_BACKENDS
 def test_a_valid_copy_wins_over_an_invalid_one(warehouse: Warehouse, tmp_path: Path) -> None:
     source = Source(tmp_path / "src")
     write(source.root / "a.parquet", rows(["x", "x"], petal_width=[-1.0, 0.5]))
     warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r")
-    with duckdb.connect(str(warehouse.path), read_only=True) as con:
-        assert con.execute("SELECT record_id, petal_width FROM inputs").fetchall() == [("x", 0.5)]
-        assert con.execute("SELECT reason FROM rejected_inputs").fetchall() == [("negative_value",)]
+    assert stored_rows(warehouse, "SELECT record_id, petal_width FROM inputs") == [("x", 0.5)]
+    assert stored_rows(warehouse, "SELECT reason FROM rejected_inputs") == [("negative_value",)]
 
 
+@BOTH_BACKENDS
 def test_a_record_already_in_another_partition_is_rejected(warehouse: Warehouse, tmp_path: Path) -> None:
     source = Source(tmp_path / "src")
     write(source.root / "a.parquet", rows(["x"]))
@@ -125,15 +123,15 @@ def test_a_record_already_in_another_partition_is_rejected(warehouse: Warehouse,
     warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r1")
     stats = warehouse.snapshot_inputs(source, "2026-03-02", NEXT, NEXT + timedelta(days=1), "r2")
     assert stats.rejected_by_reason == {"duplicate_record_id": 1}
-    with duckdb.connect(str(warehouse.path), read_only=True) as con:
-        assert con.execute("SELECT detail FROM rejected_inputs").fetchall() == [
-            (f"record id kept by the copy at 2026-03-01 00:00:00+00 in {source.root / 'a.parquet'}",)
-        ]
+    assert stored_rows(warehouse, "SELECT detail FROM rejected_inputs") == [
+        (f"record id kept by the copy at 2026-03-01 00:00:00+00 in {source.root / 'a.parquet'}",)
+    ]
     # Rerunning the first partition keeps the record there: no flip-flop, no loss.
     again = warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r3")
     assert again.valid_rows == 1
 
 
+@BOTH_BACKENDS
 def test_strings_that_are_not_numbers_are_rejected(warehouse: Warehouse, tmp_path: Path) -> None:
     source = Source(tmp_path / "src", "*.csv")
     source.root.mkdir()
@@ -147,6 +145,7 @@ def test_strings_that_are_not_numbers_are_rejected(warehouse: Warehouse, tmp_pat
     assert (stats.source_rows, stats.valid_rows, stats.rejected_by_reason) == (2, 1, {"not_a_number": 1})
 
 
+@BOTH_BACKENDS
 def test_window_is_half_open_in_the_partition_timezone(warehouse: Warehouse, tmp_path: Path) -> None:
     source = Source(tmp_path / "src")
     edges = rows(["start", "before-end", "end"])
@@ -156,20 +155,23 @@ def test_window_is_half_open_in_the_partition_timezone(warehouse: Warehouse, tmp
     assert stats.source_rows == 2
 
 
+@BOTH_BACKENDS
 def test_missing_landing_folder_names_the_fix(warehouse: Warehouse, tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="does not exist.*BATCH_PREDICT_LANDING"):
         warehouse.snapshot_inputs(Source(tmp_path / "nowhere"), "2026-03-01", DAY, NEXT, "r")
 
 
+@BOTH_BACKENDS
 def test_a_file_that_is_not_parquet_names_the_problem(warehouse: Warehouse, tmp_path: Path) -> None:
     source = Source(tmp_path / "src")
     write(source.root / "good.parquet", rows(["a"]))
     (source.root / "bad.parquet").write_text("this is not parquet")
     with pytest.raises(SourceError, match="Cannot read the source files.*Move the unreadable file"):
         warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r")
-    assert not warehouse.path.exists() or counts(warehouse.path, "2026-03-01") == (0, 0, 0)
+    assert not warehouse.exists() or counts(warehouse, "2026-03-01") == (0, 0, 0)
 
 
+@BOTH_BACKENDS
 def test_a_column_missing_everywhere_fails_before_writing(warehouse: Warehouse, tmp_path: Path) -> None:
     source = Source(tmp_path / "src")
     table = rows(["a"])
@@ -179,6 +181,7 @@ def test_a_column_missing_everywhere_fails_before_writing(warehouse: Warehouse, 
         warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r")
 
 
+@BOTH_BACKENDS
 def test_a_parquet_file_missing_a_column_fails_naming_it(warehouse: Warehouse, tmp_path: Path) -> None:
     source = Source(tmp_path / "src")
     write(source.root / "a.parquet", rows(["a"]))
@@ -188,9 +191,10 @@ def test_a_parquet_file_missing_a_column_fails_naming_it(warehouse: Warehouse, t
     write(source.root / "b.parquet", table)
     with pytest.raises(SourceError, match=r"b\.parquet has no column\(s\) petal_width.*nothing was written"):
         warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r2")
-    assert counts(warehouse.path, "2026-03-01") == (1, 0, 1)
+    assert counts(warehouse, "2026-03-01") == (1, 0, 1)
 
 
+@BOTH_BACKENDS
 def test_a_parquet_column_of_the_wrong_type_fails_naming_it(warehouse: Warehouse, tmp_path: Path) -> None:
     source = Source(tmp_path / "src")
     write(source.root / "a.parquet", rows(["a"], sepal_width=["wide"]))
@@ -198,6 +202,7 @@ def test_a_parquet_column_of_the_wrong_type_fails_naming_it(warehouse: Warehouse
         warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r")
 
 
+@BOTH_BACKENDS
 def test_an_event_time_that_is_not_a_time_leaves_its_record_unplaced(warehouse: Warehouse, tmp_path: Path) -> None:
     source = Source(tmp_path / "src", "*.csv")
     source.root.mkdir()
@@ -208,6 +213,7 @@ def test_an_event_time_that_is_not_a_time_leaves_its_record_unplaced(warehouse: 
     assert (stats.source_rows, stats.unplaced_by_reason) == (0, {"unparseable_event_time": 1})
 
 
+@BOTH_BACKENDS
 def test_an_event_time_that_is_a_number_fails_naming_it(warehouse: Warehouse, tmp_path: Path) -> None:
     source = Source(tmp_path / "src", "*.json")
     source.root.mkdir()
@@ -219,6 +225,7 @@ def test_an_event_time_that_is_a_number_fails_naming_it(warehouse: Warehouse, tm
         warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r")
 
 
+@BOTH_BACKENDS
 def test_a_csv_file_missing_a_column_rejects_its_rows(warehouse: Warehouse, tmp_path: Path) -> None:
     source = Source(tmp_path / "src", "*.csv")
     source.root.mkdir()
@@ -229,6 +236,7 @@ def test_a_csv_file_missing_a_column_rejects_its_rows(warehouse: Warehouse, tmp_
     assert (stats.valid_rows, stats.rejected_by_reason) == (1, {"missing_feature": 1})
 
 
+@BOTH_BACKENDS
 def test_a_partition_of_invalid_rows_fails_and_writes_nothing(warehouse: Warehouse, tmp_path: Path) -> None:
     source = Source(tmp_path / "src")
     write(source.root / "a.parquet", rows(["a", "b"]))
@@ -238,7 +246,7 @@ def test_a_partition_of_invalid_rows_fails_and_writes_nothing(warehouse: Warehou
         SourceError, match=r"2 of the 2 source records of partition 2026-03-01 break.*MAX_REJECTED_SHARE"
     ):
         warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r2", max_rejected_share=0.5)
-    assert counts(warehouse.path, "2026-03-01") == (2, 0, 2)
+    assert counts(warehouse, "2026-03-01") == (2, 0, 2)
     accepted = warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r3", max_rejected_share=1.0)
     assert (accepted.valid_rows, accepted.rejected_rows) == (0, 2)
 
