@@ -311,15 +311,15 @@ def _client(uri: str, tracking_uri: str | None) -> tuple[MlflowClient, str]:
         client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     except ImportError as error:  # the tracking store is built here
         raise _missing_driver(where, error) from error
-    except Exception as error:
-        _raise_if_unreachable_database(where, error)
-        raise
     except MlflowException as error:
         _raise_if_transient(error)
         raise ModelError(
             f"Cannot use the MLflow registry {where}: {redact(error.message.strip())} Set the tracking URI "
             "(MLFLOW_TRACKING_URI) to your MLflow server or database."
         ) from error
+    except Exception as error:
+        _raise_if_unreachable_database(where, error)
+        raise
     return client, where
 
 
@@ -396,9 +396,6 @@ def _registered_model(client: MlflowClient, name: str, uri: str, where: str) -> 
         return client.get_registered_model(name)
     except ImportError as error:  # the registry store is built on first use
         raise _missing_driver(where, error) from error
-    except Exception as error:
-        _raise_if_unreachable_database(where, error)
-        raise
     except MlflowException as error:
         _raise_if_transient(error)
         if error.error_code != "RESOURCE_DOES_NOT_EXIST":
@@ -415,6 +412,9 @@ def _registered_model(client: MlflowClient, name: str, uri: str, where: str) -> 
             f"{', '.join(known) or 'none'}. Fix the name, or register the model "
             "(mlflow.register_model or log_model(..., registered_model_name=...))."
         ) from error
+    except Exception as error:
+        _raise_if_unreachable_database(where, error)
+        raise
 
 
 def _latest(versions: list[ModelVersion], name: str, where: str) -> ModelVersion:

@@ -5,6 +5,7 @@ timing, and a writer killed mid-publish leaves the old outcome whole."""
 import multiprocessing
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -243,3 +244,45 @@ def test_a_writer_killed_mid_publish_leaves_the_old_outcome_and_the_rerun_comple
         postgres_url, f"SELECT count(*) FROM predictions_history WHERE model_version = '{old_version}'"
     )
     assert archived == len(before)
+
+
+def test_a_lock_wait_past_the_timeout_is_a_retryable_error_and_changes_nothing(
+    postgres_url: str, project: Path
+) -> None:
+    from batch_predict.warehouse import WarehouseLockTimeout
+
+    key, start, end = _window(0)
+    source = Source(project / "landing")
+    _open(postgres_url, project / "s").snapshot_inputs(source, key, start, end, "first")
+    impatient = Warehouse(postgres_url, CONTRACT, lock_timeout_seconds=1, staging_root=project / "s")
+    with psycopg.connect(postgres_url) as holder:  # another writer, in the middle of its short write
+        holder.execute("SELECT pg_advisory_xact_lock(hashtextextended('batch_predict:all', 0))")
+        started = time.monotonic()
+        with pytest.raises(WarehouseLockTimeout, match="lock_timeout"):
+            impatient.snapshot_inputs(source, key, start, end, "second")
+        assert time.monotonic() - started < 30
+    assert _rows(postgres_url, "SELECT DISTINCT run_id FROM inputs") == [("first",)]
+
+
+def test_an_unreachable_server_is_a_retryable_error_naming_it_without_its_password() -> None:
+    from batch_predict.warehouse import WarehouseUnavailable
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    warehouse = Warehouse(f"postgresql://alice:hunter2@127.0.0.1:{port}/db", CONTRACT, lock_timeout_seconds=2)
+    with pytest.raises(WarehouseUnavailable) as raised:
+        warehouse.partition_status(1)
+    assert f"postgresql://alice:***@127.0.0.1:{port}/db" in str(raised.value)
+    assert "hunter2" not in str(raised.value)
+
+
+@pytest.mark.parametrize("location", ["mysql://u@h/db", "s3://bucket/warehouse.duckdb", "sqlite:///x.db"])
+def test_a_warehouse_url_of_another_database_names_the_supported_ones(location: str) -> None:
+    from batch_predict.settings import SettingsError, load_settings
+    from batch_predict.warehouse import WarehouseError
+
+    with pytest.raises(SettingsError, match="postgresql://user@host:port/database"):
+        load_settings({"BATCH_PREDICT_WAREHOUSE": location})
+    with pytest.raises(WarehouseError, match="DuckDB file path .* or a PostgreSQL URL"):
+        Warehouse(location, CONTRACT)
