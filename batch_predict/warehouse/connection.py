@@ -566,10 +566,7 @@ class PostgresBackend(Backend):
                 con.execute(f"SET lock_timeout = {int(self.lock_timeout_seconds * 1000)}")
                 con.commit()
                 if not self._schema_ready:
-                    with session.transaction():
-                        session.lock_all()
-                        session.lock_schema()
-                        self._ensure_schema(session)
+                    self._ensure_schema(session)
                     self._schema_ready = True
                 yield session
                 con.rollback()  # a read leaves nothing open

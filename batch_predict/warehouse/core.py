@@ -75,6 +75,9 @@ class WarehouseCore:
         return self.backend.exists()
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        """Rows of a read-only SQL statement (in the SQL both backends accept, `$name` parameters)."""
+        """Rows of a read-only SQL statement (in the SQL both backends accept, `$name` parameters).
+
+        Name every computed column (`count(*) AS n`): PostgreSQL calls each unnamed one `?column?`.
+        """
         with self.session(read_only=True) as session:
             return session.records(sql, params)

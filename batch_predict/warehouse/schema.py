@@ -259,6 +259,9 @@ def ensure_schema(session: Session, contract: FeatureContract, location: str) ->
     """Make the missing tables, add the columns a table made by an earlier release lacks, and fail if the
     inputs were built for other features."""
     with session.transaction():
+        # Processes starting at once would race on CREATE TABLE (DuckDB's file lock already serializes them).
+        session.lock_all()
+        session.lock_schema()
         for spec in tables(contract):
             have = session.columns(spec.name)
             if not have and spec.on_demand:
