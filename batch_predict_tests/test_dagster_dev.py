@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 import pytest
 
+from batch_predict.cluster import LAUNCH
 from batch_predict.demo import train_demo_model, write_landing
 from batch_predict.registry import Registry
 
@@ -31,17 +32,6 @@ ROWS = 200
 # The last 3 days, backfilled with every executable asset of the prediction graph selected, as *Materialize all* does.
 WHOLE_GRAPH = [f"{FIRST_DAY + timedelta(days=DAYS - 3 + i):%Y-%m-%d}" for i in range(3)]
 
-LAUNCH = """
-mutation Launch($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-    ... on InvalidSubsetError { message }
-    ... on UnauthorizedError { message }
-  }
-}
-"""
 POLL = """
 query Poll($id: String!) {
   partitionBackfillOrError(backfillId: $id) {
