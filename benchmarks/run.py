@@ -93,6 +93,76 @@ def copy_inputs_to(root: Path, url: str, days: list[str]) -> None:
         session.engine.execute("DETACH bench")
 
 
+def transfer(url: str, rows: int) -> dict[str, float]:
+    """Arrow rows into a PostgreSQL temp table and on into a table, one transaction: binary COPY encoded from
+    Arrow (what the warehouse uses) against ADBC's bulk ingest; and the way back, COPY text against ADBC."""
+    import adbc_driver_postgresql.dbapi as adbc
+    import psycopg
+
+    from batch_predict.warehouse import pgcopy
+
+    rng = np.random.default_rng(1)
+    table = pa.table(
+        {
+            "partition_key": pa.array([PARTITION] * rows),
+            "record_id": pa.array([f"{PARTITION}-{i}" for i in range(rows)]),
+            "prediction": pa.array(np.array(["a", "b", "c"])[rng.integers(0, 3, rows)]),
+            "model_version": pa.array(["v1"] * rows),
+            "predicted_at": pa.array([datetime.now(UTC)] * rows, pa.timestamp("us", tz="UTC")),
+            **{f"p{i}": pa.array(rng.random(rows)) for i in range(3)},
+        }
+    )
+    columns = ", ".join(f"{field.name} {pgcopy.column_type(field.type)}" for field in table.schema)
+    with psycopg.connect(url) as con:
+        con.execute(f"CREATE TABLE IF NOT EXISTS transfer_target ({columns})")
+        con.commit()
+
+    def binary_copy() -> None:
+        with psycopg.connect(url) as con:
+            con.execute(f"CREATE TEMP TABLE t ({columns})")
+            with con.cursor().copy("COPY t FROM STDIN (FORMAT binary)") as copy:
+                copy.write(pgcopy.HEADER)
+                for batch in table.to_batches(65_536):
+                    copy.write(pgcopy.encode(batch))
+                copy.write(pgcopy.TRAILER)
+            con.execute("INSERT INTO transfer_target SELECT * FROM t")
+            con.commit()
+
+    def adbc_ingest() -> None:
+        with adbc.connect(url) as con, con.cursor() as cursor:
+            cursor.adbc_ingest("t", table, mode="create", temporary=True)
+            cursor.execute("INSERT INTO transfer_target SELECT * FROM t")
+            con.commit()
+
+    def timed(work: Any) -> float:
+        best = float("inf")
+        for _ in range(2):
+            started = time.perf_counter()
+            work()
+            best = min(best, time.perf_counter() - started)
+        return best
+
+    from batch_predict.contract import FeatureContract
+    from batch_predict.warehouse import Warehouse
+
+    def read_copy() -> None:
+        with Warehouse(url, FeatureContract("record_id", "event_time", FEATURES)).session(read_only=True) as session:
+            session.fetch_into_engine("back", "SELECT * FROM transfer_target")
+
+    def read_adbc() -> None:
+        with adbc.connect(url) as con, con.cursor() as cursor:
+            cursor.execute("SELECT * FROM transfer_target")
+            cursor.fetch_arrow_table()
+
+    results = {"pg_ingest_s_binary_copy": timed(binary_copy), "pg_ingest_s_adbc": timed(adbc_ingest)}
+    with psycopg.connect(url) as con:
+        con.execute("TRUNCATE transfer_target")
+        con.commit()
+    binary_copy()
+    results.update({"pg_read_s_copy_text": timed(read_copy), "pg_read_s_adbc": timed(read_adbc)})
+    return results
+
+
 WRITER_CHILD = """
 import sys, time
 import dagster as dg
@@ -140,6 +210,7 @@ def postgres(rows: int, writer_rows: int, chunk: int, duckdb_step_s: float) -> d
 
             one_by_one = writers(days, together=False)
             together = writers(days, together=True)
+            moved = transfer(url, rows)
         finally:
             server.stop()
     return {
@@ -149,6 +220,7 @@ def postgres(rows: int, writer_rows: int, chunk: int, duckdb_step_s: float) -> d
         "pg_4_writers_concurrent_s": together,
         "pg_4_writers_speedup": one_by_one / together,
         "pg_writer_rows": writer_rows,
+        **moved,
     }
 
 
@@ -526,6 +598,13 @@ def table(r: dict[str, Any]) -> str:
             f"{r['pg_4_writers_speedup']:.2f}x one after the other ({r['pg_4_writers_sequential_s']:,.1f} s)",
         ),
     ]
+    rows.append(
+        (
+            f"into PostgreSQL, {r['rows']:,} rows: binary COPY from Arrow / ADBC ingest",
+            f"{r['pg_ingest_s_binary_copy']:.1f} s / {r['pg_ingest_s_adbc']:.1f} s",
+            f"back: COPY text {r['pg_read_s_copy_text']:.1f} s / ADBC {r['pg_read_s_adbc']:.1f} s",
+        )
+    )
     width = max(len(row[0]) for row in rows)
     lines = [f"{name.ljust(width)}  {value:>18}  {note}" for name, value, note in rows]
     head = (
