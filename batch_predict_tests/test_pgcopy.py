@@ -52,9 +52,16 @@ def test_edge_values_cross_into_postgresql_and_back_exactly(postgres_url: str) -
         assert session.fetchone("SELECT count(*), count(text), count(number), count(at) FROM edge") == (10, 9, 9, 9)
         assert session.fetchone("SELECT text FROM edge WHERE n = 1") == ("",)
         assert session.fetchone("SELECT text IS NULL FROM edge WHERE n = 2") == (True,)
+        # Back from the session's temp table (COPY text), and from a stored table (ADBC).
         session.fetch_into_engine("back", "SELECT * FROM edge ORDER BY n")
-        back = session.engine.sql("SELECT * EXCLUDE (n) FROM back ORDER BY n").to_arrow_table()
-    assert back.column_names == EDGE.column_names
-    for name in EDGE.column_names:
-        sent, got = EDGE.column(name).to_pylist(), back.column(name).to_pylist()
-        assert all(same(a, b) for a, b in zip(sent, got, strict=True)), (name, sent, got)
+        with session.transaction():
+            session.execute("CREATE TABLE edge_stored AS SELECT * FROM edge")
+        session.fetch_into_engine("stored", "SELECT * FROM edge_stored WHERE n > $n ORDER BY n", {"n": 0})
+        backs = [
+            session.engine.sql(f"SELECT * EXCLUDE (n) FROM {t} ORDER BY n").to_arrow_table() for t in ("back", "stored")
+        ]
+    for back in backs:
+        assert back.column_names == EDGE.column_names
+        for name in EDGE.column_names:
+            sent, got = EDGE.column(name).to_pylist(), back.column(name).to_pylist()
+            assert all(same(a, b) for a, b in zip(sent, got, strict=True)), (name, sent, got)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import random
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
@@ -125,8 +126,8 @@ class Session(ABC):
         """Make the result of a warehouse query the engine's temp table `name`."""
 
     @abstractmethod
-    def stage_parquet(self, name: str, pattern: str) -> None:
-        """Make the Parquet files matching `pattern` a relation `name` of the warehouse session."""
+    def stage_parquet(self, name: str, pattern: str, columns: str = "*") -> None:
+        """Make the Parquet files matching `pattern` (those of their `columns`) a relation `name` of the session."""
 
     @abstractmethod
     def export_parquet(self, sql: str, params: Params, path: Path) -> None:
@@ -234,9 +235,11 @@ class DuckDBSession(Session):
     def fetch_into_engine(self, name: str, sql: str, params: Params = None) -> None:
         self.temp_table(name, sql, params)
 
-    def stage_parquet(self, name: str, pattern: str) -> None:
+    def stage_parquet(self, name: str, pattern: str, columns: str = "*") -> None:
         # A view: the files are read where the statements use them, never copied.
-        self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet({literal(pattern)})")
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {columns} FROM read_parquet({literal(pattern)})"
+        )
 
     def export_parquet(self, sql: str, params: Params, path: Path) -> None:
         self.con.execute(
@@ -352,6 +355,25 @@ _FROM_PG = {
 _DUCKDB_OF_OID = {1184: "TIMESTAMPTZ", 1114: "TIMESTAMP", 1082: "DATE"}
 
 
+def adbc_errors() -> type[Exception]:
+    import adbc_driver_manager
+
+    return adbc_driver_manager.Error
+
+
+def positional(sql: str, params: Params) -> tuple[str, list[Any]]:
+    """`$name` parameters as ADBC's `$1, $2, ...`, and their values in that order."""
+    order: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(1) not in order:
+            order.append(match.group(1))
+        return f"${order.index(match.group(1)) + 1}"
+
+    statement = NAMED_PARAMETER.sub(number, sql)
+    return statement, [(params or {})[name] for name in order]
+
+
 def _pg_error(error: Exception, location: str) -> Exception:
     """A psycopg error as the warehouse's own: retryable when trying again can help."""
     import psycopg
@@ -363,7 +385,7 @@ def _pg_error(error: Exception, location: str) -> Exception:
             f"The warehouse {location} gave up waiting: {_RETRYABLE_SQLSTATE[state]} ({first}). Another run held "
             "what this one needed; the step is retried. If it keeps happening, raise BATCH_PREDICT_LOCK_TIMEOUT_SECONDS."
         )
-    if isinstance(error, psycopg.OperationalError):
+    if isinstance(error, psycopg.OperationalError) or type(error).__name__ == "OperationalError":
         return WarehouseUnavailable(
             f"Cannot reach the warehouse {location} ({first}). Check that the PostgreSQL server is up and "
             "BATCH_PREDICT_WAREHOUSE is right; the step is retried."
@@ -374,8 +396,12 @@ def _pg_error(error: Exception, location: str) -> Exception:
 class PostgresSession(Session):
     dialect = "postgres"
 
-    def __init__(self, con: Any, memory_limit: str, threads: int) -> None:
+    def __init__(self, con: Any, memory_limit: str, threads: int, url: str = "") -> None:
         self.con = con
+        self.url = url
+        self._reader: Any = None  # an ADBC connection for bulk reads of stored tables
+        # Temp tables of this session: a read that uses one must go through the session itself.
+        self._temps: set[str] = set()
         self._engine: Any = None
         self._memory_limit = memory_limit
         self._threads = threads
@@ -383,6 +409,12 @@ class PostgresSession(Session):
     def close(self) -> None:
         if self._engine is not None:
             self._engine.close()
+        if self._reader is not None:
+            self._reader.close()
+
+    def temp_table(self, name: str, sql: str, params: Params = None) -> None:
+        super().temp_table(name, sql, params)
+        self._temps.add(name)
 
     def execute(self, sql: str, params: Params = None) -> None:
         self.con.execute(pyformat(sql), params or None)
@@ -423,6 +455,7 @@ class PostgresSession(Session):
         columns = ", ".join(f"{ident(field.name)} {pgcopy.column_type(field.type)}" for field in reader.schema)
         self.execute(f"DROP TABLE IF EXISTS {name}")
         self.execute(f"CREATE TEMP TABLE {name} ({columns})")
+        self._temps.add(name)
         with self.con.cursor().copy(f"COPY {name} FROM STDIN (FORMAT binary)") as copy:
             copy.write(pgcopy.HEADER)
             for batch in reader:
@@ -430,7 +463,15 @@ class PostgresSession(Session):
             copy.write(pgcopy.TRAILER)
 
     def _arrow(self, sql: str, params: Params) -> tuple[pa.Table, dict[str, str]]:
-        """A warehouse query's rows as Arrow, and the DuckDB casts its temporal columns need."""
+        """A warehouse query's rows as Arrow, and the DuckDB casts its temporal columns need.
+
+        A query of stored tables only is read through ADBC, which hands over Arrow directly
+        (2.5 s per 1M rows against 5 s for COPY text, see `make bench`); it sees what is
+        committed, as this session does (READ COMMITTED). A query of this session's temp
+        tables can only run in the session: COPY text, parsed by Arrow.
+        """
+        if self.url and not any(re.search(rf"\b{name}\b", sql) for name in self._temps):
+            return self._adbc_arrow(sql, params), {}
         statement = pyformat(sql)
         cursor = self.con.cursor()
         cursor.execute(f"SELECT * FROM ({statement}) AS q LIMIT 0", params or None)
@@ -468,6 +509,18 @@ class PostgresSession(Session):
         )
         return table, casts
 
+    def _adbc_arrow(self, sql: str, params: Params) -> pa.Table:
+        if self._reader is None:
+            import adbc_driver_postgresql.dbapi as adbc
+
+            self._reader = adbc.connect(self.url)
+        statement, values = positional(sql, params)
+        with self._reader.cursor() as cursor:
+            cursor.execute(statement, values or None)
+            table: pa.Table = cursor.fetch_arrow_table()
+        self._reader.rollback()
+        return table
+
     def _engine_relation(self, table: pa.Table, casts: dict[str, str]) -> str:
         self.engine.register("_bp_transfer", table)
         return (
@@ -486,8 +539,10 @@ class PostgresSession(Session):
         finally:
             self.engine.unregister("_bp_transfer")
 
-    def stage_parquet(self, name: str, pattern: str) -> None:
-        reader = self.engine.sql(f"SELECT * FROM read_parquet({literal(pattern)})").to_arrow_reader(_COPY_BATCH_ROWS)
+    def stage_parquet(self, name: str, pattern: str, columns: str = "*") -> None:
+        reader = self.engine.sql(f"SELECT {columns} FROM read_parquet({literal(pattern)})").to_arrow_reader(
+            _COPY_BATCH_ROWS
+        )
         self._copy_in(name, reader)
 
     def export_parquet(self, sql: str, params: Params, path: Path) -> None:
@@ -559,7 +614,7 @@ class PostgresBackend(Backend):
             con = psycopg.connect(self.url, connect_timeout=max(1, int(min(self.lock_timeout_seconds, 30))))
         except psycopg.Error as error:
             raise _pg_error(error, self.location) from error
-        session = PostgresSession(con, self.memory_limit, self.threads)
+        session = PostgresSession(con, self.memory_limit, self.threads, self.url)
         try:
             try:
                 con.execute("SET TimeZone = 'UTC'")
@@ -570,7 +625,7 @@ class PostgresBackend(Backend):
                     self._schema_ready = True
                 yield session
                 con.rollback()  # a read leaves nothing open
-            except psycopg.Error as error:
+            except (psycopg.Error, adbc_errors()) as error:
                 raise _pg_error(error, self.location) from error
         finally:
             session.close()

@@ -65,7 +65,8 @@ class Ledger(Snapshots):
         """
         key = {"p": run.partition_key}
         with self.session() as session:
-            session.stage_parquet("work_file", str(work))
+            # The publish needs only which records were worked, and the attempt each carried one had.
+            session.stage_parquet("work_file", str(work), "partition_key, record_id, attempt_seen")
             session.stage_parquet("predicted_file", str(predictions))
             session.stage_parquet("errors_file", str(errors))
             add_probability_columns(session, run.probability_columns)
