@@ -29,7 +29,7 @@ _EPOCH_DAYS = 10_957
 def column_type(kind: pa.DataType) -> str:
     """The PostgreSQL column type a column of this Arrow type is copied into."""
     if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind):
-        return "text"
+        return 'text COLLATE "C"'  # as the warehouse's text columns (schema.TYPES)
     if pa.types.is_floating(kind):
         return "double precision"
     if pa.types.is_int64(kind) or pa.types.is_uint32(kind):
