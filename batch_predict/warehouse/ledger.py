@@ -225,8 +225,9 @@ class Ledger(Snapshots):
             DELETE FROM predictions_history AS h USING predictions AS p
             WHERE p.run_id = $run_id AND h.partition_key = p.partition_key AND h.record_id = p.record_id
               AND h.model_version = p.model_version
+              AND (p.partition_key = $p OR p.partition_key IN (SELECT partition_key FROM prior))
             """,
-            {"run_id": run.run_id},
+            {"run_id": run.run_id, "p": run.partition_key},
         )
 
     def model_versions(self) -> dict[str, list[str]]:
