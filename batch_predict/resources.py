@@ -248,6 +248,6 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
 def _secret_free(value: str, name: str) -> Any:
     """The value, or, if it carries a password and comes from the environment, a reference to the
     variable: the UI shows resource config, and the run worker reads the variable itself."""
-    if redact(value) != value and os.environ.get(name) == value:
+    if redact(value) != value and os.environ.get(name, "").strip() == value:
         return dg.EnvVar(name)
     return value

@@ -286,3 +286,16 @@ def test_a_warehouse_url_of_another_database_names_the_supported_ones(location: 
         load_settings({"BATCH_PREDICT_WAREHOUSE": location})
     with pytest.raises(WarehouseError, match="DuckDB file path .* or a PostgreSQL URL"):
         Warehouse(location, CONTRACT)
+
+
+@pytest.mark.parametrize(
+    "location",
+    ["postgresql://alice:Hunter2Secret@[::1:5432/db", "postgresql://alice:Hunter2Secret@127.0.0.1:1/db?nosuch=1"],
+)
+def test_a_malformed_warehouse_url_is_a_clear_error_without_its_password(location: str) -> None:
+    from batch_predict.warehouse import WarehouseError
+
+    with pytest.raises(WarehouseError) as raised:
+        Warehouse(location, CONTRACT, lock_timeout_seconds=2).partition_status(1)
+    assert "Hunter2Secret" not in str(raised.value) and raised.value.__cause__ is None
+    assert "BATCH_PREDICT_WAREHOUSE" in str(raised.value)

@@ -374,23 +374,44 @@ def positional(sql: str, params: Params) -> tuple[str, list[Any]]:
     return statement, [(params or {})[name] for name in order]
 
 
-def _pg_error(error: Exception, location: str) -> Exception:
-    """A psycopg error as the warehouse's own: retryable when trying again can help."""
-    import psycopg
-
+def _pg_error(error: Exception, location: str, url: str = "") -> Exception:
+    """A psycopg or ADBC error as the warehouse's own, with no credential in it: retryable when trying
+    again can help (a lock wait, a deadlock, a server that is down), else a `WarehouseError` (a wrong
+    password or database name, a malformed URL, missing rights), which no retry can fix."""
     state = getattr(error, "sqlstate", None)
-    first = redact(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+    text = str(error).strip()
+    password = _password(url)
+    if password:
+        text = text.replace(password, "***")
+    first = redact(text.splitlines()[0] if text else type(error).__name__)
     if state in _RETRYABLE_SQLSTATE:
         return WarehouseLockTimeout(
             f"The warehouse {location} gave up waiting: {_RETRYABLE_SQLSTATE[state]} ({first}). Another run held "
             "what this one needed; the step is retried. If it keeps happening, raise BATCH_PREDICT_LOCK_TIMEOUT_SECONDS."
         )
-    if isinstance(error, psycopg.OperationalError) or type(error).__name__ == "OperationalError":
+    if type(error).__name__ == "OperationalError" and not state:
         return WarehouseUnavailable(
             f"Cannot reach the warehouse {location} ({first}). Check that the PostgreSQL server is up and "
             "BATCH_PREDICT_WAREHOUSE is right; the step is retried."
         )
-    return error
+    return WarehouseError(
+        f"The warehouse {location} refused the work ({type(error).__name__}{f' {state}' if state else ''}: {first}). "
+        "Check BATCH_PREDICT_WAREHOUSE (user, password, database) and the user's rights on the database."
+    )
+
+
+def _password(url: str) -> str:
+    """The password a PostgreSQL URL carries, to mask wherever a driver repeats it ('' if none or unreadable)."""
+    if not url:
+        return ""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        return str(conninfo_to_dict(url).get("password") or "")
+    except Exception:
+        _, _, rest = url.partition("://")
+        userinfo = rest.rpartition("@")[0]
+        return userinfo.partition(":")[2]
 
 
 class PostgresSession(Session):
@@ -613,12 +634,13 @@ class PostgresBackend(Backend):
         try:
             con = psycopg.connect(self.url, connect_timeout=max(1, int(min(self.lock_timeout_seconds, 30))))
         except psycopg.Error as error:
-            raise _pg_error(error, self.location) from error
+            raise _pg_error(error, self.location, self.url) from None
         session = PostgresSession(con, self.memory_limit, self.threads, self.url)
         try:
             try:
                 con.execute("SET TimeZone = 'UTC'")
-                con.execute(f"SET lock_timeout = {int(self.lock_timeout_seconds * 1000)}")
+                # At least 1 ms: PostgreSQL reads 0 as "wait forever".
+                con.execute(f"SET lock_timeout = {max(1, int(self.lock_timeout_seconds * 1000))}")
                 con.commit()
                 if not self._schema_ready:
                     self._ensure_schema(session)
@@ -626,7 +648,7 @@ class PostgresBackend(Backend):
                 yield session
                 con.rollback()  # a read leaves nothing open
             except (psycopg.Error, adbc_errors()) as error:
-                raise _pg_error(error, self.location) from error
+                raise _pg_error(error, self.location, self.url) from None
         finally:
             session.close()
             con.close()

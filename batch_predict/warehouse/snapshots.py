@@ -297,8 +297,10 @@ class Snapshots(WarehouseCore):
             INSERT INTO unplaced_inputs (record_id, source_file, reason, raw_event_time, first_seen_at, last_seen_run_id)
             SELECT s.record_id, s.source_file, s.unplaced, s.raw_event_time, coalesce(b.first_seen_at, now()), $run_id
             FROM staged_source AS s LEFT JOIN unplaced_before AS b
-              ON s.source_file = b.source_file AND s.record_id IS NOT DISTINCT FROM b.record_id
-             AND s.raw_event_time IS NOT DISTINCT FROM b.raw_event_time
+              -- Equality on values, not IS NOT DISTINCT FROM, so that PostgreSQL can hash-join (a NULL
+              -- matches a literal '\x01' here: only when a record was first seen could be mistaken).
+              ON s.source_file = b.source_file AND coalesce(s.record_id, '\x01') = coalesce(b.record_id, '\x01')
+             AND coalesce(s.raw_event_time, '\x01') = coalesce(b.raw_event_time, '\x01')
             WHERE s.unplaced IS NOT NULL
             """,
             {"run_id": run_id},
