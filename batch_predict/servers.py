@@ -311,8 +311,17 @@ class PostgresServer:
         pid, self.pid = self.pid, None
         if process_alive(pid):
             self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "30", "stop"])
-        if group_alive(pid):
+        if group_alive(pid) and self._runs_here(pid):
             kill_group(pid)
+
+    def _runs_here(self, pid: int) -> bool:
+        """Whether `pid` is the postmaster of this folder: a PID (and so a process group id) that was this
+        server's may by now belong to another process, another server's postmaster even, on a busy machine.
+        The postmaster works in its data folder."""
+        try:
+            return Path(os.readlink(f"/proc/{pid}/cwd")).resolve() == self.data.resolve()
+        except OSError:
+            return False
 
     def _run(self, command: list[str]) -> subprocess.CompletedProcess[str]:
         """Run a server command, as the postgres OS user when we are root."""
@@ -368,7 +377,12 @@ class PostgresServer:
             command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             command = []
-        if process_alive(pid) and command and Path(command[0].decode()).name in ("postgres", "postmaster"):
+        if (
+            process_alive(pid)
+            and command
+            and Path(command[0].decode()).name in ("postgres", "postmaster")
+            and self._runs_here(pid)
+        ):
             self.pid = pid
             self.stop()
         else:
@@ -416,7 +430,7 @@ class PostgresServer:
     def _fail(self, what: str, since: int) -> NoReturn:
         """Stop whatever half-started and raise with the log's tail."""
         pid = self._postmaster_pid()
-        if pid is not None and group_alive(pid):
+        if pid is not None and group_alive(pid) and self._runs_here(pid):
             kill_group(pid)
         raise ServerError(
             f"PostgreSQL {what} (data {self.data}, port {self.port}). Log {self.log}:\n{log_tail(self.log, since)}\n"

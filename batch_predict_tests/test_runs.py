@@ -342,6 +342,10 @@ def test_a_run_killed_before_its_resources_start_is_failed_by_its_run_start_even
     home.mkdir()
     shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
     (tmp_path / "blocked.py").write_text(BLOCKED_DEFINITIONS)
+    # Make the instance's SQLite storages before the child opens them: two processes creating them at
+    # once can both try to create the same table.
+    with dg.DagsterInstance.from_config(str(home)) as made:
+        assert made.run_storage and made.event_log_storage and made.schedule_storage
     marker = tmp_path / "resources_starting"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")},
