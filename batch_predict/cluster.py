@@ -64,6 +64,19 @@ mutation Launch($params: LaunchBackfillParams!) {
   }
 }
 """
+
+
+def backfill_variables(partitions: list[str], assets: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """The variables of LAUNCH for an asset backfill of `partitions`, as the UI's *Materialize* dialog sends them."""
+    return {
+        "params": {
+            "partitionNames": partitions,
+            "assetSelection": [{"path": [name]} for name in assets],
+            "fromFailure": False,
+        }
+    }
+
+
 BACKFILL_STATUS = """
 query Backfill($id: String!) {
   partitionBackfillOrError(backfillId: $id) {
@@ -296,16 +309,7 @@ class Cluster:
 
     def launch_backfill(self, partitions: list[str], assets: tuple[str, ...] = ("inputs", "predictions")) -> str:
         """Launch an asset backfill as the UI's *Materialize* dialog does; its id."""
-        launched = self.graphql(
-            LAUNCH,
-            {
-                "params": {
-                    "partitionNames": partitions,
-                    "assetSelection": [{"path": [name]} for name in assets],
-                    "fromFailure": False,
-                }
-            },
-        )["launchPartitionBackfill"]
+        launched = self.graphql(LAUNCH, backfill_variables(partitions, assets))["launchPartitionBackfill"]
         if launched["__typename"] != "LaunchBackfillSuccess":
             raise ClusterError(f"The backfill was not launched: {launched}")
         backfill_id: str = launched["backfillId"]

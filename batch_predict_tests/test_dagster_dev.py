@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from batch_predict.cluster import LAUNCH
+from batch_predict.cluster import LAUNCH, backfill_variables
 from batch_predict.demo import train_demo_model, write_landing
 from batch_predict.registry import Registry
 
@@ -158,17 +158,7 @@ def backfill(
 ) -> tuple[str, list[dict[str, Any]], float]:
     """Launch an asset backfill as the UI's dialog does and wait for it; return status, runs, seconds."""
     started = time.monotonic()
-    launched = graphql(
-        port,
-        LAUNCH,
-        {
-            "params": {
-                "partitionNames": partitions,
-                "assetSelection": [{"path": [name]} for name in assets],
-                "fromFailure": False,
-            }
-        },
-    )["launchPartitionBackfill"]
+    launched = graphql(port, LAUNCH, backfill_variables(partitions, assets))["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
     backfill_id = launched["backfillId"]
     status = "REQUESTED"
