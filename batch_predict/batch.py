@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from batch_predict.registry import LoadedModel
+from batch_predict.models.types import LoadedModel
 from batch_predict.scoring import (
     ERRORS_GLOB,
     PREDICTIONS_GLOB,

@@ -8,16 +8,26 @@ the asset's newest materialization of any partition and would).
 """
 
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import dagster as dg
 
 from batch_predict.deadline import LATE, ON_TIME, deadline_verdict
-from batch_predict.lifecycle import find_stale_partitions
+from batch_predict.partitions import partition_end
 from batch_predict.resources import BatchResource, ModelRegistryResource, SourceResource, WarehouseResource
+from batch_predict.staleness import find_stale_partitions
 
 MODEL_NOT_OUTDATED = "model_not_outdated"
 PREDICTIONS_MADE_BY_CHAMPION = "predictions_made_by_champion"
 NEWEST_DUE_PARTITION_ON_TIME = "newest_due_partition_on_time"
+
+
+class ModelChecks(NamedTuple):
+    """The checks the clock drives (monitoring_job): model age, the newest partition's deadline, stale partitions."""
+
+    model_not_outdated: dg.AssetChecksDefinition
+    newest_due_partition_on_time: dg.AssetChecksDefinition
+    predictions_made_by_champion: dg.AssetChecksDefinition
 
 
 def newest_due_partition(
@@ -31,7 +41,7 @@ def newest_due_partition(
     return key, partitions_def.time_window_for_partition_key(key).end + deadline
 
 
-def build_checks(partitions_def: dg.TimeWindowPartitionsDefinition) -> list[dg.AssetChecksDefinition]:
+def build_checks(partitions_def: dg.TimeWindowPartitionsDefinition) -> ModelChecks:
     @dg.asset_check(
         asset="model",
         name=MODEL_NOT_OUTDATED,
@@ -41,7 +51,7 @@ def build_checks(partitions_def: dg.TimeWindowPartitionsDefinition) -> list[dg.A
         ),
     )
     def model_not_outdated(model_registry: ModelRegistryResource, source: SourceResource) -> dg.AssetCheckResult:
-        metadata = model_registry.metadata(model_registry.current_version(), source.contract())
+        metadata = model_registry.models().metadata(model_registry.models().current_version(), source.contract())
         age = metadata.age_days(datetime.now(UTC))
         hard = age > model_registry.hard_max_age_days
         limit = model_registry.hard_max_age_days if hard else model_registry.max_age_days
@@ -77,7 +87,9 @@ def build_checks(partitions_def: dg.TimeWindowPartitionsDefinition) -> list[dg.A
     def predictions_made_by_champion(
         source: SourceResource, warehouse: WarehouseResource, model_registry: ModelRegistryResource
     ) -> dg.AssetCheckResult:
-        staleness = find_stale_partitions(warehouse.open(source.contract()), model_registry, partitions_def)
+        staleness = find_stale_partitions(
+            warehouse.open(source.contract()), model_registry.models(), partition_end(partitions_def)
+        )
         keys = [stale.partition_key for stale in staleness.stale]
         return dg.AssetCheckResult(
             passed=not keys,
@@ -147,4 +159,4 @@ def build_checks(partitions_def: dg.TimeWindowPartitionsDefinition) -> list[dg.A
             metadata=metadata,
         )
 
-    return [model_not_outdated, newest_due_partition_on_time, predictions_made_by_champion]
+    return ModelChecks(model_not_outdated, newest_due_partition_on_time, predictions_made_by_champion)

@@ -18,15 +18,17 @@ from typing import TYPE_CHECKING, Any
 from batch_predict.contract import FeatureContract
 from batch_predict.deadline import PENDING, deadline_verdict
 from batch_predict.interrupts import Stopped
+from batch_predict.models.names import check_name
+from batch_predict.models.registry import Registry
+from batch_predict.models.types import ModelError
 from batch_predict.redaction import redact
-from batch_predict.registry import ModelError, Registry, check_name
 from batch_predict.settings import Settings, SettingsError, load_settings
 from batch_predict.warehouse import SourceError, Warehouse, WarehouseError
 
 if TYPE_CHECKING:
     import dagster as dg
 
-    from batch_predict.resources import ModelRegistryResource
+    from batch_predict.models.source import ModelSource
 
 # Runs started from the CLI log warnings and errors only; the UI has the rest.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -378,7 +380,7 @@ def status_rows(settings: Settings, last: int, now: datetime) -> list[dict[str, 
 
 def champion_line(settings: Settings, now: datetime) -> str:
     """The champion, how old it is, and whether that is past the age limits."""
-    resource = _model_registry(settings)
+    resource = _model_source(settings)
     try:
         meta = resource.metadata(resource.current_version(), FeatureContract.from_settings(settings))
     except Exception as error:  # status shows what it cannot read (a registry, an MLflow server) and goes on
@@ -395,12 +397,12 @@ def champion_line(settings: Settings, now: datetime) -> str:
 
 def _stale_by_partition(settings: Settings, warehouse: Warehouse) -> dict[str, str]:
     """Stale partition -> the version that should have made it (empty if that cannot be told)."""
-    from batch_predict.lifecycle import find_stale_partitions
-    from batch_predict.partitions import build_partitions
+    from batch_predict.partitions import build_partitions, partition_end
+    from batch_predict.staleness import find_stale_partitions
 
-    resource = _model_registry(settings)
+    resource = _model_source(settings)
     try:
-        staleness = find_stale_partitions(warehouse, resource, build_partitions(settings))
+        staleness = find_stale_partitions(warehouse, resource, partition_end(build_partitions(settings)))
     except Exception:  # no model to compare with (champion_line says why): staleness cannot be told
         return {}
     return {stale.partition_key: stale.wanted for stale in staleness.stale}
@@ -544,13 +546,13 @@ def _failure_message(result: Any) -> str:
 def _repredict(settings: Settings, since: str | None, dry_run: bool, runs: _Runs) -> int:
     """List the stale partitions; unless a dry run, re-predict exactly those as Dagster runs in DAGSTER_HOME."""
     from batch_predict.definitions import build_definitions
-    from batch_predict.lifecycle import find_stale_partitions
-    from batch_predict.partitions import build_partitions
+    from batch_predict.partitions import build_partitions, partition_end
     from batch_predict.schedules import FULL_REFRESH, REPREDICT_TAG
+    from batch_predict.staleness import find_stale_partitions
 
-    model_registry = _model_registry(settings)
+    model_registry = _model_source(settings)
     warehouse = open_warehouse(settings)
-    staleness = find_stale_partitions(warehouse, model_registry, build_partitions(settings), since)
+    staleness = find_stale_partitions(warehouse, model_registry, partition_end(build_partitions(settings)), since)
     for key, why in sorted(staleness.undecided.items()):
         print(f"partition {key}: skipped: {why}")
     if not staleness.stale:
@@ -589,13 +591,11 @@ def _repredict(settings: Settings, since: str | None, dry_run: bool, runs: _Runs
     return _report_failed(failed)
 
 
-def _model_registry(settings: Settings) -> ModelRegistryResource:
+def _model_source(settings: Settings) -> ModelSource:
     """The model source the assets use: the local registry's alias, or the MLflow URI."""
-    from batch_predict.resources import ModelRegistryResource, build_resources
+    from batch_predict.models.source import ModelSource
 
-    resource = build_resources(settings)["model_registry"]
-    assert isinstance(resource, ModelRegistryResource)
-    return resource
+    return ModelSource.from_settings(settings)
 
 
 def _report_failed(run_ids: list[str]) -> int:

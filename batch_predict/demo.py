@@ -28,7 +28,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from batch_predict.drift import build_reference
-from batch_predict.registry import ModelMetadata, Registry
+from batch_predict.models.registry import Registry
+from batch_predict.models.types import ModelMetadata
 from batch_predict.settings import IRIS_FEATURES
 
 CLASSES = ("setosa", "versicolor", "virginica")

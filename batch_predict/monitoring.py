@@ -22,7 +22,7 @@ from batch_predict.drift import (
     feature_drift,
     shares,
 )
-from batch_predict.registry import LoadedModel
+from batch_predict.models.types import LoadedModel
 from batch_predict.warehouse import Warehouse
 
 FEATURE = "feature"

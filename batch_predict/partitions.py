@@ -1,5 +1,8 @@
 """The one time-window partitions definition, built from the cadence, start and timezone settings."""
 
+from collections.abc import Callable
+from datetime import datetime
+
 import dagster as dg
 
 from batch_predict.settings import Settings
@@ -19,3 +22,8 @@ def build_partitions(settings: Settings) -> dg.TimeWindowPartitionsDefinition:
     if settings.cadence == "monthly":
         return dg.MonthlyPartitionsDefinition(start_date=start, timezone=timezone)
     return dg.DailyPartitionsDefinition(start_date=start, timezone=timezone)
+
+
+def partition_end(partitions_def: dg.TimeWindowPartitionsDefinition) -> Callable[[str], datetime]:
+    """A partition key's window end, for code that must not know about Dagster (staleness.py)."""
+    return lambda key: partitions_def.time_window_for_partition_key(key).end

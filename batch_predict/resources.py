@@ -1,17 +1,15 @@
 """Dagster resources: thin configurable wrappers that hand the domain objects to assets."""
 
 import os
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
 from batch_predict.contract import FeatureContract
-from batch_predict.drift import Reference
+from batch_predict.models.source import ModelSource
+from batch_predict.partition_run import BatchSettings
 from batch_predict.redaction import redact
-from batch_predict.registry import LoadedModel, ModelError, ModelMetadata, Registry
-from batch_predict.scoring import verify_model
 from batch_predict.settings import FeatureRange, Settings
 from batch_predict.warehouse import Source, Warehouse
 
@@ -78,11 +76,10 @@ class WarehouseResource(dg.ConfigurableResource):
 
 
 class ModelRegistryResource(dg.ConfigurableResource):
-    """Where models come from: the local registry's alias, or an MLflow URI; and the model-age limits.
+    """Where models come from: the folder registry's alias, or an MLflow URI; and the model-age limits.
 
-    `backfill_model` says which version predicts a partition: the alias's current
-    version (`current`), or the version it pointed at when the partition ended
-    (`point_in_time`, from the alias history: reproducible backfills).
+    `backfill_model` says which version predicts a partition: the alias's current version
+    (`current`) or the one it pointed at when the partition ended (`point_in_time`).
     """
 
     path: str
@@ -92,81 +89,8 @@ class ModelRegistryResource(dg.ConfigurableResource):
     backfill_model: str = "current"
     model_uri: str = ""
 
-    def registry(self) -> Registry:
-        return Registry(Path(self.path))
-
-    @property
-    def uses_mlflow(self) -> bool:
-        return bool(self.model_uri)
-
-    def current_version(self) -> str:
-        """The version the alias (or the MLflow URI) points at now."""
-        if self.uses_mlflow:
-            from batch_predict.mlflow_source import resolve_mlflow_version
-
-            return resolve_mlflow_version(self.model_uri)[1]
-        return self.registry().resolve(self.alias)
-
-    def state_token(self) -> str:
-        """Changes whenever the alias (or the MLflow URI's resolution) moves: when it last changed, or to what."""
-        if self.uses_mlflow:
-            return self.current_version()
-        history = self.registry().alias_history(self.alias)
-        return str(history[-1]["at"]) if history else self.current_version()
-
-    def version_for(self, partition_end: datetime, current: str) -> str:
-        """The version that should predict a partition ending at `partition_end`."""
-        if self.backfill_model != "point_in_time":
-            return current
-        version = self.registry().version_at(self.alias, partition_end)
-        if version is None:
-            raise ModelError(
-                f"BATCH_PREDICT_BACKFILL_MODEL=point_in_time: alias {self.alias!r} pointed at no version at "
-                f"{partition_end.isoformat()}, the end of this partition (see `batch-predict model list`). Use "
-                "BATCH_PREDICT_BACKFILL_MODEL=current for partitions older than the alias's history."
-            )
-        return version
-
-    def load(self, version: str, contract: FeatureContract) -> LoadedModel:
-        """Load one version and check it against the feature contract."""
-        if self.uses_mlflow:
-            loaded = _load_mlflow(self.model_uri, version, contract.features)
-        else:
-            loaded = self.registry().load_version(version)
-        verify_model(loaded, contract)
-        return loaded
-
-    def reference(self, version: str) -> Reference | None:
-        """The training reference statistics of a version (local registry only), if it has them."""
-        if self.uses_mlflow:
-            return None
-        data = self.registry().reference(version)
-        return Reference.from_json(data) if data is not None else None
-
-    def metadata(self, version: str, contract: FeatureContract) -> ModelMetadata:
-        """A version's metadata: read from the local registry, or from the loaded MLflow model."""
-        if self.uses_mlflow:
-            return self.load(version, contract).metadata
-        return self.registry().metadata(version)
-
-
-# MLflow model versions are immutable, so a process loads each one once: sensors and the hourly
-# checks ask about the current version often, and each download from a remote artifact store
-# would take time and leave a temporary copy behind.
-_MLFLOW_LOADED: dict[tuple[str, str, str, tuple[str, ...]], LoadedModel] = {}
-_MLFLOW_KEEP = 4
-
-
-def _load_mlflow(uri: str, version: str, features: tuple[str, ...]) -> LoadedModel:
-    from batch_predict.mlflow_source import load_mlflow_model, parse_mlflow_uri
-
-    name = parse_mlflow_uri(uri).name
-    key = (os.environ.get("MLFLOW_TRACKING_URI", ""), name, version, tuple(features))
-    if key not in _MLFLOW_LOADED:
-        while len(_MLFLOW_LOADED) >= _MLFLOW_KEEP:
-            _MLFLOW_LOADED.pop(next(iter(_MLFLOW_LOADED)))
-        _MLFLOW_LOADED[key] = load_mlflow_model(f"models:/{name}/{version}", features)
-    return _MLFLOW_LOADED[key]
+    def models(self) -> ModelSource:
+        return ModelSource(Path(self.path), self.alias, self.backfill_model, self.model_uri)
 
 
 class BatchResource(dg.ConfigurableResource):
@@ -180,6 +104,16 @@ class BatchResource(dg.ConfigurableResource):
     drift_psi_floor: float = 0.1
     # More than this share of a partition's worked records failing fails the run (1.0: never).
     max_failed_share: float = 0.1
+
+    def settings(self) -> BatchSettings:
+        return BatchSettings(
+            chunk_size=self.chunk_size,
+            on_failure=self.on_failure,
+            max_attempts=self.max_attempts,
+            drift_alpha=self.drift_alpha,
+            drift_psi_floor=self.drift_psi_floor,
+            max_failed_share=self.max_failed_share,
+        )
 
 
 class TrainingResource(dg.ConfigurableResource):

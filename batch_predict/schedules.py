@@ -16,17 +16,20 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import dagster as dg
 
-from batch_predict.assets import record_model
+from batch_predict.assets import PredictionAssets, record_model
 from batch_predict.batch import remove_stale_staging
-from batch_predict.lifecycle import find_stale_partitions
-from batch_predict.registry import ModelError
+from batch_predict.checks import ModelChecks
+from batch_predict.models.types import ModelError
+from batch_predict.partitions import partition_end
 from batch_predict.resources import ModelRegistryResource, SourceResource, WarehouseResource
 from batch_predict.runs import sweep_dead_runs
 from batch_predict.settings import Settings
+from batch_predict.staleness import find_stale_partitions
+from batch_predict.training_assets import TrainingAssets
 from batch_predict.warehouse import WarehouseLockTimeout
 
 FULL_REFRESH = {"ops": {"predictions": {"config": {"full_refresh": True}}}}
@@ -36,20 +39,32 @@ SENSOR_LOCK_TIMEOUT_SECONDS = 20
 REPREDICT_TAG = "batch_predict/repredict_with"
 
 
-def build_jobs_and_schedules(
-    assets: list[dg.AssetsDefinition],
-    checks: list[dg.AssetChecksDefinition],
+class Automation(NamedTuple):
+    """Every job, schedule and sensor, by name."""
+
+    predictions_job: dg.UnresolvedAssetJobDefinition
+    monitoring_job: dg.UnresolvedAssetJobDefinition
+    model_job: dg.JobDefinition
+    repredict_job: dg.UnresolvedAssetJobDefinition
+    training_job: dg.UnresolvedAssetJobDefinition
+    predictions_schedule: Any  # built from the partitioned job; Definitions resolves it
+    monitoring_schedule: dg.ScheduleDefinition
+    training_schedule: dg.ScheduleDefinition
+    champion_sensor: dg.SensorDefinition
+    stale_predictions_sensor: dg.SensorDefinition
+    dead_run_sensor: dg.SensorDefinition
+
+
+def build_automation(
+    pipeline: PredictionAssets,
+    training: TrainingAssets,
+    checks: ModelChecks,
     settings: Settings,
     partitions_def: dg.TimeWindowPartitionsDefinition,
-) -> tuple[
-    list[dg.UnresolvedAssetJobDefinition | dg.JobDefinition],
-    list[dg.ScheduleDefinition | Any],
-    list[dg.SensorDefinition],
-]:
-    by_name = {a.key.to_user_string(): a for a in assets}
+) -> Automation:
     predictions_job = dg.define_asset_job(
         "predictions_job",
-        selection=dg.AssetSelection.assets(by_name["inputs"], by_name["predictions"]),
+        selection=dg.AssetSelection.assets(pipeline.inputs, pipeline.predictions),
         description="Snapshot one partition's source records and predict them.",
     )
     monitoring_job = dg.define_asset_job(
@@ -67,13 +82,13 @@ def build_jobs_and_schedules(
 
     repredict_job = dg.define_asset_job(
         "repredict_job",
-        selection=dg.AssetSelection.assets(by_name["predictions"]),
+        selection=dg.AssetSelection.assets(pipeline.predictions),
         config=FULL_REFRESH,
         description="Re-predict a partition from its stored inputs, every record, with the model that should make it.",
     )
     training_job = dg.define_asset_job(
         "training_job",
-        selection=dg.AssetSelection.assets(by_name["labels"], by_name["training_set"], by_name["trained_model"]),
+        selection=dg.AssetSelection.assets(*training),
         # model_job (champion_sensor, or `batch-predict model train` right after) records a promoted model.
         description="Load the labels, cut the training set, train a candidate and promote it if it beats the champion.",
     )
@@ -120,7 +135,7 @@ def build_jobs_and_schedules(
         context: dg.SensorEvaluationContext, model_registry: ModelRegistryResource
     ) -> dg.SensorResult | dg.SkipReason:
         try:
-            current = model_registry.current_version()
+            current = model_registry.models().current_version()
         except ModelError as error:
             return dg.SkipReason(f"No model to follow yet: {error}")
         event = context.instance.get_latest_materialization_event(dg.AssetKey("model"))
@@ -157,8 +172,8 @@ def build_jobs_and_schedules(
         store = warehouse.open(source.contract())
         store.lock_timeout_seconds = min(store.lock_timeout_seconds, SENSOR_LOCK_TIMEOUT_SECONDS)
         try:
-            staleness = find_stale_partitions(store, model_registry, partitions_def)
-            token = model_registry.state_token()
+            staleness = find_stale_partitions(store, model_registry.models(), partition_end(partitions_def))
+            token = model_registry.models().state_token()
         except WarehouseLockTimeout:
             return dg.SkipReason("The warehouse is busy with runs; trying again at the next evaluation.")
         except ModelError as error:
@@ -206,8 +221,16 @@ def build_jobs_and_schedules(
             + (f" ({', '.join(removed)})." if removed else ".")
         )
 
-    return (
-        [predictions_job, monitoring_job, model_job, repredict_job, training_job],
-        [predictions_schedule, monitoring_schedule, training_schedule],
-        [champion_sensor, stale_predictions_sensor, dead_run_sensor],
+    return Automation(
+        predictions_job=predictions_job,
+        monitoring_job=monitoring_job,
+        model_job=model_job,
+        repredict_job=repredict_job,
+        training_job=training_job,
+        predictions_schedule=predictions_schedule,
+        monitoring_schedule=monitoring_schedule,
+        training_schedule=training_schedule,
+        champion_sensor=champion_sensor,
+        stale_predictions_sensor=stale_predictions_sensor,
+        dead_run_sensor=dead_run_sensor,
     )

@@ -9,42 +9,12 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batch_predict.contract import FeatureContract, probability_column
-from batch_predict.registry import LoadedModel, ModelError
-
-
-def verify_model(model: LoadedModel, contract: FeatureContract) -> None:
-    """Fail unless the model takes exactly the contract's features and predicts sane probabilities.
-
-    The smoke prediction runs on one row of ones, in the contract's feature order.
-    """
-    meta = model.metadata
-    if meta.feature_names != list(contract.features):
-        raise ModelError(
-            f"Model {meta.name} {meta.version} expects features {meta.feature_names}, but the source "
-            f"contract (BATCH_PREDICT_FEATURES) gives {list(contract.features)}. Register a model trained "
-            "on these features, or set BATCH_PREDICT_FEATURES to the model's."
-        )
-    columns = [probability_column(label) for label in meta.classes]
-    if len(set(columns)) != len(columns):
-        raise ModelError(f"Model {meta.version} has class labels {meta.classes} that map to the same column names.")
-    smoke = pd.DataFrame(np.ones((1, len(contract.features))), columns=list(contract.features))
-    try:
-        proba = model.predict_proba(smoke)
-    except Exception as error:  # the estimator can raise anything; report it as a model problem
-        raise ModelError(
-            f"Model {meta.version} ({model.path}) failed a smoke prediction on one row: {type(error).__name__}: {error}"
-        ) from error
-    if proba.shape != (1, len(meta.classes)) or not np.isclose(proba.sum(), 1.0, atol=1e-4):
-        raise ModelError(
-            f"Model {meta.version} returned probabilities of shape {proba.shape} summing to "
-            f"{proba.sum():.3f} for one row; expected (1, {len(meta.classes)}) summing to 1."
-        )
+from batch_predict.contract import probability_column
+from batch_predict.models.types import LoadedModel
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from batch_predict.models.names import NAME_RULE, valid_name
 from batch_predict.redaction import redact
-from batch_predict.registry import NAME_RULE, valid_name
 
 CADENCES = ("hourly", "daily", "weekly", "monthly")
 ON_FAILURE_MODES = ("retry_all", "retry_failed", "carry_over")

@@ -23,7 +23,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from batch_predict.drift import build_reference, realized_quality
-from batch_predict.registry import LoadedModel, ModelError, ModelMetadata, Registry, as_fitted
+from batch_predict.models.registry import Registry
+from batch_predict.models.types import LoadedModel, ModelError, ModelMetadata, as_fitted
 
 CANDIDATE_NAME = "logreg-from-labels"
 CHALLENGER = "challenger"

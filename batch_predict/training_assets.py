@@ -8,12 +8,12 @@
 """
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import dagster as dg
 
 from batch_predict.assets import OWNERS, deterministic_failures
-from batch_predict.registry import ModelError
+from batch_predict.models.types import ModelError
 from batch_predict.resources import ModelRegistryResource, SourceResource, TrainingResource, WarehouseResource
 from batch_predict.training import TrainingError, train_and_promote
 
@@ -33,9 +33,17 @@ def quality_markdown(rows: list[dict[str, Any]], limit: int = 14) -> str:
     return "\n".join(lines)
 
 
+class TrainingAssets(NamedTuple):
+    """Retraining from delayed labels: the labels, the training set cut from them, the trained candidate."""
+
+    labels: dg.AssetsDefinition
+    training_set: dg.AssetsDefinition
+    trained_model: dg.AssetsDefinition
+
+
 def build_training_assets(
     inputs: dg.AssetsDefinition, partitions_def: dg.TimeWindowPartitionsDefinition
-) -> list[dg.AssetsDefinition]:
+) -> TrainingAssets:
     @dg.asset(group_name=TRAINING_GROUP, owners=OWNERS, kinds={"duckdb"})
     def labels(
         training: TrainingResource, source: SourceResource, warehouse: WarehouseResource
@@ -98,7 +106,8 @@ def build_training_assets(
         model_registry: ModelRegistryResource,
     ) -> dg.MaterializeResult:
         """A candidate trained on the training split, registered (alias `challenger`) and promoted to the model alias only if it beats the champion on the holdout by BATCH_PREDICT_PROMOTION_MARGIN in BATCH_PREDICT_PROMOTION_METRIC."""
-        if model_registry.uses_mlflow:
+        models = model_registry.models()
+        if models.uses_mlflow:
             raise dg.Failure(
                 description=(
                     "trained_model registers candidates in the local registry, but BATCH_PREDICT_MODEL_URI points "
@@ -117,10 +126,10 @@ def build_training_assets(
         }
         try:
             outcome = train_and_promote(
-                model_registry.registry(),
+                models.registry,
                 frame,
                 source.contract().features,
-                alias=model_registry.alias,
+                alias=models.alias,
                 metric=training.promotion_metric,
                 margin=training.promotion_margin,
                 window=window,
@@ -143,4 +152,4 @@ def build_training_assets(
             data_version=dg.DataVersion(outcome.candidate.checksum),
         )
 
-    return [labels, training_set, trained_model]
+    return TrainingAssets(labels, training_set, trained_model)

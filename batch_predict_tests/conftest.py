@@ -9,7 +9,7 @@ import pytest
 from batch_predict.contract import FeatureContract
 from batch_predict.definitions import build_definitions
 from batch_predict.demo import train_demo_model, write_landing
-from batch_predict.registry import Registry
+from batch_predict.models.registry import Registry
 from batch_predict.settings import Settings, load_settings
 from batch_predict.warehouse import Source, Warehouse
 

@@ -5,7 +5,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from batch_predict.registry import Registry
+from batch_predict.models.registry import Registry
 from batch_predict.settings import Settings
 
 from .conftest import ROWS_PER_DAY, recorded_models, run_assets, run_model_job

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from batch_predict.registry import Registry
+from batch_predict.models.registry import Registry
 from batch_predict.settings import IRIS_FEATURES, Settings, SettingsError, load_settings
 
 from .conftest import run_assets

@@ -15,7 +15,7 @@ import pytest
 
 from batch_predict.cluster import Cluster, ClusterSettings, check_counts, tags
 from batch_predict.demo import train_demo_model, write_landing
-from batch_predict.registry import Registry
+from batch_predict.models.registry import Registry
 from batch_predict.runs import PID_TAG
 from batch_predict.servers import group_alive
 from batch_predict_tests.slow_model import SlowClassifier

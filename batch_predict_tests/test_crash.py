@@ -17,7 +17,7 @@ import pytest
 from batch_predict.batch import predict_partition
 from batch_predict.definitions import build_definitions
 from batch_predict.demo import write_landing
-from batch_predict.registry import Registry
+from batch_predict.models.registry import Registry
 from batch_predict.settings import Settings
 from batch_predict.warehouse import Source, Warehouse
 
@@ -29,7 +29,7 @@ import sys, time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from batch_predict.contract import FeatureContract
-from batch_predict.registry import Registry
+from batch_predict.models.registry import Registry
 from batch_predict.settings import load_settings
 from batch_predict.warehouse import Source, Warehouse
 from batch_predict.batch import predict_partition

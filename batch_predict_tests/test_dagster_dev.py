@@ -19,7 +19,7 @@ import pytest
 
 from batch_predict.cluster import LAUNCH, backfill_variables
 from batch_predict.demo import train_demo_model, write_landing
-from batch_predict.registry import Registry
+from batch_predict.models.registry import Registry
 
 from .conftest import FIRST_DAY
 

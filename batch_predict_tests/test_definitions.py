@@ -11,8 +11,8 @@ import pytest
 
 from batch_predict.checks import newest_due_partition
 from batch_predict.definitions import build_definitions
+from batch_predict.models.registry import METADATA, Registry
 from batch_predict.partitions import build_partitions
-from batch_predict.registry import METADATA, Registry
 from batch_predict.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from batch_predict.demo import IRIS_FEATURES, train_demo_model
-from batch_predict.registry import Registry
+from batch_predict.models.registry import Registry
 from batch_predict.settings import Settings
 
 from .conftest import run_assets

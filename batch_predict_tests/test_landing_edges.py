@@ -15,7 +15,7 @@ import pytest
 
 from batch_predict.cli import main
 from batch_predict.contract import FeatureContract
-from batch_predict.registry import Registry
+from batch_predict.models.registry import Registry
 from batch_predict.settings import IRIS_FEATURES, Settings, SettingsError
 from batch_predict.warehouse import Source, SourceError, Warehouse
 

@@ -9,7 +9,8 @@ import pytest
 
 from batch_predict.batch import CARRY_OVER, RETRY_ALL, RETRY_FAILED, predict_partition
 from batch_predict.demo import FlakyClassifier
-from batch_predict.registry import LoadedModel, Registry
+from batch_predict.models.registry import Registry
+from batch_predict.models.types import LoadedModel
 from batch_predict.scoring import ERRORS_GLOB, PREDICTIONS_GLOB, RunInfo, predict_chunks
 from batch_predict.settings import IRIS_FEATURES
 from batch_predict.warehouse import PredictionRun, Source, Warehouse

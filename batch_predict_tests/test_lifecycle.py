@@ -15,11 +15,12 @@ from batch_predict.cli import main
 from batch_predict.contract import FeatureContract
 from batch_predict.definitions import build_definitions
 from batch_predict.demo import train_demo_model, write_landing
-from batch_predict.lifecycle import find_stale_partitions
-from batch_predict.partitions import build_partitions
-from batch_predict.registry import ModelError, Registry
+from batch_predict.models.registry import Registry
+from batch_predict.models.types import ModelError
+from batch_predict.partitions import build_partitions, partition_end
 from batch_predict.resources import ModelRegistryResource, build_resources
 from batch_predict.settings import Settings, SettingsError
+from batch_predict.staleness import find_stale_partitions
 from batch_predict.warehouse import Warehouse
 from batch_predict_tests.conftest import (
     BOTH_BACKENDS,
@@ -38,7 +39,10 @@ def stale_keys(settings: Settings, warehouse: Warehouse, since: str | None = Non
     resource = build_resources(settings)["model_registry"]
     assert isinstance(resource, ModelRegistryResource)
     return [
-        s.partition_key for s in find_stale_partitions(warehouse, resource, build_partitions(settings), since).stale
+        s.partition_key
+        for s in find_stale_partitions(
+            warehouse, resource.models(), partition_end(build_partitions(settings)), since
+        ).stale
     ]
 
 

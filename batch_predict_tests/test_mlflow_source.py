@@ -27,18 +27,18 @@ from sklearn.svm import LinearSVC
 
 from batch_predict.contract import FeatureContract
 from batch_predict.demo import write_landing
-from batch_predict.lifecycle import StalePartition, find_stale_partitions
-from batch_predict.mlflow_source import (
+from batch_predict.models.mlflow_source import (
     directory_sha256,
     is_mlflow_uri,
     load_mlflow_model,
     parse_mlflow_uri,
     resolve_mlflow_version,
 )
-from batch_predict.partitions import build_partitions
-from batch_predict.registry import ModelError
+from batch_predict.models.types import ModelError
+from batch_predict.partitions import build_partitions, partition_end
 from batch_predict.resources import ModelRegistryResource, build_resources
 from batch_predict.settings import Settings, SettingsError, load_settings
+from batch_predict.staleness import StalePartition, find_stale_partitions
 from batch_predict.warehouse import Warehouse
 from batch_predict_tests.conftest import DAYS, FIRST_DAY, ROWS_PER_DAY, recorded_models, run_assets, run_model_job
 
@@ -381,7 +381,7 @@ def valid_inputs(warehouse: Warehouse) -> int:
 def stale(settings: Settings, warehouse: Warehouse) -> tuple[str, list[StalePartition]]:
     resource = build_resources(settings)["model_registry"]
     assert isinstance(resource, ModelRegistryResource)
-    found = find_stale_partitions(warehouse, resource, build_partitions(settings))
+    found = find_stale_partitions(warehouse, resource.models(), partition_end(build_partitions(settings)))
     assert found.undecided == {}
     return found.current, found.stale
 

@@ -13,8 +13,9 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from batch_predict.cli import main
-from batch_predict.onnx_model import OnnxClassifier
-from batch_predict.registry import ModelError, Registry
+from batch_predict.models.onnx import OnnxClassifier
+from batch_predict.models.registry import Registry
+from batch_predict.models.types import ModelError
 from batch_predict.settings import IRIS_FEATURES, Settings
 from batch_predict.warehouse import Warehouse
 from batch_predict_tests.conftest import run_assets, run_model_job

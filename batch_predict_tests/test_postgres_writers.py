@@ -22,7 +22,8 @@ import pytest
 from batch_predict.batch import predict_partition
 from batch_predict.contract import FeatureContract
 from batch_predict.demo import train_demo_model, write_landing
-from batch_predict.registry import LoadedModel, Registry
+from batch_predict.models.registry import Registry
+from batch_predict.models.types import LoadedModel
 from batch_predict.settings import IRIS_FEATURES
 from batch_predict.warehouse import Source, Warehouse
 
@@ -181,7 +182,7 @@ _PUBLISH = """
 import sys
 from pathlib import Path
 from batch_predict.batch import predict_partition
-from batch_predict.registry import Registry
+from batch_predict.models.registry import Registry
 from batch_predict_tests.test_postgres_writers import _open
 url, root, alias, run_id = sys.argv[1:5]
 warehouse = _open(url, Path(root) / "staging")

@@ -11,7 +11,7 @@ import pytest
 
 from batch_predict import assets as assets_module
 from batch_predict.definitions import build_definitions
-from batch_predict.registry import Registry
+from batch_predict.models.registry import Registry
 from batch_predict.settings import Settings
 
 from .conftest import run_assets

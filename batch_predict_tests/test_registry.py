@@ -8,8 +8,9 @@ from sklearn.linear_model import LogisticRegression
 
 from batch_predict.contract import FeatureContract
 from batch_predict.demo import DEMO_MODEL_NAME, train_demo_model
-from batch_predict.registry import ARTIFACTS, METADATA, SKLEARN_JOBLIB, ModelError, Registry
-from batch_predict.scoring import verify_model
+from batch_predict.models.checks import verify_model
+from batch_predict.models.registry import ARTIFACTS, METADATA, Registry
+from batch_predict.models.types import SKLEARN_JOBLIB, ModelError
 from batch_predict.settings import IRIS_FEATURES
 
 ARTIFACT = ARTIFACTS[SKLEARN_JOBLIB]
@@ -69,7 +70,7 @@ def test_missing_artifact_names_the_path(registry: Registry) -> None:
 
 
 def test_an_unloadable_artifact_with_matching_checksum_is_a_clear_error(registry: Registry) -> None:
-    from batch_predict.registry import sha256
+    from batch_predict.models.types import sha256
 
     artifact = registry.root / "v1" / ARTIFACT
     artifact.write_bytes(b"not a pickle")

@@ -14,7 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from batch_predict.cli import main
-from batch_predict.registry import Registry
+from batch_predict.models.registry import Registry
 from batch_predict.settings import IRIS_FEATURES, Settings
 
 

@@ -17,7 +17,8 @@ import pytest
 
 from batch_predict.cli import main
 from batch_predict.demo import train_demo_model
-from batch_predict.registry import ARTIFACTS, METADATA, SKLEARN_JOBLIB, ModelError, Registry, sha256
+from batch_predict.models.registry import ARTIFACTS, METADATA, Registry
+from batch_predict.models.types import SKLEARN_JOBLIB, ModelError, sha256
 from batch_predict.settings import Settings, SettingsError, load_settings
 from batch_predict_tests.conftest import run_model_job
 

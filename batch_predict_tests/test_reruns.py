@@ -11,7 +11,7 @@ from batch_predict.cli import status_rows
 from batch_predict.contract import FeatureContract
 from batch_predict.definitions import build_definitions
 from batch_predict.demo import train_demo_model
-from batch_predict.registry import Registry
+from batch_predict.models.registry import Registry
 from batch_predict.settings import Settings
 from batch_predict.warehouse import Warehouse, WarehouseLockTimeout
 

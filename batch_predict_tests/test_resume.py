@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from batch_predict.batch import predict_partition, staging_dir
-from batch_predict.registry import LoadedModel, ModelMetadata, Registry
+from batch_predict.models.registry import Registry
+from batch_predict.models.types import LoadedModel, ModelMetadata
 from batch_predict.warehouse import Source, Warehouse
 
 CHUNK = 50

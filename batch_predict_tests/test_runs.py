@@ -17,7 +17,7 @@ import pytest
 
 from batch_predict.definitions import build_definitions
 from batch_predict.demo import train_demo_model, write_landing
-from batch_predict.registry import Registry
+from batch_predict.models.registry import Registry
 from batch_predict.runs import HOST_TAG, PID_START_TAG, PID_TAG
 from batch_predict.settings import load_settings
 from batch_predict_tests.slow_model import SlowClassifier

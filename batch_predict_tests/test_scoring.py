@@ -6,7 +6,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batch_predict.registry import LoadedModel, Registry
+from batch_predict.models.registry import Registry
+from batch_predict.models.types import LoadedModel
 from batch_predict.scoring import RunInfo, predict_chunks, probability_column, score_batch
 from batch_predict.settings import IRIS_FEATURES
 

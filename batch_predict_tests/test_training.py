@@ -17,7 +17,7 @@ from batch_predict.contract import FeatureContract
 from batch_predict.definitions import build_definitions
 from batch_predict.demo import CLASSES, train_demo_model, write_labels, write_landing
 from batch_predict.drift import realized_quality
-from batch_predict.registry import Registry
+from batch_predict.models.registry import Registry
 from batch_predict.settings import IRIS_FEATURES, Settings
 from batch_predict.training import CANDIDATE_NAME, TrainingError, beats, train_and_promote
 from batch_predict.warehouse import Warehouse

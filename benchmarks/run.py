@@ -235,7 +235,7 @@ def train(kind: str) -> Any:
 
 
 def register(root: Path, kind: str) -> None:
-    from batch_predict.registry import Registry
+    from batch_predict.models.registry import Registry
 
     registry = Registry(root / "models")
     meta = registry.register(

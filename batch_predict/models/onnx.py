@@ -25,7 +25,7 @@ import onnx
 import onnxruntime as ort
 import pandas as pd
 
-from batch_predict.registry import ModelError
+from batch_predict.models.types import ModelError
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64}
 _LABEL_ATTRIBUTES = ("classlabels_strings", "classlabels_int64s", "classlabels_ints")

@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import fcntl
 import getpass
-import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,83 +37,13 @@ import joblib
 import numpy as np
 import pandas as pd
 
-SKLEARN_JOBLIB = "sklearn-joblib"
-ONNX = "onnx"
+from batch_predict.models.checks import require_classifier, smoke_check
+from batch_predict.models.names import VERSION_PATTERN, check_name, check_version, valid_name
+from batch_predict.models.types import ONNX, SKLEARN_JOBLIB, LoadedModel, ModelError, ModelMetadata, as_fitted, sha256
+
 ARTIFACTS = {SKLEARN_JOBLIB: "model.joblib", ONNX: "model.onnx"}
 METADATA = "metadata.json"
 REFERENCE = "reference.json"
-_VERSION = re.compile(r"v[0-9]{1,18}")
-# Aliases name files (aliases/<alias>.json); registered names are shown and compared. ASCII only,
-# no separators, not starting with a dot, and never "..": they cannot leave the registry folder.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-NAME_RULE = "1 to 128 ASCII letters, digits, '.', '_' or '-', starting with a letter or digit, without '..'"
-
-
-class ModelError(RuntimeError):
-    """The registry, an alias or a model artifact cannot be used; the message says how to fix it."""
-
-
-def valid_name(text: str) -> bool:
-    """Whether `text` may be an alias or a registered name."""
-    return _NAME.fullmatch(text) is not None and ".." not in text
-
-
-def check_name(text: str, what: str, fix: str = "") -> str:
-    """`text` if it is a valid alias or registered name, else a ModelError naming `what` it is and the rule."""
-    if not valid_name(text):
-        raise ModelError(f"The {what} {text!r} is not allowed: use {NAME_RULE}.{' ' + fix if fix else ''}")
-    return text
-
-
-def check_version(text: str) -> str:
-    """`text` if it is a version name (v1, v2, ...), else a ModelError."""
-    if not isinstance(text, str) or _VERSION.fullmatch(text) is None:
-        raise ModelError(
-            f"{text!r} is not a model version: versions are named v1, v2, ... (`batch-predict model list` shows them)."
-        )
-    return text
-
-
-@dataclass(frozen=True)
-class ModelMetadata:
-    name: str
-    version: str
-    trained_at: str
-    features: list[dict[str, str]]
-    classes: list[str]
-    checksum: str
-    metrics: dict[str, float] = field(default_factory=dict)
-    training_window: dict[str, str | None] = field(default_factory=dict)
-    format: str = SKLEARN_JOBLIB
-    registered_at: str = ""
-
-    @property
-    def feature_names(self) -> list[str]:
-        return [feature["name"] for feature in self.features]
-
-    def age_days(self, now: datetime) -> float:
-        """Days since the model was trained."""
-        return (now - datetime.fromisoformat(self.trained_at)).total_seconds() / 86_400
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A registered model loaded into memory: the prediction 'server' of one run."""
-
-    metadata: ModelMetadata
-    estimator: Any
-    path: Path
-
-    def predict_proba(self, features: Any) -> np.ndarray:
-        return np.asarray(self.estimator.predict_proba(as_fitted(self.estimator, features)), dtype=np.float64)
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Registry:
@@ -125,7 +53,7 @@ class Registry:
     def versions(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        found = [p.name for p in self.root.iterdir() if p.is_dir() and _VERSION.fullmatch(p.name)]
+        found = [p.name for p in self.root.iterdir() if p.is_dir() and VERSION_PATTERN.fullmatch(p.name)]
         return sorted(found, key=lambda name: int(name[1:]))
 
     def _inside(self, path: Path, what: str) -> Path:
@@ -181,7 +109,7 @@ class Registry:
             ) from None
         except (json.JSONDecodeError, KeyError, TypeError) as error:
             raise ModelError(f"The alias file {path} is unreadable ({error}); set the alias again.") from None
-        if not isinstance(version, str) or _VERSION.fullmatch(version) is None:
+        if not isinstance(version, str) or VERSION_PATTERN.fullmatch(version) is None:
             raise ModelError(
                 f"The alias file {path} points {alias!r} at {version!r}, which is not a version of this registry "
                 f"(v1, v2, ...); it is not loaded. Point the alias again: `batch-predict model promote VERSION "
@@ -215,10 +143,10 @@ class Registry:
                 f"recorded {metadata.checksum}. Restore the original file, or register a new model."
             )
         if metadata.format == ONNX:
-            from batch_predict.onnx_model import OnnxClassifier
+            from batch_predict.models.onnx import OnnxClassifier
 
             return LoadedModel(metadata, OnnxClassifier(path, metadata.feature_names, metadata.classes), path)
-        estimator = _load_classifier(
+        estimator = _load_joblib(
             path, "It may need other library versions than installed; register a model trained with this environment."
         )
         return LoadedModel(metadata=metadata, estimator=estimator, path=path)
@@ -417,7 +345,7 @@ class Registry:
         """
         check_name(name, "registered name")
         if artifact.suffix.lower() == ".onnx":
-            from batch_predict.onnx_model import OnnxClassifier
+            from batch_predict.models.onnx import OnnxClassifier
 
             if not features:
                 raise ModelError(
@@ -426,7 +354,7 @@ class Registry:
                 )
             onnx_model = OnnxClassifier(artifact, features, classes)
             labels = [str(label) for label in onnx_model.classes_]
-            _smoke(onnx_model, artifact, features, labels)
+            smoke_check(onnx_model, features, labels, f"{artifact} (not registered)")
             reference = _reference(onnx_model, reference_data, features, labels)
             return self._store(
                 lambda path: shutil.copyfile(artifact, path),
@@ -439,7 +367,7 @@ class Registry:
                 training_window={},
                 reference=reference,
             )
-        estimator = _load_classifier(
+        estimator = _load_joblib(
             artifact, "Save a fitted scikit-learn estimator with joblib.dump (or an ONNX model as .onnx)."
         )
         known = [str(label) for label in estimator.classes_]
@@ -452,7 +380,7 @@ class Registry:
             )
         if features is not None and features != names:
             raise ModelError(f"--features {features} do not match the model's features {names}.")
-        _smoke(estimator, artifact, names, known)
+        smoke_check(estimator, names, known, f"{artifact} (not registered)")
         reference = _reference(estimator, reference_data, names, known)
         return self.register(
             estimator,
@@ -491,47 +419,17 @@ def _reference(
     return build_reference(frame, features, proba, classes).to_json()
 
 
-def _smoke(estimator: Any, artifact: Path, features: list[str], classes: list[str]) -> None:
-    """Refuse an artifact that cannot predict sane probabilities for one row of ones."""
-    smoke = pd.DataFrame(np.ones((1, len(features))), columns=features)
-    try:
-        proba = np.asarray(estimator.predict_proba(as_fitted(estimator, smoke)))
-    except Exception as error:  # the estimator can raise anything: report it as a broken model
-        raise ModelError(
-            f"{artifact} failed a smoke prediction on one row of its {len(features)} features "
-            f"({type(error).__name__}: {error}); it is not registered."
-        ) from error
-    if proba.shape != (1, len(classes)) or not np.isclose(proba.sum(), 1.0, atol=1e-4):
-        raise ModelError(
-            f"{artifact} returned probabilities of shape {proba.shape} summing to {proba.sum():.4f}; "
-            f"expected (1, {len(classes)}) summing to 1. It is not registered."
-        )
-
-
-def _load_classifier(path: Path, fix: str) -> Any:
-    """Unpickle a joblib artifact and make sure it is a fitted classifier with class probabilities."""
-    try:
-        estimator = joblib.load(path)
-    except Exception as error:  # unpickling can fail with almost any exception type
-        raise ModelError(f"Cannot load the artifact {path} ({type(error).__name__}: {error}). {fix}") from error
-    if not hasattr(estimator, "predict_proba") or not hasattr(estimator, "classes_"):
-        raise ModelError(
-            f"The artifact {path} holds a {type(estimator).__name__}, not a fitted classifier with "
-            "predict_proba and classes_. Register a fitted classifier that gives class probabilities."
-        )
-    return estimator
-
-
-def as_fitted(estimator: Any, frame: Any) -> Any:
-    """A scikit-learn model fitted on a plain array gets one (in the contract's column order), not a frame."""
-    fitted_on_array = hasattr(estimator, "n_features_in_") and not hasattr(estimator, "feature_names_in_")
-    if isinstance(frame, pd.DataFrame) and fitted_on_array:
-        return frame.to_numpy()
-    return frame
-
-
 def _user() -> str:
     try:
         return getpass.getuser()
     except (OSError, KeyError):  # no login name in this environment
         return "unknown"
+
+
+def _load_joblib(path: Path, fix: str) -> Any:
+    """Unpickle a joblib artifact and make sure it is a fitted classifier with class probabilities."""
+    try:
+        estimator = joblib.load(path)
+    except Exception as error:  # unpickling can fail with almost any exception type
+        raise ModelError(f"Cannot load the artifact {path} ({type(error).__name__}: {error}). {fix}") from error
+    return require_classifier(estimator, f"The artifact {path}")

@@ -61,8 +61,9 @@ from urllib.parse import unquote
 import numpy as np
 import pandas as pd
 
+from batch_predict.models.checks import require_classifier, smoke_frame
+from batch_predict.models.types import LoadedModel, ModelError, ModelMetadata, sha256
 from batch_predict.redaction import redact
-from batch_predict.registry import LoadedModel, ModelError, ModelMetadata, sha256
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -548,13 +549,7 @@ def _load_sklearn(path: Path, source: str) -> Any:
         estimator = mlflow.sklearn.load_model(str(path))
     except Exception as error:  # deserializing can fail with almost any exception type
         raise ModelError(_load_failure(source, path, error)) from error
-    if not hasattr(estimator, "predict_proba") or not hasattr(estimator, "classes_"):
-        raise ModelError(
-            f"{source} holds a {type(estimator).__name__}, not a fitted classifier with predict_proba and "
-            "classes_. Register a classifier that gives class probabilities (e.g. SVC(probability=True) "
-            "instead of LinearSVC)."
-        )
-    return estimator
+    return require_classifier(estimator, source)
 
 
 def _load_pyfunc(path: Path, model: Model, features: list[str], dtypes: dict[str, str], source: str) -> Any:
@@ -565,9 +560,8 @@ def _load_pyfunc(path: Path, model: Model, features: list[str], dtypes: dict[str
         loaded = mlflow.pyfunc.load_model(str(path))
     except Exception as error:  # deserializing can fail with almost any exception type
         raise ModelError(_load_failure(source, path, error)) from error
-    smoke = pd.DataFrame({name: np.ones(1, dtype=dtypes.get(name, "float64")) for name in features})
     try:
-        output = loaded.predict(smoke)
+        output = loaded.predict(smoke_frame(features, dtypes))
     except Exception as error:  # the model can raise anything
         raise ModelError(
             f"{source} failed a smoke prediction on one row of its features {features} "

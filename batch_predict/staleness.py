@@ -10,12 +10,12 @@ reads the versions recorded on the prediction rows themselves.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
-import dagster as dg
-
-from batch_predict.registry import ModelError
-from batch_predict.resources import ModelRegistryResource
+from batch_predict.models.source import ModelSource
+from batch_predict.models.types import ModelError
 from batch_predict.warehouse import Warehouse
 
 
@@ -35,23 +35,26 @@ class Staleness:
 
 def find_stale_partitions(
     warehouse: Warehouse,
-    model_registry: ModelRegistryResource,
-    partitions_def: dg.TimeWindowPartitionsDefinition,
+    models: ModelSource,
+    partition_end: Callable[[str], datetime],
     since: str | None = None,
 ) -> Staleness:
-    """Partitions (from `since`, a partition key or date prefix, on) whose predictions another version made."""
-    current = model_registry.current_version()
+    """Partitions (from `since`, a partition key or date prefix, on) whose predictions another version made.
+
+    `partition_end` gives a partition key's end (raising for a key of another partitioning).
+    """
+    current = models.current_version()
     stale, undecided = [], {}
     for key, made_by in warehouse.model_versions().items():
         if since is not None and key < since:
             continue
         try:
-            end = partitions_def.time_window_for_partition_key(key).end
+            end = partition_end(key)
         except Exception:  # a key of an older partitioning (BATCH_PREDICT_CADENCE or START changed)
             undecided[key] = "not a partition of the current BATCH_PREDICT_CADENCE/START"
             continue
         try:
-            wanted = model_registry.version_for(end, current)
+            wanted = models.version_for(end, current)
         except ModelError as error:
             undecided[key] = str(error)
             continue
