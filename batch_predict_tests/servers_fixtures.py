@@ -4,8 +4,12 @@ A test that asks for one of these fixtures fails, with the server's reason, when
 start: it is never skipped, so a machine without the servers cannot pass by running less.
 """
 
+import contextlib
 import itertools
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -14,18 +18,30 @@ from batch_predict.servers import PostgresServer, RedisServer, ServerError
 _databases = itertools.count(1)
 
 
-@pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    """One PostgreSQL server for the session, without durability (test data is thrown away)."""
-    server = PostgresServer(tmp_path_factory.mktemp("postgres"), fast=True)
+@contextlib.contextmanager
+def _own_folder(name: str) -> Iterator[Path]:
+    """A folder of the session's own, outside pytest's numbered temp folders: a second pytest session
+    started meanwhile deletes the oldest of those, and with it a running server's data."""
+    folder = Path(tempfile.mkdtemp(prefix=f"batch_predict_{name}_"))
     try:
-        server.start()
-    except ServerError as error:
-        pytest.fail(f"The PostgreSQL test server could not start: {error}", pytrace=False)
-    try:
-        yield server
+        yield folder
     finally:
-        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session, without durability (test data is thrown away)."""
+    with _own_folder("postgres") as folder:
+        server = PostgresServer(folder, fast=True)
+        try:
+            server.start()
+        except ServerError as error:
+            pytest.fail(f"The PostgreSQL test server could not start: {error}", pytrace=False)
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 @pytest.fixture
@@ -40,14 +56,15 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def redis_url() -> Iterator[str]:
     """One Redis server for the session (no persistence): redis://127.0.0.1:PORT/0."""
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    try:
-        server.start()
-    except ServerError as error:
-        pytest.fail(f"The Redis test server could not start: {error}", pytrace=False)
-    try:
-        yield server.url()
-    finally:
-        server.stop()
+    with _own_folder("redis") as folder:
+        server = RedisServer(folder)
+        try:
+            server.start()
+        except ServerError as error:
+            pytest.fail(f"The Redis test server could not start: {error}", pytrace=False)
+        try:
+            yield server.url()
+        finally:
+            server.stop()
