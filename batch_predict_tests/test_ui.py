@@ -164,10 +164,11 @@ def test_a_person_backfills_three_partitions_in_the_ui(tmp_path: Path) -> None:
             page.get_by_role("button", name=re.compile(r"Materialize all \(2\)")).click()
             dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize 2 assets")
             expect(dialog).to_be_visible()
-            show_all = dialog.get_by_role("button", name="Show all partitions")
-            if show_all.is_visible():  # the dialog offers the last 90 days first
-                show_all.click()
             selector = dialog.get_by_role("textbox")
+            expect(selector).to_be_visible()
+            show_all = dialog.get_by_role("button", name="Show all partitions")
+            if show_all.is_visible():  # the dialog offers the last 90 days first, when there are older ones
+                show_all.click()
             selector.fill(f"[{BACKFILLED[0]}...{BACKFILLED[-1]}]")
             selector.press("Enter")
             expect(dialog.get_by_text(f"{len(BACKFILLED)} partitions", exact=True)).to_be_visible()
