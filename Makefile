@@ -39,7 +39,8 @@ demo: $(STAMP)
 demo-cluster: $(STAMP)
 	NO_UI="$(NO_UI)" PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m batch_predict.cluster
 
-# Debian's PostgreSQL and Redis for the tests and demo-cluster, installed with apt when missing (root).
+# Debian's PostgreSQL and Redis for the tests and demo-cluster, and Chromium for the UI test
+# (driven by Playwright from the dev extras, which downloads no browser), installed with apt when missing (root).
 servers: $(STAMP)
 	$(BIN)/python -m batch_predict.servers
 

@@ -1,7 +1,8 @@
 """Local PostgreSQL and Redis servers for the tests and the cluster demo, on 127.0.0.1 and free ports.
 
 Both use the Debian packages (`postgresql`, `redis-server`) and install them with apt when they are
-missing and we are root, so that a fresh CI machine needs no setup step of its own. Each server runs
+missing and we are root, so that a fresh CI machine needs no setup step of its own; so does the
+headless Chromium (`chromium`) that the UI test drives. Each server runs
 in its own process group and is stopped by PID and process group, never by name: several people's
 servers share the machine.
 """
@@ -220,6 +221,21 @@ def redis_server_bin() -> Path:
         if attempt == 0:
             apt_install("redis-server")
     raise ServerError("apt-get installed `redis-server` but no redis-server is on PATH or in /usr/bin.")
+
+
+def chromium_bin() -> Path:
+    """Debian's Chromium browser binary, installed when missing.
+
+    The binary itself rather than the `/usr/bin/chromium` wrapper script, which adds flags of its own
+    (extensions, GPU rasterization) from /etc/chromium.d; the UI test passes the flags it needs.
+    """
+    binary = Path("/usr/lib/chromium/chromium")
+    for attempt in range(2):
+        if binary.exists():
+            return binary
+        if attempt == 0:
+            apt_install("chromium")
+    raise ServerError(f"apt-get installed `chromium` but {binary} is not there.")
 
 
 def make_reachable(folder: Path, user: str) -> None:
@@ -523,10 +539,11 @@ class RedisServer:
 
 
 def main() -> int:
-    """`python -m batch_predict.servers`: install PostgreSQL and Redis when missing, and say where they are."""
+    """`python -m batch_predict.servers`: install PostgreSQL, Redis and Chromium when missing, and say where they are."""
     try:
         print(f"PostgreSQL: {postgres_bin()}")
         print(f"Redis: {redis_server_bin()}")
+        print(f"Chromium: {chromium_bin()}")
     except ServerError as error:
         print(f"batch_predict.servers: {error}", file=sys.stderr)
         return 1

@@ -1,5 +1,6 @@
 """Whole system: a real `dagster dev` (webserver, daemon, code server) receives a backfill like the UI's."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -99,58 +100,73 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=30)
 
 
-@pytest.fixture(scope="module")
-def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
-    tmp_path = tmp_path_factory.mktemp("dagster_dev")
-    home = tmp_path / "dagster_home"
-    home.mkdir()
+def make_project(folder: Path) -> tuple[dict[str, str], Path]:
+    """A project in `folder` with this repository's instance settings, DAYS of landed records and a
+    registered champion; the environment `dagster dev` runs it with, and the warehouse file it writes."""
+    home = folder / "dagster_home"
+    home.mkdir(parents=True)
     shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    warehouse = tmp_path / "warehouse.duckdb"
-    write_landing(tmp_path / "landing", FIRST_DAY, DAYS, ROWS)
-    train_demo_model(Registry(tmp_path / "models"))
-    port = free_port()
+    warehouse = folder / "warehouse.duckdb"
+    write_landing(folder / "landing", FIRST_DAY, DAYS, ROWS)
+    train_demo_model(Registry(folder / "models"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCH_PREDICT_")} | {
         "DAGSTER_HOME": str(home),
         "BATCH_PREDICT_WAREHOUSE": str(warehouse),
-        "BATCH_PREDICT_LANDING": str(tmp_path / "landing"),
-        "BATCH_PREDICT_MODELS": str(tmp_path / "models"),
+        "BATCH_PREDICT_LANDING": str(folder / "landing"),
+        "BATCH_PREDICT_MODELS": str(folder / "models"),
         "BATCH_PREDICT_START": "2026-03-01",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    log = (tmp_path / "dagster-dev.log").open("wb")
-    process = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "dagster"),
-            "dev",
-            "-w",
-            "workspace.yaml",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, (tmp_path / "dagster-dev.log").read_text()[-3000:]
-            try:
-                data = graphql(port, "{ repositoriesOrError { ... on RepositoryConnection { nodes { name } } } }")
-                if data["repositoriesOrError"].get("nodes"):
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "dagster dev did not load the code location in 120 s"
-            time.sleep(1)
+    return env, warehouse
+
+
+@contextlib.contextmanager
+def running_dagster_dev(folder: Path, env: dict[str, str]) -> Iterator[int]:
+    """`dagster dev` on 127.0.0.1 and a free port, in its own process group, until the code location
+    has loaded; yields the port, and stops the whole group on the way out. Its log: folder/dagster-dev.log."""
+    port = free_port()
+    log_path = folder / "dagster-dev.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "dagster"),
+                "dev",
+                "-w",
+                "workspace.yaml",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                assert process.poll() is None, log_path.read_text()[-3000:]
+                try:
+                    data = graphql(port, "{ repositoriesOrError { ... on RepositoryConnection { nodes { name } } } }")
+                    if data["repositoriesOrError"].get("nodes"):
+                        break
+                except OSError:
+                    pass
+                assert time.monotonic() < deadline, "dagster dev did not load the code location in 120 s"
+                time.sleep(1)
+            yield port
+        finally:
+            stop(process)
+
+
+@pytest.fixture(scope="module")
+def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    tmp_path = tmp_path_factory.mktemp("dagster_dev")
+    env, warehouse = make_project(tmp_path)
+    with running_dagster_dev(tmp_path, env) as port:
         yield port, warehouse
-    finally:
-        stop(process)
-        log.close()
 
 
 def backfill(
