@@ -8,11 +8,10 @@ import pandas as pd
 import pytest
 
 from batch_predict.batch import predict_partition
-from batch_predict.settings import OnFailure
 from batch_predict.demo import FlakyClassifier
 from batch_predict.registry import LoadedModel, Registry
 from batch_predict.scoring import ERRORS_GLOB, PREDICTIONS_GLOB, RunInfo, predict_chunks
-from batch_predict.settings import IRIS_FEATURES
+from batch_predict.settings import IRIS_FEATURES, OnFailure
 from batch_predict.warehouse import PredictionRun, Source, Warehouse
 
 from .conftest import BOTH_BACKENDS, change_stored_rows, stored_rows
@@ -165,7 +164,9 @@ def test_a_record_that_keeps_failing_dies_after_max_attempts(snapshotted: Wareho
     assert {row[1:] for row in rows} == {(3, True, DAYS[2])}
     # Dead records are not carried any further; the later days' failures (attempts 1 and 2) are.
     alive = failing_ids(snapshotted, model, DAYS[1]) | failing_ids(snapshotted, model, DAYS[2])
-    later = predict_partition(snapshotted, registry.load("champion"), "2026-03-04", "later", 64, mode=OnFailure.CARRY_OVER)
+    later = predict_partition(
+        snapshotted, registry.load("champion"), "2026-03-04", "later", 64, mode=OnFailure.CARRY_OVER
+    )
     assert later.work.carried == len(alive) == later.published.carried_in
     assert {row[0] for row in stored_rows(snapshotted, "SELECT record_id FROM prediction_errors")} == origin
     for key in DAYS:
