@@ -153,7 +153,7 @@ def predict_partition(
     effective = OnFailure.RETRY_ALL if full_refresh else OnFailure(mode)
     staging = staging_dir(warehouse, partition_key)
     with _exclusive(staging.with_suffix(".lock")):
-        wanted = {
+        wanted: dict[str, object] = {
             "partition_key": partition_key,
             "inputs_snapshot": warehouse.input_snapshot(partition_key),
             "model_checksum": model.metadata.checksum,
