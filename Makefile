@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 3000
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: demo demo-cluster servers test lint venv bench clean-demo
+.PHONY: demo demo-cluster servers test lint venv bench clean-demo settings-docs
 
 venv: $(STAMP)
 
@@ -17,11 +17,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,mlflow]'
 	touch $(STAMP)
 
+# The demo's days of records, up to today (UTC), and its first day. Its partitions start on that day
+# (BATCH_PREDICT_START, exported to every command below and to `dagster dev`), so the UI shows
+# no months of empty partitions before the data; a BATCH_PREDICT_START in the environment wins.
+DEMO_DAYS ?= 30
+demo: DEMO_START := $(shell $(PYTHON) -c 'import datetime as d; print(d.datetime.now(d.UTC).date() - d.timedelta(days=$(DEMO_DAYS) - 1))')
+
 # The demo's model was "trained" 45 days ago on the iris data; the records drift away from it.
 # After the first batch, training on the labelled recent days promotes a better model, and
 # the partitions the old model predicted are re-predicted.
+demo: export BATCH_PREDICT_START ?= $(DEMO_START)
 demo: $(STAMP)
-	$(BIN)/batch-predict demo-data --days 30 --rows-per-day 2000
+	$(BIN)/batch-predict demo-data --start $(DEMO_START) --days $(DEMO_DAYS) --rows-per-day 2000
 	$(BIN)/batch-predict model train-demo --age-days 45 --keep-alias
 	$(BIN)/batch-predict materialize --last 21
 	$(BIN)/batch-predict status --last 7
@@ -43,6 +50,10 @@ demo-cluster: $(STAMP)
 # (driven by Playwright from the dev extras, which downloads no browser), installed with apt when missing (root).
 servers: $(STAMP)
 	$(BIN)/python -m batch_predict.servers
+
+# .env.example and docs/settings.md, written from the settings spec (batch_predict/settings.py).
+settings-docs: $(STAMP)
+	$(BIN)/python -m batch_predict.settings --write
 
 lint: $(STAMP)
 	$(BIN)/ruff check batch_predict batch_predict_tests benchmarks

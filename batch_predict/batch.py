@@ -22,11 +22,8 @@ from batch_predict.scoring import (
     predict_chunks,
     probability_column,
 )
+from batch_predict.settings import OnFailure
 from batch_predict.warehouse import PredictionRun, PublishResult, Warehouse, WorkSet
-
-RETRY_ALL = "retry_all"
-RETRY_FAILED = "retry_failed"
-CARRY_OVER = "carry_over"
 
 
 @dataclass(frozen=True)
@@ -133,7 +130,7 @@ def predict_partition(
     partition_key: str,
     run_id: str,
     chunk_size: int,
-    mode: str = RETRY_ALL,
+    mode: str = OnFailure.RETRY_ALL,
     full_refresh: bool = False,
     max_attempts: int = 3,
 ) -> BatchOutcome:
@@ -151,14 +148,16 @@ def predict_partition(
     publish, so other runs can use it while this one predicts.
     """
     started = time.perf_counter()
-    effective = RETRY_ALL if full_refresh else mode
+    # Compared as the enum; handed on as its plain string, which is what is stored and shown in the UI
+    # (Dagster's metadata cannot serialize an Enum).
+    effective = OnFailure.RETRY_ALL if full_refresh else OnFailure(mode)
     staging = staging_dir(warehouse, partition_key)
     with _exclusive(staging.with_suffix(".lock")):
-        wanted = {
+        wanted: dict[str, object] = {
             "partition_key": partition_key,
             "inputs_snapshot": warehouse.input_snapshot(partition_key),
             "model_checksum": model.metadata.checksum,
-            "mode": effective,
+            "mode": effective.value,
             "chunk_size": chunk_size,
         }
         manifest = _resumable(staging, wanted)
@@ -168,8 +167,8 @@ def predict_partition(
             work = warehouse.export_work(
                 partition_key,
                 staging / "work.parquet",
-                only_unpredicted=effective == RETRY_FAILED,
-                carry=effective == CARRY_OVER,
+                only_unpredicted=effective == OnFailure.RETRY_FAILED,
+                carry=effective == OnFailure.CARRY_OVER,
             )
             manifest = Manifest(**wanted, own=work.own, carried=work.carried)  # type: ignore[arg-type]
             (staging / "manifest.json").write_text(json.dumps(asdict(manifest)))
@@ -181,7 +180,7 @@ def predict_partition(
             PredictionRun(
                 partition_key=partition_key,
                 run_id=run_id,
-                mode=effective,
+                mode=effective.value,
                 model_name=model.metadata.name,
                 model_version=model.metadata.version,
                 probability_columns=[probability_column(label) for label in model.metadata.classes],
@@ -194,7 +193,7 @@ def predict_partition(
         )
         shutil.rmtree(staging, ignore_errors=True)
     return BatchOutcome(
-        mode=effective,
+        mode=effective.value,
         model_version=model.metadata.version,
         work=WorkSet(own=manifest.own, carried=manifest.carried),
         scored=scored,

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batch_predict.contract import FeatureContract
-from batch_predict.deadline import PENDING, deadline_verdict
 from batch_predict.interrupts import Stopped
 from batch_predict.models.names import check_name
 from batch_predict.models.registry import Registry
 from batch_predict.models.types import ModelError
 from batch_predict.redaction import redact
 from batch_predict.settings import Settings, SettingsError, load_settings
+from batch_predict.verdicts import PENDING, ModelAge, deadline_summary, deadline_verdict
 from batch_predict.warehouse import SourceError, Warehouse, WarehouseError
 
 if TYPE_CHECKING:
@@ -334,8 +334,12 @@ def _train_demo(settings: Settings, fail_share: float, trained_at: datetime | No
 
 def status_rows(settings: Settings, last: int, now: datetime) -> list[dict[str, Any]]:
     """Per-partition counts, model and check outcomes, newest partition first."""
+    from batch_predict.checks import next_due_at
+    from batch_predict.partitions import build_partitions
+
     warehouse = open_warehouse(settings)
     deadline = timedelta(hours=settings.deadline_hours)
+    partitions_def = build_partitions(settings)
     stale = _stale_by_partition(settings, warehouse)
     drifted = warehouse.drifted()
     quality: dict[str, dict[str, dict[str, Any]]] = {}
@@ -345,7 +349,13 @@ def status_rows(settings: Settings, last: int, now: datetime) -> list[dict[str, 
     for row in warehouse.partition_status(last):
         due_at = row["window_end"] + deadline if row["window_end"] is not None else None
         verdict = (
-            deadline_verdict(row["completed_at"], row["every_input_predicted"], due_at, now)
+            deadline_verdict(
+                row["completed_at"],
+                row["every_input_predicted"],
+                due_at,
+                now,
+                next_due_at(partitions_def, row["window_end"], deadline),
+            )
             if due_at is not None
             else PENDING
         )
@@ -385,14 +395,11 @@ def champion_line(settings: Settings, now: datetime) -> str:
         meta = resource.metadata(resource.current_version(), FeatureContract.from_settings(settings))
     except Exception as error:  # status shows what it cannot read (a registry, an MLflow server) and goes on
         return f"champion: none ({type(error).__name__}: {redact(str(error)).splitlines()[0]})"
-    age = meta.age_days(now)
-    if age > settings.model_hard_max_age_days:
-        verdict = f"past the hard limit of {settings.model_hard_max_age_days:g} days (error): retrain it"
-    elif age > settings.model_max_age_days:
-        verdict = f"past BATCH_PREDICT_MODEL_MAX_AGE_DAYS={settings.model_max_age_days:g} (warn): retrain it"
-    else:
-        verdict = f"within the {settings.model_max_age_days:g}-day limit"
-    return f"{settings.model_alias}: {meta.name} {meta.version} ({meta.format}), trained {meta.trained_at[:19]}, {age:.1f} days ago, {verdict}"
+    age = ModelAge(meta.age_days(now), settings.model_max_age_days, settings.model_hard_max_age_days)
+    return (
+        f"{settings.model_alias}: {meta.name} {meta.version} ({meta.format}), trained {meta.trained_at[:19]}, "
+        f"{age.age_days:.1f} days ago, {age.status()}"
+    )
 
 
 def _stale_by_partition(settings: Settings, warehouse: Warehouse) -> dict[str, str]:
@@ -449,6 +456,9 @@ def _status(settings: Settings, last: int, as_json: bool) -> int:
                 for cell, width in zip(line, widths, strict=True)
             ).rstrip()
         )
+    summary = deadline_summary((row["deadline"] for row in rows), settings.deadline_hours)
+    if summary:
+        print(summary)
     return 0
 
 

@@ -1,80 +1,56 @@
-"""Every setting of the application, read from environment variables with documented defaults.
+"""Every setting of the application, written once: the spec below is what loads, validates and documents them.
 
-Settings are parsed and validated in one place so that a bad value fails when the
-definitions load, with a message naming the variable and the values it accepts.
+`SETTINGS` lists each environment variable with its type (a parser), default, accepted
+values and description. `load_settings` reads them from it, so a bad value fails when
+the definitions load, with a message naming the variable and the values it accepts; and
+`python -m batch_predict.settings --write` (`make settings-docs`) writes `.env.example`
+and `docs/settings.md` from it, so the documentation cannot drift from the code.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import re
+import sys
+import textwrap
 import zoneinfo
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from batch_predict.models.names import NAME_RULE, valid_name
 from batch_predict.redaction import redact
 
+
+class OnFailure(StrEnum):
+    """How a later run treats the records that failed prediction (BATCH_PREDICT_ON_FAILURE).
+
+    A `StrEnum`, so a mode compares equal to, and is stored as, its plain string.
+    """
+
+    RETRY_ALL = "retry_all"
+    RETRY_FAILED = "retry_failed"
+    CARRY_OVER = "carry_over"
+
+
 CADENCES = ("hourly", "daily", "weekly", "monthly")
-ON_FAILURE_MODES = ("retry_all", "retry_failed", "carry_over")
+ON_FAILURE_MODES = tuple(mode.value for mode in OnFailure)
 BACKFILL_MODELS = ("current", "point_in_time")
 PROMOTION_METRICS = ("accuracy", "log_loss")
 SCHEDULE_STATES = ("stopped", "running")
 IRIS_FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+# The source glob's extension chooses DuckDB's reader (warehouse.READERS).
+SOURCE_EXTENSIONS = (".parquet", ".csv", ".json", ".jsonl")
 
 # The schedule fires this many minutes after a partition ends (to let late data land);
 # the delay is expressed as the tick's minute and hour, so it must stay under an hour
 # for hourly partitions and under a day otherwise.
 _MAX_DELAY_MINUTES = {"hourly": 59, "daily": 24 * 60 - 1, "weekly": 24 * 60 - 1, "monthly": 24 * 60 - 1}
-
-DEFAULTS: Mapping[str, str] = {
-    "BATCH_PREDICT_WAREHOUSE": "data/warehouse.duckdb",
-    "BATCH_PREDICT_LANDING": "data/landing",
-    "BATCH_PREDICT_SOURCE_GLOB": "**/*.parquet",
-    "BATCH_PREDICT_MODELS": "data/models",
-    "BATCH_PREDICT_MODEL_ALIAS": "champion",
-    "BATCH_PREDICT_CADENCE": "daily",
-    "BATCH_PREDICT_START": "2026-01-01",
-    "BATCH_PREDICT_TIMEZONE": "UTC",
-    "BATCH_PREDICT_MODEL_MAX_AGE_DAYS": "30",
-    "BATCH_PREDICT_DEADLINE_HOURS": "6",
-    "BATCH_PREDICT_SCHEDULE_DELAY_MINUTES": "15",
-    "BATCH_PREDICT_CHUNK_SIZE": "65536",
-    "BATCH_PREDICT_ID_COLUMN": "record_id",
-    "BATCH_PREDICT_TIME_COLUMN": "event_time",
-    "BATCH_PREDICT_FEATURES": ",".join(IRIS_FEATURES),
-    "BATCH_PREDICT_NONNEGATIVE_FEATURES": ",".join(IRIS_FEATURES),
-    "BATCH_PREDICT_ON_FAILURE": "retry_all",
-    "BATCH_PREDICT_MAX_ATTEMPTS": "3",
-    "BATCH_PREDICT_MAX_REJECTED_SHARE": "0.5",
-    "BATCH_PREDICT_MAX_SHRINK_SHARE": "0.5",
-    "BATCH_PREDICT_STEP_RETRIES": "3",
-    "BATCH_PREDICT_MAX_PARTITIONS_PER_RUN": "1",
-    "BATCH_PREDICT_LOCK_TIMEOUT_SECONDS": "300",
-    "BATCH_PREDICT_DUCKDB_MEMORY_LIMIT": "512MB",
-    "BATCH_PREDICT_DUCKDB_THREADS": "2",
-    "BATCH_PREDICT_MODEL_URI": "",
-    "BATCH_PREDICT_BACKFILL_MODEL": "current",
-    "BATCH_PREDICT_MODEL_HARD_MAX_AGE_DAYS": "90",
-    "BATCH_PREDICT_LABELS": "data/labels",
-    "BATCH_PREDICT_LABEL_COLUMN": "label",
-    "BATCH_PREDICT_TRAIN_DAYS": "14",
-    "BATCH_PREDICT_HOLDOUT_DAYS": "3",
-    "BATCH_PREDICT_PROMOTION_METRIC": "accuracy",
-    "BATCH_PREDICT_PROMOTION_MARGIN": "0.01",
-    "BATCH_PREDICT_RETRAIN_SCHEDULE": "stopped",
-    "BATCH_PREDICT_DRIFT_ALPHA": "0.01",
-    "BATCH_PREDICT_DRIFT_PSI_FLOOR": "0.1",
-    "BATCH_PREDICT_FEATURE_RANGES": "",
-    "BATCH_PREDICT_MAX_FAILED_SHARE": "0.1",
-    "BATCH_PREDICT_STAGING_MAX_AGE_HOURS": "48",
-    "BATCH_PREDICT_STAGING": "",
-}
-# The source glob's extension chooses DuckDB's reader (warehouse.READERS).
-SOURCE_EXTENSIONS = (".parquet", ".csv", ".json", ".jsonl")
 
 
 class SettingsError(ValueError):
@@ -116,7 +92,7 @@ class Settings:
     time_column: str
     features: tuple[str, ...]
     nonnegative_features: tuple[str, ...]
-    on_failure: str
+    on_failure: OnFailure
     max_attempts: int
     max_rejected_share: float
     step_retries: int
@@ -144,185 +120,778 @@ class Settings:
     staging: Path = Path("data/staging")
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate every setting from `environ` (default: the process environment).
+# A parser turns one variable's text into its value: (text, variable name, the values parsed
+# before it, by field) -> value, raising SettingsError with the variable's name on a bad value.
+Parser = Callable[[str, str, Mapping[str, Any]], Any]
 
-    Raises:
-        SettingsError: naming the first variable with a bad value and what it accepts.
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: what it is called, holds, defaults to, accepts and means.
+
+    Attributes:
+        name: the variable (a user contract: never renamed).
+        field: the `Settings` attribute it fills.
+        default: the text used when the variable is unset or blank.
+        accepts: the values it accepts, in the words its error message uses.
+        description: what it changes, for `.env.example` and `docs/settings.md`.
+        parse: its parser; it may read settings listed before it.
+        choices: the allowed values of a setting that is one of a few words.
     """
-    env = os.environ if environ is None else environ
 
-    def raw(name: str) -> str:
-        value = env.get(name, "").strip()
-        return value if value else DEFAULTS[name]
+    name: str
+    field: str
+    default: str
+    accepts: str
+    description: str
+    parse: Parser
+    choices: tuple[str, ...] = ()
 
-    cadence = raw("BATCH_PREDICT_CADENCE").lower()
-    if cadence not in CADENCES:
-        raise SettingsError(_bad("BATCH_PREDICT_CADENCE", cadence, "one of " + "|".join(CADENCES)))
 
-    on_failure = raw("BATCH_PREDICT_ON_FAILURE").lower()
-    if on_failure not in ON_FAILURE_MODES:
-        raise SettingsError(_bad("BATCH_PREDICT_ON_FAILURE", on_failure, "one of " + "|".join(ON_FAILURE_MODES)))
-    max_rejected_share = _float(raw("BATCH_PREDICT_MAX_REJECTED_SHARE"), "BATCH_PREDICT_MAX_REJECTED_SHARE", 0)
-    if max_rejected_share > 1:
-        raise SettingsError(
-            _bad("BATCH_PREDICT_MAX_REJECTED_SHARE", raw("BATCH_PREDICT_MAX_REJECTED_SHARE"), "a share from 0 to 1")
-        )
-    max_shrink_share = _float(raw("BATCH_PREDICT_MAX_SHRINK_SHARE"), "BATCH_PREDICT_MAX_SHRINK_SHARE", 0)
-    if max_shrink_share > 1:
-        raise SettingsError(
-            _bad("BATCH_PREDICT_MAX_SHRINK_SHARE", raw("BATCH_PREDICT_MAX_SHRINK_SHARE"), "a share from 0 to 1")
-        )
+@dataclass(frozen=True)
+class Documented:
+    """A variable read by something other than `load_settings`, listed in the docs with where it is read."""
 
-    features = _names(raw("BATCH_PREDICT_FEATURES"), "BATCH_PREDICT_FEATURES")
-    listed = raw("BATCH_PREDICT_NONNEGATIVE_FEATURES")
-    nonnegative = () if listed.lower() == "none" else _names(listed, "BATCH_PREDICT_NONNEGATIVE_FEATURES")
+    name: str
+    default: str
+    description: str
+
+
+def _whole(minimum: int) -> Parser:
+    return lambda value, name, _: _int(value, name, minimum)
+
+
+def _number(minimum: float) -> Parser:
+    return lambda value, name, _: _float(value, name, minimum)
+
+
+def _share(value: str, name: str, _: Mapping[str, Any]) -> float:
+    share = _float(value, name, 0)
+    if share > 1:
+        raise SettingsError(_bad(name, value, "a share from 0 to 1"))
+    return share
+
+
+def _one_of(choices: Sequence[str], echo_lowered: bool = False) -> Parser:
+    # Cadence and rerun mode have always echoed a bad value lowercased; the others as given.
+    return lambda value, name, _: _choice(value.lower() if echo_lowered else value, name, tuple(choices))
+
+
+def _plain(value: str, name: str, _: Mapping[str, Any]) -> str:
+    return value
+
+
+def _path_setting(value: str, name: str, _: Mapping[str, Any]) -> Path:
+    return _path(value)
+
+
+def _column(value: str, name: str, _: Mapping[str, Any]) -> str:
+    return _names(value, name)[0]
+
+
+def _features(value: str, name: str, _: Mapping[str, Any]) -> tuple[str, ...]:
+    return _names(value, name)
+
+
+def _nonnegative(value: str, name: str, parsed: Mapping[str, Any]) -> tuple[str, ...]:
+    features: tuple[str, ...] = parsed["features"]
+    nonnegative = () if value.lower() == "none" else _names(value, name)
     unknown = sorted(set(nonnegative) - set(features))
     if unknown:
         raise SettingsError(
             _bad(
-                "BATCH_PREDICT_NONNEGATIVE_FEATURES",
+                name,
                 ",".join(unknown),
                 "a comma-separated subset of BATCH_PREDICT_FEATURES (" + ",".join(features) + ")",
             )
         )
+    return nonnegative
 
-    timezone = raw("BATCH_PREDICT_TIMEZONE")
+
+def _feature_ranges(value: str, name: str, parsed: Mapping[str, Any]) -> tuple[FeatureRange, ...]:
+    return _ranges(value, parsed["features"])
+
+
+def _on_failure(value: str, name: str, parsed: Mapping[str, Any]) -> OnFailure:
+    return OnFailure(_choice(value.lower(), name, ON_FAILURE_MODES))
+
+
+def _timezone(value: str, name: str, _: Mapping[str, Any]) -> str:
     try:
-        zoneinfo.ZoneInfo(timezone)
+        zoneinfo.ZoneInfo(value)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise SettingsError(
-            _bad("BATCH_PREDICT_TIMEZONE", timezone, "an IANA time zone name such as UTC or Europe/Berlin")
-        ) from None
+        raise SettingsError(_bad(name, value, "an IANA time zone name such as UTC or Europe/Berlin")) from None
+    return value
 
-    delay = _int(raw("BATCH_PREDICT_SCHEDULE_DELAY_MINUTES"), "BATCH_PREDICT_SCHEDULE_DELAY_MINUTES", 0)
+
+def _start_setting(value: str, name: str, parsed: Mapping[str, Any]) -> datetime:
+    start = _start(value)
+    timezone = parsed["timezone"]
+    start_at = start if start.tzinfo else start.replace(tzinfo=zoneinfo.ZoneInfo(timezone))
+    if start_at > datetime.now(UTC):
+        raise SettingsError(
+            f"{name}={value!r} is in the future ({timezone}): no partition exists "
+            "until then, so nothing would be snapshotted, predicted or scheduled. Set it to the first day of your "
+            f"source records (or unset it for the default {DEFAULTS[name]!r})."
+        )
+    return start
+
+
+def _delay(value: str, name: str, parsed: Mapping[str, Any]) -> int:
+    delay = _int(value, name, 0)
+    cadence = parsed["cadence"]
     if delay > _MAX_DELAY_MINUTES[cadence]:
         raise SettingsError(
             _bad(
-                "BATCH_PREDICT_SCHEDULE_DELAY_MINUTES",
+                name,
                 str(delay),
                 f"a whole number of minutes from 0 to {_MAX_DELAY_MINUTES[cadence]} for {cadence} partitions",
             )
         )
+    return delay
 
-    choices = {
-        name: _choice(raw(name), name, allowed)
-        for name, allowed in (
-            ("BATCH_PREDICT_BACKFILL_MODEL", BACKFILL_MODELS),
-            ("BATCH_PREDICT_PROMOTION_METRIC", PROMOTION_METRICS),
-            ("BATCH_PREDICT_RETRAIN_SCHEDULE", SCHEDULE_STATES),
-        )
-    }
-    model_uri = env.get("BATCH_PREDICT_MODEL_URI", "").strip()
-    # No query string either: a models:/ URI takes none, and one with a token would show as resource config.
-    if model_uri and (not model_uri.startswith("models:/") or "?" in model_uri or "#" in model_uri):
+
+def _source_glob(value: str, name: str, _: Mapping[str, Any]) -> str:
+    if Path(value).suffix.lower() not in SOURCE_EXTENSIONS:
         raise SettingsError(
-            _bad(
-                "BATCH_PREDICT_MODEL_URI",
-                redact(model_uri),
-                "an MLflow model URI models:/NAME@ALIAS or models:/NAME/VERSION",
-            )
+            _bad(name, value, "a glob ending in " + ", ".join(SOURCE_EXTENSIONS)) + " The extension chooses the reader."
         )
-    if model_uri and choices["BATCH_PREDICT_BACKFILL_MODEL"] == "point_in_time":
+    return value
+
+
+def _hard_max_age(value: str, name: str, parsed: Mapping[str, Any]) -> float:
+    hard = _float(value, name, 0)
+    max_age: float = parsed["model_max_age_days"]
+    if hard < max_age:
+        raise SettingsError(
+            _bad(name, value, f"a number of days at least BATCH_PREDICT_MODEL_MAX_AGE_DAYS ({max_age:g})")
+        )
+    return hard
+
+
+def _drift_alpha(value: str, name: str, _: Mapping[str, Any]) -> float:
+    alpha = _float(value, name, 0)
+    if not 0 < alpha < 1:
+        raise SettingsError(_bad(name, value, "a share between 0 and 1"))
+    return alpha
+
+
+def _staging_max_age(value: str, name: str, _: Mapping[str, Any]) -> float:
+    hours = _float(value, name, 0)
+    if hours == 0:
+        raise SettingsError(_bad(name, "0", "a number of hours above 0 (0 would remove resumable work)"))
+    return hours
+
+
+def _model_uri(value: str, name: str, _: Mapping[str, Any]) -> str:
+    # No query string either: a models:/ URI takes none, and one with a token would show as resource config.
+    if value and (not value.startswith("models:/") or "?" in value or "#" in value):
+        raise SettingsError(_bad(name, redact(value), "an MLflow model URI models:/NAME@ALIAS or models:/NAME/VERSION"))
+    return value
+
+
+def _backfill_model(value: str, name: str, parsed: Mapping[str, Any]) -> str:
+    choice = _choice(value, name, BACKFILL_MODELS)
+    if choice == "point_in_time" and parsed["model_uri"]:
         raise SettingsError(
             "BATCH_PREDICT_BACKFILL_MODEL='point_in_time' needs the local registry's alias history; with "
             "BATCH_PREDICT_MODEL_URI (MLflow) set, use 'current'."
         )
-    if on_failure == "carry_over" and choices["BATCH_PREDICT_BACKFILL_MODEL"] == "point_in_time":
+    if choice == "point_in_time" and parsed["on_failure"] == OnFailure.CARRY_OVER:
         raise SettingsError(
             "BATCH_PREDICT_ON_FAILURE='carry_over' predicts an earlier partition's failed records with a later "
             "partition's model, which BATCH_PREDICT_BACKFILL_MODEL='point_in_time' rules out. Use retry_all or "
             "retry_failed with point_in_time, or current with carry_over."
         )
-    max_age = _float(raw("BATCH_PREDICT_MODEL_MAX_AGE_DAYS"), "BATCH_PREDICT_MODEL_MAX_AGE_DAYS", 0)
-    hard_max_age = _float(raw("BATCH_PREDICT_MODEL_HARD_MAX_AGE_DAYS"), "BATCH_PREDICT_MODEL_HARD_MAX_AGE_DAYS", 0)
-    if hard_max_age < max_age:
-        raise SettingsError(
-            _bad(
-                "BATCH_PREDICT_MODEL_HARD_MAX_AGE_DAYS",
-                raw("BATCH_PREDICT_MODEL_HARD_MAX_AGE_DAYS"),
-                f"a number of days at least BATCH_PREDICT_MODEL_MAX_AGE_DAYS ({max_age:g})",
-            )
-        )
-    drift_alpha = _float(raw("BATCH_PREDICT_DRIFT_ALPHA"), "BATCH_PREDICT_DRIFT_ALPHA", 0)
-    if not 0 < drift_alpha < 1:
-        raise SettingsError(
-            _bad("BATCH_PREDICT_DRIFT_ALPHA", raw("BATCH_PREDICT_DRIFT_ALPHA"), "a share between 0 and 1")
-        )
+    return choice
 
-    max_failed_share = _float(raw("BATCH_PREDICT_MAX_FAILED_SHARE"), "BATCH_PREDICT_MAX_FAILED_SHARE", 0)
-    if max_failed_share > 1:
-        raise SettingsError(
-            _bad("BATCH_PREDICT_MAX_FAILED_SHARE", raw("BATCH_PREDICT_MAX_FAILED_SHARE"), "a share from 0 to 1")
-        )
-    start = _start(raw("BATCH_PREDICT_START"))
-    start_at = start if start.tzinfo else start.replace(tzinfo=zoneinfo.ZoneInfo(timezone))
-    if start_at > datetime.now(UTC):
-        raise SettingsError(
-            f"BATCH_PREDICT_START={raw('BATCH_PREDICT_START')!r} is in the future ({timezone}): no partition exists "
-            "until then, so nothing would be snapshotted, predicted or scheduled. Set it to the first day of your "
-            f"source records (or unset it for the default {DEFAULTS['BATCH_PREDICT_START']!r})."
-        )
-    source_glob = raw("BATCH_PREDICT_SOURCE_GLOB")
-    if Path(source_glob).suffix.lower() not in SOURCE_EXTENSIONS:
-        raise SettingsError(
-            _bad("BATCH_PREDICT_SOURCE_GLOB", source_glob, "a glob ending in " + ", ".join(SOURCE_EXTENSIONS))
-            + " The extension chooses the reader."
-        )
-    staging_max_age = _float(raw("BATCH_PREDICT_STAGING_MAX_AGE_HOURS"), "BATCH_PREDICT_STAGING_MAX_AGE_HOURS", 0)
-    if staging_max_age == 0:
-        raise SettingsError(
-            _bad(
-                "BATCH_PREDICT_STAGING_MAX_AGE_HOURS", "0", "a number of hours above 0 (0 would remove resumable work)"
-            )
-        )
 
-    warehouse = _warehouse(raw("BATCH_PREDICT_WAREHOUSE"))
-    return Settings(
-        warehouse=warehouse,
-        landing=_path(raw("BATCH_PREDICT_LANDING")),
-        source_glob=source_glob,
-        models=_path(raw("BATCH_PREDICT_MODELS")),
-        model_alias=_alias(raw("BATCH_PREDICT_MODEL_ALIAS")),
-        cadence=cadence,
-        start=start,
-        timezone=timezone,
-        model_max_age_days=max_age,
-        deadline_hours=_float(raw("BATCH_PREDICT_DEADLINE_HOURS"), "BATCH_PREDICT_DEADLINE_HOURS", 0),
-        schedule_delay_minutes=delay,
-        chunk_size=_int(raw("BATCH_PREDICT_CHUNK_SIZE"), "BATCH_PREDICT_CHUNK_SIZE", 1),
-        id_column=_names(raw("BATCH_PREDICT_ID_COLUMN"), "BATCH_PREDICT_ID_COLUMN")[0],
-        time_column=_names(raw("BATCH_PREDICT_TIME_COLUMN"), "BATCH_PREDICT_TIME_COLUMN")[0],
-        features=features,
-        nonnegative_features=nonnegative,
-        on_failure=on_failure,
-        max_attempts=_int(raw("BATCH_PREDICT_MAX_ATTEMPTS"), "BATCH_PREDICT_MAX_ATTEMPTS", 1),
-        max_rejected_share=max_rejected_share,
-        step_retries=_int(raw("BATCH_PREDICT_STEP_RETRIES"), "BATCH_PREDICT_STEP_RETRIES", 0),
-        max_partitions_per_run=_int(
-            raw("BATCH_PREDICT_MAX_PARTITIONS_PER_RUN"), "BATCH_PREDICT_MAX_PARTITIONS_PER_RUN", 1
+def _warehouse_setting(value: str, name: str, _: Mapping[str, Any]) -> str:
+    return _warehouse(value)
+
+
+def _staging(value: str, name: str, parsed: Mapping[str, Any]) -> Path:
+    return _path(value) if value else default_staging(parsed["warehouse"])
+
+
+def _alias_setting(value: str, name: str, _: Mapping[str, Any]) -> str:
+    return _alias(value)
+
+
+def _memory_setting(value: str, name: str, _: Mapping[str, Any]) -> str:
+    return _memory(value)
+
+
+_NAMES_ACCEPTED = "comma-separated column names, without repeats"
+_COLUMN_ACCEPTED = "one column name"
+
+# The settings, in the order they are documented. A parser may read the values of settings listed
+# before it (the delay reads the cadence, the start the time zone, the nonnegative features and
+# the ranges the features, the hard age limit the soft one, staging the warehouse).
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "BATCH_PREDICT_WAREHOUSE",
+        "warehouse",
+        "data/warehouse.duckdb",
+        "a DuckDB file path or a PostgreSQL URL postgresql://user@host:port/database",
+        "Where inputs, rejected inputs, predictions, the error ledger and stats live: a DuckDB file (one machine), "
+        "or a PostgreSQL database that many writers share (put the password in PGPASSWORD or ~/.pgpass rather "
+        "than in the URL; see docs/cluster.md). Another URL scheme fails at load.",
+        _warehouse_setting,
+    ),
+    Setting(
+        "BATCH_PREDICT_STAGING",
+        "staging",
+        "",
+        "a folder path, or empty",
+        "Where runs stage their work, local to the machine that runs them; empty: `staging` beside the DuckDB "
+        "file, or `data/staging` for a PostgreSQL warehouse.",
+        _staging,
+    ),
+    Setting(
+        "BATCH_PREDICT_LANDING",
+        "landing",
+        "data/landing",
+        "a folder path",
+        "Folder the source files land in.",
+        _path_setting,
+    ),
+    Setting(
+        "BATCH_PREDICT_SOURCE_GLOB",
+        "source_glob",
+        "**/*.parquet",
+        "a glob ending in " + ", ".join(SOURCE_EXTENSIONS),
+        "Which files under the landing folder to read; the extension picks the reader; another extension fails "
+        "at load.",
+        _source_glob,
+    ),
+    Setting(
+        "BATCH_PREDICT_MODELS",
+        "models",
+        "data/models",
+        "a folder path",
+        "Model registry folder (one subfolder per version, aliases in `aliases/`).",
+        _path_setting,
+    ),
+    Setting(
+        "BATCH_PREDICT_MODEL_ALIAS",
+        "model_alias",
+        "champion",
+        f"one alias name of {NAME_RULE}",
+        "The alias whose version predicts.",
+        _alias_setting,
+    ),
+    Setting(
+        "BATCH_PREDICT_CADENCE",
+        "cadence",
+        "daily",
+        "one of " + "|".join(CADENCES),
+        "Partition cadence.",
+        _one_of(CADENCES, echo_lowered=True),
+        CADENCES,
+    ),
+    Setting(
+        "BATCH_PREDICT_TIMEZONE",
+        "timezone",
+        "UTC",
+        "an IANA time zone name such as UTC or Europe/Berlin",
+        "Time zone of the partition boundaries and of the schedule.",
+        _timezone,
+    ),
+    Setting(
+        "BATCH_PREDICT_START",
+        "start",
+        "2026-01-01",
+        "an ISO date or date-time such as 2026-01-01 or 2026-01-01T06:00, not in the future",
+        "First partition; a start in the future fails at load (no partition would exist until then). Set it to "
+        "the first day of your records: every partition from it on shows in the UI, as missing until predicted. `make demo` sets it to its first data day.",
+        _start_setting,
+    ),
+    Setting(
+        "BATCH_PREDICT_MODEL_MAX_AGE_DAYS",
+        "model_max_age_days",
+        "30",
+        "a number of at least 0",
+        "`model_not_outdated` warns, and the model asset's freshness warns, when the model is older than this.",
+        _number(0),
+    ),
+    Setting(
+        "BATCH_PREDICT_MODEL_HARD_MAX_AGE_DAYS",
+        "model_hard_max_age_days",
+        "90",
+        "a number of days at least BATCH_PREDICT_MODEL_MAX_AGE_DAYS",
+        "`model_not_outdated` fails (error), and the model asset's freshness fails, past this age.",
+        _hard_max_age,
+    ),
+    Setting(
+        "BATCH_PREDICT_DEADLINE_HOURS",
+        "deadline_hours",
+        "6",
+        "a number of at least 0",
+        "Hours after a partition's end by which its predictions are due. Predictions published later count as "
+        "late, whatever wrote them: a backfill of a partition whose deadline has passed is late by definition.",
+        _number(0),
+    ),
+    Setting(
+        "BATCH_PREDICT_SCHEDULE_DELAY_MINUTES",
+        "schedule_delay_minutes",
+        "15",
+        "a whole number of minutes from 0 to 59 for hourly partitions, to 1439 otherwise",
+        "Minutes after a partition closes before the schedule runs it (late data).",
+        _delay,
+    ),
+    Setting(
+        "BATCH_PREDICT_CHUNK_SIZE",
+        "chunk_size",
+        "65536",
+        "a whole number of at least 1",
+        "Rows per Arrow record batch when predicting; bounds the prediction step's memory.",
+        _whole(1),
+    ),
+    Setting(
+        "BATCH_PREDICT_ID_COLUMN",
+        "id_column",
+        "record_id",
+        _COLUMN_ACCEPTED,
+        "Source column with the record id.",
+        _column,
+    ),
+    Setting(
+        "BATCH_PREDICT_TIME_COLUMN",
+        "time_column",
+        "event_time",
+        _COLUMN_ACCEPTED,
+        "Source column with the event time that places a record in a partition.",
+        _column,
+    ),
+    Setting(
+        "BATCH_PREDICT_FEATURES",
+        "features",
+        ",".join(IRIS_FEATURES),
+        _NAMES_ACCEPTED,
+        "Feature columns, in the model's order.",
+        _features,
+    ),
+    Setting(
+        "BATCH_PREDICT_NONNEGATIVE_FEATURES",
+        "nonnegative_features",
+        ",".join(IRIS_FEATURES),
+        "a comma-separated subset of BATCH_PREDICT_FEATURES, or none",
+        "Features that must be at least 0 (`none` for no such rule).",
+        _nonnegative,
+    ),
+    Setting(
+        "BATCH_PREDICT_FEATURE_RANGES",
+        "feature_ranges",
+        "",
+        "comma-separated FEATURE=LOW:HIGH ranges of BATCH_PREDICT_FEATURES, or empty",
+        "Plausible values per feature, bounds included, e.g. `sepal_length=0:50,petal_width=0:10`; a side may be "
+        "left empty (`0:`, `:10`). Values outside are rejected as `out_of_range`. Empty: no ranges.",
+        _feature_ranges,
+    ),
+    Setting(
+        "BATCH_PREDICT_ON_FAILURE",
+        "on_failure",
+        OnFailure.RETRY_ALL.value,
+        "one of " + "|".join(ON_FAILURE_MODES),
+        "How records that failed prediction are rerun: `retry_all`, `retry_failed` or `carry_over` (see the "
+        "reruns section of the README).",
+        _on_failure,
+        ON_FAILURE_MODES,
+    ),
+    Setting(
+        "BATCH_PREDICT_MAX_ATTEMPTS",
+        "max_attempts",
+        "3",
+        "a whole number of at least 1",
+        "Attempts after which a failed record is marked dead and no longer carried over.",
+        _whole(1),
+    ),
+    Setting(
+        "BATCH_PREDICT_MAX_REJECTED_SHARE",
+        "max_rejected_share",
+        "0.5",
+        "a share from 0 to 1",
+        "`inputs` fails, writing nothing, when more than this share of a partition's records break the contract.",
+        _share,
+    ),
+    Setting(
+        "BATCH_PREDICT_MAX_FAILED_SHARE",
+        "max_failed_share",
+        "0.1",
+        "a share from 0 to 1",
+        "`predictions` fails, after publishing (nothing is lost), when more than this share of a partition's "
+        "worked records fail prediction; `no_prediction_errors` is then an error. `1.0` turns it off.",
+        _share,
+    ),
+    Setting(
+        "BATCH_PREDICT_MAX_SHRINK_SHARE",
+        "max_shrink_share",
+        "0.5",
+        "a share from 0 to 1",
+        "`inputs` fails, writing nothing, when a partition's window holds no records, or fewer than this share of "
+        "those it was last snapshotted with (moved landing files); `allow_shrink` forces it.",
+        _share,
+    ),
+    Setting(
+        "BATCH_PREDICT_STEP_RETRIES",
+        "step_retries",
+        "3",
+        "a whole number of at least 0",
+        "Step retries (exponential backoff with jitter) for I/O and lock errors; bad data, models and settings "
+        "are never retried.",
+        _whole(0),
+    ),
+    Setting(
+        "BATCH_PREDICT_MAX_PARTITIONS_PER_RUN",
+        "max_partitions_per_run",
+        "1",
+        "a whole number of at least 1",
+        "A backfill groups up to this many partitions in one run (`BackfillPolicy.multi_run`); each partition "
+        "still gets its own rows, stats and materialization.",
+        _whole(1),
+    ),
+    Setting(
+        "BATCH_PREDICT_LOCK_TIMEOUT_SECONDS",
+        "lock_timeout_seconds",
+        "300",
+        "a number of at least 0",
+        "How long a run waits for another writer's lock before failing (and being retried).",
+        _number(0),
+    ),
+    Setting(
+        "BATCH_PREDICT_DUCKDB_MEMORY_LIMIT",
+        "duckdb_memory_limit",
+        "512MB",
+        "a size such as 512MB or 2GB",
+        "DuckDB `memory_limit` for each connection.",
+        _memory_setting,
+    ),
+    Setting(
+        "BATCH_PREDICT_DUCKDB_THREADS",
+        "duckdb_threads",
+        "2",
+        "a whole number of at least 1",
+        "DuckDB `threads` for each connection.",
+        _whole(1),
+    ),
+    Setting(
+        "BATCH_PREDICT_MODEL_URI",
+        "model_uri",
+        "",
+        "an MLflow model URI models:/NAME@ALIAS or models:/NAME/VERSION, or empty",
+        "Load the model from MLflow instead of the local registry (needs the `mlflow` extra; MLflow's "
+        "`MLFLOW_TRACKING_URI` says where its registry is). Empty: the local registry.",
+        _model_uri,
+    ),
+    Setting(
+        "BATCH_PREDICT_BACKFILL_MODEL",
+        "backfill_model",
+        "current",
+        "one of " + "|".join(BACKFILL_MODELS),
+        "Which version predicts a partition: `current` (the alias's version now) or `point_in_time` (the version "
+        "the alias pointed at when the partition ended; not with BATCH_PREDICT_MODEL_URI or "
+        "BATCH_PREDICT_ON_FAILURE=carry_over).",
+        _backfill_model,
+        BACKFILL_MODELS,
+    ),
+    Setting(
+        "BATCH_PREDICT_LABELS",
+        "labels",
+        "data/labels",
+        "a folder path",
+        "Folder the label files (Parquet: id column and label column) land in.",
+        _path_setting,
+    ),
+    Setting(
+        "BATCH_PREDICT_LABEL_COLUMN",
+        "label_column",
+        "label",
+        _COLUMN_ACCEPTED,
+        "Column of the label files holding the true class.",
+        _column,
+    ),
+    Setting(
+        "BATCH_PREDICT_TRAIN_DAYS",
+        "train_days",
+        "14",
+        "a whole number of at least 1",
+        "Days of labelled history a candidate model is trained on.",
+        _whole(1),
+    ),
+    Setting(
+        "BATCH_PREDICT_HOLDOUT_DAYS",
+        "holdout_days",
+        "3",
+        "a whole number of at least 1",
+        "Newest labelled days on which the candidate and the champion are compared.",
+        _whole(1),
+    ),
+    Setting(
+        "BATCH_PREDICT_PROMOTION_METRIC",
+        "promotion_metric",
+        "accuracy",
+        "one of " + "|".join(PROMOTION_METRICS),
+        "Holdout metric that decides a promotion: `accuracy` (higher is better) or `log_loss` (lower is better).",
+        _one_of(PROMOTION_METRICS),
+        PROMOTION_METRICS,
+    ),
+    Setting(
+        "BATCH_PREDICT_PROMOTION_MARGIN",
+        "promotion_margin",
+        "0.01",
+        "a number of at least 0",
+        "How much better than the champion the candidate must be on that metric to be promoted.",
+        _number(0),
+    ),
+    Setting(
+        "BATCH_PREDICT_RETRAIN_SCHEDULE",
+        "retrain_schedule",
+        "stopped",
+        "one of " + "|".join(SCHEDULE_STATES),
+        "Default status of the weekly `training_job_schedule`.",
+        _one_of(SCHEDULE_STATES),
+        SCHEDULE_STATES,
+    ),
+    Setting(
+        "BATCH_PREDICT_DRIFT_ALPHA",
+        "drift_alpha",
+        "0.01",
+        "a share between 0 and 1",
+        "Chance that a drift check warns on a partition with no drift (shared across the distributions it judges).",
+        _drift_alpha,
+    ),
+    Setting(
+        "BATCH_PREDICT_DRIFT_PSI_FLOOR",
+        "drift_psi_floor",
+        "0.1",
+        "a number of at least 0",
+        "PSI below which a shift is never flagged, however many rows a partition has.",
+        _number(0),
+    ),
+    Setting(
+        "BATCH_PREDICT_STAGING_MAX_AGE_HOURS",
+        "staging_max_age_hours",
+        "48",
+        "a number of hours above 0",
+        "Staging folders and lock files of dead runs untouched this long, which no run holds, are removed by "
+        "dead_run_sensor and by every batch-predict verb that runs (younger ones are resumed by the partition's "
+        "next run).",
+        _staging_max_age,
+    ),
+)
+
+# Parse order: a setting after those it reads (the documented order keeps related settings together).
+_PARSE_ORDER = ("warehouse", "model_uri", "on_failure", "features", "cadence", "timezone", "model_max_age_days")
+
+DEFAULTS: Mapping[str, str] = {setting.name: setting.default for setting in SETTINGS}
+
+# Read by `make demo-cluster` (batch_predict/cluster.py) from deploy/cluster.env, each overridden by the
+# environment; the defaults shown are that file's values.
+CLUSTER_SETTINGS: tuple[Documented, ...] = (
+    Documented(
+        "BATCH_PREDICT_CLUSTER_DIR",
+        "data/cluster",
+        "Folder of the local cluster: PostgreSQL's data (reused by the next run), the Dagster home, the servers' "
+        "logs, demo records, labels and models. Relative to the project folder.",
+    ),
+    Documented(
+        "BATCH_PREDICT_CLUSTER_WAREHOUSE",
+        "{postgres}/batch_predict",
+        "The warehouse the runs write: `{postgres}/NAME` for database NAME on the cluster's PostgreSQL server "
+        "(created when missing), which any worker can reach; or a DuckDB file path (one machine only).",
+    ),
+    Documented("BATCH_PREDICT_CLUSTER_WORKERS", "2", "Celery run workers."),
+    Documented(
+        "BATCH_PREDICT_CLUSTER_WORKER_CONCURRENCY",
+        "1",
+        "Runs each worker executes at once; the queue launches at most WORKERS x WORKER_CONCURRENCY runs at a time.",
+    ),
+    Documented(
+        "BATCH_PREDICT_CLUSTER_DAYS",
+        "14",
+        "Days of demo records (the newest complete days), each backfilled as one partition.",
+    ),
+    Documented("BATCH_PREDICT_CLUSTER_ROWS_PER_DAY", "2000", "Demo records per day."),
+    Documented(
+        "BATCH_PREDICT_CLUSTER_UI_PORT", "", "Port of the cluster's Dagster UI on 127.0.0.1; empty: a free port."
+    ),
+    Documented(
+        "BATCH_PREDICT_CLUSTER_BACKFILL_TIMEOUT_SECONDS", "900", "How long `make demo-cluster` waits for its backfill."
+    ),
+)
+
+# Read by Dagster itself from deploy/dagster.yaml and deploy/celery.yaml on every host of a real cluster; no defaults.
+DAGSTER_INSTANCE_SETTINGS: tuple[Documented, ...] = (
+    Documented(
+        "DAGSTER_POSTGRES_HOSTNAME", "", "Host of the Dagster instance's PostgreSQL database (runs, events, schedules)."
+    ),
+    Documented("DAGSTER_POSTGRES_PORT", "5432", "Its port."),
+    Documented("DAGSTER_POSTGRES_USER", "", "Its user."),
+    Documented("DAGSTER_POSTGRES_PASSWORD", "", "Its password."),
+    Documented("DAGSTER_POSTGRES_DB", "", "Its database name."),
+    Documented(
+        "DAGSTER_CELERY_BROKER_URL",
+        "",
+        "Celery's broker (Redis), the same for the daemon, the webserver and every worker, e.g. redis://HOST:6379/0.",
+    ),
+    Documented("DAGSTER_CELERY_BACKEND_URL", "", "Celery's result backend, e.g. redis://HOST:6379/1."),
+    Documented(
+        "DAGSTER_MAX_CONCURRENT_RUNS", "", "Runs in flight at once: the workers' slots (workers x --concurrency)."
+    ),
+)
+
+# Variables the code reads that belong to other tools, so they are not settings of this application.
+OTHER_VARIABLES: tuple[tuple[str, str], ...] = (
+    (
+        "DAGSTER_HOME",
+        "Dagster's instance folder. The Makefile sets it to `dagster_home/`; `batch-predict` verbs that run jobs "
+        "use `dagster_home/` when it is unset, so their runs show in the UI.",
+    ),
+    (
+        "MLFLOW_TRACKING_URI",
+        "MLflow's own variable: where its registry is, for BATCH_PREDICT_MODEL_URI (also part of the loaded-model "
+        "cache key).",
+    ),
+    ("PGPASSWORD, PGPASSFILE and other PG*", "libpq's own variables, read by the PostgreSQL driver."),
+    ("NO_UI", "A flag of `make demo` and `make demo-cluster`: stop before starting the UI."),
+)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting of `SETTINGS` from `environ` (default: the process environment).
+
+    Raises:
+        SettingsError: naming the first variable with a bad value and what it accepts.
+    """
+    env = os.environ if environ is None else environ
+    parsed: dict[str, Any] = {}
+    by_field = {setting.field: setting for setting in SETTINGS}
+    order = [by_field[field] for field in _PARSE_ORDER] + [s for s in SETTINGS if s.field not in _PARSE_ORDER]
+    for setting in order:
+        value = env.get(setting.name, "").strip() or setting.default
+        parsed[setting.field] = setting.parse(value, setting.name, parsed)
+    return Settings(**parsed)
+
+
+ENV_EXAMPLE = Path(".env.example")
+SETTINGS_DOC = Path("docs/settings.md")
+REGENERATE = "`python -m batch_predict.settings --write` (or `make settings-docs`)"
+
+
+def _comment(text: str) -> list[str]:
+    return textwrap.wrap(text, width=100, initial_indent="# ", subsequent_indent="# ", break_on_hyphens=False)
+
+
+def env_example() -> str:
+    """The text of `.env.example`: every variable, commented out at its default, with what it does."""
+    lines = [
+        f"# Generated from batch_predict/settings.py by {REGENERATE}; do not edit.",
+        "# Copy to .env (dagster dev reads it, and it overrides the environment) or export these.",
+        "# Every value shown is the default. Relative paths are taken from the directory you run in.",
+    ]
+    for setting in SETTINGS:
+        lines += [
+            "",
+            *_comment(f"{setting.description} Accepts {setting.accepts}."),
+            f"# {setting.name}={setting.default}",
+        ]
+    sections = (
+        (
+            "The local cluster of `make demo-cluster` (deploy/cluster.env holds these; the environment overrides them)",
+            CLUSTER_SETTINGS,
         ),
-        lock_timeout_seconds=_float(raw("BATCH_PREDICT_LOCK_TIMEOUT_SECONDS"), "BATCH_PREDICT_LOCK_TIMEOUT_SECONDS", 0),
-        duckdb_memory_limit=_memory(raw("BATCH_PREDICT_DUCKDB_MEMORY_LIMIT")),
-        duckdb_threads=_int(raw("BATCH_PREDICT_DUCKDB_THREADS"), "BATCH_PREDICT_DUCKDB_THREADS", 1),
-        model_uri=model_uri,
-        backfill_model=choices["BATCH_PREDICT_BACKFILL_MODEL"],
-        model_hard_max_age_days=hard_max_age,
-        labels=_path(raw("BATCH_PREDICT_LABELS")),
-        label_column=_names(raw("BATCH_PREDICT_LABEL_COLUMN"), "BATCH_PREDICT_LABEL_COLUMN")[0],
-        train_days=_int(raw("BATCH_PREDICT_TRAIN_DAYS"), "BATCH_PREDICT_TRAIN_DAYS", 1),
-        holdout_days=_int(raw("BATCH_PREDICT_HOLDOUT_DAYS"), "BATCH_PREDICT_HOLDOUT_DAYS", 1),
-        promotion_metric=choices["BATCH_PREDICT_PROMOTION_METRIC"],
-        promotion_margin=_float(raw("BATCH_PREDICT_PROMOTION_MARGIN"), "BATCH_PREDICT_PROMOTION_MARGIN", 0),
-        retrain_schedule=choices["BATCH_PREDICT_RETRAIN_SCHEDULE"],
-        drift_alpha=drift_alpha,
-        drift_psi_floor=_float(raw("BATCH_PREDICT_DRIFT_PSI_FLOOR"), "BATCH_PREDICT_DRIFT_PSI_FLOOR", 0),
-        feature_ranges=_ranges(raw("BATCH_PREDICT_FEATURE_RANGES"), features),
-        max_failed_share=max_failed_share,
-        max_shrink_share=max_shrink_share,
-        staging_max_age_hours=staging_max_age,
-        staging=_path(raw("BATCH_PREDICT_STAGING")) if raw("BATCH_PREDICT_STAGING") else default_staging(warehouse),
+        (
+            "A real cluster: deploy/dagster.yaml and deploy/celery.yaml read these on every host (no defaults)",
+            DAGSTER_INSTANCE_SETTINGS,
+        ),
     )
+    for title, variables in sections:
+        lines += ["", f"# --- {title} ---"]
+        for variable in variables:
+            lines += ["", *_comment(variable.description), f"# {variable.name}={variable.default}"]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _code(value: str) -> str:
+    return f"`{value}`" if value else "(empty)"
+
+
+def settings_doc() -> str:
+    """The text of `docs/settings.md`: the tables of every variable, from the spec."""
+    lines = [
+        "# Settings",
+        "",
+        f"<!-- Generated from batch_predict/settings.py by {REGENERATE}; do not edit. -->",
+        "",
+        "Environment variables, read when the definitions load (each run loads them anew). Unset or blank means",
+        "the default. A bad value fails at load with a message naming the variable and the values it accepts.",
+        "`dagster dev` also reads a `.env` file in the directory it starts in (its values override the",
+        "environment's): copy [`.env.example`](../.env.example). Relative paths are taken from the directory the",
+        "process runs in (the repository root for `make demo` and `dagster dev`).",
+        "",
+        "| variable | default | accepts | meaning |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| `{s.name}` | {_code(s.default)} | {_cell(s.accepts)} | {_cell(s.description)} |" for s in SETTINGS]
+    lines += [
+        "",
+        "## The local cluster",
+        "",
+        "Read by `make demo-cluster` (`batch_predict/cluster.py`) from `deploy/cluster.env`, each overridden by the",
+        "environment; the defaults are that file's values.",
+        "",
+        "| variable | default | meaning |",
+        "|---|---|---|",
+    ]
+    lines += [f"| `{v.name}` | {_code(v.default)} | {_cell(v.description)} |" for v in CLUSTER_SETTINGS]
+    lines += [
+        "",
+        "## A real cluster",
+        "",
+        "Read by Dagster from `deploy/dagster.yaml` and `deploy/celery.yaml` on every host (see",
+        "[cluster.md](cluster.md)); they have no defaults.",
+        "",
+        "| variable | example | meaning |",
+        "|---|---|---|",
+    ]
+    lines += [f"| `{v.name}` | {_code(v.default)} | {_cell(v.description)} |" for v in DAGSTER_INSTANCE_SETTINGS]
+    lines += [
+        "",
+        "## Other variables",
+        "",
+        "Read by the code but owned by other tools, so not settings of this application:",
+        "",
+    ]
+    lines += [f"- `{name}`: {text}" for name, text in OTHER_VARIABLES]
+    return "\n".join(lines) + "\n"
+
+
+def generated_files(root: Path) -> dict[Path, str]:
+    """Each generated file under `root` and the text the spec gives it."""
+    return {root / ENV_EXAMPLE: env_example(), root / SETTINGS_DOC: settings_doc()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m batch_predict.settings --write`: write `.env.example` and `docs/settings.md` under the current folder."""
+    parser = argparse.ArgumentParser(prog="python -m batch_predict.settings", description=main.__doc__)
+    parser.add_argument("--write", action="store_true", help="write the files (without it: list those that differ)")
+    args = parser.parse_args(argv)
+    stale = []
+    for path, text in generated_files(Path.cwd()).items():
+        if path.exists() and path.read_text() == text:
+            continue
+        stale.append(path)
+        if args.write:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    for path in stale:
+        print(f"{'wrote' if args.write else 'differs from the spec:'} {path}")
+    return 0 if args.write or not stale else 1
 
 
 def _choice(value: str, name: str, allowed: tuple[str, ...]) -> str:
@@ -459,3 +1028,7 @@ def _bound(text: str, entry: str, bad: Callable[[str], SettingsError]) -> float 
     if not math.isfinite(number):
         raise bad(f"{text!r} in {entry!r} is not a finite number")
     return number
+
+
+if __name__ == "__main__":
+    sys.exit(main())

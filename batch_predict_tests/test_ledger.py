@@ -7,12 +7,12 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from batch_predict.batch import CARRY_OVER, RETRY_ALL, RETRY_FAILED, predict_partition
+from batch_predict.batch import predict_partition
 from batch_predict.demo import FlakyClassifier
 from batch_predict.models.registry import Registry
 from batch_predict.models.types import LoadedModel
 from batch_predict.scoring import ERRORS_GLOB, PREDICTIONS_GLOB, RunInfo, predict_chunks
-from batch_predict.settings import IRIS_FEATURES
+from batch_predict.settings import IRIS_FEATURES, OnFailure
 from batch_predict.warehouse import PredictionRun, Source, Warehouse
 
 from .conftest import BOTH_BACKENDS, change_stored_rows, stored_rows
@@ -67,7 +67,7 @@ def test_failed_records_are_isolated_and_recorded(snapshotted: Warehouse, regist
     model = flaky(registry)
     expected = failing_ids(snapshotted, model, DAYS[0])
     assert 3 <= len(expected) < 40
-    outcome = run(snapshotted, model, DAYS[0], RETRY_ALL)
+    outcome = run(snapshotted, model, DAYS[0], OnFailure.RETRY_ALL)
     counts = ledger(snapshotted, DAYS[0])
     assert counts["failed"] == len(expected) == outcome.published.failed
     assert outcome.published.completeness.passed
@@ -86,8 +86,8 @@ def test_failed_records_are_isolated_and_recorded(snapshotted: Warehouse, regist
 
 @BOTH_BACKENDS
 def test_retry_all_repredicts_every_record(snapshotted: Warehouse, registry: Registry) -> None:
-    run(snapshotted, flaky(registry), DAYS[0], RETRY_ALL)
-    outcome = predict_partition(snapshotted, registry.load("champion"), DAYS[0], "second", 64, mode=RETRY_ALL)
+    run(snapshotted, flaky(registry), DAYS[0], OnFailure.RETRY_ALL)
+    outcome = predict_partition(snapshotted, registry.load("champion"), DAYS[0], "second", 64, mode=OnFailure.RETRY_ALL)
     counts = ledger(snapshotted, DAYS[0])
     assert counts["failed"] == 0
     assert outcome.work.own == counts["inputs"] == outcome.published.run_predicted
@@ -96,11 +96,11 @@ def test_retry_all_repredicts_every_record(snapshotted: Warehouse, registry: Reg
 
 @BOTH_BACKENDS
 def test_retry_failed_repredicts_only_the_failed_records(snapshotted: Warehouse, registry: Registry) -> None:
-    first = run(snapshotted, flaky(registry), DAYS[0], RETRY_ALL)
+    first = run(snapshotted, flaky(registry), DAYS[0], OnFailure.RETRY_ALL)
     failed = first.published.failed
     before = stored_rows(snapshotted, "SELECT record_id, run_id, predicted_at FROM predictions ORDER BY 1")
     clean = registry.load("champion")
-    outcome = predict_partition(snapshotted, clean, DAYS[0], "partial", 64, mode=RETRY_FAILED)
+    outcome = predict_partition(snapshotted, clean, DAYS[0], "partial", 64, mode=OnFailure.RETRY_FAILED)
     assert outcome.work.own == failed == outcome.published.run_predicted
     assert outcome.scored.model_calls == 1  # one chunk of the failed records, nothing else
     counts = ledger(snapshotted, DAYS[0])
@@ -117,22 +117,22 @@ def test_retry_failed_counts_attempts_and_full_refresh_takes_everything(
     snapshotted: Warehouse, registry: Registry
 ) -> None:
     model = flaky(registry)
-    run(snapshotted, model, DAYS[0], RETRY_ALL)
-    run(snapshotted, model, DAYS[0], RETRY_FAILED)
+    run(snapshotted, model, DAYS[0], OnFailure.RETRY_ALL)
+    run(snapshotted, model, DAYS[0], OnFailure.RETRY_FAILED)
     assert {row[0] for row in stored_rows(snapshotted, "SELECT attempt FROM prediction_errors")} == {2}
     refreshed = predict_partition(
-        snapshotted, registry.load("champion"), DAYS[0], "refresh", 64, mode=RETRY_FAILED, full_refresh=True
+        snapshotted, registry.load("champion"), DAYS[0], "refresh", 64, mode=OnFailure.RETRY_FAILED, full_refresh=True
     )
-    assert refreshed.mode == RETRY_ALL
+    assert refreshed.mode == OnFailure.RETRY_ALL
     assert refreshed.work.own == ledger(snapshotted, DAYS[0])["inputs"]
     assert stored_rows(snapshotted, "SELECT DISTINCT run_id FROM predictions") == [("refresh",)]
 
 
 @BOTH_BACKENDS
 def test_carry_over_takes_failed_records_into_the_next_batch(snapshotted: Warehouse, registry: Registry) -> None:
-    first = run(snapshotted, flaky(registry), DAYS[0], CARRY_OVER)
+    first = run(snapshotted, flaky(registry), DAYS[0], OnFailure.CARRY_OVER)
     failed = first.published.failed
-    second = run(snapshotted, registry.load("champion"), DAYS[1], CARRY_OVER)
+    second = run(snapshotted, registry.load("champion"), DAYS[1], OnFailure.CARRY_OVER)
     assert second.work.carried == failed == second.published.carried_in
     assert ledger(snapshotted, DAYS[0]) == {"inputs": first.work.own, "predicted": first.work.own, "failed": 0}
     ledger(snapshotted, DAYS[1])
@@ -155,7 +155,7 @@ def test_a_record_that_keeps_failing_dies_after_max_attempts(snapshotted: Wareho
     model = flaky(registry)
     origin = failing_ids(snapshotted, model, DAYS[0])
     for key in DAYS:
-        run(snapshotted, model, key, CARRY_OVER, max_attempts=3)
+        run(snapshotted, model, key, OnFailure.CARRY_OVER, max_attempts=3)
     rows = stored_rows(
         snapshotted,
         "SELECT record_id, attempt, dead, attempted_in_partition FROM prediction_errors WHERE partition_key = $k",
@@ -165,7 +165,9 @@ def test_a_record_that_keeps_failing_dies_after_max_attempts(snapshotted: Wareho
     assert {row[1:] for row in rows} == {(3, True, DAYS[2])}
     # Dead records are not carried any further; the later days' failures (attempts 1 and 2) are.
     alive = failing_ids(snapshotted, model, DAYS[1]) | failing_ids(snapshotted, model, DAYS[2])
-    later = predict_partition(snapshotted, registry.load("champion"), "2026-03-04", "later", 64, mode=CARRY_OVER)
+    later = predict_partition(
+        snapshotted, registry.load("champion"), "2026-03-04", "later", 64, mode=OnFailure.CARRY_OVER
+    )
     assert later.work.carried == len(alive) == later.published.carried_in
     assert {row[0] for row in stored_rows(snapshotted, "SELECT record_id FROM prediction_errors")} == origin
     for key in DAYS:
@@ -176,7 +178,7 @@ def test_a_record_that_keeps_failing_dies_after_max_attempts(snapshotted: Wareho
 def test_two_runs_carrying_the_same_record_store_one_prediction(
     snapshotted: Warehouse, registry: Registry, tmp_path: Path
 ) -> None:
-    run(snapshotted, flaky(registry), DAYS[0], CARRY_OVER)
+    run(snapshotted, flaky(registry), DAYS[0], OnFailure.CARRY_OVER)
     clean = registry.load("champion")
     work = {}
     for key in DAYS[1:]:  # both export their work before either publishes
@@ -190,7 +192,7 @@ def test_two_runs_carrying_the_same_record_store_one_prediction(
             PredictionRun(
                 key,
                 f"race-{key}",
-                CARRY_OVER,
+                OnFailure.CARRY_OVER,
                 "m",
                 "v1",
                 ["proba_setosa", "proba_versicolor", "proba_virginica"],
@@ -212,7 +214,7 @@ def test_two_runs_carrying_the_same_record_store_one_prediction(
 
 @BOTH_BACKENDS
 def test_completeness_names_missing_doubled_and_unexpected_outcomes(snapshotted: Warehouse, registry: Registry) -> None:
-    run(snapshotted, registry.load("champion"), DAYS[0], RETRY_ALL)
+    run(snapshotted, registry.load("champion"), DAYS[0], OnFailure.RETRY_ALL)
     assert snapshotted.completeness(DAYS[0]).passed
     change_stored_rows(
         snapshotted,

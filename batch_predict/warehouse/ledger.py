@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from batch_predict.settings import OnFailure
 from batch_predict.warehouse.connection import Session
 from batch_predict.warehouse.schema import add_probability_columns
 from batch_predict.warehouse.snapshots import Snapshots
@@ -71,7 +72,7 @@ class Ledger(Snapshots):
             session.stage_parquet("errors_file", str(errors))
             add_probability_columns(session, run.probability_columns)
             with session.transaction():
-                session.lock_all(shared=run.mode != "carry_over")
+                session.lock_all(shared=run.mode != OnFailure.CARRY_OVER)
                 session.lock_partition(run.partition_key)
                 return self._publish(session, run, key)
 
@@ -90,7 +91,7 @@ class Ledger(Snapshots):
             """,
             key,
         )
-        if run.mode == "retry_failed":
+        if run.mode == OnFailure.RETRY_FAILED:
             # Only the records without a prediction were worked; a prediction that
             # another run wrote for one of them meanwhile gives way to this run's.
             worked = (
@@ -140,7 +141,7 @@ class Ledger(Snapshots):
             {**key, "max_attempts": run.max_attempts},
         )
         completeness = self._completeness(session, run.partition_key)
-        if not completeness.passed and run.mode == "retry_failed":
+        if not completeness.passed and run.mode == OnFailure.RETRY_FAILED:
             # Outcomes of records that left the partition's inputs when it was re-snapshotted.
             for table in ("predictions", "prediction_errors"):
                 session.execute(
