@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batch_predict import assets as assets_module
+from batch_predict import partition_run as partition_run_module
 from batch_predict.definitions import build_definitions
 from batch_predict.models.registry import Registry
 from batch_predict.settings import Settings
@@ -72,14 +72,14 @@ def test_a_range_run_writes_each_partition(ranged: Settings, landing: Path, regi
 def test_a_failing_partition_keeps_the_others_and_names_itself(
     ranged: Settings, landing: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = assets_module.predict_partition
+    real = partition_run_module.predict_partition
 
     def failing_on_the_second_day(warehouse: Any, model: Any, key: str, *args: Any, **kwargs: Any) -> Any:
         if key == KEYS[1]:
             raise ValueError("the model server fell over")
         return real(warehouse, model, key, *args, **kwargs)
 
-    monkeypatch.setattr(assets_module, "predict_partition", failing_on_the_second_day)
+    monkeypatch.setattr(partition_run_module, "predict_partition", failing_on_the_second_day)
     result = run_range(ranged, ["inputs", "predictions"])
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
