@@ -20,7 +20,7 @@ from batch_predict.deadline import PENDING, deadline_verdict
 from batch_predict.interrupts import Stopped
 from batch_predict.redaction import redact
 from batch_predict.registry import ModelError, Registry, check_name
-from batch_predict.settings import Settings, SettingsError, load_settings
+from batch_predict.settings import Settings, SettingsError, load_settings, split_names
 from batch_predict.warehouse import SourceError, Warehouse, WarehouseError
 
 if TYPE_CHECKING:
@@ -106,8 +106,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     register.add_argument(
         "--trained-at", type=_aware_time, help="ISO time, UTC unless it names a zone (default: the file's mtime)"
     )
-    register.add_argument("--features", help="comma-separated feature names, if the model does not carry them")
-    register.add_argument("--classes", help="comma-separated class labels, to check against the model's")
+    register.add_argument(
+        "--features",
+        help='comma-separated feature names, if the model does not carry them ("a,b" quotes a name with a comma)',
+    )
+    register.add_argument(
+        "--classes", help='comma-separated class labels, to check against the model\'s ("a,b" quotes one with a comma)'
+    )
     register.add_argument(
         "--reference",
         type=Path,
@@ -298,8 +303,8 @@ def _model(settings: Settings, args: argparse.Namespace, runs: _Runs) -> int:
         path,
         name=name,
         trained_at=args.trained_at or datetime.fromtimestamp(path.stat().st_mtime, UTC),
-        features=args.features.split(",") if args.features else None,
-        classes=args.classes.split(",") if args.classes else None,
+        features=list(split_names(args.features)) if args.features else None,
+        classes=list(split_names(args.classes)) if args.classes else None,
         reference_data=_read_table(args.reference) if args.reference else None,
     )
     print(
