@@ -462,7 +462,7 @@ def column_name_problem(names: tuple[str, ...], features: bool) -> str:
         if column.lower() in seen:
             other = seen[column.lower()]
             if other == column:
-                return f"The name {column!r} is given twice."
+                return f"The name {column!r} is given twice: use names without repeats."
             return (
                 f"The names {other!r} and {column!r} differ only in case, and DuckDB does not tell such names "
                 "apart; rename one of the source columns."

@@ -3,6 +3,7 @@ dots, parameter markers, unicode and SQL keywords, end to end on both warehouse 
 
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -11,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from batch_predict.cli import main
@@ -28,7 +29,7 @@ from batch_predict.settings import (
     quote_name,
     split_names,
 )
-from batch_predict.warehouse import SOURCE_FILE_COLUMN, Warehouse
+from batch_predict.warehouse import SOURCE_FILE_COLUMN, Source, Warehouse
 from batch_predict.warehouse.schema import tables
 from batch_predict.warehouse.sql import parameter_names, positional, postgres_statement, pyformat
 from batch_predict_tests.conftest import BOTH_BACKENDS, run_assets, stored_rows
@@ -287,7 +288,7 @@ def test_list_settings_quote_names_with_commas() -> None:
         ({"features": "x,label"}, "own column 'label'"),
         ({"features": "x,raw__X"}, "The features 'x' and 'raw__X' clash"),
         ({"features": "Alpha,beta,alpha"}, "The names 'Alpha' and 'alpha' differ only in case"),
-        ({"features": "a,b,a"}, "The name 'a' is given twice"),
+        ({"features": "a,b,a"}, "The name 'a' is given twice: use names without repeats"),
         ({"features": "a," + "é" * 32}, "is 64 bytes long; a column name can have at most 63"),
         ({"features": 'a,"b'}, "is not closed by a quote"),
         ({"id_column": "file_row_number"}, "the column the landing reader adds"),
@@ -330,3 +331,91 @@ def test_feature_ranges_of_any_name(
 def test_a_quoted_range_name_needs_its_equals(make_settings: Callable[..., Settings]) -> None:
     with pytest.raises(SettingsError, match="not closed by a quote before its '='"):
         make_settings(features='"a,b"', nonnegative_features="none", feature_ranges='"a,b" 0:1')
+
+
+def test_an_onnx_model_registered_with_any_feature_and_class_names(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`model register --features/--classes` take the settings' quoting, so a name may hold a comma."""
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    settings = make_settings(features=",".join(quote_name(name) for name in FEATURES), nonnegative_features="none")
+    monkeypatch.setenv("BATCH_PREDICT_MODELS", str(settings.models))
+    frame, labels = _frame(date(2025, 1, 1), 300, seed=1)
+    x = frame[list(FEATURES)].to_numpy(np.float32)
+    classes = [f"{label}, too" for label in CLASSES]
+    index = {label: i for i, label in enumerate(CLASSES)}
+    fitted = LogisticRegression(max_iter=2000).fit(x, [index[label] for label in labels])
+    path = tmp_path / "wine.onnx"
+    onx = to_onnx(fitted, initial_types=[("input", FloatTensorType([None, len(FEATURES)]))])
+    path.write_bytes(onx.SerializeToString())
+    features = ",".join(quote_name(name) for name in FEATURES)
+    assert (
+        main(["model", "register", str(path), "--features", features, "--classes", ",".join(map(quote_name, classes))])
+        == 0
+    )
+    loaded = Registry(settings.models).load_version("v1")
+    assert loaded.metadata.feature_names == list(FEATURES)
+    assert loaded.metadata.classes == classes
+    got = loaded.predict_proba(frame[list(FEATURES)].head(5))
+    np.testing.assert_allclose(got, fitted.predict_proba(x[:5]), atol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore:.*An input example was not provided when logging the model")
+def test_an_mlflow_model_trained_on_a_frame_with_any_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The MLflow loader feeds the model a frame with the features' own names (signature and feature_names_in_)."""
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    from batch_predict.mlflow_source import load_mlflow_model
+
+    for key, value in {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}.items():
+        monkeypatch.setenv(key, value)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    frame, labels = _frame(date(2025, 1, 1), 300, seed=1)
+    x = frame[list(FEATURES)]
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(x, labels)
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.create_experiment("wine", artifact_location=(tmp_path / "artifacts").as_uri())
+    mlflow.set_tracking_uri(uri)
+    try:
+        with mlflow.start_run(experiment_id=experiment):
+            mlflow.sklearn.log_model(
+                model,
+                name="model",
+                registered_model_name="wine",
+                pip_requirements=["scikit-learn"],
+                signature=infer_signature(x, model.predict_proba(x)),
+            )
+    finally:
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+    loaded = load_mlflow_model("models:/wine/1", FEATURES, tracking_uri=uri)
+    assert loaded.metadata.feature_names == list(FEATURES)
+    assert sorted(loaded.metadata.classes) == sorted(CLASSES)
+    np.testing.assert_allclose(loaded.predict_proba(x.head(5)), model.predict_proba(x.head(5)))
+
+
+@BOTH_BACKENDS
+def test_csv_sources_with_any_column_names(make_settings: Callable[..., Settings]) -> None:
+    """A CSV header quotes the names that hold a quote or a comma; the snapshot reads every column by name."""
+    settings = make_settings(**_overrides())
+    day = date(2026, 3, 1)
+    frame, _ = _frame(day, 20, seed=3)
+    frame[TIME_COLUMN] = frame[TIME_COLUMN].map(lambda moment: moment.isoformat())
+    frame.loc[0, "é ü 名"] = None
+    (settings.landing / "csv").mkdir(parents=True)
+    frame.to_csv(settings.landing / "csv" / "part.csv", index=False)
+    warehouse = Warehouse(settings.warehouse, FeatureContract.from_settings(settings), lock_timeout_seconds=30)
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    stats = warehouse.snapshot_inputs(
+        Source(settings.landing, "**/*.csv"), "2026-03-01", start, start + timedelta(days=1), "run-1"
+    )
+    assert (stats.valid_rows, stats.rejected_rows) == (19, 1)
+    features = ", ".join(f'"{name.replace(chr(34), chr(34) * 2)}"' for name in FEATURES)
+    stored = stored_rows(warehouse, f"SELECT record_id, {features} FROM inputs ORDER BY record_id")
+    expected = frame.iloc[1:]
+    assert [row[0] for row in stored] == list(expected[ID_COLUMN])
+    np.testing.assert_allclose(np.array([row[1:] for row in stored]), expected[list(FEATURES)].to_numpy())
+    assert stored_rows(warehouse, "SELECT reason, detail FROM rejected_inputs") == [("missing_feature", "é ü 名")]
