@@ -6,7 +6,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from batch_predict.settings import FeatureRange, Settings
+from batch_predict.settings import MAX_COLUMN_NAME_BYTES, FeatureRange, Settings
 
 # Reason codes written to `rejected_inputs.reason`, checked in this order: a record is
 # rejected for the first rule it breaks, and `detail` names the offending column.
@@ -59,8 +59,6 @@ class FeatureContract:
 
 # A label written like this names its column as it is: `proba_<label>`.
 _PLAIN_LABEL = re.compile(r"[a-z0-9]+(?:_[a-z0-9]+)*")
-# PostgreSQL keeps the first 63 bytes of a name; a column name stays within them.
-MAX_NAME_BYTES = 63
 _HASH_CHARS = 10
 
 
@@ -68,7 +66,8 @@ def probability_column(label: str) -> str:
     """The predictions column holding the probability of one class.
 
     A plain label (lower-case ASCII letters and digits in words joined by single
-    underscores: `setosa`, `0`, `high_risk`) gives `proba_<label>`. Any other label (`Iris
+    underscores: `setosa`, `0`, `high_risk`) gives `proba_<label>`, as it always has, when
+    that fits PostgreSQL's 63 bytes. Any other label (`Iris
     Virginica!`, `a/b`, `class 1`, `"x"`, `é`, the empty label) gives `proba_<words>__<hash>`:
     its letters and digits in lower case, joined by `_` and cut to fit 63 bytes, then two
     underscores and the first 10 hex digits of the label's SHA-256. A plain label never
@@ -77,10 +76,10 @@ def probability_column(label: str) -> str:
     depends on the label alone, so a class keeps its column across models.
     """
     prefix = "proba_"
-    if _PLAIN_LABEL.fullmatch(label) and len(prefix) + len(label) <= MAX_NAME_BYTES:
+    if _PLAIN_LABEL.fullmatch(label) and len(prefix) + len(label) <= MAX_COLUMN_NAME_BYTES:
         return prefix + label
     digest = hashlib.sha256(label.encode("utf-8")).hexdigest()[:_HASH_CHARS]
     words = re.sub(r"[^0-9a-z]+", "_", label.lower()).strip("_")
-    room = MAX_NAME_BYTES - len(prefix) - 2 - _HASH_CHARS
+    room = MAX_COLUMN_NAME_BYTES - len(prefix) - 2 - _HASH_CHARS
     words = words[:room].rstrip("_")
     return f"{prefix}{words}__{digest}" if words else f"{prefix}_{digest}"

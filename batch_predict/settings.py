@@ -367,7 +367,7 @@ def _path(value: str) -> Path:
 
 # The settings that name one source column: the value is the name exactly as written.
 _ONE_COLUMN_SETTINGS = ("BATCH_PREDICT_ID_COLUMN", "BATCH_PREDICT_TIME_COLUMN", "BATCH_PREDICT_LABEL_COLUMN")
-# PostgreSQL keeps only the first 63 bytes of a name; a longer feature would silently lose its tail.
+# PostgreSQL keeps only the first 63 bytes of a name; a longer feature column would silently lose its tail.
 MAX_COLUMN_NAME_BYTES = 63
 # Names a feature cannot have: the other columns of the tables that store features (`inputs`,
 # `training_set`) and of the rows the landing files are classified in. Compared without case,
@@ -392,8 +392,9 @@ def _names(value: str, name: str) -> tuple[str, ...]:
 
     A one-column setting (id, time, label) is the name as written. A list (features) is
     comma-separated; a name with a comma (or one that starts with `"`) is written in double
-    quotes, `""` standing for a `"` inside. Names must fit PostgreSQL's 63 bytes, differ
-    in more than case (DuckDB ignores case) and not take a column the tables use themselves.
+    quotes, `""` standing for a `"` inside. Names must differ in more than case (DuckDB
+    ignores case); features, which become columns, must also fit PostgreSQL's 63 bytes and
+    not take a column the tables use themselves.
     """
     if name in _ONE_COLUMN_SETTINGS:
         names: tuple[str, ...] = (value,)
@@ -444,11 +445,11 @@ def column_name_problem(names: tuple[str, ...], features: bool) -> str:
     for column in names:
         if not column or "\x00" in column:
             return "A column name cannot be empty or hold a NUL character."
-        if len(column.encode("utf-8")) > MAX_COLUMN_NAME_BYTES:
+        if features and len(column.encode("utf-8")) > MAX_COLUMN_NAME_BYTES:
             return (
-                f"The name {column!r} is {len(column.encode('utf-8'))} bytes long; a column name can have at most "
-                f"{MAX_COLUMN_NAME_BYTES} (PostgreSQL's limit, kept on DuckDB too so a warehouse can move). "
-                "Rename the column in the source files."
+                f"The feature {column!r} is {len(column.encode('utf-8'))} bytes long; a feature name can have at "
+                f"most {MAX_COLUMN_NAME_BYTES}, as the warehouse stores it as a column (PostgreSQL's limit, kept on "
+                "DuckDB too so the same settings fit either warehouse). Rename the column in the source files."
             )
         if column.lower() in RESERVED_SOURCE_NAMES:
             return f"The name {column!r} is the column the landing reader adds to each row; rename the source column."
