@@ -370,6 +370,7 @@ def test_an_onnx_model_registered_with_any_feature_and_class_names(
 
 
 @pytest.mark.filterwarnings("ignore:.*An input example was not provided when logging the model")
+@pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")
 def test_an_mlflow_model_trained_on_a_frame_with_any_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The MLflow loader feeds the model a frame with the features' own names (signature and feature_names_in_)."""
     import mlflow
