@@ -21,7 +21,7 @@ from batch_predict.models.names import check_name
 from batch_predict.models.registry import Registry
 from batch_predict.models.types import ModelError
 from batch_predict.redaction import redact
-from batch_predict.settings import Settings, SettingsError, load_settings
+from batch_predict.settings import Settings, SettingsError, load_settings, split_names
 from batch_predict.verdicts import PENDING, ModelAge, deadline_summary, deadline_verdict
 from batch_predict.warehouse import SourceError, Warehouse, WarehouseError
 
@@ -108,8 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     register.add_argument(
         "--trained-at", type=_aware_time, help="ISO time, UTC unless it names a zone (default: the file's mtime)"
     )
-    register.add_argument("--features", help="comma-separated feature names, if the model does not carry them")
-    register.add_argument("--classes", help="comma-separated class labels, to check against the model's")
+    register.add_argument(
+        "--features",
+        help='comma-separated feature names, if the model does not carry them ("a,b" quotes a name with a comma)',
+    )
+    register.add_argument(
+        "--classes", help='comma-separated class labels, to check against the model\'s ("a,b" quotes one with a comma)'
+    )
     register.add_argument(
         "--reference",
         type=Path,
@@ -300,8 +305,8 @@ def _model(settings: Settings, args: argparse.Namespace, runs: _Runs) -> int:
         path,
         name=name,
         trained_at=args.trained_at or datetime.fromtimestamp(path.stat().st_mtime, UTC),
-        features=args.features.split(",") if args.features else None,
-        classes=args.classes.split(",") if args.classes else None,
+        features=list(split_names(args.features)) if args.features else None,
+        classes=list(split_names(args.classes)) if args.classes else None,
         reference_data=_read_table(args.reference) if args.reference else None,
     )
     print(

@@ -453,7 +453,7 @@ SETTINGS: tuple[Setting, ...] = (
         "id_column",
         "record_id",
         _COLUMN_ACCEPTED,
-        "Source column with the record id.",
+        "Source column with the record id: any name a Parquet or CSV file holds, written as it is (`order id`, `a,b`).",
         _column,
     ),
     Setting(
@@ -461,7 +461,7 @@ SETTINGS: tuple[Setting, ...] = (
         "time_column",
         "event_time",
         _COLUMN_ACCEPTED,
-        "Source column with the event time that places a record in a partition.",
+        "Source column with the event time that places a record in a partition: any name, written as it is.",
         _column,
     ),
     Setting(
@@ -469,7 +469,11 @@ SETTINGS: tuple[Setting, ...] = (
         "features",
         ",".join(IRIS_FEATURES),
         _NAMES_ACCEPTED,
-        "Feature columns, in the model's order.",
+        "Feature columns, in the model's order. Any name a Parquet or CSV file holds (`od280/od315_of_diluted_wines`, "
+        '`petal width (cm)`, `é`); a name with a comma, or starting with `"`, is written in double quotes with `""` '
+        'for a quote inside (`"a,b",x`; in `.env`, single-quote the whole value). Refused: names that differ only in '
+        "case (DuckDB does not tell them apart), names longer than 63 bytes (PostgreSQL's limit, on both backends), and "
+        "columns the tables use themselves (`run_id`, `partition_key`, `record_id`, `event_time`, `label`, ...).",
         _features,
     ),
     Setting(
@@ -486,7 +490,9 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "comma-separated FEATURE=LOW:HIGH ranges of BATCH_PREDICT_FEATURES, or empty",
         "Plausible values per feature, bounds included, e.g. `sepal_length=0:50,petal_width=0:10`; a side may be "
-        "left empty (`0:`, `:10`). Values outside are rejected as `out_of_range`. Empty: no ranges.",
+        "left empty (`0:`, `:10`). The feature is what comes before the entry's last `=`, so `a:b=0:1` bounds the "
+        'feature `a:b`; a name with a comma is quoted as in BATCH_PREDICT_FEATURES (`"a,b"=0:1`). Values outside are '
+        "rejected as `out_of_range`. Empty: no ranges.",
         _feature_ranges,
     ),
     Setting(
@@ -608,7 +614,7 @@ SETTINGS: tuple[Setting, ...] = (
         "label_column",
         "label",
         _COLUMN_ACCEPTED,
-        "Column of the label files holding the true class.",
+        "Column of the label files holding the true class: any name, written as it is.",
         _column,
     ),
     Setting(
@@ -934,13 +940,117 @@ def _path(value: str) -> Path:
     return Path(value).expanduser().resolve()
 
 
+# The settings that name one source column: the value is the name exactly as written.
+_ONE_COLUMN_SETTINGS = ("BATCH_PREDICT_ID_COLUMN", "BATCH_PREDICT_TIME_COLUMN", "BATCH_PREDICT_LABEL_COLUMN")
+# PostgreSQL keeps only the first 63 bytes of a name; a longer feature column would silently lose its tail.
+MAX_COLUMN_NAME_BYTES = 63
+# Names a feature cannot have: the other columns of the tables that store features (`inputs`,
+# `training_set`) and of the rows the landing files are classified in. Compared without case,
+# as DuckDB compares names.
+RESERVED_FEATURE_NAMES = frozenset(
+    {
+        "partition_key", "record_id", "event_time", "source_file", "run_id", "loaded_at", "label", "split",
+        "non_integer_record_id", "raw_event_time", "source_row", "unplaced", "in_window", "raw_values",
+        "verdict", "stored", "copy_number", "kept_time", "kept_file", "outcome", "reason", "detail",
+    }
+)  # fmt: skip
+# Columns the landing reader adds to each source row: no source column (feature, id, time) may have them.
+RESERVED_SOURCE_NAMES = frozenset({"__batch_predict_source_file", "file_row_number"})
+_QUOTING = (
+    "comma-separated names; write a name holding a comma, or starting with a double quote, in double quotes, "
+    'with "" for a double quote inside ("a,b" or """x""")'
+)
+
+
 def _names(value: str, name: str) -> tuple[str, ...]:
-    names = tuple(part.strip() for part in value.split(",") if part.strip())
-    if not names or any(not part.replace("_", "").isalnum() for part in names):
-        raise SettingsError(_bad(name, value, "names made of letters, digits and underscores, comma-separated"))
-    if len(set(names)) != len(names):
-        raise SettingsError(_bad(name, value, "names without repeats"))
+    """Column names of a setting: any name a Parquet or CSV file can hold.
+
+    A one-column setting (id, time, label) is the name as written. A list (features) is
+    comma-separated; a name with a comma (or one that starts with `"`) is written in double
+    quotes, `""` standing for a `"` inside. Names must differ in more than case (DuckDB
+    ignores case); features, which become columns, must also fit PostgreSQL's 63 bytes and
+    not take a column the tables use themselves.
+    """
+    if name in _ONE_COLUMN_SETTINGS:
+        names: tuple[str, ...] = (value,)
+    else:
+        try:
+            names = split_names(value)
+        except ValueError as error:
+            raise SettingsError(_bad(name, value, f"{_QUOTING} ({error})")) from None
+    if not names:
+        raise SettingsError(_bad(name, value, _QUOTING))
+    problem = column_name_problem(names, features=name == "BATCH_PREDICT_FEATURES")
+    if problem:
+        raise SettingsError(f"{name}={value!r} is not valid: {problem}")
     return names
+
+
+def split_names(value: str) -> tuple[str, ...]:
+    """`a, "b,c", d` as (`a`, `b,c`, `d`): comma-separated names, a quoted one taken exactly as quoted.
+
+    Raises:
+        ValueError: a quote that is not closed, or text after a closing quote.
+    """
+    names: list[str] = []
+    rest = value
+    while rest.strip():
+        rest = rest.lstrip()
+        if rest.startswith('"'):
+            match = re.match(r'"((?:[^"]|"")*)"\s*(?:,|$)', rest)
+            if not match:
+                raise ValueError(f"the quoted name at {rest[:40]!r} is not closed by a quote before a comma")
+            names.append(match.group(1).replace('""', '"'))
+            rest = rest[match.end() :]
+        else:
+            part, _, rest = rest.partition(",")
+            if part.strip():
+                names.append(part.strip())
+    return tuple(names)
+
+
+def quote_name(name: str) -> str:
+    """A name as a list setting writes it: as it is, or in double quotes if it needs them."""
+    needs_quotes = "," in name or name.startswith('"') or name != name.strip() or not name
+    return '"' + name.replace('"', '""') + '"' if needs_quotes else name
+
+
+def column_name_problem(names: tuple[str, ...], features: bool) -> str:
+    """Why these column names cannot be used together, or "" when they can."""
+    for column in names:
+        if not column or "\x00" in column:
+            return "A column name cannot be empty or hold a NUL character."
+        if features and len(column.encode("utf-8")) > MAX_COLUMN_NAME_BYTES:
+            return (
+                f"The feature {column!r} is {len(column.encode('utf-8'))} bytes long; a feature name can have at "
+                f"most {MAX_COLUMN_NAME_BYTES}, as the warehouse stores it as a column (PostgreSQL's limit, kept on "
+                "DuckDB too so the same settings fit either warehouse). Rename the column in the source files."
+            )
+        if column.lower() in RESERVED_SOURCE_NAMES:
+            return f"The name {column!r} is the column the landing reader adds to each row; rename the source column."
+        if features and column.lower() in RESERVED_FEATURE_NAMES:
+            return (
+                f"The feature {column!r} would clash with the warehouse's own column {column.lower()!r} "
+                "(of inputs, training_set or the landing checks); rename the source column."
+            )
+    seen: dict[str, str] = {}
+    for column in names:
+        if column.lower() in seen:
+            other = seen[column.lower()]
+            if other == column:
+                return f"The name {column!r} is given twice: use names without repeats."
+            return (
+                f"The names {other!r} and {column!r} differ only in case, and DuckDB does not tell such names "
+                "apart; rename one of the source columns."
+            )
+        seen[column.lower()] = column
+    for column in names:
+        if features and column.lower().startswith("raw__") and column.lower()[5:] in seen:
+            return (
+                f"The features {seen[column.lower()[5:]]!r} and {column!r} clash: the landing checks keep a "
+                f"feature's raw value as raw__<feature>; rename one of the source columns."
+            )
+    return ""
 
 
 def _alias(value: str) -> str:
@@ -988,8 +1098,11 @@ def _start(value: str) -> datetime:
 def _ranges(value: str, features: tuple[str, ...]) -> tuple[FeatureRange, ...]:
     """Parse `name=low:high,...` (inclusive bounds, either side may be left empty) into feature ranges."""
     accepted = (
-        "comma-separated FEATURE=LOW:HIGH ranges of BATCH_PREDICT_FEATURES (" + ",".join(features) + "), "
-        "bounds included, one side may be left empty: e.g. sepal_length=0:50,petal_width=:10"
+        "comma-separated FEATURE=LOW:HIGH ranges of BATCH_PREDICT_FEATURES ("
+        + ",".join(quote_name(f) for f in features)
+        + "), bounds included, one side may be left empty: e.g. sepal_length=0:50,petal_width=:10; a feature "
+        'name holding a comma (or starting with a double quote) is written in double quotes, "" for a quote '
+        'inside: "a,b"=0:1'
     )
 
     def bad(problem: str) -> SettingsError:
@@ -998,10 +1111,11 @@ def _ranges(value: str, features: tuple[str, ...]) -> tuple[FeatureRange, ...]:
         )
 
     ranges: dict[str, FeatureRange] = {}
-    for entry in (part.strip() for part in value.split(",")):
-        if not entry:
-            continue
-        name, equals, bounds = (text.strip() for text in entry.partition("="))
+    try:
+        entries = split_range_entries(value)
+    except ValueError as error:
+        raise bad(str(error)) from None
+    for entry, name, equals, bounds in entries:
         low_text, colon, high_text = (text.strip() for text in bounds.partition(":"))
         if not equals or not colon:
             raise bad(f"{entry!r} is not FEATURE=LOW:HIGH")
@@ -1016,6 +1130,37 @@ def _ranges(value: str, features: tuple[str, ...]) -> tuple[FeatureRange, ...]:
             raise bad(f"{entry!r} has its low bound above its high bound")
         ranges[name] = FeatureRange(name, low, high)
     return tuple(ranges[name] for name in features if name in ranges)
+
+
+def split_range_entries(value: str) -> list[tuple[str, str, str, str]]:
+    """The `FEATURE=LOW:HIGH` entries of a ranges setting as (entry, feature, "=" or "", bounds).
+
+    The feature is everything before the entry's last `=` (bounds hold none), so an unquoted name
+    may hold `=` and `:`; a name in double quotes may hold commas too, `""` standing for a `"`.
+
+    Raises:
+        ValueError: a quoted name that is not closed or not followed by `=`.
+    """
+    entries = []
+    rest = value
+    while rest.strip():
+        rest = rest.lstrip()
+        if rest.startswith('"'):
+            match = re.match(r'"((?:[^"]|"")*)"\s*(=?)([^,]*)(?:,|$)', rest)
+            if not match or (match.group(3).strip() and not match.group(2)):
+                raise ValueError(f"the quoted name at {rest[:40]!r} is not closed by a quote before its '='")
+            entry = rest[: match.end()].rstrip(",").strip()
+            entries.append((entry, match.group(1).replace('""', '"'), match.group(2), match.group(3).strip()))
+            rest = rest[match.end() :]
+            continue
+        entry, _, rest = rest.partition(",")
+        entry = entry.strip()
+        if entry:
+            name, equals, bounds = entry.rpartition("=")
+            if not equals:
+                name, bounds = bounds, ""
+            entries.append((entry, name.strip(), equals, bounds.strip()))
+    return entries
 
 
 def _bound(text: str, entry: str, bad: Callable[[str], SettingsError]) -> float | None:

@@ -1,4 +1,5 @@
 from datetime import UTC, datetime
+from hashlib import sha256
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,11 @@ def predicted(model: LoadedModel, batch: pa.RecordBatch) -> pa.Table:
 
 def test_probability_column_names() -> None:
     assert probability_column("setosa") == "proba_setosa"
-    assert probability_column("Iris Virginica!") == "proba_iris_virginica"
+    # Not a plain label: its words, then a hash of the label, so `iris_virginica` keeps `proba_iris_virginica`.
+    assert (
+        probability_column("Iris Virginica!") == "proba_iris_virginica__" + sha256(b"Iris Virginica!").hexdigest()[:10]
+    )
+    assert probability_column("iris_virginica") == "proba_iris_virginica"
     assert probability_column("0") == "proba_0"
 
 

@@ -6,13 +6,13 @@ from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import pytest
-from batch_predict.models.registry import METADATA, Registry
 
 from batch_predict.checks import newest_due_partition
 from batch_predict.cli import champion_line, status_rows
 from batch_predict.contract import FeatureContract
 from batch_predict.definitions import build_definitions
 from batch_predict.demo import train_demo_model, write_landing
+from batch_predict.models.registry import METADATA, Registry
 from batch_predict.partitions import build_partitions
 from batch_predict.settings import Settings
 from batch_predict.verdicts import (

@@ -40,7 +40,8 @@ import pyarrow.csv as pacsv
 
 from batch_predict.redaction import redact
 from batch_predict.warehouse import pgcopy
-from batch_predict.warehouse.sql import NAMED_PARAMETER, ident, literal, pyformat
+from batch_predict.warehouse.sql import ident, literal, parameter_names, postgres_statement
+from batch_predict.warehouse.sql import positional as positional_names
 from batch_predict.warehouse.types import WarehouseError, WarehouseLockTimeout, WarehouseUnavailable
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -66,7 +67,7 @@ def _bound(sql: str, params: Params) -> dict[str, Any] | None:
     """The parameters the statement uses (DuckDB refuses a statement given any it does not use)."""
     if not params:
         return None
-    used = set(NAMED_PARAMETER.findall(sql))
+    used = set(parameter_names(sql))
     return {name: value for name, value in params.items() if name in used}
 
 
@@ -363,14 +364,7 @@ def adbc_errors() -> type[Exception]:
 
 def positional(sql: str, params: Params) -> tuple[str, list[Any]]:
     """`$name` parameters as ADBC's `$1, $2, ...`, and their values in that order."""
-    order: list[str] = []
-
-    def number(match: re.Match[str]) -> str:
-        if match.group(1) not in order:
-            order.append(match.group(1))
-        return f"${order.index(match.group(1)) + 1}"
-
-    statement = NAMED_PARAMETER.sub(number, sql)
+    statement, order = positional_names(sql)
     return statement, [(params or {})[name] for name in order]
 
 
@@ -438,16 +432,16 @@ class PostgresSession(Session):
         self._temps.add(name)
 
     def execute(self, sql: str, params: Params = None) -> None:
-        self.con.execute(pyformat(sql), params or None)
+        self.con.execute(*postgres_statement(sql, params))
 
     def fetchall(self, sql: str, params: Params = None) -> list[tuple[Any, ...]]:
-        return list(self.con.execute(pyformat(sql), params or None).fetchall())
+        return list(self.con.execute(*postgres_statement(sql, params)).fetchall())
 
     def write(self, sql: str, params: Params = None) -> int:
-        return int(self.con.execute(pyformat(sql), params or None).rowcount)
+        return int(self.con.execute(*postgres_statement(sql, params)).rowcount)
 
     def records(self, sql: str, params: Params = None) -> list[dict[str, Any]]:
-        cursor = self.con.execute(pyformat(sql), params or None)
+        cursor = self.con.execute(*postgres_statement(sql, params))
         names = [column.name for column in cursor.description or []]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
@@ -493,9 +487,9 @@ class PostgresSession(Session):
         """
         if self.url and not any(re.search(rf"\b{name}\b", sql) for name in self._temps):
             return self._adbc_arrow(sql, params), {}
-        statement = pyformat(sql)
+        statement, bound = postgres_statement(sql, params)
         cursor = self.con.cursor()
-        cursor.execute(f"SELECT * FROM ({statement}) AS q LIMIT 0", params or None)
+        cursor.execute(f"SELECT * FROM ({statement}) AS q LIMIT 0", bound)
         description = cursor.description or []
         types: dict[str, pa.DataType] = {}
         casts: dict[str, str] = {}
@@ -507,7 +501,7 @@ class PostgresSession(Session):
                 types[column.name] = _FROM_PG.get(column.type_code, pa.string())
         buffer = io.BytesIO()
         # COPY takes no server-side parameters: psycopg binds them into the statement on the client.
-        with cursor.copy(f"COPY ({statement}) TO STDOUT (FORMAT csv)", params or None) as copy:
+        with cursor.copy(f"COPY ({statement}) TO STDOUT (FORMAT csv)", bound) as copy:
             for data in copy:
                 buffer.write(data)
         names = [column.name for column in description]

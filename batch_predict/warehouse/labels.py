@@ -12,7 +12,7 @@ import pandas as pd
 from batch_predict.contract import probability_column
 from batch_predict.warehouse import schema
 from batch_predict.warehouse.connection import Session
-from batch_predict.warehouse.landing import Source
+from batch_predict.warehouse.landing import SOURCE_FILE_COLUMN, Source
 from batch_predict.warehouse.ledger import Ledger
 from batch_predict.warehouse.sql import ident, literal, record_id_sql
 from batch_predict.warehouse.types import LabelStats, SourceError, WarehouseError
@@ -68,8 +68,8 @@ class Labels(Ledger):
                            ORDER BY source_file DESC, file_row_number DESC) END AS newest
                 FROM (SELECT CASE WHEN {non_integer_id} THEN NULL ELSE {record_id} END AS record_id,
                              CAST({label} AS VARCHAR) AS label,
-                             filename AS source_file, file_row_number
-                      FROM read_parquet($pattern, union_by_name = true, filename = true,
+                             {ident(SOURCE_FILE_COLUMN)} AS source_file, file_row_number
+                      FROM read_parquet($pattern, union_by_name = true, filename = {literal(SOURCE_FILE_COLUMN)},
                                         file_row_number = true, hive_partitioning = false))
                 """,
                 {"pattern": source.pattern},

@@ -2,8 +2,9 @@
 column descriptions the Dagster UI shows all come from `tables`.
 
 A table gains a column after its first release by adding it here: `ensure_schema` adds
-the columns a table made earlier lacks. Probability columns (`p_<class>`) are the only ones
-added at run time, by the publish of a model with a class not seen before.
+the columns a table made earlier lacks. Probability columns (`proba_<class>`, named by
+`contract.probability_column`) are the only ones added at run time, by the publish of a
+model with a class not seen before.
 """
 
 from __future__ import annotations

@@ -7,11 +7,21 @@ column names from the validated feature contract and constants are written into 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from batch_predict import contract as rules
 from batch_predict.settings import FeatureRange
 
 NAMED_PARAMETER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+# What the parameter rewriting must read past: a quoted identifier (a column may be called `$1`, `%s`
+# or `a"b`), a string literal and a comment (whose apostrophe is no quote); then a `$name` parameter
+# and a `%`. Statements here use no dollar-quoted or backslash-escaped strings.
+_SQL_TOKEN = re.compile(
+    r"""(?P<quoted>"(?:[^"]|"")*"|'(?:[^']|'')*'|--[^\n]*|/\*.*?\*/)"""
+    r"""|\$(?P<parameter>[A-Za-z_][A-Za-z0-9_]*)|(?P<percent>%)""",
+    re.DOTALL,
+)
 
 
 def ident(name: str) -> str:
@@ -23,9 +33,55 @@ def literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _rewrite(sql: str, parameter: Callable[[str], str], percent: str) -> str:
+    """`sql` with each `$name` parameter outside quotes and comments replaced by `parameter(name)`, and
+    every `%` (inside quotes too) by `percent`."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group("quoted") is not None:
+            return match.group("quoted").replace("%", percent)
+        if match.group("parameter") is not None:
+            return parameter(match.group("parameter"))
+        return percent
+
+    return _SQL_TOKEN.sub(replace, sql)
+
+
+def parameter_names(sql: str) -> list[str]:
+    """The `$name` parameters a statement uses, in order of first use; a `$` in a quoted name is no parameter."""
+    names: list[str] = []
+
+    def note(name: str) -> str:
+        if name not in names:
+            names.append(name)
+        return name
+
+    _rewrite(sql, note, "%")
+    return names
+
+
 def pyformat(sql: str) -> str:
-    """`$name` parameters (DuckDB's style, in which the statements are written) as psycopg's `%(name)s`."""
-    return NAMED_PARAMETER.sub(r"%(\1)s", sql.replace("%", "%%"))
+    """`$name` parameters (DuckDB's style, in which the statements are written) as psycopg's `%(name)s`.
+
+    psycopg reads every `%` of a statement given parameters, even one inside a quoted column
+    name, so each is doubled; a `$` inside quotes is left alone. Send the result with
+    parameters (psycopg undoes the doubling only then): see `postgres_statement`.
+    """
+    return _rewrite(sql, lambda name: f"%({name})s", "%%")
+
+
+def postgres_statement(sql: str, params: Mapping[str, Any] | None) -> tuple[str, Mapping[str, Any] | None]:
+    """A statement and its parameters as psycopg takes them: rewritten only when there are parameters,
+    since without any psycopg sends the text as it is (a doubled `%` would stay doubled)."""
+    if not params:
+        return sql, None
+    return pyformat(sql), params
+
+
+def positional(sql: str) -> tuple[str, list[str]]:
+    """`$name` parameters as `$1, $2, ...` (ADBC's style), and the names in that order."""
+    order = parameter_names(sql)
+    return _rewrite(sql, lambda name: f"${order.index(name) + 1}", "%"), order
 
 
 def record_id_sql(column: str, text_numbers: bool = False) -> tuple[str, str]:
