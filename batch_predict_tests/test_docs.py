@@ -69,6 +69,23 @@ def runnable_blocks(document: Path) -> list[Block]:
     return [block for block in read_blocks(document) if block.marker == "runnable"]
 
 
+def test_blocks_are_read_with_their_line_marker_and_text(tmp_path: Path) -> None:
+    document = tmp_path / "guide.md"
+    document.write_text(
+        "# Guide\n\n<!-- runnable -->\n```bash\necho one\n```\n\n- a list item:\n\n"
+        "  <!-- not-run: needs a cluster -->\n  ```sh\n  kubectl get pods\n  ```\n\n"
+        "```bash\nmake demo\n```\n\n<!-- runnable -->\n```python\nprint(1)\n```\n",
+        encoding="utf-8",
+    )
+    blocks = [(block.line, block.language, block.marker, block.code) for block in read_blocks(document)]
+    assert blocks == [
+        (4, "bash", "runnable", "echo one"),
+        (11, "sh", "not-run", "kubectl get pods"),
+        (15, "bash", None, "make demo"),
+        (20, "python", "runnable", "print(1)"),
+    ]
+
+
 def test_every_shell_block_is_runnable_or_says_why_not() -> None:
     unmarked = [
         block.where
