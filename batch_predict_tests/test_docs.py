@@ -8,6 +8,7 @@ fails the test, so no documented command is silently left untested (docs/develop
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -142,23 +143,30 @@ def temp_project(root: Path) -> dict[str, str]:
 
 
 def run_block(block: Block, cwd: Path, env: dict[str, str]) -> None:
-    """Run one block in a fresh bash that stops at the first failing command, and say where it is if it fails."""
+    """Run one block in a fresh bash, in its own process group, that stops at the first failing command.
+
+    A block past the timeout has its whole process group killed (the runs it started too). A failure names
+    the block's file and line, with the end of its output.
+    """
+    process = subprocess.Popen(
+        ["bash", "-c", "set -euo pipefail\n" + block.code],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
-        done = subprocess.run(
-            ["bash", "-c", "set -euo pipefail\n" + block.code],
-            cwd=cwd,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=BLOCK_TIMEOUT_SECONDS,
-            start_new_session=True,
-        )
-    except subprocess.TimeoutExpired as timeout:
-        pytest.fail(f"{block.where}: did not finish within {BLOCK_TIMEOUT_SECONDS}s\n{timeout.stderr!s:.3000}")
-    if done.returncode != 0:
+        stdout, stderr = process.communicate(timeout=BLOCK_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"{block.where}: did not finish within {BLOCK_TIMEOUT_SECONDS}s\n{stderr[-3000:]}")
+    if process.returncode != 0:
         pytest.fail(
-            f"{block.where}: exit {done.returncode}\n--- block\n{block.code}\n"
-            f"--- stdout (end)\n{done.stdout[-3000:]}\n--- stderr (end)\n{done.stderr[-3000:]}"
+            f"{block.where}: exit {process.returncode}\n--- block\n{block.code}\n"
+            f"--- stdout (end)\n{stdout[-3000:]}\n--- stderr (end)\n{stderr[-3000:]}"
         )
 
 
