@@ -245,7 +245,12 @@ def _since(text: str) -> str:
 
 def _aware_time(text: str) -> datetime:
     """An ISO time; without a zone it is taken as UTC."""
-    moment = datetime.fromisoformat(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO time: give e.g. 2026-11-02 or 2026-11-02T06:00 (UTC unless it names a zone)"
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 

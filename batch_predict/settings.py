@@ -157,12 +157,21 @@ class Documented:
     description: str
 
 
-def _whole(minimum: int) -> Parser:
-    return lambda value, name, _: _int(value, name, minimum)
+def _whole(minimum: int, maximum: int | None = None) -> Parser:
+    return lambda value, name, _: _int(value, name, minimum, maximum)
 
 
-def _number(minimum: float) -> Parser:
-    return lambda value, name, _: _float(value, name, minimum)
+def _number(minimum: float, maximum: float | None = None) -> Parser:
+    return lambda value, name, _: _float(value, name, minimum, maximum)
+
+
+# Upper bounds where a larger value cannot be meant and would break something: a time span past
+# what Python's timedelta holds, a lock timeout past PostgreSQL's (int32 milliseconds), threads that
+# would swamp the machine.
+MAX_DAYS = 36_500
+MAX_HOURS = MAX_DAYS * 24
+MAX_LOCK_TIMEOUT_SECONDS = 86_400
+MAX_DUCKDB_THREADS = 256
 
 
 def _share(value: str, name: str, _: Mapping[str, Any]) -> float:
@@ -260,7 +269,7 @@ def _source_glob(value: str, name: str, _: Mapping[str, Any]) -> str:
 
 
 def _hard_max_age(value: str, name: str, parsed: Mapping[str, Any]) -> float:
-    hard = _float(value, name, 0)
+    hard = _float(value, name, 0, MAX_DAYS)
     max_age: float = parsed["model_max_age_days"]
     if hard < max_age:
         raise SettingsError(
@@ -277,7 +286,7 @@ def _drift_alpha(value: str, name: str, _: Mapping[str, Any]) -> float:
 
 
 def _staging_max_age(value: str, name: str, _: Mapping[str, Any]) -> float:
-    hours = _float(value, name, 0)
+    hours = _float(value, name, 0, MAX_HOURS)
     if hours == 0:
         raise SettingsError(_bad(name, "0", "a number of hours above 0 (0 would remove resumable work)"))
     return hours
@@ -403,7 +412,9 @@ SETTINGS: tuple[Setting, ...] = (
         "start",
         "2026-01-01",
         "an ISO date or date-time such as 2026-01-01 or 2026-01-01T06:00, not in the future",
-        "First partition; a start in the future fails at load (no partition would exist until then). Set it to "
+        "First partition: the partition that holds this time is the first (a start inside a day, or a weekday "
+        "other than Sunday for weekly partitions, begins that day's or week's partition); a start in the future fails "
+        "at load (no partition would exist until then). Set it to "
         "the first day of your records: every partition from it on shows in the UI, as missing until predicted. `make demo` sets it to its first data day.",
         _start_setting,
     ),
@@ -411,15 +422,15 @@ SETTINGS: tuple[Setting, ...] = (
         "BATCH_PREDICT_MODEL_MAX_AGE_DAYS",
         "model_max_age_days",
         "30",
-        "a number of at least 0",
+        f"a number from 0 to {MAX_DAYS}",
         "`model_not_outdated` warns, and the model asset's freshness warns, when the model is older than this.",
-        _number(0),
+        _number(0, MAX_DAYS),
     ),
     Setting(
         "BATCH_PREDICT_MODEL_HARD_MAX_AGE_DAYS",
         "model_hard_max_age_days",
         "90",
-        "a number of days at least BATCH_PREDICT_MODEL_MAX_AGE_DAYS",
+        f"a number of days from BATCH_PREDICT_MODEL_MAX_AGE_DAYS to {MAX_DAYS}",
         "`model_not_outdated` fails (error), and the model asset's freshness fails, past this age.",
         _hard_max_age,
     ),
@@ -427,10 +438,10 @@ SETTINGS: tuple[Setting, ...] = (
         "BATCH_PREDICT_DEADLINE_HOURS",
         "deadline_hours",
         "6",
-        "a number of at least 0",
+        f"a number from 0 to {MAX_HOURS}",
         "Hours after a partition's end by which its predictions are due. Predictions published later count as "
         "late, whatever wrote them: a backfill of a partition whose deadline has passed is late by definition.",
-        _number(0),
+        _number(0, MAX_HOURS),
     ),
     Setting(
         "BATCH_PREDICT_SCHEDULE_DELAY_MINUTES",
@@ -453,7 +464,7 @@ SETTINGS: tuple[Setting, ...] = (
         "id_column",
         "record_id",
         _COLUMN_ACCEPTED,
-        "Source column with the record id: any name a Parquet or CSV file holds, written as it is (`order id`, `a,b`).",
+        "Source column with the record id: any name a Parquet or CSV file holds, written as it is (`order id`, `a,b`; spaces around the value are dropped, as for every setting).",
         _column,
     ),
     Setting(
@@ -470,7 +481,7 @@ SETTINGS: tuple[Setting, ...] = (
         ",".join(IRIS_FEATURES),
         _NAMES_ACCEPTED,
         "Feature columns, in the model's order. Any name a Parquet or CSV file holds (`od280/od315_of_diluted_wines`, "
-        '`petal width (cm)`, `é`); a name with a comma, or starting with `"`, is written in double quotes with `""` '
+        '`petal width (cm)`, `é`; a CSV header loses the spaces around it); a name with a comma, or starting with `"`, is written in double quotes with `""` '
         'for a quote inside (`"a,b",x`; in `.env`, single-quote the whole value). Refused: names that differ only in '
         "case (DuckDB does not tell them apart), names longer than 63 bytes (PostgreSQL's limit, on both backends), and "
         "columns the tables use themselves (`run_id`, `partition_key`, `record_id`, `event_time`, `label`, ...).",
@@ -561,9 +572,9 @@ SETTINGS: tuple[Setting, ...] = (
         "BATCH_PREDICT_LOCK_TIMEOUT_SECONDS",
         "lock_timeout_seconds",
         "300",
-        "a number of at least 0",
+        f"a number from 0 to {MAX_LOCK_TIMEOUT_SECONDS}",
         "How long a run waits for another writer's lock before failing (and being retried).",
-        _number(0),
+        _number(0, MAX_LOCK_TIMEOUT_SECONDS),
     ),
     Setting(
         "BATCH_PREDICT_DUCKDB_MEMORY_LIMIT",
@@ -577,9 +588,9 @@ SETTINGS: tuple[Setting, ...] = (
         "BATCH_PREDICT_DUCKDB_THREADS",
         "duckdb_threads",
         "2",
-        "a whole number of at least 1",
+        f"a whole number from 1 to {MAX_DUCKDB_THREADS}",
         "DuckDB `threads` for each connection.",
-        _whole(1),
+        _whole(1, MAX_DUCKDB_THREADS),
     ),
     Setting(
         "BATCH_PREDICT_MODEL_URI",
@@ -679,7 +690,7 @@ SETTINGS: tuple[Setting, ...] = (
         "BATCH_PREDICT_STAGING_MAX_AGE_HOURS",
         "staging_max_age_hours",
         "48",
-        "a number of hours above 0",
+        f"a number of hours above 0, at most {MAX_HOURS}",
         "Staging folders and lock files of dead runs untouched this long, which no run holds, are removed by "
         "dead_run_sensor and by every batch-predict verb that runs (younger ones are resumed by the partition's "
         "next run).",
@@ -777,7 +788,30 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     for setting in order:
         value = env.get(setting.name, "").strip() or setting.default
         parsed[setting.field] = setting.parse(value, setting.name, parsed)
+    _check_columns_apart(parsed)
     return Settings(**parsed)
+
+
+def _check_columns_apart(parsed: Mapping[str, Any]) -> None:
+    """The id, time, feature and label columns are different columns (compared without case, as DuckDB does)."""
+    roles = [
+        ("BATCH_PREDICT_ID_COLUMN", parsed["id_column"]),
+        ("BATCH_PREDICT_TIME_COLUMN", parsed["time_column"]),
+        *(("BATCH_PREDICT_FEATURES", feature) for feature in parsed["features"]),
+    ]
+    seen: dict[str, str] = {}
+    for setting, column in roles:
+        other = seen.setdefault(column.casefold(), setting)
+        if other != setting:
+            raise SettingsError(
+                f"{setting} and {other} both name the column {column!r}: the record id, the event time and each "
+                "feature must be different columns. Set them to the columns of your source files."
+            )
+    if parsed["label_column"].casefold() == parsed["id_column"].casefold():
+        raise SettingsError(
+            f"BATCH_PREDICT_LABEL_COLUMN and BATCH_PREDICT_ID_COLUMN both name the column {parsed['label_column']!r}: "
+            "a label file needs the record id and the label in two columns."
+        )
 
 
 ENV_EXAMPLE = Path(".env.example")
@@ -952,6 +986,8 @@ RESERVED_FEATURE_NAMES = frozenset(
         "partition_key", "record_id", "event_time", "source_file", "run_id", "loaded_at", "label", "split",
         "non_integer_record_id", "raw_event_time", "source_row", "unplaced", "in_window", "raw_values",
         "verdict", "stored", "copy_number", "kept_time", "kept_file", "outcome", "reason", "detail",
+        # PostgreSQL's system columns, which no table column may be named
+        "ctid", "xmin", "xmax", "cmin", "cmax", "tableoid",
     }
 )  # fmt: skip
 # Columns the landing reader adds to each source row: no source column (feature, id, time) may have them.
@@ -1060,28 +1096,33 @@ def _alias(value: str) -> str:
     return value
 
 
-def _int(value: str, name: str, minimum: int) -> int:
+def _int(value: str, name: str, minimum: int, maximum: int | None = None) -> int:
+    accepted = (
+        f"a whole number of at least {minimum}" if maximum is None else f"a whole number from {minimum} to {maximum}"
+    )
     try:
         number = int(value)
     except ValueError:
-        raise SettingsError(_bad(name, value, f"a whole number of at least {minimum}")) from None
-    if number < minimum:
-        raise SettingsError(_bad(name, value, f"a whole number of at least {minimum}"))
+        raise SettingsError(_bad(name, value, accepted)) from None
+    if number < minimum or (maximum is not None and number > maximum):
+        raise SettingsError(_bad(name, value, accepted))
     return number
 
 
-def _float(value: str, name: str, minimum: float) -> float:
+def _float(value: str, name: str, minimum: float, maximum: float | None = None) -> float:
+    accepted = f"a number of at least {minimum:g}" if maximum is None else f"a number from {minimum:g} to {maximum:g}"
     try:
         number = float(value)
     except ValueError:
-        raise SettingsError(_bad(name, value, f"a number of at least {minimum:g}")) from None
-    if not number >= minimum or number == float("inf"):  # also rejects NaN
-        raise SettingsError(_bad(name, value, f"a number of at least {minimum:g}"))
+        raise SettingsError(_bad(name, value, accepted)) from None
+    if not number >= minimum or number == float("inf") or (maximum is not None and number > maximum):  # NaN too
+        raise SettingsError(_bad(name, value, accepted))
     return number
 
 
 def _memory(value: str) -> str:
-    if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value, flags=re.IGNORECASE):
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value, flags=re.IGNORECASE)
+    if not match or float(match.group(1)) == 0:
         raise SettingsError(_bad("BATCH_PREDICT_DUCKDB_MEMORY_LIMIT", value, "a size such as 512MB or 2GB"))
     return value
 

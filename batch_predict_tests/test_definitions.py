@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,15 @@ import dagster as dg
 import pytest
 
 from batch_predict.checks import newest_due_partition
+from batch_predict.contract import FeatureContract
 from batch_predict.definitions import build_definitions
+from batch_predict.demo import write_landing
 from batch_predict.models.registry import METADATA, Registry
 from batch_predict.partitions import build_partitions
 from batch_predict.settings import Settings
+from batch_predict.warehouse import Warehouse
+
+from .conftest import FIRST_DAY, run_assets, run_model_job, stored_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -176,3 +182,38 @@ def test_every_cadence_builds(make_settings: Any, cadence: str) -> None:
     settings = make_settings(cadence=cadence)
     keys = build_partitions(settings).get_partition_keys(current_time=datetime(2026, 6, 1, tzinfo=UTC))
     assert keys
+
+
+@pytest.mark.parametrize(
+    ("cadence", "start", "first_key"),
+    [
+        ("daily", "2026-03-01T06:00", "2026-03-01"),
+        ("weekly", "2026-03-02", "2026-03-01"),  # a Monday: the week begins the Sunday before
+        ("monthly", "2026-03-15", "2026-03-01"),
+        ("hourly", "2026-03-01T06:30", "2026-03-01-06:00"),
+        ("daily", "2026-03-01T06:00+05:00", "2026-03-01"),  # 01:00 UTC
+    ],
+)
+def test_the_first_partition_is_the_one_holding_the_start(
+    make_settings: Callable[..., Settings], cadence: str, start: str, first_key: str
+) -> None:
+    partitions = build_partitions(make_settings(cadence=cadence, start=start))
+    assert partitions.get_first_partition_key() == first_key
+
+
+def test_records_after_a_start_inside_a_day_are_predicted(
+    make_settings: Callable[..., Settings], registry: Registry
+) -> None:
+    """A start of 06:00 does not push the day's partition to the next day: the day's records are all placed."""
+    settings = make_settings(start=f"{FIRST_DAY.isoformat()}T06:00")
+    write_landing(settings.landing, FIRST_DAY, 1, 200, seed=3, files_per_day=2)
+    run_model_job(settings)
+    result = run_assets(settings, ["inputs", "predictions"], FIRST_DAY.isoformat())
+    assert result.success
+    warehouse = Warehouse(settings.warehouse, FeatureContract.from_settings(settings))
+    [(inputs, rejected, predicted)] = stored_rows(
+        warehouse,
+        "SELECT (SELECT count(*) FROM inputs), (SELECT count(*) FROM rejected_inputs), (SELECT count(*) FROM predictions)",
+    )
+    assert (inputs + rejected, predicted) == (200, inputs)
+    assert warehouse.unplaced(10)[0] == {}

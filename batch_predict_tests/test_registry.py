@@ -87,6 +87,26 @@ def test_a_model_with_other_features_is_refused(registry: Registry) -> None:
         verify_model(registry.load("champion"), other)
 
 
+def test_names_that_print_alike_are_shown_by_code_point(tmp_path: Path) -> None:
+    """A model trained on 'é' written as e + combining accent (NFD) against a contract with 'é' (NFC): the
+    message must not show two lists that look the same."""
+    import pandas as pd
+
+    nfd, nfc = "e\u0301", "\u00e9"
+    frame = pd.DataFrame({nfd: [0.0, 1.0, 2.0, 3.0], "b": [1.0, 0.0, 1.0, 0.0]})
+    model = LogisticRegression().fit(frame, ["x", "y", "x", "y"])
+    registry = Registry(tmp_path / "models")
+    features = [{"name": nfd, "dtype": "float64"}, {"name": "b", "dtype": "float64"}]
+    registry.register(
+        model, name="nfd", trained_at=datetime.now(UTC), features=features, metrics={}, training_window={}
+    )
+    contract = FeatureContract("record_id", "event_time", (nfc, "b"))
+    with pytest.raises(ModelError) as raised:
+        verify_model(registry.load_version("v1"), contract)
+    assert "e\\u0301" in str(raised.value) and "\\xe9" in str(raised.value)
+    assert "Unicode normalisation" in str(raised.value)
+
+
 def test_concurrent_registrations_get_distinct_versions(tmp_path: Path) -> None:
     import numpy as np
 

@@ -114,3 +114,10 @@ def test_concurrent_promotions_keep_every_history_entry(env: Settings, registry:
         assert history[-1]["version"] == registry.resolve(alias)
         for before, after in itertools.pairwise(history):
             assert after["previous"] == before["version"]
+
+
+def test_a_promotion_time_that_is_not_iso_is_named(env: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main(["model", "promote", "v1", "--alias", "champion", "--at", "notadate"])
+    assert raised.value.code == 2
+    assert "'notadate' is not an ISO time" in capsys.readouterr().err

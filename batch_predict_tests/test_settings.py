@@ -26,8 +26,14 @@ def test_defaults_need_no_environment() -> None:
         ("BATCH_PREDICT_CADENCE", "yearly", "hourly|daily|weekly|monthly"),
         ("BATCH_PREDICT_TIMEZONE", "Mars/Olympus", "IANA time zone"),
         ("BATCH_PREDICT_START", "yesterday", "ISO date"),
-        ("BATCH_PREDICT_MODEL_MAX_AGE_DAYS", "-1", "a number of at least 0"),
-        ("BATCH_PREDICT_DEADLINE_HOURS", "soon", "a number of at least 0"),
+        ("BATCH_PREDICT_MODEL_MAX_AGE_DAYS", "-1", "a number from 0 to 36500"),
+        ("BATCH_PREDICT_MODEL_MAX_AGE_DAYS", "1e9", "a number from 0 to 36500"),
+        ("BATCH_PREDICT_DEADLINE_HOURS", "soon", "a number from 0 to 876000"),
+        ("BATCH_PREDICT_STAGING_MAX_AGE_HOURS", "1e308", "a number from 0 to 876000"),
+        ("BATCH_PREDICT_LOCK_TIMEOUT_SECONDS", "1e12", "a number from 0 to 86400"),
+        ("BATCH_PREDICT_DUCKDB_THREADS", "100000", "a whole number from 1 to 256"),
+        ("BATCH_PREDICT_DUCKDB_MEMORY_LIMIT", "0MB", "a size such as 512MB"),
+        ("BATCH_PREDICT_DUCKDB_MEMORY_LIMIT", "\u0665\u0661\u0662MB", "a size such as 512MB"),
         ("BATCH_PREDICT_CHUNK_SIZE", "0", "a whole number of at least 1"),
         ("BATCH_PREDICT_FEATURES", "a,a", "without repeats"),
         ("BATCH_PREDICT_NONNEGATIVE_FEATURES", "height", "subset of BATCH_PREDICT_FEATURES"),
@@ -126,3 +132,22 @@ def test_staging_max_age_defaults_to_48_hours_and_must_be_positive() -> None:
     for bad in ("0", "-1", "soon"):
         with pytest.raises(SettingsError, match="BATCH_PREDICT_STAGING_MAX_AGE_HOURS"):
             load_settings({"BATCH_PREDICT_STAGING_MAX_AGE_HOURS": bad})
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"BATCH_PREDICT_ID_COLUMN": "sepal_length"}, "BATCH_PREDICT_FEATURES and BATCH_PREDICT_ID_COLUMN both name"),
+        ({"BATCH_PREDICT_TIME_COLUMN": "Record_ID"}, "BATCH_PREDICT_TIME_COLUMN and BATCH_PREDICT_ID_COLUMN both name"),
+        (
+            {"BATCH_PREDICT_LABEL_COLUMN": "record_id"},
+            "BATCH_PREDICT_LABEL_COLUMN and BATCH_PREDICT_ID_COLUMN both name",
+        ),
+        ({"BATCH_PREDICT_FEATURES": "ctid,b", "BATCH_PREDICT_NONNEGATIVE_FEATURES": "none"}, "'ctid'"),
+        ({"BATCH_PREDICT_FEATURES": "a,TableOid", "BATCH_PREDICT_NONNEGATIVE_FEATURES": "none"}, "'TableOid'"),
+    ],
+)
+def test_columns_that_would_clash_fail_at_load(env: dict[str, str], message: str) -> None:
+    """One column in two roles, or a feature named like a PostgreSQL system column, is refused before any run."""
+    with pytest.raises(SettingsError, match=message):
+        load_settings(env)

@@ -6,6 +6,7 @@ that cannot give sane class probabilities for one row of ones would fail every r
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,12 +55,21 @@ def verify_model(model: LoadedModel, contract: FeatureContract) -> None:
     meta = model.metadata
     features = list(contract.features)
     if meta.feature_names != features:
+        expected, given = str(meta.feature_names), str(features)
+        if expected == given or _normalized(meta.feature_names) == _normalized(features):
+            # Names that print alike but differ (Unicode normalisation, look-alike characters): show the code points.
+            expected, given = ascii(meta.feature_names), ascii(features)
         raise ModelError(
-            f"Model {meta.name} {meta.version} expects features {meta.feature_names}, but the source "
-            f"contract (BATCH_PREDICT_FEATURES) gives {features}. Register a model trained "
-            "on these features, or set BATCH_PREDICT_FEATURES to the model's."
+            f"Model {meta.name} {meta.version} expects features {expected}, but the source "
+            f"contract (BATCH_PREDICT_FEATURES) gives {given}. Register a model trained "
+            "on these features, or set BATCH_PREDICT_FEATURES to the model's (names must match character for "
+            "character, Unicode normalisation included)."
         )
     columns = [probability_column(label) for label in meta.classes]
     if len(set(columns)) != len(columns):
         raise ModelError(f"Model {meta.version} has class labels {meta.classes} that map to the same column names.")
     smoke_check(model.estimator, features, meta.classes, f"Model {meta.version} ({model.path})")
+
+
+def _normalized(names: Sequence[str]) -> list[str]:
+    return [unicodedata.normalize("NFC", name) for name in names]

@@ -8,6 +8,7 @@ validated feature contract and are quoted with `ident`.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -171,9 +172,10 @@ class Landing:
         missing = [name for name in c.required_columns if name not in columns]
         if missing:
             raise SourceError(
-                f"The source files {source.pattern} have no column(s) {', '.join(missing)} in any file; "
-                f"the feature contract needs {', '.join(c.required_columns)}. Fix the files, "
-                "or set BATCH_PREDICT_ID_COLUMN / BATCH_PREDICT_TIME_COLUMN / BATCH_PREDICT_FEATURES to match them."
+                f"The source files {source.pattern} have no column(s) {_listed(missing)} in any file; "
+                f"the feature contract needs {_listed(c.required_columns)}. Fix the files, "
+                "or set BATCH_PREDICT_ID_COLUMN / BATCH_PREDICT_TIME_COLUMN / BATCH_PREDICT_FEATURES to match them "
+                "(CSV readers drop spaces around header names)."
             )
         time_type = columns[c.time_column]
         # Text is parsed row by row: a value that is not a time leaves only its record unplaced.
@@ -382,3 +384,8 @@ class Landing:
             FROM landing_rows WHERE unplaced IS NOT NULL
             """
         )
+
+
+def _listed(names: Sequence[str]) -> str:
+    """Column names as Python literals, so that names holding commas, quotes or newlines stay apart."""
+    return ", ".join(repr(name) for name in names)
