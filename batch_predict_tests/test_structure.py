@@ -109,3 +109,20 @@ def test_domain_modules_import_without_dagster() -> None:
     code = "import sys\n" + "".join(f"import {m}\n" for m in domain) + "print('dagster' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_definitions_lists_everything_by_name() -> None:
+    """definitions.py is the table of contents: every asset, check, job, schedule and sensor it defines
+    appears there by name (as `pipeline.inputs`, `checks.model_not_outdated`, `automation.training_job`, ...)."""
+    from batch_predict.definitions import defs
+
+    source = (PACKAGE / "definitions.py").read_text()
+    listed = {node.attr for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Attribute)}
+    repository = defs.get_repository_def()
+    names = {key.to_user_string() for key in repository.asset_graph.get_all_asset_keys()}
+    names |= {spec.name for checks in defs.asset_checks or [] for spec in checks.check_specs}  # type: ignore[union-attr]
+    names |= {job.name for job in repository.get_all_jobs() if not job.name.startswith("__")}
+    # Schedules are named after their job (`predictions_job_schedule`); definitions.py says `predictions_schedule`.
+    names |= {schedule.job_name.removesuffix("_job") + "_schedule" for schedule in repository.schedule_defs}
+    names |= {sensor.name for sensor in repository.sensor_defs}
+    assert names - listed == set(), f"not listed by name in definitions.py: {sorted(names - listed)}"

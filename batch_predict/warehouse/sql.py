@@ -13,7 +13,6 @@ from typing import Any
 from batch_predict import contract as rules
 from batch_predict.settings import FeatureRange
 
-NAMED_PARAMETER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 # What the parameter rewriting must read past: a quoted identifier (a column may be called `$1`, `%s`
 # or `a"b`), a string literal and a comment (whose apostrophe is no quote); then a `$name` parameter
 # and a `%`. Statements here use no dollar-quoted or backslash-escaped strings.
