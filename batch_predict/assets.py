@@ -226,7 +226,8 @@ def build_assets(
                 context.log.warning(f"Partition {key}: {empty_partition(window)}")
             return snapshot_metadata(stats, window)
 
-        done, failed = each_partition(context.partition_keys, snapshot)
+        with snapshotter.hold():
+            done, failed = each_partition(context.partition_keys, snapshot)
         yield from record_partitions(context, done, failed)
         yield dg.MaterializeResult(metadata=range_metadata(done), check_results=[placed_check(unplaced)])
 
@@ -309,7 +310,8 @@ def build_assets(
                 predictor, models, key, end, context.run.run_id, settings, config.full_refresh, context.log
             )
 
-        results, failed = each_partition(context.partition_keys, predict)
+        with predictor.hold():
+            results, failed = each_partition(context.partition_keys, predict)
         per_partition = {key: prediction_metadata(result) for key, result in results.items()}
         yield from record_partitions(context, per_partition, failed)
         used = [models.load(version) for version in sorted({r.outcome.model_version for r in results.values()})]

@@ -25,8 +25,10 @@ Statements are written once, in the SQL both engines accept, with `$name` parame
 from __future__ import annotations
 
 import io
+import os
 import random
 import re
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
@@ -45,6 +47,13 @@ from batch_predict.warehouse.sql import positional as positional_names
 from batch_predict.warehouse.types import WarehouseError, WarehouseLockTimeout, WarehouseUnavailable
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+# How long `hold` keeps a DuckDB file open for one process at most, and at least before it lets a
+# waiting process have a turn; how long it then stands back for the waiter to get in.
+HOLD_SECONDS = 1.0
+MIN_HOLD_SECONDS = 0.2
+YIELD_SECONDS = 0.5
+# How long a process waiting for another's DuckDB lock sleeps between tries, at most.
+_MAX_RETRY_DELAY = 0.25
 # How many engine rows cross into PostgreSQL per COPY buffer.
 _COPY_BATCH_ROWS = 65_536
 # Advisory lock keys: one for the whole warehouse, one per partition (hashed with the key).
@@ -69,6 +78,16 @@ def _bound(sql: str, params: Params) -> dict[str, Any] | None:
         return None
     used = set(parameter_names(sql))
     return {name: value for name, value in params.items() if name in used}
+
+
+# Statements that can change a table's columns (DuckDB sessions cache column lists until one runs).
+_DDL = re.compile(r"\s*(ALTER|CREATE|DROP)\b", re.IGNORECASE)
+# ... and those of them that name the one table or view they change.
+_DDL_NAMED = re.compile(
+    r"\s*(?:ALTER\s+TABLE|CREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMP(?:ORARY)?\s+)?(?:TABLE|VIEW)(?:\s+IF\s+NOT\s+EXISTS)?"
+    r"|DROP\s+(?:TABLE|VIEW)(?:\s+IF\s+EXISTS)?)\s+([A-Za-z_][A-Za-z_0-9.]*)\b(?![.\w\"])",
+    re.IGNORECASE,
+)
 
 
 def _is_lock_conflict(error: duckdb.Error) -> bool:
@@ -179,9 +198,30 @@ class Backend(ABC):
         self._schema_ready = False  # tables, once made, stay: check them once per process
         self.memory_limit = memory_limit
         self.threads = threads
+        self._holds = 0  # how many `hold` blocks are open
 
     @abstractmethod
     def session(self, read_only: bool = False) -> AbstractContextManager[Session]: ...
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Keep what the block's sessions open (a connection, an engine) for the block's next session.
+
+        Opening costs tens of milliseconds a time, which a run of many small partitions pays
+        several times per partition. Sessions stay separate units of work: each commits or
+        rolls back, and its temp tables are dropped when it ends.
+        """
+        self._holds += 1
+        try:
+            yield
+        finally:
+            self._holds -= 1
+            if not self._holds:
+                self.release()
+
+    @abstractmethod
+    def release(self) -> None:
+        """Close what `hold` keeps open now (the next session opens anew), e.g. before long work elsewhere."""
 
     @abstractmethod
     def exists(self) -> bool:
@@ -198,10 +238,19 @@ class Backend(ABC):
 class DuckDBSession(Session):
     dialect = "duckdb"
 
-    def __init__(self, con: Any) -> None:
+    def __init__(self, con: Any, columns: dict[str, dict[str, str]] | None = None) -> None:
         self.con = con
+        # Column lists read so far. While this process has the file open nobody else can change
+        # them, so only this connection's own DDL (which clears it) makes them stale.
+        self._columns = {} if columns is None else columns
 
     def execute(self, sql: str, params: Params = None) -> None:
+        if _DDL.match(sql):
+            named = _DDL_NAMED.match(sql)
+            if named:
+                self._columns.pop(named.group(1).split(".")[-1].strip('"'), None)
+            else:
+                self._columns.clear()
         self.con.execute(sql, _bound(sql, params))
 
     def fetchall(self, sql: str, params: Params = None) -> list[tuple[Any, ...]]:
@@ -223,6 +272,7 @@ class DuckDBSession(Session):
             yield
             self.con.execute("COMMIT")
         except BaseException:
+            self._columns.clear()  # columns read after a rolled-back ALTER are gone again
             self.con.execute("ROLLBACK")
             raise
 
@@ -261,12 +311,19 @@ class DuckDBSession(Session):
         return f"hash({expression})"
 
     def columns(self, table: str) -> dict[str, str]:
+        if table in self._columns:
+            return dict(self._columns[table])
         rows = self.con.execute(
-            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = $t "
-            "ORDER BY ordinal_position",
+            "SELECT column_name, data_type, table_catalog = 'temp' FROM information_schema.columns "
+            "WHERE table_name = $t ORDER BY ordinal_position",
             {"t": table},
         ).fetchall()
-        return {str(name): str(kind) for name, kind in rows}
+        found = {str(name): str(kind) for name, kind, _ in rows}
+        # The stored tables change only through `execute` (which clears the cache); temp relations
+        # also through the engine, so they are read every time.
+        if not any(temporary for _, _, temporary in rows):
+            self._columns[table] = found
+        return dict(found)
 
 
 class DuckDBBackend(Backend):
@@ -286,6 +343,15 @@ class DuckDBBackend(Backend):
         self.path = path
         self.location = str(path)
         self.lock_timeout_seconds = lock_timeout_seconds
+        # What `hold` keeps between sessions: the open connection, the thread it belongs to, when it
+        # was opened, and the column lists its sessions read.
+        self._held: Any = None
+        self._held_by = 0
+        self._opened_at = 0.0
+        self._columns: dict[str, dict[str, str]] = {}
+        # Processes waiting for the file leave a marker named by their PID here.
+        self._waiting = path.with_name(path.name + ".waiting")
+        self._stand_back = False  # this process just let go of the file because of a waiter or the time limit
 
     def exists(self) -> bool:
         return self.path.exists()
@@ -296,41 +362,113 @@ class DuckDBBackend(Backend):
 
     @contextmanager
     def session(self, read_only: bool = False) -> Iterator[Session]:
-        """Open the file for one short unit of work, waiting out other processes' locks."""
+        """Open the file for one short unit of work, waiting out other processes' locks.
+
+        Inside `hold`, the file stays open for the next session (other processes wait
+        meanwhile), for at most `HOLD_SECONDS` at a time, so that they get their turn.
+        """
         if read_only and not self.path.exists():
             raise WarehouseError(
                 f"No warehouse at {self.path}: nothing has been materialized yet. Run the `inputs` and "
                 "`predictions` assets (for example `make demo`) or point BATCH_PREDICT_WAREHOUSE at your file."
             )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + self.lock_timeout_seconds
-        delay = 0.05
-        while True:
-            try:
-                con = engine_connection(self.memory_limit, self.threads, str(self.path), read_only)
-                break
-            except duckdb.IOException as error:
-                if not _is_lock_conflict(error):
-                    raise self._unusable(error) from error
-                if time.monotonic() + delay > deadline:
-                    raise WarehouseLockTimeout(
-                        f"The warehouse {self.path} stayed locked by another process for "
-                        f"{self.lock_timeout_seconds:g}s ({error}). Wait for the other run to finish, "
-                        "or raise BATCH_PREDICT_LOCK_TIMEOUT_SECONDS."
-                    ) from error
-                # Full jitter keeps several waiting runs from retrying in lockstep.
-                time.sleep(random.uniform(0, delay))
-                delay = min(delay * 2, 2.0)
-            except duckdb.Error as error:
-                raise self._unusable(error) from error
+        held = self._held is not None and self._held_by == threading.get_ident()
+        if held:
+            con = self._held
+            self._held = None
+        else:
+            con = self._open(read_only)
+            self._opened_at = time.monotonic()
+        keep = False
         try:
-            session = DuckDBSession(con)
+            session = DuckDBSession(con, self._columns if held else None)
             if not read_only and not self._schema_ready:
                 self._ensure_schema(session)
                 self._schema_ready = True
             yield session
+            keep = self._keep(held or not read_only)  # a read-only connection cannot serve a later write
+            if keep:
+                # The session's temp tables stay until the connection closes: every statement that makes
+                # one replaces any of the same name.
+                self.release()  # a session opened inside this one kept its connection: this one is newer
+                self._held, self._held_by, self._columns = con, threading.get_ident(), session._columns
         finally:
-            con.close()
+            if not keep:
+                con.close()
+
+    def _keep(self, writable: bool) -> bool:
+        """Whether to keep the connection for the next session: inside `hold`, for at most HOLD_SECONDS,
+        and no longer than MIN_HOLD_SECONDS while another process waits for the file."""
+        if not self._holds or not writable:
+            return False
+        held_for = time.monotonic() - self._opened_at
+        if held_for >= HOLD_SECONDS:
+            self._stand_back = True
+            return False
+        if held_for >= MIN_HOLD_SECONDS and self._others_waiting():
+            self._stand_back = True
+            return False
+        return True
+
+    def _others_waiting(self) -> bool:
+        """Whether a live process other than this one waits for the file (its marker is in the waiting folder)."""
+        try:
+            markers = list(os.scandir(self._waiting))
+        except FileNotFoundError:
+            return False
+        waiting = False
+        for marker in markers:
+            pid = int(marker.name) if marker.name.isdigit() else 0
+            if pid == os.getpid():
+                continue
+            try:
+                os.kill(pid, 0)
+                waiting = True
+            except ProcessLookupError:
+                Path(marker.path).unlink(missing_ok=True)  # left by a process that died waiting
+            except (PermissionError, OverflowError, ValueError):
+                waiting = pid > 0
+        return waiting
+
+    def release(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.close()
+
+    def _open(self, read_only: bool) -> Any:
+        """Open the file, waiting out other processes' locks (and, after holding it, letting a waiter in first)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self._stand_back:
+            self._stand_back = False
+            until = time.monotonic() + YIELD_SECONDS
+            while time.monotonic() < until and self._others_waiting():
+                time.sleep(0.01)
+        deadline = time.monotonic() + self.lock_timeout_seconds
+        delay = 0.02
+        marker = self._waiting / str(os.getpid())
+        try:
+            while True:
+                try:
+                    return engine_connection(self.memory_limit, self.threads, str(self.path), read_only)
+                except duckdb.IOException as error:
+                    if not _is_lock_conflict(error):
+                        raise self._unusable(error) from error
+                    if time.monotonic() + delay > deadline:
+                        raise WarehouseLockTimeout(
+                            f"The warehouse {self.path} stayed locked by another process for "
+                            f"{self.lock_timeout_seconds:g}s ({error}). Wait for the other run to finish, "
+                            "or raise BATCH_PREDICT_LOCK_TIMEOUT_SECONDS."
+                        ) from error
+                    # Say so, so that a process holding the file between its sessions lets this one in.
+                    self._waiting.mkdir(exist_ok=True)
+                    marker.touch()
+                    # Full jitter keeps several waiting runs from retrying in lockstep.
+                    time.sleep(random.uniform(0, delay))
+                    delay = min(delay * 2, _MAX_RETRY_DELAY)
+                except duckdb.Error as error:
+                    raise self._unusable(error) from error
+        finally:
+            marker.unlink(missing_ok=True)
 
     def _unusable(self, error: duckdb.Error) -> WarehouseError:
         return WarehouseError(
@@ -616,6 +754,9 @@ class PostgresBackend(Backend):
 
     def exists(self) -> bool:
         return True
+
+    def release(self) -> None:
+        pass  # every session opens its own connection
 
     @property
     def default_staging_root(self) -> Path:

@@ -66,6 +66,16 @@ class WarehouseCore:
             yield session
 
     @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Keep the warehouse open between the block's sessions (see `Backend.hold`): for runs of many partitions."""
+        with self.backend.hold():
+            yield
+
+    def release(self) -> None:
+        """Let go of what `hold` keeps open, before work that does not need the warehouse for a while."""
+        self.backend.release()
+
+    @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[Any]:
         """The database connection of a session (a DuckDB or psycopg connection), for ad-hoc SQL."""
         with self.session(read_only) as session:

@@ -1,0 +1,192 @@
+"""`Warehouse.hold`: a DuckDB file kept open between the sessions of a run of many partitions, and let go
+for a process that waits for it."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from batch_predict.contract import FeatureContract
+from batch_predict.warehouse import Warehouse, WarehouseError, WarehouseLockTimeout
+from batch_predict.warehouse import connection as connection_module
+
+CONTRACT = FeatureContract("record_id", "event_time", ("a", "b"))
+
+
+def opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths every DuckDB warehouse connection is opened on, from now on."""
+    opens: list[str] = []
+    real = connection_module.engine_connection
+
+    def counting(memory_limit: str, threads: int, path: str = ":memory:", read_only: bool = False) -> object:
+        opens.append(path)
+        return real(memory_limit, threads, path, read_only)
+
+    monkeypatch.setattr(connection_module, "engine_connection", counting)
+    return opens
+
+
+def test_sessions_inside_a_hold_share_one_connection_and_stay_separate_units(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warehouse = Warehouse(tmp_path / "w.duckdb", CONTRACT)
+    with warehouse.session() as session:
+        session.execute("CREATE TABLE t (x INTEGER)")
+    opens = opened(monkeypatch)
+    with warehouse.hold():
+        for x in range(5):
+            with warehouse.session() as session, session.transaction():
+                session.execute("INSERT INTO t VALUES ($x)", {"x": x})
+        # A failing session rolls back its own work only, and the next one starts clean.
+        with pytest.raises(RuntimeError), warehouse.session() as session, session.transaction():
+            session.execute("INSERT INTO t VALUES (99)")
+            raise RuntimeError("boom")
+        with warehouse.session() as session:
+            assert session.fetchall("SELECT sum(x), count(*) FROM t") == [(10, 5)]
+    # One open for the five sessions; the failed one closed its connection, so the last opened anew.
+    assert len(opens) == 2
+    # Outside a hold nothing stays open: another process can open the file at once.
+    other = subprocess.run(
+        [sys.executable, "-c", f"import duckdb; duckdb.connect({str(tmp_path / 'w.duckdb')!r}).close()"],
+        capture_output=True,
+        text=True,
+    )
+    assert other.returncode == 0, other.stderr
+
+
+def test_column_lists_follow_alter_and_rollback_inside_a_hold(tmp_path: Path) -> None:
+    warehouse = Warehouse(tmp_path / "w.duckdb", CONTRACT)
+    with warehouse.hold():
+        with warehouse.session() as session:
+            session.execute("CREATE TABLE t (x INTEGER)")
+            assert list(session.columns("t")) == ["x"]
+        with warehouse.session() as session:
+            session.execute("ALTER TABLE t ADD COLUMN y DOUBLE")
+        with warehouse.session() as session:
+            assert list(session.columns("t")) == ["x", "y"]
+        with pytest.raises(RuntimeError), warehouse.session() as session, session.transaction():
+            session.execute("ALTER TABLE t ADD COLUMN z DOUBLE")
+            assert list(session.columns("t")) == ["x", "y", "z"]
+            raise RuntimeError("roll back")
+        with warehouse.session() as session:
+            assert list(session.columns("t")) == ["x", "y"]
+            # A temp table of the engine is read afresh every time, whatever made it.
+            session.engine.execute("CREATE OR REPLACE TEMP TABLE tmp AS SELECT 1 AS one")
+            assert list(session.columns("tmp")) == ["one"]
+            session.engine.execute("CREATE OR REPLACE TEMP TABLE tmp AS SELECT 1 AS uno")
+            assert list(session.columns("tmp")) == ["uno"]
+
+
+def test_a_read_only_session_never_keeps_a_connection_a_write_would_need(tmp_path: Path) -> None:
+    warehouse = Warehouse(tmp_path / "w.duckdb", CONTRACT)
+    with warehouse.session() as session:
+        session.execute("CREATE TABLE t (x INTEGER)")
+    with warehouse.hold():
+        with warehouse.session(read_only=True) as session:
+            assert session.fetchall("SELECT count(*) FROM t") == [(0,)]
+        with warehouse.session() as session:
+            session.execute("INSERT INTO t VALUES (1)")
+        with warehouse.session(read_only=True) as session:  # served by the held writable connection
+            assert session.fetchall("SELECT count(*) FROM t") == [(1,)]
+
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from batch_predict.contract import FeatureContract
+from batch_predict.warehouse import Warehouse
+from batch_predict.warehouse import connection
+connection.HOLD_SECONDS = {hold_seconds}  # only a waiter may end a slice
+warehouse = Warehouse(Path(sys.argv[1]), FeatureContract("record_id", "event_time", ("a", "b")))
+with warehouse.session() as session:
+    session.execute("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+with warehouse.hold():
+    print("holding", flush=True)
+    until = time.monotonic() + float(sys.argv[2])
+    while time.monotonic() < until:
+        with warehouse.session() as session:
+            session.execute("INSERT INTO t VALUES (1)")
+        time.sleep(0.005)
+print("done", flush=True)
+"""
+
+
+def start_holder(path: Path, seconds: float, hold_seconds: float = 600) -> subprocess.Popen[str]:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER.format(hold_seconds=hold_seconds), str(path), str(seconds)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "holding", holder.stderr.read() if holder.stderr else ""
+    return holder
+
+
+def test_a_process_holding_the_file_lets_a_waiting_process_in(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    with Warehouse(path, CONTRACT).session():  # make the file
+        pass
+    holder = start_holder(path, seconds=20)
+    try:
+        waiter = Warehouse(path, CONTRACT, lock_timeout_seconds=8)
+        started = time.monotonic()
+        with waiter.session() as session:
+            rows = session.fetchall("SELECT count(*) FROM t")
+        assert rows[0][0] > 0
+        assert holder.poll() is None, "the holder finished: the waiter got in only because it stopped"
+        assert time.monotonic() - started < 20
+        # The waiter's marker is gone once it got in.
+        assert not (tmp_path / "w.duckdb.waiting" / str(os.getpid())).exists()
+    finally:
+        os.killpg(holder.pid, 9)
+        holder.wait()
+
+
+def test_without_a_waiter_marker_a_held_file_stays_locked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check above can fail: a waiter that does not say it waits times out behind the holder."""
+    path = tmp_path / "w.duckdb"
+    with Warehouse(path, CONTRACT).session():
+        pass
+    holder = start_holder(path, seconds=20)
+    try:
+        monkeypatch.setattr(Path, "touch", lambda self, *args, **kwargs: None)
+        silent = Warehouse(path, CONTRACT, lock_timeout_seconds=3)
+        with pytest.raises(WarehouseLockTimeout, match="stayed locked"), silent.session():
+            pass
+    finally:
+        os.killpg(holder.pid, 9)
+        holder.wait()
+
+
+def test_a_marker_left_by_a_dead_process_is_ignored_and_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "w.duckdb"
+    warehouse = Warehouse(path, CONTRACT)
+    with warehouse.session() as session:
+        session.execute("CREATE TABLE t (x INTEGER)")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    waiting = tmp_path / "w.duckdb.waiting"
+    waiting.mkdir()
+    (waiting / dead.stdout.strip()).touch()
+    opens = opened(monkeypatch)
+    with warehouse.hold():
+        until = time.monotonic() + 3 * connection_module.MIN_HOLD_SECONDS
+        while time.monotonic() < until:
+            with warehouse.session() as session:
+                session.execute("INSERT INTO t VALUES (1)")
+    assert len(opens) == 1  # the dead process's marker did not make the holder let go
+    assert not any(waiting.iterdir())
+
+
+def test_an_unreadable_file_is_still_a_clear_error_inside_a_hold(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    path.write_text("not a database")
+    warehouse = Warehouse(path, CONTRACT)
+    with warehouse.hold(), pytest.raises(WarehouseError, match="Cannot open the warehouse"), warehouse.session():
+        pass
