@@ -13,6 +13,8 @@ from batch_predict.contract import FeatureContract
 from batch_predict.warehouse import Warehouse, WarehouseError, WarehouseLockTimeout
 from batch_predict.warehouse import connection as connection_module
 
+from .conftest import BOTH_BACKENDS
+
 CONTRACT = FeatureContract("record_id", "event_time", ("a", "b"))
 
 
@@ -55,6 +57,38 @@ def test_sessions_inside_a_hold_share_one_connection_and_stay_separate_units(
         text=True,
     )
     assert other.returncode == 0, other.stderr
+
+
+@BOTH_BACKENDS
+def test_a_held_connection_starts_each_session_clean(warehouse_location: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever a session leaves (a half-read result, a temp table, a failed transaction), the next
+    session of the hold works, and only what was committed stays."""
+    warehouse = Warehouse(warehouse_location, CONTRACT)
+    with warehouse.session() as session, session.transaction():
+        session.execute("CREATE TABLE held (x INTEGER)")
+    connects: list[int] = []
+    backend = type(warehouse.backend)
+    name = "_open" if hasattr(backend, "_open") else "_connect"
+    real = getattr(backend, name)
+    monkeypatch.setattr(backend, name, lambda self, *args: connects.append(1) or real(self, *args))
+    with warehouse.hold():
+        with warehouse.session() as session, session.transaction():
+            session.execute("INSERT INTO held VALUES (1)")
+            session.engine.execute("SELECT * FROM range(10)").fetchone()  # half read
+            session.temp_table("scratch", "SELECT 1 AS one")
+        with warehouse.session() as session:
+            session.engine.sql("SELECT 2").to_arrow_reader(10).read_all()
+            session.temp_table("scratch", "SELECT 2 AS two")  # replaces the one left behind
+            assert session.fetchall("SELECT * FROM scratch") == [(2,)]
+        with pytest.raises(RuntimeError), warehouse.session() as session, session.transaction():
+            session.execute("INSERT INTO held VALUES (2)")
+            raise RuntimeError("boom")
+        with warehouse.session() as session, session.transaction():
+            session.execute("INSERT INTO held VALUES (3)")
+        with warehouse.session() as session:
+            assert sorted(session.fetchall("SELECT x FROM held")) == [(1,), (3,)]
+    # One connection until the failed session closed it, one after.
+    assert len(connects) == 2
 
 
 def test_column_lists_follow_alter_and_rollback_inside_a_hold(tmp_path: Path) -> None:
@@ -104,11 +138,14 @@ warehouse = Warehouse(Path(sys.argv[1]), FeatureContract("record_id", "event_tim
 with warehouse.session() as session:
     session.execute("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
 with warehouse.hold():
-    print("holding", flush=True)
     until = time.monotonic() + float(sys.argv[2])
+    said = False
     while time.monotonic() < until:
         with warehouse.session() as session:
             session.execute("INSERT INTO t VALUES (1)")
+        if not said:  # the file is held now, with a row in it
+            print("holding", flush=True)
+            said = True
         time.sleep(0.005)
 print("done", flush=True)
 """

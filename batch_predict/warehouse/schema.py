@@ -345,6 +345,10 @@ def refresh_all_versions_view(session: Session) -> None:
         )
         return f"SELECT {', '.join(picked)}, {extra} FROM {'predictions' if is_current else 'predictions_history'}"
 
+    wanted = [name for name in names if name not in ("superseded_at", "superseded_by_run")]
+    wanted += ["is_current", "superseded_at", "superseded_by_run"]
+    if list(session.columns("predictions_all_versions")) == wanted:
+        return  # made for these columns already (a rewrite is a catalog change every run would pay for)
     session.execute("DROP VIEW IF EXISTS predictions_all_versions")
     session.execute(f"CREATE VIEW predictions_all_versions AS {side(current, True)} UNION ALL {side(history, False)}")
 
