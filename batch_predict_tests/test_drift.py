@@ -11,6 +11,7 @@ import pytest
 from sklearn.datasets import load_iris
 from sklearn.metrics import log_loss
 
+from batch_predict.contract import FeatureContract
 from batch_predict.drift import (
     DriftResult,
     Histogram,
@@ -28,6 +29,9 @@ from batch_predict.drift import (
     realized_quality,
     shares,
 )
+from batch_predict.warehouse import Warehouse
+
+from .conftest import BOTH_BACKENDS
 
 FEATURES = ["f1", "f2", "f3", "f4"]
 REFERENCE_ROWS = 5_000
@@ -315,3 +319,26 @@ def test_drift_markdown_report() -> None:
     assert "reference" not in drift_markdown(results, [0, 0, 0], score.edges)
     with pytest.raises(ValueError, match="score counts"):
         drift_markdown(results, [1, 2], score.edges)
+
+
+@BOTH_BACKENDS
+def test_feature_bin_counts_of_a_stored_partition_follow_bin_counts(warehouse_location: str) -> None:
+    """The warehouse bins a partition's stored features as `bin_counts` does: right-closed, values on an
+    edge in the lower bin, NULL and NaN in no bin, infinities in the outer bins, other partitions ignored."""
+    warehouse = Warehouse(warehouse_location, FeatureContract("record_id", "event_time", ("a", "b")))
+    edges = {"a": [0.0, 1.0, 2.5], "b": [-1.0, 1e-300]}
+    a = [-5.0, 0.0, 0.0, 0.5, 1.0, 2.5, 2.5000001, math.inf, -math.inf, math.nan, None]
+    b = [-1.0, -1.0000001, 1e-300, 2e-300, 0.0, -0.0, 7.0, None, math.nan, 3.0, -2.0]
+    rows = [("p", f"r{i}", x, y) for i, (x, y) in enumerate(zip(a, b, strict=True))] + [("q", "other", 0.5, 0.5)]
+    with warehouse.session() as session, session.transaction():
+        for key, record, x, y in rows:
+            session.execute(
+                "INSERT INTO inputs (partition_key, record_id, a, b) VALUES ($k, $r, CAST($a AS DOUBLE PRECISION), "
+                "CAST($b AS DOUBLE PRECISION))",
+                {"k": key, "r": record, "a": x, "b": y},
+            )
+    counts = warehouse.feature_bin_counts("p", edges)
+    for name, values in (("a", a), ("b", b)):
+        expected = bin_counts(np.array([math.nan if v is None else v for v in values]), edges[name])
+        assert dense_counts(counts[name], len(edges[name]) + 1) == expected, name
+    assert warehouse.feature_bin_counts("p", {}) == {}

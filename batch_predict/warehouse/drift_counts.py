@@ -5,45 +5,41 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from batch_predict.drift import bin_index_sql
 from batch_predict.warehouse.labels import Labels
 from batch_predict.warehouse.sql import ident
 from batch_predict.warehouse.types import PredictionCounts
 
+# Rows per batch the engine hands to numpy when binning features.
+_BATCH_ROWS = 65_536
+
 
 class DriftCounts(Labels):
     def feature_bin_counts(self, partition_key: str, edges: dict[str, list[float]]) -> dict[str, dict[int, int]]:
-        """Per feature, how many of the partition's valid inputs fall in each bin of `edges` (right-closed).
-
-        One scan of the partition: each feature's bin is a column, grouped by grouping sets.
+        """Per feature, how many of the partition's valid inputs fall in each bin of `edges` (right-closed;
+        NULL and NaN in none): the rows stream from the engine in batches and numpy bins them (`bin_counts`'s
+        rule). A query binning every feature in SQL costs about 50 ms to plan, whatever the partition's size.
         """
         if not edges:
             return {}
         names = list(edges)
-        bins = ", ".join(f"{bin_index_sql(ident(name), edges[name])} AS b{i}" for i, name in enumerate(names))
-        sets = ", ".join(f"(b{i})" for i in range(len(names)))
-        columns = ", ".join(f"b{i}" for i in range(len(names)))
-        flags = ", ".join(f"GROUPING(b{i})" for i in range(len(names)))
+        cuts = [np.asarray(edges[name], dtype=np.float64) for name in names]
+        totals = [np.zeros(len(cut) + 1, dtype=np.int64) for cut in cuts]
         with self.session(read_only=True) as session:
             session.fetch_into_engine(
                 "drift_inputs",
                 f"SELECT {', '.join(ident(name) for name in names)} FROM inputs WHERE partition_key = $p",
                 {"p": partition_key},
             )
-            rows = session.engine.execute(
-                f"""
-                SELECT {columns}, [{flags}] AS grouped_out, count(*)
-                FROM (SELECT {bins} FROM drift_inputs)
-                GROUP BY GROUPING SETS ({sets})
-                """
-            ).fetchall()
-        counts: dict[str, dict[int, int]] = {name: {} for name in names}
-        for row in rows:
-            *values, grouped_out, n = row
-            for i, name in enumerate(names):
-                if not grouped_out[i] and values[i] is not None:
-                    counts[name][int(values[i])] = int(n)
-        return counts
+            doubles = ", ".join(f"CAST({ident(name)} AS DOUBLE)" for name in names)
+            for batch in session.engine.sql(f"SELECT {doubles} FROM drift_inputs").to_arrow_reader(_BATCH_ROWS):
+                for column, cut, total in zip(batch.columns, cuts, totals, strict=True):
+                    values = column.to_numpy(zero_copy_only=False)  # NULL as NaN
+                    values = values[~np.isnan(values)]
+                    total += np.bincount(np.searchsorted(cut, values, side="left"), minlength=len(total))
+        return {name: {i: int(n) for i, n in enumerate(total) if n} for name, total in zip(names, totals, strict=True)}
 
     def prediction_counts(
         self, partition_key: str, probability_columns: Sequence[str], score_edges: Sequence[float], model_version: str
@@ -85,15 +81,19 @@ class DriftCounts(Labels):
         )
 
     def record_drift(self, partition_key: str, model_version: str, rows: list[dict[str, Any]]) -> None:
-        """Replace the partition's drift results in `prediction_drift`."""
+        """Replace the partition's drift results in `prediction_drift` (one INSERT for all of them)."""
+        columns = ("kind", "name", "psi", "threshold", "n", "n_reference", "drifted")
+        values = ", ".join(
+            "($p, $version, " + ", ".join(f"${column}_{i}" for column in columns) + ", now())" for i in range(len(rows))
+        )
+        params: dict[str, Any] = {"p": partition_key, "version": model_version}
+        for i, row in enumerate(rows):
+            params.update({f"{column}_{i}": row[column] for column in columns})
         with self.session() as session, session.transaction():
             session.execute("DELETE FROM prediction_drift WHERE partition_key = $p", {"p": partition_key})
-            for row in rows:
+            if rows:
                 session.execute(
-                    """
-                    INSERT INTO prediction_drift
-                        (partition_key, model_version, kind, name, psi, threshold, n, n_reference, drifted, computed_at)
-                    VALUES ($p, $version, $kind, $name, $psi, $threshold, $n, $n_reference, $drifted, now())
-                    """,
-                    {"p": partition_key, "version": model_version, **row},
+                    "INSERT INTO prediction_drift (partition_key, model_version, kind, name, psi, threshold, n, "
+                    f"n_reference, drifted, computed_at) VALUES {values}",
+                    params,
                 )
