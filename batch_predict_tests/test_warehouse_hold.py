@@ -5,13 +5,17 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from batch_predict.contract import FeatureContract
-from batch_predict.warehouse import Warehouse, WarehouseError, WarehouseLockTimeout
+from batch_predict.warehouse import Source, SourceError, Warehouse, WarehouseError, WarehouseLockTimeout
 from batch_predict.warehouse import connection as connection_module
+from batch_predict.warehouse.landing import Landing
 
 from .conftest import BOTH_BACKENDS
 
@@ -227,3 +231,55 @@ def test_an_unreadable_file_is_still_a_clear_error_inside_a_hold(tmp_path: Path)
     warehouse = Warehouse(path, CONTRACT)
     with warehouse.hold(), pytest.raises(WarehouseError, match="Cannot open the warehouse"), warehouse.session():
         pass
+
+
+@BOTH_BACKENDS
+def test_a_run_of_many_partitions_reads_the_landing_files_once_unless_they_change(
+    warehouse_location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside a hold, the landing rows staged for one snapshot serve the next while the files are the
+    same; a file that lands, changes or goes in between is read."""
+    features = ("a", "b")
+    warehouse = Warehouse(warehouse_location, FeatureContract("record_id", "event_time", features))
+    root = tmp_path / "landing"
+    root.mkdir()
+    day = datetime(2026, 3, 1, tzinfo=UTC)
+
+    def land(name: str, ids: list[str], start: datetime) -> None:
+        table = pa.table(
+            {
+                "record_id": ids,
+                "event_time": [start + timedelta(hours=i) for i in range(len(ids))],
+                "a": [1.0] * len(ids),
+                "b": [2.0] * len(ids),
+            }
+        )
+        pq.write_table(table, root / name)
+
+    land("one.parquet", ["r1", "r2"], day)
+    land("two.parquet", ["r3", "r4", "r5"], day + timedelta(days=1))
+    staged: list[int] = []
+    real = Landing._stage_all
+    monkeypatch.setattr(Landing, "_stage_all", lambda self, *args: staged.append(1) or real(self, *args))
+    source = Source(root=root, glob="*.parquet")
+
+    def snapshot(day_number: int) -> int:
+        start = day + timedelta(days=day_number)
+        key = f"{start:%Y-%m-%d}"
+        return warehouse.snapshot_inputs(source, key, start, start + timedelta(days=1), "run").valid_rows
+
+    with warehouse.hold():
+        assert snapshot(0) == 2
+        assert snapshot(1) == 3
+        assert len(staged) == 1  # the second snapshot read what the first staged
+        land("three.parquet", ["r6"], day + timedelta(days=2))
+        assert snapshot(2) == 1
+        land("two.parquet", ["r3", "r4", "r5", "r7"], day + timedelta(days=1))  # rewritten, one more record
+        assert snapshot(1) == 4
+        (root / "three.parquet").unlink()
+        with pytest.raises(SourceError, match="now holds 0 in its window"):  # the shrink guard saw it go
+            snapshot(2)
+        assert len(staged) == 4
+    with warehouse.hold():
+        assert snapshot(0) == 2  # a new hold (a new run) reads the files afresh
+    assert len(staged) == 5

@@ -49,7 +49,7 @@ from batch_predict.warehouse.types import WarehouseError, WarehouseLockTimeout, 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 # How long `hold` keeps a DuckDB file open for one process at most, and at least before it lets a
 # waiting process have a turn; how long it then stands back for the waiter to get in.
-HOLD_SECONDS = 1.0
+HOLD_SECONDS = 10.0
 MIN_HOLD_SECONDS = 0.2
 YIELD_SECONDS = 0.5
 # How long a process waiting for another's DuckDB lock sleeps between tries, at most.

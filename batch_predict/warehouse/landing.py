@@ -7,9 +7,11 @@ validated feature contract and are quoted with `ident`.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -147,12 +149,23 @@ class Landing:
         return None
 
     def check_source(self, con: Any, source: Source) -> None:
-        """Fail with a clear message unless the source files can be read and hold the contract's columns."""
+        """Fail with a clear message unless the source files can be read and hold the contract's columns.
+
+        Files this connection checked already, unchanged since, are not checked again.
+        """
         if not source.root.is_dir():
             raise SourceError(
                 f"The landing folder {source.root} does not exist. Create it and put source files in it "
                 "(`batch-predict demo-data` writes demo records), or set BATCH_PREDICT_LANDING."
             )
+        files = self._fingerprint(con, source)
+        if files and self._done(con, "checked", files):
+            return
+        self._check(con, source)
+        if files:
+            self._record(con, "checked", files)
+
+    def _check(self, con: Any, source: Source) -> None:
         try:
             described = con.execute(
                 f"DESCRIBE SELECT * FROM {self.landing_relation(source)}", {"pattern": source.pattern}
@@ -268,13 +281,61 @@ class Landing:
             )
 
     def stage(self, con: Any, source: Source, params: dict[str, Any]) -> None:
-        """Read every landing row into the engine's temp table `landing_rows`, each with its record id, event
-        time, cast features and where it belongs: `unplaced` (the reason its event time places it in no
-        partition, else NULL) and `in_window` (it falls in the partition being snapshotted). Also
-        `window_ids`: the record ids of the window, whose copies elsewhere decide who keeps each id.
+        """Make the engine's `landing_rows`: every landing row with its record id, event time, cast features
+        and where it belongs: `unplaced` (the reason its event time places it in no partition, else NULL)
+        and `in_window` (it falls in the partition being snapshotted). Also `window_ids`: the record ids of
+        the window, whose copies elsewhere decide who keeps each id.
+
+        Every snapshot reads every landing file (a record id's copies may sit in any of them). So the
+        rows are read once into `landing_all`, and a later snapshot on the same connection (a run of many
+        partitions) reads them from there while the files matched, their sizes and modification times,
+        and the placeable range are what they were.
 
         `params`: pattern, window_start, window_end, placeable_start, placeable_end.
         """
+        files = self._fingerprint(con, source)
+        placeable = f"{params['placeable_start']}|{params['placeable_end']}|{files}"
+        if not (files and self._done(con, "staged", placeable)):
+            self._stage_all(con, source, params)
+            if files:
+                self._record(con, "staged", placeable)
+        window = (
+            f"event_time >= {_timestamp(params['window_start'])} AND event_time < {_timestamp(params['window_end'])}"
+        )
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW landing_rows AS SELECT *, coalesce({window}, false) AS in_window "
+            "FROM landing_all"
+        )
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE window_ids AS "
+            "SELECT DISTINCT record_id FROM landing_rows WHERE in_window AND record_id IS NOT NULL"
+        )
+
+    def _fingerprint(self, con: Any, source: Source) -> str:
+        """The files the source matches now, each with its size and modification time ('' if none or unreadable)."""
+        try:
+            files = self.source_files(con, source)
+            return "\n".join(f"{path}|{stat.st_size}|{stat.st_mtime_ns}" for path in files for stat in [os.stat(path)])
+        except (duckdb.Error, OSError):
+            return ""
+
+    def _done(self, con: Any, step: str, fingerprint: str) -> bool:
+        """Whether this connection did `step` on exactly these files."""
+        try:
+            row = con.execute("SELECT fingerprint FROM landing_done WHERE step = $step", {"step": step}).fetchone()
+        except duckdb.CatalogException:
+            return False
+        return row is not None and row[0] == fingerprint
+
+    def _record(self, con: Any, step: str, fingerprint: str) -> None:
+        con.execute("CREATE TEMP TABLE IF NOT EXISTS landing_done (step VARCHAR PRIMARY KEY, fingerprint VARCHAR)")
+        con.execute(
+            "INSERT OR REPLACE INTO landing_done VALUES ($step, $fingerprint)",
+            {"step": step, "fingerprint": fingerprint},
+        )
+
+    def _stage_all(self, con: Any, source: Source, params: dict[str, Any]) -> None:
+        """Read every landing row into the engine's temp table `landing_all` (`landing_rows` without `in_window`)."""
         c = self.contract
         raw_columns = ", ".join(f"s.{ident(f)} AS {ident('raw__' + f)}" for f in c.features)
         cast_columns = ", ".join(f"TRY_CAST(s.{ident(f)} AS DOUBLE) AS {ident(f)}" for f in c.features)
@@ -283,7 +344,7 @@ class Landing:
         row_number = "s.file_row_number" if source.reader == "read_parquet" else "CAST(NULL AS BIGINT)"
         record_id, non_integer_id = record_id_sql("s." + ident(c.id_column), source.reader == "read_csv")
         sql = f"""
-            CREATE OR REPLACE TEMP TABLE landing_rows AS
+            CREATE OR REPLACE TEMP TABLE landing_all AS
             WITH src AS (
                 SELECT {record_id} AS record_id, {non_integer_id} AS non_integer_record_id,
                        {event_time} AS event_time, {raw_time} AS raw_event_time,
@@ -297,18 +358,13 @@ class Landing:
                         WHEN event_time IS NULL THEN {literal(rules.UNPARSEABLE_EVENT_TIME)}
                         WHEN event_time < $placeable_start THEN {literal(rules.BEFORE_START)}
                         WHEN event_time >= $placeable_end THEN {literal(rules.FUTURE_EVENT_TIME)}
-                   END AS unplaced,
-                   coalesce(event_time >= $window_start AND event_time < $window_end, false) AS in_window
+                   END AS unplaced
             FROM src
         """
         try:
-            con.execute(sql, params)
+            con.execute(sql, {name: params[name] for name in ("pattern", "placeable_start", "placeable_end")})
         except duckdb.Error as error:
             self.raise_read_failure(con, source, error)
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE window_ids AS "
-            "SELECT DISTINCT record_id FROM landing_rows WHERE in_window AND record_id IS NOT NULL"
-        )
 
     def classify(self, con: Any) -> None:
         """From `landing_rows` and `stored_copies` (record_id, event_time, source_file: the copies of the
@@ -384,6 +440,13 @@ class Landing:
             FROM landing_rows WHERE unplaced IS NOT NULL
             """
         )
+
+
+def _timestamp(value: datetime) -> str:
+    """An aware datetime as a TIMESTAMPTZ literal (a view takes no parameters)."""
+    if value.tzinfo is None:
+        raise ValueError(f"A window bound must carry its time zone, got {value!r}.")
+    return f"CAST({literal(value.isoformat())} AS TIMESTAMPTZ)"
 
 
 def _listed(names: Sequence[str]) -> str:
