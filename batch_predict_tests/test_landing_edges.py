@@ -376,3 +376,36 @@ def test_a_column_differing_only_in_case_is_named_with_its_file(warehouse: Wareh
     )
     with pytest.raises(SourceError, match=r"b\.parquet has column 'Event_Time', which differs only in case"):
         warehouse.snapshot_inputs(parquet, "2026-03-01", DAY, NEXT, "r")
+
+
+# -- copies of one record that nothing but their values tells apart ------------------------
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_identical_time_copies_keep_one_by_a_fixed_rule_and_the_other_keeps_its_values(
+    tmp_path: Path, suffix: str
+) -> None:
+    """Two copies of one record id at the same time in the same file: in CSV the copy whose values read
+    first as text is kept, in Parquet the earlier row; the other is rejected as a duplicate with the
+    values it came with. Rows of other ids are untouched, and valid rows keep no raw values."""
+    root = tmp_path / "landing"
+    root.mkdir()
+    at = DAY + timedelta(hours=3)
+    values = {"sepal_length": [9.0, 1.5, 2.0], "sepal_width": [1.0, 1.0, 1.0]}
+    if suffix == ".csv":
+        lines = [
+            f"{record},{at.isoformat()},{sepal_length},{sepal_width},1.0,1.0"
+            for record, sepal_length, sepal_width in zip(["dup", "dup", "solo"], *values.values(), strict=True)
+        ]
+        (root / "day.csv").write_text(HEADER + "\n".join(lines) + "\n")
+    else:
+        write(root / "day.parquet", ["dup", "dup", "solo"], [at, at, at], **values)
+    warehouse = Warehouse(tmp_path / "w.duckdb", FeatureContract("record_id", "event_time", IRIS_FEATURES))
+    stats = warehouse.snapshot_inputs(Source(root=root, glob=f"*{suffix}"), "2026-03-01", DAY, NEXT, "run-1")
+    assert (stats.valid_rows, stats.rejected_rows) == (2, 1)
+    kept = query(warehouse.path, "SELECT record_id, sepal_length FROM inputs ORDER BY record_id")
+    # CSV: "{'sepal_length': 1.5, ...}" sorts before "{'sepal_length': 9.0, ...}"; Parquet: row 0 first.
+    assert kept == [("dup", 1.5 if suffix == ".csv" else 9.0), ("solo", 2.0)]
+    [(reason, raw)] = query(warehouse.path, "SELECT reason, raw_values FROM rejected_inputs")
+    assert reason == "duplicate_record_id"
+    assert ("9.0" if suffix == ".csv" else "1.5") in raw

@@ -397,6 +397,8 @@ class Landing:
             when(f"{ident(f)} < 0", rules.NEGATIVE_VALUE, f)
         whens.extend(out_of_range_rule(r) for r in c.ranges)
         raw_values = ", ".join(f"{ident(f)} := {ident('raw__' + f)}" for f in c.features)
+        # A rejected record's values as the source gave them (only rejected records keep them).
+        raw_text = f"CAST(struct_pack({raw_values}) AS VARCHAR)"
         features = ", ".join(ident(f) for f in c.features)
         kept = (
             f"{{'reason': {literal(rules.DUPLICATE_RECORD_ID)}, "
@@ -406,8 +408,10 @@ class Landing:
             f"""
             CREATE OR REPLACE TEMP TABLE staged_source AS
             WITH checked AS (  -- the window's rows, and the other placed copies of its record ids
-                SELECT *, CAST(struct_pack({raw_values}) AS VARCHAR) AS raw_values,
-                       CASE {" ".join(whens)} END AS verdict
+                SELECT *, CASE {" ".join(whens)} END AS verdict,
+                       -- The last tie-break between copies: needed only where no row number tells
+                       -- them apart (CSV), and costly to write for every row.
+                       CASE WHEN source_row IS NULL THEN {raw_text} END AS tie_values
                 FROM landing_rows
                 WHERE unplaced IS NULL AND (in_window OR record_id IN (SELECT record_id FROM window_ids))
             ),
@@ -424,7 +428,7 @@ class Landing:
                 FROM copies
                 WINDOW copy AS (
                     PARTITION BY record_id, verdict IS NULL
-                    ORDER BY event_time, source_file, stored DESC, source_row NULLS LAST, raw_values
+                    ORDER BY event_time, source_file, stored DESC, source_row NULLS LAST, tie_values
                 )
             ),
             judged AS (
@@ -432,7 +436,8 @@ class Landing:
                 FROM ranked WHERE in_window
             )
             SELECT record_id, event_time, CAST(raw_event_time AS VARCHAR) AS raw_event_time, {features},
-                   source_file, in_window, unplaced, raw_values, outcome.reason AS reason, outcome.detail AS detail
+                   source_file, in_window, unplaced, CASE WHEN outcome IS NOT NULL THEN {raw_text} END AS raw_values,
+                   outcome.reason AS reason, outcome.detail AS detail
             FROM judged
             UNION ALL
             SELECT record_id, event_time, CAST(raw_event_time AS VARCHAR), {features}, source_file, in_window,
