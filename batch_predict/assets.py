@@ -313,10 +313,16 @@ def build_assets(
         with predictor.hold():
             results, failed = each_partition(context.partition_keys, predict)
         per_partition = {key: prediction_metadata(result) for key, result in results.items()}
-        yield from record_partitions(context, per_partition, failed)
         used = [models.load(version) for version in sorted({r.outcome.model_version for r in results.values()})]
+        run_metadata = {**range_metadata(per_partition), **models_used_metadata(used, contract)}
+        if len(per_partition) > 1:
+            # Dagster would copy a range run's own metadata (about 10 KB of column schema and lineage)
+            # into every partition's materialization; the newest partition's carries it.
+            per_partition[max(per_partition)] |= run_metadata
+            run_metadata = {}
+        yield from record_partitions(context, per_partition, failed)
         yield dg.MaterializeResult(
-            metadata={**range_metadata(per_partition), **models_used_metadata(used, contract)},
+            metadata=run_metadata,
             check_results=prediction_checks(results, settings.on_failure, settings.max_failed_share),
         )
         over_limit = over_failed_share(results)

@@ -66,6 +66,13 @@ def test_a_range_run_writes_each_partition(ranged: Settings, landing: Path, regi
     for key, materialization in per_partition.items():
         assert materialization.metadata["dagster/row_count"].value == written[key][2]
         assert materialization.metadata["model_version"].value == "v1"
+    # The run's own metadata (totals, the model's column schema and lineage) is on the newest partition only.
+    newest = per_partition[KEYS[-1]].metadata
+    assert newest["total_row_count"].value == sum(written[key][2] for key in KEYS)
+    assert newest["partitions"].value == 3
+    assert {"dagster/column_schema", "dagster/column_lineage", "model_checksum"} <= set(newest)
+    for key in KEYS[:-1]:
+        assert not {"dagster/column_lineage", "total_row_count"} & set(per_partition[key].metadata)
     assert sorted(materialized(result, "inputs")) == KEYS
 
 
