@@ -90,6 +90,15 @@ _DDL_NAMED = re.compile(
 )
 
 
+def adopt(con: Any, name: str, table: pa.Table) -> None:
+    """Make an Arrow table the DuckDB connection's temp table `name`, replacing one of that name."""
+    con.register("_bp_adopt", table)
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM _bp_adopt")
+    finally:
+        con.unregister("_bp_adopt")
+
+
 def _settled(con: Any) -> bool:
     """Whether a DuckDB connection can take the next session's statements: a result left half-read is
     finished here; one a reader still streams cannot be, and the connection is not kept."""
@@ -154,6 +163,14 @@ class Session(ABC):
     @abstractmethod
     def fetch_into_engine(self, name: str, sql: str, params: Params = None) -> None:
         """Make the result of a warehouse query the engine's temp table `name`."""
+
+    @abstractmethod
+    def adopt(self, name: str, table: pa.Table) -> None:
+        """Make an Arrow table the session's temp table `name`, replacing one of that name."""
+
+    @abstractmethod
+    def arrow(self, sql: str, params: Params = None) -> pa.Table:
+        """The rows of a warehouse query as an Arrow table."""
 
     @abstractmethod
     def stage_parquet(self, name: str, pattern: str, columns: str = "*") -> None:
@@ -229,6 +246,11 @@ class Backend(ABC):
             if not self._holds:
                 self.release()
 
+    @property
+    def holding(self) -> bool:
+        """Whether a `hold` block is open."""
+        return self._holds > 0
+
     @abstractmethod
     def release(self) -> None:
         """Close what `hold` keeps open now (the next session opens anew), e.g. before long work elsewhere."""
@@ -295,6 +317,13 @@ class DuckDBSession(Session):
 
     def fetch_into_engine(self, name: str, sql: str, params: Params = None) -> None:
         self.temp_table(name, sql, params)
+
+    def adopt(self, name: str, table: pa.Table) -> None:
+        adopt(self.con, name, table)
+
+    def arrow(self, sql: str, params: Params = None) -> pa.Table:
+        table: pa.Table = self.con.sql(sql, params=_bound(sql, params)).to_arrow_table()
+        return table
 
     def stage_parquet(self, name: str, pattern: str, columns: str = "*") -> None:
         # A view: the files are read where the statements use them, never copied.
@@ -713,6 +742,17 @@ class PostgresSession(Session):
             self.engine.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {self._engine_relation(table, casts)}")
         finally:
             self.engine.unregister("_bp_transfer")
+
+    def adopt(self, name: str, table: pa.Table) -> None:
+        self._copy_in(name, pa.RecordBatchReader.from_batches(table.schema, table.to_batches(_COPY_BATCH_ROWS)))
+
+    def arrow(self, sql: str, params: Params = None) -> pa.Table:
+        self.fetch_into_engine("_bp_arrow", sql, params)  # casts the temporal columns read as text
+        try:
+            table: pa.Table = self.engine.sql("SELECT * FROM _bp_arrow").to_arrow_table()
+        finally:
+            self.engine.execute("DROP TABLE _bp_arrow")
+        return table
 
     def stage_parquet(self, name: str, pattern: str, columns: str = "*") -> None:
         reader = self.engine.sql(f"SELECT {columns} FROM read_parquet({literal(pattern)})").to_arrow_reader(

@@ -9,7 +9,7 @@ from typing import Any
 
 from batch_predict.contract import FeatureContract
 from batch_predict.warehouse import schema
-from batch_predict.warehouse.connection import Backend, Session, open_backend
+from batch_predict.warehouse.connection import Backend, Session, engine_connection, open_backend
 from batch_predict.warehouse.landing import Landing
 
 
@@ -37,6 +37,7 @@ class WarehouseCore:
             staging_root,
         )
         self._staging_root = staging_root
+        self._landing_engine: Any = None
 
     def _ensure_schema(self, session: Session) -> None:
         schema.ensure_schema(session, self.contract, self.backend.location)
@@ -67,9 +68,27 @@ class WarehouseCore:
 
     @contextmanager
     def hold(self) -> Iterator[None]:
-        """Keep the warehouse open between the block's sessions (see `Backend.hold`): for runs of many partitions."""
-        with self.backend.hold():
-            yield
+        """Keep the warehouse open between the block's sessions (see `Backend.hold`), and the landing engine
+        with what it staged: for runs of many partitions."""
+        try:
+            with self.backend.hold():
+                yield
+        finally:
+            if not self.backend.holding:
+                self.close_landing_engine()
+
+    def landing_engine(self) -> Any:
+        """The in-process DuckDB engine that reads the landing files. It is not the warehouse's: what it
+        staged outlives sessions (and a DuckDB file lock let go to another process) while the warehouse
+        is held, so a run of many partitions reads the files once, and reads them outside any lock."""
+        if self._landing_engine is None:
+            self._landing_engine = engine_connection(self.backend.memory_limit, self.backend.threads)
+        return self._landing_engine
+
+    def close_landing_engine(self) -> None:
+        engine, self._landing_engine = self._landing_engine, None
+        if engine is not None:
+            engine.close()
 
     def release(self) -> None:
         """Let go of what `hold` keeps open, before work that does not need the warehouse for a while."""

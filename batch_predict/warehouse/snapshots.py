@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from batch_predict import contract as rules
-from batch_predict.warehouse.connection import Session
+from batch_predict.warehouse.connection import Session, adopt
 from batch_predict.warehouse.core import WarehouseCore
 from batch_predict.warehouse.landing import DUPLICATE_DETAIL, Source
 from batch_predict.warehouse.schema import alter_probability_columns
@@ -50,8 +50,9 @@ class Snapshots(WarehouseCore):
         features = ", ".join(ident(f) for f in self.contract.features)
         params = {"partition_key": partition_key, "run_id": run_id}
         landing = self.landing
-        with self.session() as session:
-            engine = session.engine
+        # The landing files are read by an engine of their own, before the warehouse is opened.
+        engine = self.landing_engine()
+        try:
             landing.check_source(engine, source)
             files = landing.source_files(engine, source)
             landing.stage(
@@ -65,21 +66,57 @@ class Snapshots(WarehouseCore):
                     "placeable_end": placeable[1] if placeable else None,
                 },
             )
-            # A read failure above leaves no transaction to roll back; from here on, all or nothing.
+            return self._snapshot(
+                engine,
+                source,
+                partition_key,
+                window_start,
+                window_end,
+                run_id,
+                files,
+                features,
+                params,
+                max_rejected_share,
+                max_shrink_share,
+                allow_shrink,
+            )
+        finally:
+            if not self.backend.holding:
+                self.close_landing_engine()
+
+    def _snapshot(
+        self,
+        engine: Any,
+        source: Source,
+        partition_key: str,
+        window_start: datetime,
+        window_end: datetime,
+        run_id: str,
+        files: list[str],
+        features: str,
+        params: dict[str, Any],
+        max_rejected_share: float,
+        max_shrink_share: float,
+        allow_shrink: bool,
+    ) -> InputStats:
+        """The warehouse side of `snapshot_inputs`, once the landing rows are staged on `engine`."""
+        landing = self.landing
+        with self.session() as session:
+            session.adopt("window_ids", engine.sql("SELECT * FROM window_ids").to_arrow_table())
+            # All or nothing from here on.
             with session.transaction():
                 session.lock_all()
                 session.lock_partition(partition_key)
-                session.share("window_ids")
-                session.fetch_into_engine(
-                    "stored_copies",
+                stored = session.arrow(
                     """
                     SELECT record_id, event_time, source_file FROM inputs
                     WHERE partition_key <> $partition_key AND record_id IN (SELECT record_id FROM window_ids)
                     """,
                     {"partition_key": partition_key},
                 )
+                adopt(engine, "stored_copies", stored)
                 landing.classify(engine)
-                session.share("staged_source")
+                session.adopt("staged_source", engine.sql("SELECT * FROM staged_source").to_arrow_table())
                 counts = session.fetchone(
                     "SELECT count(*), count(*) FILTER (WHERE reason IS NULL) FROM staged_source WHERE in_window"
                 )
