@@ -11,6 +11,7 @@ from batch_predict.contract import FeatureContract
 from batch_predict.warehouse import schema
 from batch_predict.warehouse.connection import Backend, Session, engine_connection, open_backend
 from batch_predict.warehouse.landing import Landing
+from batch_predict.warehouse.sql import literal
 
 
 class WarehouseCore:
@@ -82,7 +83,11 @@ class WarehouseCore:
         staged outlives sessions (and a DuckDB file lock let go to another process) while the warehouse
         is held, so a run of many partitions reads the files once, and reads them outside any lock."""
         if self._landing_engine is None:
-            self._landing_engine = engine_connection(self.backend.memory_limit, self.backend.threads)
+            engine = engine_connection(self.backend.memory_limit, self.backend.threads)
+            # Beyond its memory limit it spills here (an in-memory engine would spill into the working folder).
+            spill = self.staging_root.with_name(self.staging_root.name + ".spill")
+            engine.execute(f"SET temp_directory = {literal(str(spill))}")
+            self._landing_engine = engine
         return self._landing_engine
 
     def close_landing_engine(self) -> None:
