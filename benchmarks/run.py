@@ -15,6 +15,7 @@ import os
 import platform
 import pstats
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -616,7 +617,9 @@ def write_clean_landing(landing: Path, first: date, days: int, rows_per_day: int
         pq.write_table(table, folder / "events.parquet")
 
 
-def ui_backfill(partitions: int, rows: int, cadence: str, postgres_warehouse: bool, timeout: float) -> dict[str, Any]:
+def ui_backfill(
+    partitions: int, rows: int, cadence: str, postgres_warehouse: bool, timeout: float, per_run: str = ""
+) -> dict[str, Any]:
     """A backfill of `inputs` and `predictions` over `partitions` partitions, launched as the UI's
     *Materialize all* dialog does (GraphQL launchPartitionBackfill) on a real `dagster dev` with default
     settings: from the launch to the last `predictions` materialization, and its components."""
@@ -646,6 +649,7 @@ def ui_backfill(partitions: int, rows: int, cadence: str, postgres_warehouse: bo
                 "BATCH_PREDICT_MODELS": str(root / "models"),
                 "BATCH_PREDICT_START": "2025-01-01",
                 "BATCH_PREDICT_CADENCE": cadence,
+                "BATCH_PREDICT_MAX_PARTITIONS_PER_RUN": per_run,  # empty: the default
                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             }
             settings = load_settings(env)
@@ -689,6 +693,53 @@ def ui_backfill(partitions: int, rows: int, cadence: str, postgres_warehouse: bo
         "partitions": partitions,
         "rows_per_partition": rows,
         "partitions_per_run": settings.max_partitions_per_run,
+    }
+
+
+def year_in_process(days: int, rows: int, partitions: int, profile: Path | None) -> dict[str, Any]:
+    """What a UI backfill's runs do, without the daemon: a year of landing files as `ui` writes them, and one
+    in-process range run of `inputs` and `predictions` over its first `partitions` partitions; the seconds
+    per partition of each step (with `profile`, a cProfile summary of the run)."""
+    import dagster as dg
+
+    from batch_predict.definitions import build_definitions
+    from batch_predict.demo import train_demo_model
+    from batch_predict.models.registry import Registry
+    from batch_predict.settings import load_settings
+
+    with tempfile.TemporaryDirectory(dir=HERE.parent / "data") as tmp:
+        root = Path(tmp)
+        write_clean_landing(root / "landing", date(2025, 1, 1), days, rows)
+        train_demo_model(Registry(root / "models"))
+        env = {
+            "BATCH_PREDICT_WAREHOUSE": str(root / "warehouse.duckdb"),
+            "BATCH_PREDICT_LANDING": str(root / "landing"),
+            "BATCH_PREDICT_MODELS": str(root / "models"),
+            "BATCH_PREDICT_START": "2025-01-01",
+        }
+        job = build_definitions(load_settings(env)).resolve_implicit_global_asset_job_def()
+        keys = [f"{date(2025, 1, 1) + timedelta(days=i):%Y-%m-%d}" for i in range(partitions)]
+        tags = {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}
+        instance = dg.DagsterInstance.ephemeral()
+        profiler = cProfile.Profile() if profile else None
+        if profiler:
+            profiler.enable()
+        result = job.execute_in_process(
+            asset_selection=[dg.AssetKey("inputs"), dg.AssetKey("predictions")], tags=tags, instance=instance
+        )
+        if profiler:
+            profiler.disable()
+            write_profile(profiler, profile / "year_in_process.txt" if profile else None)
+        assert result.success
+        steps = {step.step_key: step.end_time - step.start_time for step in instance.get_run_step_stats(result.run_id)}
+        counts = outcome_counts(str(root / "warehouse.duckdb"))
+    assert counts == dict.fromkeys(keys, rows), counts
+    return {
+        "year_in_process_inputs_s_per_partition": steps["inputs"] / partitions,
+        "year_in_process_predictions_s_per_partition": steps["predictions"] / partitions,
+        "year_in_process_partitions": partitions,
+        "year_in_process_landing_days": days,
+        "year_in_process_rows_per_partition": rows,
     }
 
 
@@ -798,7 +849,7 @@ def progress(label: str) -> None:
     print(f"... {label}", file=sys.stderr, flush=True)
 
 
-PARTS = ("lr", "hgb", "naive", "postgres", "memory", "backfill", "overhead", "ui", "ui_hourly", "pg_ui")
+PARTS = ("lr", "hgb", "naive", "postgres", "memory", "backfill", "overhead", "year", "ui", "ui_hourly", "pg_ui")
 
 
 def parse_args() -> argparse.Namespace:
@@ -816,8 +867,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--backfill-per-run", type=int, default=73)
     parser.add_argument("--overhead-partitions", type=int, default=100)
     parser.add_argument("--overhead-runs", type=int, default=10)
-    parser.add_argument("--profile-overhead", action="store_true", help="write cProfile summaries to benchmarks/")
+    parser.add_argument(
+        "--profile-overhead",
+        action="store_true",
+        help="write cProfile summaries of overhead and year to benchmarks/profiles/",
+    )
     parser.add_argument("--ui-days", type=int, default=365)
+    parser.add_argument("--ui-per-run", default="", help="BATCH_PREDICT_MAX_PARTITIONS_PER_RUN (default: its default)")
+    parser.add_argument("--year-partitions", type=int, default=10, help="partitions of the in-process year run")
     parser.add_argument("--ui-rows", type=int, default=10_000)
     parser.add_argument("--hourly-partitions", type=int, default=8_760)
     parser.add_argument("--hourly-rows", type=int, default=100)
@@ -836,11 +893,14 @@ def parse_args() -> argparse.Namespace:
         args.backfill_days, args.backfill_rows, args.backfill_sample, args.backfill_per_run = 20, 1_000, 4, 10
         args.overhead_partitions, args.overhead_runs = 10, 3
         args.ui_days, args.ui_rows, args.hourly_partitions, args.hourly_rows = 10, 1_000, 48, 100
+        args.year_partitions = 3
     args.out = Path(args.out or HERE / ("results.quick.json" if args.quick else "results.json"))
     return args
 
 
 def main() -> None:
+    # Stopped with SIGTERM (a background job ignores SIGINT), still stop the servers it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args = parse_args()
     if args.fill:
         fill_inputs(Path(args.fill[0]), int(args.fill[1]), [PARTITION])
@@ -922,8 +982,10 @@ def ranges(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def from_the_ui(prefix: str, partitions: int, rows: int, cadence: str, on_postgres: bool) -> dict[str, Any]:
-    measured = ui_backfill(partitions, rows, cadence, on_postgres, timeout=max(1800.0, partitions * 2.0))
+def from_the_ui(
+    prefix: str, partitions: int, rows: int, cadence: str, on_postgres: bool, per_run: str
+) -> dict[str, Any]:
+    measured = ui_backfill(partitions, rows, cadence, on_postgres, max(1800.0, partitions * 2.0), per_run)
     return {prefix if key == "s" else f"{prefix}_{key}": value for key, value in measured.items()}
 
 
@@ -937,11 +999,16 @@ PART_RUNNERS: dict[str, Any] = {
     "overhead": lambda args: overhead(
         args.overhead_partitions, args.overhead_runs, args.chunk, HERE / "profiles" if args.profile_overhead else None
     ),
-    "ui": lambda args: from_the_ui("year_backfill_ui_s", args.ui_days, args.ui_rows, "daily", False),
-    "ui_hourly": lambda args: from_the_ui(
-        "year_backfill_hourly_s", args.hourly_partitions, args.hourly_rows, "hourly", False
+    "year": lambda args: year_in_process(
+        args.ui_days, args.ui_rows, args.year_partitions, HERE / "profiles" if args.profile_overhead else None
     ),
-    "pg_ui": lambda args: from_the_ui("pg_year_backfill_ui_s", args.ui_days, args.ui_rows, "daily", True),
+    "ui": lambda args: from_the_ui("year_backfill_ui_s", args.ui_days, args.ui_rows, "daily", False, args.ui_per_run),
+    "ui_hourly": lambda args: from_the_ui(
+        "year_backfill_hourly_s", args.hourly_partitions, args.hourly_rows, "hourly", False, args.ui_per_run
+    ),
+    "pg_ui": lambda args: from_the_ui(
+        "pg_year_backfill_ui_s", args.ui_days, args.ui_rows, "daily", True, args.ui_per_run
+    ),
 }
 
 # (label, value, note, the keys it needs): a row shows when its keys were measured.
@@ -1065,6 +1132,16 @@ def table(r: dict[str, Any]) -> str:
             f"backfill, ranges ({r['backfill_runs_with_ranges']} runs)",
             f"{r['backfill_ranges_s']:,.0f} s",
             f"{r['backfill_speedup']:.1f}x faster (target >= 10x)",
+        ),
+    )
+    row(
+        ("year_in_process_inputs_s_per_partition",),
+        lambda: (
+            f"{r['year_in_process_landing_days']} days of landing files, a range run of "
+            f"{r['year_in_process_partitions']} x {r['year_in_process_rows_per_partition']:,} rows",
+            f"{r['year_in_process_inputs_s_per_partition'] + r['year_in_process_predictions_s_per_partition']:.2f} s",
+            f"per partition, in-process: inputs {r['year_in_process_inputs_s_per_partition']:.2f} s, predictions "
+            f"{r['year_in_process_predictions_s_per_partition']:.2f} s",
         ),
     )
     for prefix, target in (
