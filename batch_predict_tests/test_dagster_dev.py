@@ -370,3 +370,28 @@ def test_the_schedule_asks_for_one_partition_while_backfills_run_ranges(tmp_path
         [request] = schedule.evaluate_tick(context).run_requests or []
     assert request.partition_key == "2026-03-19"
     assert not {"dagster/asset_partition_range_start", "dagster/asset_partition_range_end"} & set(request.tags)
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "message"),
+    [
+        ("2026-02-05", "2026-03-02", "'2026-02-05' is not a daily partition key (the partitions: 2026-03-01 to "),
+        ("2026-03-01", "2026-3-2", "'2026-3-2' is not a daily partition key"),
+        ("2026-03-05", "2026-03-01", "--from 2026-03-05 is after --to 2026-03-01."),
+    ],
+)
+def test_batch_predict_backfill_names_a_bad_range_and_queues_nothing(
+    first: str,
+    last: str,
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from batch_predict.cli import main
+
+    monkeypatch.setenv("BATCH_PREDICT_START", "2026-03-01")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    assert main(["backfill", "--from", first, "--to", last]) == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no instance was opened, nothing queued
