@@ -63,10 +63,12 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
-# Throughput, peak memory and backfill time, each against its baseline in the same process run
-# (about 10 minutes on 2 cores). Writes benchmarks/results.json. Not part of `make test`.
+# Throughput, peak memory, overhead per partition and backfill time (in-process and from the UI of a
+# real `dagster dev`), each against its baseline in the same process run: an hour or more on 2 cores.
+# Writes benchmarks/results.json and prints the table. Not part of `make test`. Parts alone:
+# `make bench ONLY=overhead,ui`; every part at small sizes: `make bench BENCH_ARGS=--quick`.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py $(if $(ONLY),--only $(ONLY)) $(BENCH_ARGS)
 
 clean-demo:
 	rm -rf data/landing data/labels data/models data/staging data/warehouse.duckdb* dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/logs data/cluster

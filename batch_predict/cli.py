@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import uuid
 import warnings
@@ -182,6 +183,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     repredict.add_argument("--dry-run", action="store_true", help="list the stale partitions, change nothing")
 
+    queue = commands.add_parser(
+        "backfill",
+        help="queue a backfill of inputs and predictions for the daemon, as the UI's dialog does (in ranges of "
+        "BATCH_PREDICT_MAX_PARTITIONS_PER_RUN partitions per run)",
+    )
+    queue.add_argument("--from", dest="first", required=True, help="first partition key, e.g. 2026-03-01")
+    queue.add_argument("--to", dest="last", required=True, help="last partition key, included")
+
     commands.add_parser(
         "sweep",
         help="mark failed the runs whose process is gone and remove old staging (every verb that runs does this first)",
@@ -211,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _repredict(settings, args.since, args.dry_run, runs)
             if args.command == "sweep":
                 return _sweep_verb(settings, runs)
+            if args.command == "backfill":
+                return _backfill(settings, args.first, args.last)
             return _materialize(settings, args.last, runs, args.allow_shrink)
         except (SettingsError, ModelError, SourceError, WarehouseError) as error:
             print(f"batch-predict: {redact(str(error))}", file=sys.stderr)
@@ -679,6 +690,67 @@ def _materialize(settings: Settings, last: int, runs: _Runs, allow_shrink: bool 
             raise _stopped(stop, done, keys) from None
     failed = [result.run_id for result in results if not result.success]
     return _report_failed(failed)
+
+
+BACKFILL_MUTATION = """
+mutation Launch($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+  }
+}
+"""
+
+
+def _backfill(settings: Settings, first: str, last: str) -> int:
+    """Queue an asset backfill of `inputs` and `predictions` from `first` to `last` for the daemon.
+
+    It goes through Dagster's GraphQL API (`dagster-graphql`, in-process), as the UI's dialog does,
+    because an asset backfill honours the assets' BackfillPolicy (ranges of partitions per run),
+    while `dagster job backfill` makes one run per partition whatever the policy.
+    """
+    from batch_predict.partitions import build_partitions
+
+    keys = build_partitions(settings).get_partition_keys()
+    for key in (first, last):
+        if key not in keys:
+            newest = f"{keys[0]} to {keys[-1]}" if keys else "none yet"
+            raise SettingsError(f"{key!r} is not a {settings.cadence} partition key (the partitions: {newest}).")
+    chosen = keys[keys.index(first) : keys.index(last) + 1]
+    if not chosen:
+        raise SettingsError(f"--from {first} is after --to {last}.")
+    _use_project_dagster_home()
+    selected = {"range": {"start": first, "end": last}}
+    params = {
+        "partitionsByAssets": [
+            {"assetKey": {"path": [name]}, "partitions": selected} for name in ("inputs", "predictions")
+        ],
+        "fromFailure": False,
+    }
+    command = [str(Path(sys.executable).parent / "dagster-graphql"), "-m", "batch_predict.definitions"]
+    done = subprocess.run(
+        [*command, "-t", BACKFILL_MUTATION, "-v", json.dumps({"params": params})], capture_output=True, text=True
+    )
+    # dagster-graphql prints its code server's log lines, then the result as one line of JSON.
+    result = next((line for line in reversed(done.stdout.splitlines()) if line.startswith("{")), "")
+    try:
+        launched = json.loads(result)["data"]["launchPartitionBackfill"]
+    except (ValueError, KeyError, TypeError):
+        print(f"batch-predict: the backfill was not queued:\n{done.stdout}{done.stderr[-3000:]}", file=sys.stderr)
+        return 1
+    if launched.get("__typename") != "LaunchBackfillSuccess":
+        print(f"batch-predict: the backfill was not queued: {launched.get('message', launched)}", file=sys.stderr)
+        return 1
+    per_run = settings.max_partitions_per_run
+    print(
+        f"Backfill {launched['backfillId']} queued: {len(chosen)} {settings.cadence} partitions of inputs and "
+        f"predictions ({first} to {last}), up to {per_run} per run, so {-(-len(chosen) // per_run)} run(s). The "
+        "daemon of a running `dagster dev` (or `dagster-daemon run`) launches them; the UI shows the backfill "
+        "under Overview > Backfills."
+    )
+    return 0
 
 
 def _sweep_verb(settings: Settings, runs: _Runs) -> int:

@@ -375,6 +375,8 @@ class Cluster:
         """The environment of every process: deploy/dagster.yaml's variables and the app's folders."""
         data = self.folder
         return {
+            # One partition per run, so the demo's backfill spreads over the workers; the environment wins.
+            "BATCH_PREDICT_MAX_PARTITIONS_PER_RUN": "1",
             **os.environ,
             "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",
             "DAGSTER_HOME": str(self.home),

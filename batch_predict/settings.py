@@ -285,6 +285,22 @@ def _drift_alpha(value: str, name: str, _: Mapping[str, Any]) -> float:
     return alpha
 
 
+# What BATCH_PREDICT_MAX_PARTITIONS_PER_RUN=auto groups in one backfill run, by cadence. A run costs
+# seconds of process start, imports and bookkeeping, a partition inside a run a fraction of a second:
+# a month of days (a week of hours) pays for its run's start many times over, and a year still splits
+# into enough runs to fill the run slots (max_concurrent_runs, 4) several times.
+BACKFILL_PARTITIONS_PER_RUN = {"hourly": 168, "daily": 31, "weekly": 13, "monthly": 12}
+
+
+def _partitions_per_run(value: str, name: str, parsed: Mapping[str, Any]) -> int:
+    if value.lower() == "auto":
+        return BACKFILL_PARTITIONS_PER_RUN[parsed["cadence"]]
+    try:
+        return _int(value, name, 1)
+    except SettingsError:
+        raise SettingsError(_bad(name, value, "a whole number of at least 1, or auto")) from None
+
+
 def _staging_max_age(value: str, name: str, _: Mapping[str, Any]) -> float:
     hours = _float(value, name, 0, MAX_HOURS)
     if hours == 0:
@@ -562,11 +578,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "BATCH_PREDICT_MAX_PARTITIONS_PER_RUN",
         "max_partitions_per_run",
-        "1",
-        "a whole number of at least 1",
+        "auto",
+        "a whole number of at least 1, or auto",
         "A backfill groups up to this many partitions in one run (`BackfillPolicy.multi_run`); each partition "
-        "still gets its own rows, stats and materialization.",
-        _whole(1),
+        "still gets its own rows, stats and materialization. `auto`: "
+        + ", ".join(f"{n} {cadence}" for cadence, n in BACKFILL_PARTITIONS_PER_RUN.items())
+        + " (a month of days, a week of hours; see docs/performance.md). `1` makes one run per partition. A "
+        "scheduled run is always one partition.",
+        _partitions_per_run,
     ),
     Setting(
         "BATCH_PREDICT_LOCK_TIMEOUT_SECONDS",

@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -100,9 +100,10 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=30)
 
 
-def make_project(folder: Path) -> tuple[dict[str, str], Path]:
+def make_project(folder: Path, **settings: str) -> tuple[dict[str, str], Path]:
     """A project in `folder` with this repository's instance settings, DAYS of landed records and a
-    registered champion; the environment `dagster dev` runs it with, and the warehouse file it writes."""
+    registered champion; the environment `dagster dev` runs it with (plus `settings`), and the warehouse
+    file it writes."""
     home = folder / "dagster_home"
     home.mkdir(parents=True)
     shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
@@ -116,6 +117,7 @@ def make_project(folder: Path) -> tuple[dict[str, str], Path]:
         "BATCH_PREDICT_MODELS": str(folder / "models"),
         "BATCH_PREDICT_START": "2026-03-01",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        **settings,
     }
     return env, warehouse
 
@@ -164,7 +166,8 @@ def running_dagster_dev(folder: Path, env: dict[str, str]) -> Iterator[int]:
 @pytest.fixture(scope="module")
 def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
     tmp_path = tmp_path_factory.mktemp("dagster_dev")
-    env, warehouse = make_project(tmp_path)
+    # One partition per run: these tests are about many runs at once (4 in flight, DuckDB's lock).
+    env, warehouse = make_project(tmp_path, BATCH_PREDICT_MAX_PARTITIONS_PER_RUN="1")
     with running_dagster_dev(tmp_path, env) as port:
         yield port, warehouse
 
@@ -176,14 +179,20 @@ def backfill(
     started = time.monotonic()
     launched = graphql(port, LAUNCH, backfill_variables(partitions, assets))["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
-    backfill_id = launched["backfillId"]
+    status, runs = wait_for_backfill(port, launched["backfillId"], timeout)
+    return status, runs, time.monotonic() - started
+
+
+def wait_for_backfill(port: int, backfill_id: str, timeout: float) -> tuple[str, list[dict[str, Any]]]:
+    """Poll the backfill until it is no longer in progress; its status and runs."""
+    started = time.monotonic()
     status = "REQUESTED"
     while status in ("REQUESTED", "CANCELING", "FAILING"):
         assert time.monotonic() - started < timeout, f"backfill still {status} after {timeout} s"
         time.sleep(2)
         status = graphql(port, POLL, {"id": backfill_id})["partitionBackfillOrError"]["status"]
     runs = graphql(port, RUNS, {"id": backfill_id})["runsOrError"]["results"]
-    return status, runs, time.monotonic() - started
+    return status, runs
 
 
 def assert_partitions_written(warehouse: Path, partitions: list[str]) -> None:
@@ -283,3 +292,106 @@ def test_a_backfill_of_the_whole_graph_predicts_with_an_unchanged_champion(dagst
     assert_partitions_written(warehouse, WHOLE_GRAPH)
     # The model was not recorded again: its freshness still counts from when it arrived.
     assert latest_model(port) == before
+
+
+RUN_MATERIALIZATIONS = """
+query Run($id: ID!) {
+  runOrError(runId: $id) {
+    ... on Run { tags { key value } assetMaterializations { assetKey { path } partition } }
+  }
+}
+"""
+LATEST_BACKFILL_ID = "{ partitionBackfillsOrError(limit: 1) { ... on PartitionBackfills { results { id } } } }"
+# With the default BATCH_PREDICT_MAX_PARTITIONS_PER_RUN (31 daily partitions per run): 35 days from the UI
+# are a run of 31 and a run of 4; the last 5 days queued by `batch-predict backfill` are one run.
+FROM_THE_UI = [f"{FIRST_DAY + timedelta(days=i):%Y-%m-%d}" for i in range(35)]
+BATCH_PREDICT = str(Path(sys.executable).parent / "batch-predict")
+FROM_THE_SHELL = [f"{FIRST_DAY + timedelta(days=i):%Y-%m-%d}" for i in range(35, DAYS)]
+
+
+def partitions_by_run(port: int, runs: list[dict[str, Any]]) -> list[tuple[str, str, list[str]]]:
+    """Each run's range tags and the partitions of its own `predictions` materializations, by range start."""
+    found = []
+    for run in runs:
+        data = graphql(port, RUN_MATERIALIZATIONS, {"id": run["runId"]})["runOrError"]
+        tags = {tag["key"]: tag["value"] for tag in data["tags"]}
+        predicted = [m["partition"] for m in data["assetMaterializations"] if m["assetKey"]["path"] == ["predictions"]]
+        found.append(
+            (tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"], sorted(predicted))
+        )
+    return sorted(found)
+
+
+@pytest.mark.system
+def test_a_backfill_with_the_default_policy_runs_ranges_and_materializes_each_partition(tmp_path: Path) -> None:
+    env, warehouse = make_project(tmp_path)  # BATCH_PREDICT_MAX_PARTITIONS_PER_RUN unset: the default
+    with running_dagster_dev(tmp_path, env) as port:
+        status, runs, _ = backfill(port, FROM_THE_UI, timeout=600)
+        assert status == "COMPLETED_SUCCESS" and all(run["status"] == "SUCCESS" for run in runs), (status, runs)
+        assert partitions_by_run(port, runs) == [
+            (FROM_THE_UI[0], FROM_THE_UI[30], FROM_THE_UI[:31]),
+            (FROM_THE_UI[31], FROM_THE_UI[-1], FROM_THE_UI[31:]),
+        ]
+
+        queued = subprocess.run(
+            [BATCH_PREDICT, "backfill", "--from", FROM_THE_SHELL[0], "--to", FROM_THE_SHELL[-1]],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert queued.returncode == 0, queued.stderr
+        assert f"queued: {len(FROM_THE_SHELL)} daily partitions of inputs and predictions" in queued.stdout
+        assert "up to 31 per run, so 1 run(s)" in queued.stdout
+        [latest] = graphql(port, LATEST_BACKFILL_ID)["partitionBackfillsOrError"]["results"]
+        assert latest["id"] in queued.stdout
+        status, runs = wait_for_backfill(port, latest["id"], timeout=600)
+        assert status == "COMPLETED_SUCCESS" and all(run["status"] == "SUCCESS" for run in runs), (status, runs)
+        assert partitions_by_run(port, runs) == [(FROM_THE_SHELL[0], FROM_THE_SHELL[-1], FROM_THE_SHELL)]
+    assert_partitions_written(warehouse, FROM_THE_UI + FROM_THE_SHELL)
+
+
+def test_the_schedule_asks_for_one_partition_while_backfills_run_ranges(tmp_path: Path) -> None:
+    """The BackfillPolicy applies to backfills only: the schedule's tick still requests one partition."""
+    import dagster as dg
+
+    from batch_predict.definitions import build_definitions
+    from batch_predict.settings import load_settings
+
+    env, _ = make_project(tmp_path)
+    settings = load_settings(env)
+    assert settings.max_partitions_per_run == 31
+    definitions = build_definitions(settings)
+    predictions = definitions.resolve_assets_def("predictions")
+    assert predictions.backfill_policy == dg.BackfillPolicy.multi_run(31)
+    schedule = definitions.resolve_schedule_def("predictions_job_schedule")
+    with dg.build_schedule_context(scheduled_execution_time=datetime(2026, 3, 20, 0, 15, tzinfo=UTC)) as context:
+        [request] = schedule.evaluate_tick(context).run_requests or []
+    assert request.partition_key == "2026-03-19"
+    assert not {"dagster/asset_partition_range_start", "dagster/asset_partition_range_end"} & set(request.tags)
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "message"),
+    [
+        ("2026-02-05", "2026-03-02", "'2026-02-05' is not a daily partition key (the partitions: 2026-03-01 to "),
+        ("2026-03-01", "2026-3-2", "'2026-3-2' is not a daily partition key"),
+        ("2026-03-05", "2026-03-01", "--from 2026-03-05 is after --to 2026-03-01."),
+    ],
+)
+def test_batch_predict_backfill_names_a_bad_range_and_queues_nothing(
+    first: str,
+    last: str,
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from batch_predict.cli import main
+
+    monkeypatch.setenv("BATCH_PREDICT_START", "2026-03-01")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    assert main(["backfill", "--from", first, "--to", last]) == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no instance was opened, nothing queued
