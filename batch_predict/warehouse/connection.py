@@ -37,6 +37,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.dataset as ds
 
 from batch_predict.redaction import redact
 from batch_predict.warehouse import pgcopy
@@ -166,6 +167,14 @@ class Session(ABC):
     def has_table(self, name: str) -> bool:
         return bool(self.columns(name))
 
+    @abstractmethod
+    def arrow_reader(self, sql: str, params: Params = None) -> pa.RecordBatchReader:
+        """The rows of a warehouse query as a stream of Arrow record batches, to read before the session ends."""
+
+    @abstractmethod
+    def stage_arrow(self, name: str, data: ds.Dataset) -> None:
+        """Make Arrow data (files on disk, read where the statements use them) a relation `name` of the session."""
+
 
 class Backend(ABC):
     """Where the warehouse lives; opens sessions on it."""
@@ -267,6 +276,12 @@ class DuckDBSession(Session):
             {"t": table},
         ).fetchall()
         return {str(name): str(kind) for name, kind in rows}
+
+    def arrow_reader(self, sql: str, params: Params = None) -> pa.RecordBatchReader:
+        return self.con.sql(sql, params=_bound(sql, params)).to_arrow_reader(_COPY_BATCH_ROWS)
+
+    def stage_arrow(self, name: str, data: ds.Dataset) -> None:
+        self.con.register(name, data)  # a view over the files: read where used, never copied
 
 
 class DuckDBBackend(Backend):
@@ -592,6 +607,18 @@ class PostgresSession(Session):
             {"t": ident(table)},
         )
         return {str(name): str(kind) for name, kind in rows}
+
+    def arrow_reader(self, sql: str, params: Params = None) -> pa.RecordBatchReader:
+        table, casts = self._arrow(sql, params)
+        if casts:
+            try:
+                table = self.engine.sql(self._engine_relation(table, casts)).to_arrow_table()
+            finally:
+                self.engine.unregister("_bp_transfer")
+        return table.to_reader(_COPY_BATCH_ROWS)
+
+    def stage_arrow(self, name: str, data: ds.Dataset) -> None:
+        self._copy_in(name, data.scanner(batch_size=_COPY_BATCH_ROWS).to_reader())
 
 
 class PostgresBackend(Backend):
