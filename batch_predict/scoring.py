@@ -70,10 +70,11 @@ def _prediction_rows(model: LoadedModel, batch: pa.RecordBatch, proba: np.ndarra
     columns: dict[str, pa.Array] = {
         "partition_key": batch.column("partition_key"),
         "record_id": batch.column("record_id"),
-        "prediction": pa.array(classes, pa.string()).take(pa.array(proba.argmax(axis=1) if len(proba) else [])),
+        # The class with the highest probability, so the label and the probability columns never disagree.
+        "prediction": pa.array(classes, pa.string()).take(pa.array(proba.argmax(axis=1), pa.int64())),
     }
     for index, label in enumerate(classes):
-        columns[probability_column(label)] = pa.array(proba[:, index] if len(proba) else [], pa.float64())
+        columns[probability_column(label)] = pa.array(proba[:, index], pa.float64())
     return pa.table(columns, schema=prediction_schema(model))
 
 

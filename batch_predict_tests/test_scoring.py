@@ -210,3 +210,12 @@ def test_invalid_probabilities_are_errors(registry: Registry) -> None:
     assert errors.column("record_id").to_pylist() == ["r3"]
     assert "InvalidProbabilities" in errors.column("error")[0].as_py()
     assert sum(t.num_rows for t in scored.predictions) == 9
+
+
+def test_a_batch_whose_probabilities_are_all_invalid_is_all_errors(registry: Registry) -> None:
+    batch = iris_batch(6)
+    model, _ = poisoned(registry, set(), nan_on=frozenset(batch.column("sepal_length").to_pylist()))
+    scored = score_batch(model, batch, IRIS_FEATURES, RUN)
+    assert sum(t.num_rows for t in scored.errors) == 6
+    assert [t.num_rows for t in scored.predictions] == [0]
+    assert scored.predictions[0].schema == prediction_schema(model)
