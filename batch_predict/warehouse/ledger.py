@@ -338,11 +338,11 @@ class Ledger(Snapshots):
         hashed = session.hash("record_id")
         [(inputs, input_hashes, outcomes, outcome_hashes)] = session.fetchall(
             f"""
-            SELECT (SELECT count(*) FROM inputs WHERE partition_key = $p),
-                   (SELECT coalesce(sum({hashed}), 0) FROM inputs WHERE partition_key = $p),
-                   count(*), coalesce(sum({hashed}), 0)
-            FROM (SELECT record_id FROM predictions WHERE partition_key = $p
-                  UNION ALL SELECT record_id FROM prediction_errors WHERE partition_key = $p) AS o
+            SELECT i.n, i.hashes, o.n, o.hashes
+            FROM (SELECT count(*) AS n, coalesce(sum({hashed}), 0) AS hashes FROM inputs WHERE partition_key = $p) AS i,
+                 (SELECT count(*) AS n, coalesce(sum({hashed}), 0) AS hashes
+                  FROM (SELECT record_id FROM predictions WHERE partition_key = $p
+                        UNION ALL SELECT record_id FROM prediction_errors WHERE partition_key = $p) AS u) AS o
             """,
             params,
         )
