@@ -166,7 +166,7 @@ def test_a_run_killed_while_predicting_is_resumed_and_every_record_ends_in_one_p
         child.wait(timeout=30)
     chunks = staging_dir(warehouse, "2026-03-01") / "chunks"
     staged = staged_outcome(chunks, prediction_schema(clean), ERROR_SCHEMA, None)
-    staged_rows = sum(part.rows.count_rows() for part in staged.predictions) + staged.errors.count_rows()
+    staged_rows = sum(part.rows.read_all().num_rows for part in staged.predictions) + staged.errors.count_rows()
     done = len(list(chunks.glob("*.done")))
     assert 0 < done < -(-partition // 20), "the kill did not land part-way through the prediction"
     assert stored_rows(warehouse, "SELECT count(*) FROM predictions") == [(0,)], "a run that died published"

@@ -118,7 +118,7 @@ def test_chunked_prediction_equals_one_batch(registry: Registry, tmp_path: Path)
     staged = staged_outcome(tmp_path / "chunks", prediction_schema(model), ERROR_SCHEMA, None)
     [attempt] = staged.predictions
     assert (attempt.run_id, attempt.predicted_at) == (RUN.run_id, RUN.predicted_at)
-    assert attempt.rows.to_table().equals(predicted(model, batch))
+    assert attempt.rows.read_all().equals(predicted(model, batch))
     assert staged.errors.count_rows() == 0
     assert len(list((tmp_path / "chunks").glob("*.done"))) == 11
 
@@ -133,7 +133,7 @@ def test_staged_chunks_are_not_predicted_again(registry: Registry, tmp_path: Pat
     assert (again.chunks, again.resumed, again.model_calls, again.predicted) == (5, 4, 1, 10)
     # Each attempt's chunks keep the run that predicted them.
     staged = staged_outcome(tmp_path / "chunks", prediction_schema(model), ERROR_SCHEMA, [])
-    assert {(a.run_id, a.rows.count_rows()) for a in staged.predictions} == {("run-1", 40), ("run-2", 10)}
+    assert {(a.run_id, a.rows.read_all().num_rows) for a in staged.predictions} == {("run-1", 40), ("run-2", 10)}
 
 
 def test_a_chunk_predicted_again_drops_the_errors_of_the_attempt_that_died(registry: Registry, tmp_path: Path) -> None:
@@ -146,7 +146,7 @@ def test_a_chunk_predicted_again_drops_the_errors_of_the_attempt_that_died(regis
     predict_chunks(registry.load("champion"), work, tmp_path / "chunks", IRIS_FEATURES, RUN)
     staged = staged_outcome(tmp_path / "chunks", prediction_schema(model), ERROR_SCHEMA, None)
     assert staged.errors.count_rows() == 0
-    assert sum(a.rows.count_rows() for a in staged.predictions) == 20
+    assert sum(a.rows.read_all().num_rows for a in staged.predictions) == 20
 
 
 def test_empty_work_stages_nothing_and_reads_as_empty(registry: Registry, tmp_path: Path) -> None:

@@ -172,8 +172,9 @@ class Session(ABC):
         """The rows of a warehouse query as a stream of Arrow record batches, to read before the session ends."""
 
     @abstractmethod
-    def stage_arrow(self, name: str, data: ds.Dataset) -> None:
-        """Make Arrow data (files on disk, read where the statements use them) a relation `name` of the session."""
+    def stage_arrow(self, name: str, data: ds.Dataset | pa.RecordBatchReader) -> None:
+        """Make Arrow data (files on disk, read where the statements use them; a stream only once) a relation
+        `name` of the session."""
 
 
 class Backend(ABC):
@@ -280,8 +281,8 @@ class DuckDBSession(Session):
     def arrow_reader(self, sql: str, params: Params = None) -> pa.RecordBatchReader:
         return self.con.sql(sql, params=_bound(sql, params)).to_arrow_reader(_COPY_BATCH_ROWS)
 
-    def stage_arrow(self, name: str, data: ds.Dataset) -> None:
-        self.con.register(name, data)  # a view over the files: read where used, never copied
+    def stage_arrow(self, name: str, data: ds.Dataset | pa.RecordBatchReader) -> None:
+        self.con.register(name, data)  # a view over the data: read where used, never copied
 
 
 class DuckDBBackend(Backend):
@@ -617,8 +618,10 @@ class PostgresSession(Session):
                 self.engine.unregister("_bp_transfer")
         return table.to_reader(_COPY_BATCH_ROWS)
 
-    def stage_arrow(self, name: str, data: ds.Dataset) -> None:
-        self._copy_in(name, data.scanner(batch_size=_COPY_BATCH_ROWS).to_reader())
+    def stage_arrow(self, name: str, data: ds.Dataset | pa.RecordBatchReader) -> None:
+        if isinstance(data, ds.Dataset):
+            data = data.scanner(batch_size=_COPY_BATCH_ROWS).to_reader()
+        self._copy_in(name, data)
 
 
 class PostgresBackend(Backend):

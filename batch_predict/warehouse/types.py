@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import pyarrow as pa
 import pyarrow.dataset as ds
 
 
@@ -92,7 +93,7 @@ class StagedPredictions:
 
     run_id: str
     predicted_at: datetime
-    rows: ds.Dataset
+    rows: pa.RecordBatchReader  # read once, by the publish
 
 
 @dataclass(frozen=True)
