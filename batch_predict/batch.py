@@ -1,4 +1,4 @@
-"""One partition's prediction batch: export its work, predict it in staged chunks, publish atomically."""
+"""One partition's prediction batch: stage its work, predict it in staged chunks, publish atomically."""
 
 from __future__ import annotations
 
@@ -15,14 +15,15 @@ from pathlib import Path
 
 from batch_predict.models.types import LoadedModel
 from batch_predict.scoring import (
-    ERRORS_GLOB,
-    PREDICTIONS_GLOB,
+    ERROR_SCHEMA,
     ChunksOutcome,
     RunInfo,
     predict_chunks,
+    prediction_schema,
     probability_column,
 )
 from batch_predict.settings import OnFailure
+from batch_predict.staging import staged_outcome, work_chunks, write_work
 from batch_predict.warehouse import PredictionRun, PublishResult, Warehouse, WorkSet
 
 
@@ -43,10 +44,16 @@ class Manifest:
     partition_key: str
     inputs_snapshot: str
     model_checksum: str
+    model_version: str
     mode: str
     chunk_size: int
+    layout: int
     own: int
     carried: int
+
+
+# The staging folder's format (staging.py); a folder in another format is not resumed.
+LAYOUT = 2
 
 
 def staging_dir(warehouse: Warehouse, partition_key: str) -> Path:
@@ -140,12 +147,13 @@ def predict_partition(
     of the partition; `retry_failed` only those without a prediction; `carry_over` every
     valid input plus the failed, not yet dead records of earlier partitions.
 
-    The work is exported to a staging folder and predicted chunk by chunk, each chunk
-    staged as it is done; the outcome is published in one transaction at the end and the
-    folder removed. A run that died part-way is resumed by the next one, which predicts
-    only the chunks not yet staged, if the input snapshot, model, mode and chunk size are
-    the same; otherwise it starts over. The warehouse is open only to export and to
-    publish, so other runs can use it while this one predicts.
+    The work is read from the warehouse into chunk files in a staging folder (staging.py)
+    and predicted chunk by chunk, each chunk's outcome staged as it is done; the outcome
+    is published in one transaction at the end and the folder removed. A run that died
+    part-way is resumed by the next one, which predicts only the chunks not yet staged, if
+    the input snapshot, model, mode and chunk size are the same; otherwise it starts over.
+    The warehouse is open only to read the work and to publish, so other runs can use it
+    while this one predicts.
     """
     started = time.perf_counter()
     # Compared as the enum; handed on as its plain string, which is what is stored and shown in the UI
@@ -153,29 +161,9 @@ def predict_partition(
     effective = OnFailure.RETRY_ALL if full_refresh else OnFailure(mode)
     staging = staging_dir(warehouse, partition_key)
     with _exclusive(staging.with_suffix(".lock")):
-        wanted: dict[str, object] = {
-            "partition_key": partition_key,
-            "inputs_snapshot": warehouse.input_snapshot(partition_key),
-            "model_checksum": model.metadata.checksum,
-            "mode": effective.value,
-            "chunk_size": chunk_size,
-        }
-        manifest = _resumable(staging, wanted)
-        if manifest is None:
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(parents=True)
-            work = warehouse.export_work(
-                partition_key,
-                staging / "work.parquet",
-                only_unpredicted=effective == OnFailure.RETRY_FAILED,
-                carry=effective == OnFailure.CARRY_OVER,
-            )
-            manifest = Manifest(**wanted, own=work.own, carried=work.carried)  # type: ignore[arg-type]
-            (staging / "manifest.json").write_text(json.dumps(asdict(manifest)))
+        manifest = _prepare(warehouse, model, partition_key, staging, effective, chunk_size)
         run = RunInfo(partition_key=partition_key, run_id=run_id, predicted_at=datetime.now(UTC))
-        scored = predict_chunks(
-            model, staging / "work.parquet", staging / "chunks", warehouse.contract.features, run, chunk_size
-        )
+        scored = predict_chunks(model, staging / "work", staging / "chunks", warehouse.contract.features, run)
         published = warehouse.publish_outcome(
             PredictionRun(
                 partition_key=partition_key,
@@ -187,9 +175,13 @@ def predict_partition(
                 max_attempts=max_attempts,
                 wall_seconds=time.perf_counter() - started,
             ),
-            staging / "work.parquet",
-            staging / "chunks" / PREDICTIONS_GLOB,
-            staging / "chunks" / ERRORS_GLOB,
+            staged_outcome(
+                staging / "chunks",
+                prediction_schema(model),
+                ERROR_SCHEMA,
+                # Only a run that did not take the whole partition needs to say which records it worked.
+                None if effective == OnFailure.RETRY_ALL else work_chunks(staging / "work"),
+            ),
         )
         shutil.rmtree(staging, ignore_errors=True)
     return BatchOutcome(
@@ -202,6 +194,34 @@ def predict_partition(
     )
 
 
+def _prepare(
+    warehouse: Warehouse, model: LoadedModel, partition_key: str, staging: Path, mode: OnFailure, chunk_size: int
+) -> Manifest:
+    """The staged work to predict: the one a run that died left, if it was made from what this run would
+    make it from; else the partition's work read anew, in one session with the check."""
+    with warehouse.partition_work(partition_key) as work:
+        wanted: dict[str, object] = {
+            "partition_key": partition_key,
+            "inputs_snapshot": work.snapshot,
+            "model_checksum": model.metadata.checksum,
+            "model_version": model.metadata.version,
+            "mode": mode.value,
+            "chunk_size": chunk_size,
+            "layout": LAYOUT,
+        }
+        manifest = _resumable(staging, wanted)
+        if manifest is not None:
+            return manifest
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        records = work.records(only_unpredicted=mode == OnFailure.RETRY_FAILED, carry=mode == OnFailure.CARRY_OVER)
+        counts = write_work(records, staging / "work", chunk_size, partition_key)
+    manifest = Manifest(**wanted, own=counts.own, carried=counts.carried)  # type: ignore[arg-type]
+    # Written last: without it the work is incomplete, and the next run reads it anew.
+    (staging / "manifest.json").write_text(json.dumps(asdict(manifest)))
+    return manifest
+
+
 def _resumable(staging: Path, wanted: dict[str, object]) -> Manifest | None:
     """The staged batch's manifest, if it was made from exactly what this run would make it from."""
     try:
@@ -209,4 +229,4 @@ def _resumable(staging: Path, wanted: dict[str, object]) -> Manifest | None:
     except (OSError, ValueError, TypeError):
         return None
     same = all(getattr(manifest, key) == value for key, value in wanted.items())
-    return manifest if same and (staging / "work.parquet").is_file() else None
+    return manifest if same else None

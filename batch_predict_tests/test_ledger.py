@@ -11,8 +11,9 @@ from batch_predict.batch import predict_partition
 from batch_predict.demo import FlakyClassifier
 from batch_predict.models.registry import Registry
 from batch_predict.models.types import LoadedModel
-from batch_predict.scoring import ERRORS_GLOB, PREDICTIONS_GLOB, RunInfo, predict_chunks
+from batch_predict.scoring import ERROR_SCHEMA, RunInfo, predict_chunks, prediction_schema
 from batch_predict.settings import IRIS_FEATURES, OnFailure
+from batch_predict.staging import staged_outcome, work_chunks, write_work
 from batch_predict.warehouse import PredictionRun, Source, Warehouse
 
 from .conftest import BOTH_BACKENDS, change_stored_rows, stored_rows
@@ -181,13 +182,14 @@ def test_two_runs_carrying_the_same_record_store_one_prediction(
     run(snapshotted, flaky(registry), DAYS[0], OnFailure.CARRY_OVER)
     clean = registry.load("champion")
     work = {}
-    for key in DAYS[1:]:  # both export their work before either publishes
-        work[key] = tmp_path / f"{key}.parquet"
-        snapshotted.export_work(key, work[key], only_unpredicted=False, carry=True)
+    for key in DAYS[1:]:  # both read their work before either publishes
+        work[key] = tmp_path / key / "work"
+        with snapshotted.partition_work(key) as source:
+            write_work(source.records(only_unpredicted=False, carry=True), work[key], 64, key)
     results = {}
     for key in DAYS[1:]:
         info = RunInfo(partition_key=key, run_id=f"race-{key}", predicted_at=datetime.now(UTC))
-        predict_chunks(clean, work[key], tmp_path / key, IRIS_FEATURES, info, 64)
+        predict_chunks(clean, work[key], tmp_path / key / "chunks", IRIS_FEATURES, info)
         results[key] = snapshotted.publish_outcome(
             PredictionRun(
                 key,
@@ -199,9 +201,7 @@ def test_two_runs_carrying_the_same_record_store_one_prediction(
                 3,
                 1.0,
             ),
-            work[key],
-            tmp_path / key / PREDICTIONS_GLOB,
-            tmp_path / key / ERRORS_GLOB,
+            staged_outcome(tmp_path / key / "chunks", prediction_schema(clean), ERROR_SCHEMA, work_chunks(work[key])),
         )
     assert results[DAYS[1]].carried_in > 0
     assert results[DAYS[2]].carried_in == 0

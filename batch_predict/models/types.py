@@ -53,10 +53,14 @@ class LoadedModel:
         return np.asarray(self.estimator.predict_proba(as_fitted(self.estimator, features)), dtype=np.float64)
 
 
+def fitted_on_array(estimator: Any) -> bool:
+    """Whether a scikit-learn model was fitted on a plain array (it has no feature names to check)."""
+    return hasattr(estimator, "n_features_in_") and not hasattr(estimator, "feature_names_in_")
+
+
 def as_fitted(estimator: Any, frame: Any) -> Any:
     """A scikit-learn model fitted on a plain array gets one (in the contract's column order), not a frame."""
-    fitted_on_array = hasattr(estimator, "n_features_in_") and not hasattr(estimator, "feature_names_in_")
-    if isinstance(frame, pd.DataFrame) and fitted_on_array:
+    if isinstance(frame, pd.DataFrame) and fitted_on_array(estimator):
         return frame.to_numpy()
     return frame
 

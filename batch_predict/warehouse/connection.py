@@ -39,6 +39,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.dataset as ds
 
 from batch_predict.redaction import redact
 from batch_predict.warehouse import pgcopy
@@ -212,6 +213,15 @@ class Session(ABC):
     def has_table(self, name: str) -> bool:
         return bool(self.columns(name))
 
+    @abstractmethod
+    def arrow_reader(self, sql: str, params: Params = None) -> pa.RecordBatchReader:
+        """The rows of a warehouse query as a stream of Arrow record batches, to read before the session ends."""
+
+    @abstractmethod
+    def stage_arrow(self, name: str, data: ds.Dataset | pa.RecordBatchReader) -> None:
+        """Make Arrow data (files on disk, read where the statements use them; a stream only once) a relation
+        `name` of the session."""
+
 
 class Backend(ABC):
     """Where the warehouse lives; opens sessions on it."""
@@ -374,6 +384,12 @@ class DuckDBSession(Session):
         ).fetchall()
         for table, name, kind in rows:
             self._columns.setdefault(str(table), {})[str(name)] = str(kind)
+
+    def arrow_reader(self, sql: str, params: Params = None) -> pa.RecordBatchReader:
+        return self.con.sql(sql, params=_bound(sql, params)).to_arrow_reader(_COPY_BATCH_ROWS)
+
+    def stage_arrow(self, name: str, data: ds.Dataset | pa.RecordBatchReader) -> None:
+        self.con.register(name, data)  # a view over the data: read where used, never copied
 
 
 class DuckDBBackend(Backend):
@@ -792,6 +808,20 @@ class PostgresSession(Session):
             {"t": ident(table)},
         )
         return {str(name): str(kind) for name, kind in rows}
+
+    def arrow_reader(self, sql: str, params: Params = None) -> pa.RecordBatchReader:
+        table, casts = self._arrow(sql, params)
+        if casts:
+            try:
+                table = self.engine.sql(self._engine_relation(table, casts)).to_arrow_table()
+            finally:
+                self.engine.unregister("_bp_transfer")
+        return table.to_reader(_COPY_BATCH_ROWS)
+
+    def stage_arrow(self, name: str, data: ds.Dataset | pa.RecordBatchReader) -> None:
+        if isinstance(data, ds.Dataset):
+            data = data.scanner(batch_size=_COPY_BATCH_ROWS).to_reader()
+        self._copy_in(name, data)
 
 
 class PostgresBackend(Backend):

@@ -2,27 +2,53 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
+
+import pyarrow as pa
 
 from batch_predict.settings import OnFailure
 from batch_predict.warehouse.connection import Session
 from batch_predict.warehouse.schema import add_probability_columns
 from batch_predict.warehouse.snapshots import Snapshots
 from batch_predict.warehouse.sql import ident
-from batch_predict.warehouse.types import Completeness, PredictionRun, PublishResult, WorkSet
+from batch_predict.warehouse.types import (
+    Completeness,
+    PredictionRun,
+    PublishResult,
+    StagedOutcome,
+    StagedPredictions,
+)
+
+# The columns of a prediction that are the same for a whole attempt: written by the publish, not staged.
+_RUN_COLUMNS = ("model_name", "model_version", "run_id", "predicted_at", "predicted_in_partition")
 
 
-class Ledger(Snapshots):
-    def export_work(self, partition_key: str, path: Path, *, only_unpredicted: bool, carry: bool) -> WorkSet:
-        """Write the records a run of `partition_key` must predict to a Parquet work file.
+class PartitionWork:
+    """One partition's work, read in an open session: which input snapshot it is, and its records."""
+
+    def __init__(self, session: Session, features: Sequence[str], partition_key: str) -> None:
+        self._session = session
+        self._features = features
+        self.partition_key = partition_key
+        row = session.fetchone(
+            "SELECT run_id || '@' || CAST(loaded_at AS VARCHAR) FROM input_stats WHERE partition_key = $p",
+            {"p": partition_key},
+        )
+        # An id of the partition's current input snapshot: the run that took it, and when.
+        self.snapshot = str(row[0]) if row else "none"
+
+    def records(self, *, only_unpredicted: bool, carry: bool) -> pa.RecordBatchReader:
+        """The records a run of the partition must predict, streamed (read them before the session ends).
 
         Own records: every valid input of the partition, or with `only_unpredicted` only
         those without a prediction (failed or never tried). With `carry`, also the failed,
         not yet dead records of earlier partitions, each with the attempt number seen now
-        so that publishing can tell whether another run settled it meanwhile.
+        so that publishing can tell whether another run settled it meanwhile. Columns:
+        `partition_key`, `record_id`, the features, `attempt_seen`.
         """
-        features = ", ".join(f"i.{ident(f)}" for f in self.contract.features)
+        features = ", ".join(f"i.{ident(f)}" for f in self._features)
         own = f"""
             SELECT i.partition_key, i.record_id, {features}, CAST(NULL AS INTEGER) AS attempt_seen
             FROM inputs AS i WHERE i.partition_key = $partition_key
@@ -39,26 +65,34 @@ class Ledger(Snapshots):
               ON e.partition_key = i.partition_key AND e.record_id = i.record_id
             WHERE i.partition_key < $partition_key AND NOT e.dead
         """
-        params = {"partition_key": partition_key}
+        return self._session.arrow_reader(own + (carried if carry else ""), {"partition_key": self.partition_key})
+
+
+class Ledger(Snapshots):
+    @contextmanager
+    def partition_work(self, partition_key: str) -> Iterator[PartitionWork]:
+        """A session on the partition's work: its input snapshot id, and its records if the run needs them.
+
+        One session for both, so that a run which resumes staged work opens the warehouse
+        once before it predicts, and one that does not reads the records it checked.
+        """
         with self.session() as session:
-            session.export_parquet(own + (carried if carry else ""), params, path)
-            row = session.engine.execute(
-                "SELECT count(*) FILTER (WHERE partition_key = $partition_key), "
-                "count(*) FILTER (WHERE partition_key <> $partition_key) FROM read_parquet($path)",
-                {**params, "path": str(path)},
-            ).fetchone()
-        assert row is not None
-        return WorkSet(own=int(row[0]), carried=int(row[1]))
+            yield PartitionWork(session, self.contract.features, partition_key)
 
-    def publish_outcome(self, run: PredictionRun, work: Path, predictions: Path, errors: Path) -> PublishResult:
-        """Record a run's predictions and errors in the ledger, in one transaction.
+    def input_snapshot(self, partition_key: str) -> str:
+        """An id of the partition's current input snapshot: the run that took it, and when."""
+        with self.partition_work(partition_key) as work:
+            return work.snapshot
 
-        Every record of the work file gets its new outcome in place of its previous one, so
-        a record is never in `predictions` twice nor in both tables. The partition's own
-        records are replaced as a whole (by partition key, no join over its rows); carried
-        records one by one, and only if their error row is unchanged since the work file
-        was written (another run may have settled them meanwhile). A failed record's
-        attempt counts up; at `max_attempts` it is marked dead and no longer carried.
+    def publish_outcome(self, run: PredictionRun, staged: StagedOutcome) -> PublishResult:
+        """Record a run's staged predictions and errors in the ledger, in one transaction.
+
+        Every worked record gets its new outcome in place of its previous one, so a record
+        is never in `predictions` twice nor in both tables. The partition's own records are
+        replaced as a whole (by partition key, no join over its rows); carried records one
+        by one, and only if their error row is unchanged since the work was read (another
+        run may have settled them meanwhile). A failed record's attempt counts up; at
+        `max_attempts` it is marked dead and no longer carried.
 
         The partition's lock keeps out other publishes and snapshots of it; a carry-over run
         settles other partitions' records, so it takes the warehouse's exclusive lock, other
@@ -66,29 +100,38 @@ class Ledger(Snapshots):
         """
         key = {"p": run.partition_key}
         with self.session() as session:
-            # The publish needs only which records were worked, and the attempt each carried one had.
-            session.stage_parquet("work_file", str(work), "partition_key, record_id, attempt_seen")
-            session.stage_parquet("predicted_file", str(predictions))
-            session.stage_parquet("errors_file", str(errors))
+            if staged.work is not None:
+                # The publish needs only which records were worked, and the attempt each carried one had.
+                session.stage_arrow("work_file", staged.work)
+            for index, part in enumerate(staged.predictions):
+                session.stage_arrow(f"predicted_{index}", part.rows)
+            session.stage_arrow("errors_file", staged.errors)
             add_probability_columns(session, run.probability_columns)
             with session.transaction():
                 session.lock_all(shared=run.mode != OnFailure.CARRY_OVER)
                 session.lock_partition(run.partition_key)
-                return self._publish(session, run, key)
+                return self._publish(session, run, staged, key)
 
-    def _publish(self, session: Session, run: PredictionRun, key: dict[str, Any]) -> PublishResult:
+    def _publish(
+        self, session: Session, run: PredictionRun, staged: StagedOutcome, key: dict[str, Any]
+    ) -> PublishResult:
+        carry = run.mode == OnFailure.CARRY_OVER
         # Earlier attempts of the records this run worked: the partition's own failed
-        # records, and the carried ones still failed as the work file saw them.
+        # records, and the carried ones still failed as the work saw them.
         session.temp_table(
             "prior",
-            """
-            SELECT partition_key, record_id, attempt FROM prediction_errors WHERE partition_key = $p
-            UNION ALL
-            SELECT e.partition_key, e.record_id, e.attempt
-            FROM work_file AS w JOIN prediction_errors AS e
-              ON e.partition_key = w.partition_key AND e.record_id = w.record_id
-            WHERE w.partition_key <> $p AND e.attempt = w.attempt_seen AND NOT e.dead
-            """,
+            "SELECT partition_key, record_id, attempt FROM prediction_errors WHERE partition_key = $p"
+            + (
+                """
+                UNION ALL
+                SELECT e.partition_key, e.record_id, e.attempt
+                FROM work_file AS w JOIN prediction_errors AS e
+                  ON e.partition_key = w.partition_key AND e.record_id = w.record_id
+                WHERE w.partition_key <> $p AND e.attempt = w.attempt_seen AND NOT e.dead
+                """
+                if carry
+                else ""
+            ),
             key,
         )
         if run.mode == OnFailure.RETRY_FAILED:
@@ -103,29 +146,21 @@ class Ledger(Snapshots):
             self._archive(session, run, "t.partition_key = $p", key)
             session.execute("DELETE FROM predictions WHERE partition_key = $p", key)
         session.execute("DELETE FROM prediction_errors WHERE partition_key = $p", key)
-        for table in ("predictions", "prediction_errors"):
-            session.execute(
-                f"""
-                DELETE FROM {table} AS t USING prior AS c
-                WHERE c.partition_key <> $p AND t.partition_key = c.partition_key AND t.record_id = c.record_id
-                """,
-                key,
-            )
+        if carry:
+            for table in ("predictions", "prediction_errors"):
+                session.execute(
+                    f"""
+                    DELETE FROM {table} AS t USING prior AS c
+                    WHERE c.partition_key <> $p AND t.partition_key = c.partition_key AND t.record_id = c.record_id
+                    """,
+                    key,
+                )
         carried_ok = "SELECT partition_key, record_id FROM prior WHERE partition_key <> $p"
-        names = ", ".join(ident(name) for name in session.columns("predicted_file"))
-        run_predicted = session.write(
-            f"""
-            INSERT INTO predictions ({names})
-            SELECT {names} FROM predicted_file WHERE partition_key = $p
-            UNION ALL
-            SELECT {names} FROM predicted_file AS f
-            WHERE f.partition_key <> $p
-              AND EXISTS (SELECT 1 FROM prior AS c WHERE c.partition_key <> $p
-                          AND c.partition_key = f.partition_key AND c.record_id = f.record_id)
-            """,
-            key,
+        run_predicted = sum(
+            self._insert_predictions(session, run, f"predicted_{index}", part, carry)
+            for index, part in enumerate(staged.predictions)
         )
-        self._unarchive_current(session, run)
+        self._unarchive_current(session, run, carry)
         run_failed = session.write(
             f"""
             INSERT INTO prediction_errors
@@ -203,6 +238,32 @@ class Ledger(Snapshots):
         )
         return result
 
+    @staticmethod
+    def _insert_predictions(
+        session: Session, run: PredictionRun, relation: str, staged: StagedPredictions, carry: bool
+    ) -> int:
+        """Insert one attempt's staged predictions (the relation `relation`), with the columns that are the
+        same for all of them written here; carried ones only if publishing may still settle them."""
+        values = [name for name in staged.rows.schema.names]
+        names = ", ".join(ident(name) for name in [*values, *_RUN_COLUMNS])
+        selected = ", ".join(ident(name) for name in values)
+        constants = "$model_name, $model_version, $run_id, $predicted_at, $p"
+        sql = f"INSERT INTO predictions ({names}) SELECT {selected}, {constants} FROM {relation}"
+        if carry:
+            sql += """ AS f WHERE f.partition_key = $p OR EXISTS (
+                SELECT 1 FROM prior AS c WHERE c.partition_key <> $p
+                AND c.partition_key = f.partition_key AND c.record_id = f.record_id)"""
+        return session.write(
+            sql,
+            {
+                "p": run.partition_key,
+                "model_name": run.model_name,
+                "model_version": run.model_version,
+                "run_id": staged.run_id,
+                "predicted_at": staged.predicted_at,
+            },
+        )
+
     def _archive(self, session: Session, run: PredictionRun, scope: str, params: dict[str, Any]) -> None:
         """Copy the predictions about to be replaced (`scope`, over `predictions AS t`) that another model
         version made into `predictions_history`.
@@ -219,17 +280,32 @@ class Ledger(Snapshots):
         )
 
     @staticmethod
-    def _unarchive_current(session: Session, run: PredictionRun) -> None:
-        """Drop history copies of predictions this run made current again (same record, same version)."""
+    def _unarchive_current(session: Session, run: PredictionRun, carry: bool) -> None:
+        """Drop history copies of predictions this run made current again (same record, same version).
+
+        History never keeps a copy of a record's current prediction, so these are the copies, in
+        this run's version, of the partition's (and the carried) records predicted in it now.
+        """
+        params = {"p": run.partition_key, "version": run.model_version}
         session.execute(
             """
             DELETE FROM predictions_history AS h USING predictions AS p
-            WHERE p.run_id = $run_id AND h.partition_key = p.partition_key AND h.record_id = p.record_id
-              AND h.model_version = p.model_version
-              AND (p.partition_key = $p OR p.partition_key IN (SELECT partition_key FROM prior))
+            WHERE h.partition_key = $p AND h.model_version = $version
+              AND p.partition_key = $p AND p.model_version = $version AND p.record_id = h.record_id
             """,
-            {"run_id": run.run_id, "p": run.partition_key},
+            params,
         )
+        if carry:
+            session.execute(
+                """
+                DELETE FROM predictions_history AS h USING prior AS c
+                WHERE c.partition_key <> $p AND h.partition_key = c.partition_key AND h.record_id = c.record_id
+                  AND h.model_version = $version
+                  AND EXISTS (SELECT 1 FROM predictions AS p WHERE p.partition_key = h.partition_key
+                              AND p.record_id = h.record_id AND p.model_version = $version)
+                """,
+                params,
+            )
 
     def model_versions(self) -> dict[str, list[str]]:
         """Per partition with predictions (or a prediction run), the model versions that made them.
@@ -262,11 +338,11 @@ class Ledger(Snapshots):
         hashed = session.hash("record_id")
         [(inputs, input_hashes, outcomes, outcome_hashes)] = session.fetchall(
             f"""
-            SELECT (SELECT count(*) FROM inputs WHERE partition_key = $p),
-                   (SELECT coalesce(sum({hashed}), 0) FROM inputs WHERE partition_key = $p),
-                   count(*), coalesce(sum({hashed}), 0)
-            FROM (SELECT record_id FROM predictions WHERE partition_key = $p
-                  UNION ALL SELECT record_id FROM prediction_errors WHERE partition_key = $p) AS o
+            SELECT i.n, i.hashes, o.n, o.hashes
+            FROM (SELECT count(*) AS n, coalesce(sum({hashed}), 0) AS hashes FROM inputs WHERE partition_key = $p) AS i,
+                 (SELECT count(*) AS n, coalesce(sum({hashed}), 0) AS hashes
+                  FROM (SELECT record_id FROM predictions WHERE partition_key = $p
+                        UNION ALL SELECT record_id FROM prediction_errors WHERE partition_key = $p) AS u) AS o
             """,
             params,
         )
@@ -294,12 +370,3 @@ class Ledger(Snapshots):
     def completeness(self, partition_key: str) -> Completeness:
         with self.session(read_only=True) as session:
             return self._completeness(session, partition_key)
-
-    def input_snapshot(self, partition_key: str) -> str:
-        """An id of the partition's current input snapshot: the run that took it, and when."""
-        with self.session() as session:
-            row = session.fetchone(
-                "SELECT run_id || '@' || CAST(loaded_at AS VARCHAR) FROM input_stats WHERE partition_key = $p",
-                {"p": partition_key},
-            )
-        return str(row[0]) if row else "none"

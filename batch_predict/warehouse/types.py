@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+
+import pyarrow as pa
+import pyarrow.dataset as ds
 
 
 class WarehouseError(RuntimeError):
@@ -77,6 +81,32 @@ class PredictionRun:
     probability_columns: Sequence[str]
     max_attempts: int
     wall_seconds: float
+
+
+@dataclass(frozen=True)
+class StagedPredictions:
+    """Prediction rows staged by one attempt at a run (a resumed run publishes those of the attempt that died too).
+
+    `rows` holds `partition_key`, `record_id`, `prediction` and one probability column per class;
+    the columns that are the same for every row of the attempt are written by the publish.
+    """
+
+    run_id: str
+    predicted_at: datetime
+    rows: pa.RecordBatchReader  # read once, by the publish
+
+
+@dataclass(frozen=True)
+class StagedOutcome:
+    """A run's staged outcome: every worked record ends in exactly one of `predictions` and `errors`.
+
+    `work` (`partition_key`, `record_id`, `attempt_seen` of every worked record) is needed only
+    when the run did not take the whole partition: `retry_failed` and `carry_over`.
+    """
+
+    predictions: Sequence[StagedPredictions]
+    errors: ds.Dataset
+    work: ds.Dataset | None = None
 
 
 @dataclass(frozen=True)
