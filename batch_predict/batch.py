@@ -162,6 +162,10 @@ def predict_partition(
     staging = staging_dir(warehouse, partition_key)
     with _exclusive(staging.with_suffix(".lock")):
         manifest = _prepare(warehouse, model, partition_key, staging, effective, chunk_size)
+        if manifest.own + manifest.carried > chunk_size:
+            # More than one chunk to predict: let other runs have the warehouse meanwhile (a run that
+            # holds it between its sessions keeps it through the prediction of a small partition).
+            warehouse.release()
         run = RunInfo(partition_key=partition_key, run_id=run_id, predicted_at=datetime.now(UTC))
         scored = predict_chunks(model, staging / "work", staging / "chunks", warehouse.contract.features, run)
         published = warehouse.publish_outcome(

@@ -7,12 +7,17 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from batch_predict.batch import predict_partition
 from batch_predict.contract import FeatureContract
+from batch_predict.models.registry import Registry
+from batch_predict.models.types import LoadedModel
+from batch_predict.settings import Settings
 from batch_predict.warehouse import Source, SourceError, Warehouse, WarehouseError, WarehouseLockTimeout
 from batch_predict.warehouse import connection as connection_module
 from batch_predict.warehouse.landing import Landing
@@ -283,3 +288,38 @@ def test_a_run_of_many_partitions_reads_the_landing_files_once_unless_they_chang
     with warehouse.hold():
         assert snapshot(0) == 2  # a new hold (a new run) reads the files afresh
     assert len(staged) == 5
+
+
+@pytest.mark.parametrize(("chunk_size", "lets_go"), [(100, True), (65_536, False)])
+def test_a_held_warehouse_is_let_go_while_a_partition_of_several_chunks_is_predicted(
+    settings: Settings,
+    warehouse: Warehouse,
+    source: Source,
+    landing: Path,
+    registry: Registry,
+    chunk_size: int,
+    lets_go: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another process can open the DuckDB file while a run predicts a partition of more than one chunk;
+    a single chunk is predicted holding it (the next session follows at once)."""
+    day = datetime(2026, 3, 1, tzinfo=UTC)
+    warehouse.snapshot_inputs(source, "2026-03-01", day, day + timedelta(days=1), "snap")
+    model = registry.load("champion")
+    opened_elsewhere: list[bool] = []
+    real = LoadedModel.predict_proba
+
+    def predict_and_look(self: LoadedModel, *args: Any, **kwargs: Any) -> Any:
+        if not opened_elsewhere:
+            probe = subprocess.run(
+                [sys.executable, "-c", f"import duckdb; duckdb.connect({str(settings.warehouse)!r}).close()"],
+                capture_output=True,
+            )
+            opened_elsewhere.append(probe.returncode == 0)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(LoadedModel, "predict_proba", predict_and_look)
+    with warehouse.hold():
+        outcome = predict_partition(warehouse, model, "2026-03-01", "run", chunk_size)
+    assert opened_elsewhere == [lets_go]
+    assert outcome.published.completeness.passed
