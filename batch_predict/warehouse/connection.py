@@ -174,14 +174,6 @@ class Session(ABC):
         """The rows of a warehouse query as an Arrow table."""
 
     @abstractmethod
-    def stage_parquet(self, name: str, pattern: str, columns: str = "*") -> None:
-        """Make the Parquet files matching `pattern` (those of their `columns`) a relation `name` of the session."""
-
-    @abstractmethod
-    def export_parquet(self, sql: str, params: Params, path: Path) -> None:
-        """Write the result of a warehouse query to a Parquet file."""
-
-    @abstractmethod
     def lock_all(self, shared: bool = False) -> None:
         """Until the transaction ends, keep out writers that touch other partitions (shared: only exclusive ones)."""
 
@@ -334,18 +326,6 @@ class DuckDBSession(Session):
     def arrow(self, sql: str, params: Params = None) -> pa.Table:
         table: pa.Table = self.con.sql(sql, params=_bound(sql, params)).to_arrow_table()
         return table
-
-    def stage_parquet(self, name: str, pattern: str, columns: str = "*") -> None:
-        # A view: the files are read where the statements use them, never copied.
-        self.con.execute(
-            f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {columns} FROM read_parquet({literal(pattern)})"
-        )
-
-    def export_parquet(self, sql: str, params: Params, path: Path) -> None:
-        self.con.execute(
-            f"COPY ({sql}) TO {literal(str(path))} (FORMAT parquet, COMPRESSION uncompressed)",
-            _bound(sql, params),
-        )
 
     def lock_all(self, shared: bool = False) -> None:
         pass  # the file lock already serializes every writer
@@ -769,20 +749,6 @@ class PostgresSession(Session):
         finally:
             self.engine.execute("DROP TABLE _bp_arrow")
         return table
-
-    def stage_parquet(self, name: str, pattern: str, columns: str = "*") -> None:
-        reader = self.engine.sql(f"SELECT {columns} FROM read_parquet({literal(pattern)})").to_arrow_reader(
-            _COPY_BATCH_ROWS
-        )
-        self._copy_in(name, reader)
-
-    def export_parquet(self, sql: str, params: Params, path: Path) -> None:
-        table, casts = self._arrow(sql, params)
-        try:
-            relation = self._engine_relation(table, casts)
-            self.engine.execute(f"COPY ({relation}) TO {literal(str(path))} (FORMAT parquet, COMPRESSION uncompressed)")
-        finally:
-            self.engine.unregister("_bp_transfer")
 
     def lock_all(self, shared: bool = False) -> None:
         function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
