@@ -1,12 +1,10 @@
 """Dagster resources: thin configurable wrappers that hand the domain objects to assets."""
 
 import os
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from pydantic import PrivateAttr
 
 from batch_predict.contract import FeatureContract
 from batch_predict.models.source import ModelSource
@@ -65,29 +63,8 @@ class WarehouseResource(dg.ConfigurableResource):
     threads: int
     # Where runs stage their work on the machine that runs them ("" = the warehouse's default).
     staging: str = ""
-    # The run's warehouses, held open from its first session to its end (opening costs tens of ms).
-    _run: ExitStack | None = PrivateAttr(default=None)
-    _opened: dict[FeatureContract, Warehouse] = PrivateAttr(default_factory=dict)
-
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._run = ExitStack()
-
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        run, self._run = self._run, None
-        self._opened.clear()
-        if run is not None:
-            run.close()
 
     def open(self, contract: FeatureContract) -> Warehouse:
-        """The warehouse for `contract`: one per run, held until the run ends (see `Warehouse.hold`)."""
-        if self._run is None:
-            return self._warehouse(contract)
-        if contract not in self._opened:
-            self._opened[contract] = self._warehouse(contract)
-            self._run.enter_context(self._opened[contract].hold())
-        return self._opened[contract]
-
-    def _warehouse(self, contract: FeatureContract) -> Warehouse:
         return Warehouse(
             self.path,
             contract,
