@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -62,12 +62,20 @@ def staging_dir(warehouse: Warehouse, partition_key: str) -> Path:
 
 
 @contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    """Hold a lock on `path` so that two runs of one partition never share its staging folder."""
+def _exclusive(path: Path, before_waiting: Callable[[], None] = lambda: None) -> Iterator[None]:
+    """Hold a lock on `path` so that two runs of one partition never share its staging folder.
+
+    `before_waiting` runs before this run waits for another's lock: the other may need what
+    this run holds (the warehouse) to finish.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         with path.open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                before_waiting()
+                fcntl.flock(handle, fcntl.LOCK_EX)
             # The cleanup of old staging may have removed the lock file while this run waited
             # for it; a lock on a removed file excludes nobody, so take the new file's lock.
             if _same_file(handle.fileno(), path):
@@ -160,7 +168,7 @@ def predict_partition(
     # (Dagster's metadata cannot serialize an Enum).
     effective = OnFailure.RETRY_ALL if full_refresh else OnFailure(mode)
     staging = staging_dir(warehouse, partition_key)
-    with _exclusive(staging.with_suffix(".lock")):
+    with _exclusive(staging.with_suffix(".lock"), before_waiting=warehouse.release):
         manifest = _prepare(warehouse, model, partition_key, staging, effective, chunk_size)
         if manifest.own + manifest.carried > chunk_size:
             # More than one chunk to predict: let other runs have the warehouse meanwhile (a run that

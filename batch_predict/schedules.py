@@ -171,6 +171,7 @@ def build_automation(
         # A sensor evaluation has a time limit: wait for other runs' warehouse locks only briefly.
         store = warehouse.open(source.contract())
         store.lock_timeout_seconds = min(store.lock_timeout_seconds, SENSOR_LOCK_TIMEOUT_SECONDS)
+        store.backend.lock_timeout_seconds = store.lock_timeout_seconds  # what the backend waits, opening
         try:
             staleness = find_stale_partitions(store, model_registry.models(), partition_end(partitions_def))
             token = model_registry.models().state_token()

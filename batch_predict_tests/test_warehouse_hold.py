@@ -13,13 +13,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batch_predict.batch import predict_partition
+from batch_predict.batch import _exclusive, predict_partition
 from batch_predict.contract import FeatureContract
 from batch_predict.models.registry import Registry
 from batch_predict.models.types import LoadedModel
 from batch_predict.settings import Settings
 from batch_predict.warehouse import Source, SourceError, Warehouse, WarehouseError, WarehouseLockTimeout
 from batch_predict.warehouse import connection as connection_module
+from batch_predict.warehouse import landing as landing_module
 from batch_predict.warehouse.landing import Landing
 
 from .conftest import BOTH_BACKENDS
@@ -200,7 +201,7 @@ def test_without_a_waiter_marker_a_held_file_stays_locked(tmp_path: Path, monkey
         pass
     holder = start_holder(path, seconds=20)
     try:
-        monkeypatch.setattr(Path, "touch", lambda self, *args, **kwargs: None)
+        monkeypatch.setattr(connection_module, "_mark", lambda marker: None)
         silent = Warehouse(path, CONTRACT, lock_timeout_seconds=3)
         with pytest.raises(WarehouseLockTimeout, match="stayed locked"), silent.session():
             pass
@@ -244,6 +245,7 @@ def test_a_run_of_many_partitions_reads_the_landing_files_once_unless_they_chang
 ) -> None:
     """Inside a hold, the landing rows staged for one snapshot serve the next while the files are the
     same; a file that lands, changes or goes in between is read."""
+    monkeypatch.setattr(landing_module, "RACY_SECONDS", 0)  # the files here are all seconds old
     features = ("a", "b")
     warehouse = Warehouse(warehouse_location, FeatureContract("record_id", "event_time", features))
     root = tmp_path / "landing"
@@ -323,3 +325,122 @@ def test_a_held_warehouse_is_let_go_while_a_partition_of_several_chunks_is_predi
         outcome = predict_partition(warehouse, model, "2026-03-01", "run", chunk_size)
     assert opened_elsewhere == [lets_go]
     assert outcome.published.completeness.passed
+
+
+PARTITION_OWNER = """
+import sys, time
+from pathlib import Path
+from batch_predict.batch import _exclusive
+from batch_predict.contract import FeatureContract
+from batch_predict.warehouse import Warehouse
+warehouse = Warehouse(Path(sys.argv[1]), FeatureContract("record_id", "event_time", ("a", "b")), lock_timeout_seconds=20)
+with _exclusive(Path(sys.argv[2])):
+    print("staging locked", flush=True)
+    time.sleep(1)
+    with warehouse.session() as session:  # reads its work, publishes: needs the file
+        session.fetchall("SELECT 1")
+print("published", flush=True)
+"""
+
+
+def test_a_run_that_holds_the_file_lets_it_go_before_waiting_for_a_partitions_staging_lock(tmp_path: Path) -> None:
+    """Two runs of one partition: the one that waits for the staging lock must not keep the file the
+    other needs to finish (else both wait until one times out)."""
+    path, lock = tmp_path / "w.duckdb", tmp_path / "staging" / "2026-03-01.lock"
+    warehouse = Warehouse(path, CONTRACT, lock_timeout_seconds=20)
+    with warehouse.session():
+        pass
+    owner = subprocess.Popen(
+        [sys.executable, "-c", PARTITION_OWNER, str(path), str(lock)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert owner.stdout is not None and owner.stdout.readline().strip() == "staging locked"
+        started = time.monotonic()
+        with warehouse.hold():
+            with warehouse.session() as session:  # the previous partition's last session: kept
+                session.fetchall("SELECT 1")
+            with _exclusive(lock, before_waiting=warehouse.release):
+                waited = time.monotonic() - started
+        assert owner.wait(timeout=30) == 0, owner.stderr.read() if owner.stderr else ""
+        assert owner.stdout.readline().strip() == "published"
+        assert waited < 15  # not the other run's lock timeout
+    finally:
+        if owner.poll() is None:
+            os.killpg(owner.pid, 9)
+            owner.wait()
+
+
+def test_a_waiting_marker_is_only_a_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process that cannot write the waiting folder still opens the file; a marker left by a PID now
+    used by another process (another start time) does not make a holder let go."""
+    path = tmp_path / "w.duckdb"
+    warehouse = Warehouse(path, CONTRACT)
+    with warehouse.session() as session:
+        session.execute("CREATE TABLE t (x INTEGER)")
+    waiting = tmp_path / "w.duckdb.waiting"
+    waiting.mkdir()
+    (waiting / str(os.getppid())).write_text("1")  # a live PID, but not the process that waited
+    opens = opened(monkeypatch)
+    with warehouse.hold():
+        until = time.monotonic() + 3 * connection_module.MIN_HOLD_SECONDS
+        while time.monotonic() < until:
+            with warehouse.session() as session:
+                session.execute("INSERT INTO t VALUES (1)")
+    assert len(opens) == 1
+    assert not (waiting / str(os.getppid())).exists()
+    # A waiting "folder" that is a file: no marker can be written or removed there, even by root.
+    waiting.rmdir()
+    waiting.write_text("")
+    holder = start_holder(path, seconds=4, hold_seconds=0.5)
+    try:
+        reader = Warehouse(path, CONTRACT, lock_timeout_seconds=15)
+        with reader.session(read_only=True) as session:  # waits out the holder's slices, without a marker
+            assert session.fetchall("SELECT count(*) FROM t")[0][0] > 0
+    finally:
+        os.killpg(holder.pid, 9)
+        holder.wait()
+
+
+def test_a_landing_file_replaced_with_the_same_size_and_times_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A corrected copy put in place with its size and modification time kept (`cp -p`, `rsync -t`) is
+    not mistaken for the staged one: its inode or change time differ."""
+    monkeypatch.setattr(landing_module, "RACY_SECONDS", 0)
+    root = tmp_path / "landing"
+    root.mkdir()
+    day = datetime(2026, 3, 1, tzinfo=UTC)
+
+    def land(path: Path, value: float) -> None:
+        pq.write_table(
+            pa.table({"record_id": ["r1", "r2"], "event_time": [day, day], "a": [value] * 2, "b": [value] * 2}), path
+        )
+
+    land(root / "day.parquet", 1.0)
+    warehouse = Warehouse(tmp_path / "w.duckdb", CONTRACT)
+    source = Source(root=root, glob="*.parquet")
+    with warehouse.hold():
+        warehouse.snapshot_inputs(source, "2026-03-01", day, day + timedelta(days=1), "first")
+        land(tmp_path / "fixed.parquet", 7.0)
+        times = (root / "day.parquet").stat()
+        assert (tmp_path / "fixed.parquet").stat().st_size == times.st_size
+        os.utime(tmp_path / "fixed.parquet", ns=(times.st_atime_ns, times.st_mtime_ns))
+        os.replace(tmp_path / "fixed.parquet", root / "day.parquet")
+        warehouse.snapshot_inputs(source, "2026-03-01", day, day + timedelta(days=1), "second")
+        with warehouse.session() as session:
+            assert session.fetchall("SELECT DISTINCT a FROM inputs") == [(7.0,)]
+
+
+def test_a_landing_file_changed_just_now_is_not_trusted_to_be_the_staged_one(tmp_path: Path) -> None:
+    root = tmp_path / "landing"
+    root.mkdir()
+    day = datetime(2026, 3, 1, tzinfo=UTC)
+    pq.write_table(pa.table({"record_id": ["r1"], "event_time": [day], "a": [1.0], "b": [1.0]}), root / "d.parquet")
+    warehouse = Warehouse(tmp_path / "w.duckdb", CONTRACT)
+    with warehouse.hold():
+        engine = warehouse.landing_engine()
+        assert warehouse.landing._fingerprint(engine, Source(root=root, glob="*.parquet")) == ""

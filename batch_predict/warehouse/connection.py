@@ -32,7 +32,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,7 @@ _RETRYABLE_SQLSTATE = {
     "40001": "a serialization failure",
     "57P01": "the server shut down",
     "57P03": "the server is starting up",
+    "57P05": "the server ended an idle session",
 }
 
 Params = Mapping[str, Any] | None
@@ -98,6 +99,24 @@ def adopt(con: Any, name: str, table: pa.Table) -> None:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM _bp_adopt")
     finally:
         con.unregister("_bp_adopt")
+
+
+def _start_time(pid: int) -> str:
+    """When the process started (clock ticks since boot, /proc/<pid>/stat field 22); OSError if it is gone."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _mark(marker: Path) -> None:
+    """Leave this process's waiting marker (its start time in it), if the folder can be written."""
+    with suppress(OSError):
+        marker.parent.mkdir(exist_ok=True)
+        marker.write_text(_start_time(os.getpid()))
+
+
+def _forget(marker: Path) -> None:
+    with suppress(OSError):
+        marker.unlink(missing_ok=True)
 
 
 def _settled(con: Any) -> bool:
@@ -222,6 +241,8 @@ class Backend(ABC):
     # Shown in messages (credentials masked).
     location: str
 
+    lock_timeout_seconds: float
+
     def __init__(self, ensure_schema: Callable[[Session], None], memory_limit: str, threads: int) -> None:
         self._ensure_schema = ensure_schema
         self._schema_ready = False  # tables, once made, stay: check them once per process
@@ -238,7 +259,9 @@ class Backend(ABC):
 
         Opening costs tens of milliseconds a time, which a run of many small partitions pays
         several times per partition. Sessions stay separate units of work: each commits or
-        rolls back, and its temp tables are dropped when it ends.
+        rolls back; temp tables stay until the connection closes (every statement that makes
+        one replaces any of the same name). Use it only around work that opens sessions back
+        to back: between sessions, another process waits for a held DuckDB file.
         """
         self._holds += 1
         try:
@@ -458,23 +481,25 @@ class DuckDBBackend(Backend):
         return True
 
     def _others_waiting(self) -> bool:
-        """Whether a live process other than this one waits for the file (its marker is in the waiting folder)."""
+        """Whether a live process other than this one waits for the file: its marker is in the waiting
+        folder, named by its PID and holding its start time (a PID reused by another process is not it)."""
         try:
             markers = list(os.scandir(self._waiting))
-        except FileNotFoundError:
+        except OSError:
             return False
         waiting = False
         for marker in markers:
             pid = int(marker.name) if marker.name.isdigit() else 0
-            if pid == os.getpid():
+            if pid == os.getpid() or pid <= 0:
                 continue
             try:
-                os.kill(pid, 0)
+                alive = _start_time(pid) == Path(marker.path).read_text().strip()
+            except OSError:
+                alive = False
+            if alive:
                 waiting = True
-            except ProcessLookupError:
-                Path(marker.path).unlink(missing_ok=True)  # left by a process that died waiting
-            except (PermissionError, OverflowError, ValueError):
-                waiting = pid > 0
+            else:
+                _forget(Path(marker.path))  # left by a process that died waiting
         return waiting
 
     def release(self) -> None:
@@ -506,16 +531,16 @@ class DuckDBBackend(Backend):
                             f"{self.lock_timeout_seconds:g}s ({error}). Wait for the other run to finish, "
                             "or raise BATCH_PREDICT_LOCK_TIMEOUT_SECONDS."
                         ) from error
-                    # Say so, so that a process holding the file between its sessions lets this one in.
-                    self._waiting.mkdir(exist_ok=True)
-                    marker.touch()
+                    # Say so, so that a process holding the file between its sessions lets this one in
+                    # (best effort: a folder this process cannot write only loses it the hint).
+                    _mark(marker)
                     # Full jitter keeps several waiting runs from retrying in lockstep.
                     time.sleep(random.uniform(0, delay))
                     delay = min(delay * 2, _MAX_RETRY_DELAY)
                 except duckdb.Error as error:
                     raise self._unusable(error) from error
         finally:
-            marker.unlink(missing_ok=True)
+            _forget(marker)
 
     def _unusable(self, error: duckdb.Error) -> WarehouseError:
         return WarehouseError(
@@ -577,6 +602,20 @@ def _pg_error(error: Exception, location: str, url: str = "") -> Exception:
         f"The warehouse {location} refused the work ({type(error).__name__}{f' {state}' if state else ''}: {first}). "
         "Check BATCH_PREDICT_WAREHOUSE (user, password, database) and the user's rights on the database."
     )
+
+
+def _alive(con: Any) -> bool:
+    """Whether a kept PostgreSQL connection still works (the server may have ended an idle session)."""
+    import psycopg
+
+    if con.closed or con.broken:
+        return False
+    try:
+        con.execute("SELECT 1")
+        con.rollback()
+    except psycopg.Error:
+        return False
+    return True
 
 
 def _password(url: str) -> str:
@@ -834,6 +873,10 @@ class PostgresBackend(Backend):
 
         session = self._held if self._held is not None and self._held_by == threading.get_ident() else None
         self._held = None if session is not None else self._held
+        if session is not None and not _alive(session.con):
+            session.close()
+            session.con.close()
+            session = None
         if session is None:
             session = self._connect()
         con = session.con

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +23,8 @@ from batch_predict.contract import FeatureContract
 from batch_predict.warehouse.sql import ident, literal, out_of_range_rule, record_id_sql
 from batch_predict.warehouse.types import SourceError
 
+# A landing file changed this recently is read again rather than trusted to be what was staged.
+RACY_SECONDS = 2
 READERS = {".parquet": "read_parquet", ".csv": "read_csv", ".json": "read_json", ".jsonl": "read_json"}
 
 # Parquet physical/converted types a feature or the event time may have.
@@ -312,12 +315,19 @@ class Landing:
         )
 
     def _fingerprint(self, con: Any, source: Source) -> str:
-        """The files the source matches now, each with its size and modification time ('' if none or unreadable)."""
+        """The files the source matches now, each with its size, inode and change times; '' (nothing to
+        reuse) if there are none, one is unreadable, or one changed within the last RACY_SECONDS (a file
+        rewritten within a time stamp's resolution could keep its times)."""
         try:
-            files = self.source_files(con, source)
-            return "\n".join(f"{path}|{stat.st_size}|{stat.st_mtime_ns}" for path in files for stat in [os.stat(path)])
+            stats = [(path, os.stat(path)) for path in self.source_files(con, source)]
         except (duckdb.Error, OSError):
             return ""
+        now = time.time_ns()
+        if any(now - max(stat.st_mtime_ns, stat.st_ctime_ns) < RACY_SECONDS * 1e9 for _, stat in stats):
+            return ""
+        return "\n".join(
+            f"{path}|{stat.st_size}|{stat.st_ino}|{stat.st_mtime_ns}|{stat.st_ctime_ns}" for path, stat in stats
+        )
 
     def _done(self, con: Any, step: str, fingerprint: str) -> bool:
         """Whether this connection did `step` on exactly these files."""
