@@ -444,3 +444,48 @@ def test_a_landing_file_changed_just_now_is_not_trusted_to_be_the_staged_one(tmp
     with warehouse.hold():
         engine = warehouse.landing_engine()
         assert warehouse.landing._fingerprint(engine, Source(root=root, glob="*.parquet")) == ""
+
+
+@BOTH_BACKENDS
+def test_a_held_connection_no_session_uses_is_let_go(warehouse_location: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside a hold, work between sessions that lasts longer than IDLE_SECONDS (a model fit) does not
+    keep the connection: on DuckDB, another process can open the file meanwhile."""
+    warehouse = Warehouse(warehouse_location, CONTRACT)
+    with warehouse.session() as session, session.transaction():
+        session.execute("CREATE TABLE idle (x INTEGER)")
+    connects: list[int] = []
+    backend = type(warehouse.backend)
+    name = "_open" if hasattr(backend, "_open") else "_connect"
+    real = getattr(backend, name)
+    monkeypatch.setattr(backend, name, lambda self, *args: connects.append(1) or real(self, *args))
+    with warehouse.hold():
+        with warehouse.session() as session:
+            session.fetchall("SELECT 1")
+        with warehouse.session() as session:  # at once: the kept connection
+            session.fetchall("SELECT 1")
+        assert len(connects) == 1
+        time.sleep(connection_module.IDLE_SECONDS + 0.5)
+        if not warehouse_location.startswith("postgresql"):
+            probe = subprocess.run(
+                [sys.executable, "-c", f"import duckdb; duckdb.connect({warehouse_location!r}).close()"],
+                capture_output=True,
+                text=True,
+            )
+            assert probe.returncode == 0, probe.stderr
+        with warehouse.session() as session:
+            assert session.fetchall("SELECT count(*) FROM idle") == [(0,)]
+    assert len(connects) == 2
+
+
+def test_a_run_leaves_the_warehouse_closed_when_it_ends(
+    settings: Settings, landing: Path, registry: Registry
+) -> None:
+    from .conftest import run_assets
+
+    assert run_assets(settings, ["inputs", "predictions"], "2026-03-01").success
+    probe = subprocess.run(
+        [sys.executable, "-c", f"import duckdb; duckdb.connect({str(settings.warehouse)!r}).close()"],
+        capture_output=True,
+        text=True,
+    )
+    assert probe.returncode == 0, probe.stderr

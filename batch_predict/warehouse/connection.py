@@ -51,6 +51,8 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 # How long `hold` keeps a DuckDB file open for one process at most, and at least before it lets a
 # waiting process have a turn; how long it then stands back for the waiter to get in.
 HOLD_SECONDS = 10.0
+# How long `hold` keeps a connection no session uses (a step doing other work lets it go).
+IDLE_SECONDS = 0.25
 MIN_HOLD_SECONDS = 0.2
 YIELD_SECONDS = 0.5
 # How long a process waiting for another's DuckDB lock sleeps between tries, at most.
@@ -249,6 +251,12 @@ class Backend(ABC):
         self.memory_limit = memory_limit
         self.threads = threads
         self._holds = 0  # how many `hold` blocks are open
+        # What `hold` keeps between sessions, the thread it belongs to, and the timer that lets go of it
+        # once no session has used it for IDLE_SECONDS.
+        self._held: Any = None
+        self._held_by = 0
+        self._idle: threading.Timer | None = None
+        self._guard = threading.Lock()
 
     @abstractmethod
     def session(self, read_only: bool = False) -> AbstractContextManager[Session]: ...
@@ -260,8 +268,8 @@ class Backend(ABC):
         Opening costs tens of milliseconds a time, which a run of many small partitions pays
         several times per partition. Sessions stay separate units of work: each commits or
         rolls back; temp tables stay until the connection closes (every statement that makes
-        one replaces any of the same name). Use it only around work that opens sessions back
-        to back: between sessions, another process waits for a held DuckDB file.
+        one replaces any of the same name). What no session uses for IDLE_SECONDS is let go,
+        so a block that does other work between sessions does not keep other processes out.
         """
         self._holds += 1
         try:
@@ -276,9 +284,44 @@ class Backend(ABC):
         """Whether a `hold` block is open."""
         return self._holds > 0
 
-    @abstractmethod
     def release(self) -> None:
         """Close what `hold` keeps open now (the next session opens anew), e.g. before long work elsewhere."""
+        with self._guard:
+            held, self._held = self._held, None
+            if self._idle is not None:
+                self._idle.cancel()
+        if held is not None:
+            self._close_held(held)
+
+    def _take_held(self) -> Any:
+        """What `hold` kept, for this thread's next session (None if nothing, or another thread's)."""
+        with self._guard:
+            if self._held is None or self._held_by != threading.get_ident():
+                return None
+            held, self._held = self._held, None
+            if self._idle is not None:
+                self._idle.cancel()
+            return held
+
+    def _keep_held(self, held: Any) -> None:
+        """Keep `held` for the next session, and let go of it if none comes within IDLE_SECONDS: a step
+        that does other work (a model fit, a slow prediction) must not keep other processes out."""
+        self.release()  # a session opened inside this one kept its own: this one is newer
+        timer = threading.Timer(IDLE_SECONDS, self._let_go_if_idle, args=(held,))
+        timer.daemon = True
+        with self._guard:
+            self._held, self._held_by, self._idle = held, threading.get_ident(), timer
+        timer.start()
+
+    def _let_go_if_idle(self, held: Any) -> None:
+        with self._guard:
+            if self._held is not held:
+                return  # taken by a session, or let go already
+            self._held = None
+        self._close_held(held)
+
+    @abstractmethod
+    def _close_held(self, held: Any) -> None: ...
 
     @abstractmethod
     def exists(self) -> bool:
@@ -412,12 +455,8 @@ class DuckDBBackend(Backend):
         self.path = path
         self.location = str(path)
         self.lock_timeout_seconds = lock_timeout_seconds
-        # What `hold` keeps between sessions: the open connection, the thread it belongs to, when it
-        # was opened, and the column lists its sessions read.
-        self._held: Any = None
-        self._held_by = 0
+        # When the connection `hold` keeps (with the column lists its sessions read) was opened.
         self._opened_at = 0.0
-        self._columns: dict[str, dict[str, str]] = {}
         # Processes waiting for the file leave a marker named by their PID here.
         self._waiting = path.with_name(path.name + ".waiting")
         self._stand_back = False  # this process just let go of the file because of a waiter or the time limit
@@ -441,16 +480,16 @@ class DuckDBBackend(Backend):
                 f"No warehouse at {self.path}: nothing has been materialized yet. Run the `inputs` and "
                 "`predictions` assets (for example `make demo`) or point BATCH_PREDICT_WAREHOUSE at your file."
             )
-        held = self._held is not None and self._held_by == threading.get_ident()
-        if held:
-            con = self._held
-            self._held = None
+        taken = self._take_held()
+        held = taken is not None
+        if taken is not None:
+            con, columns = taken
         else:
-            con = self._open(read_only)
+            con, columns = self._open(read_only), None
             self._opened_at = time.monotonic()
         keep = False
         try:
-            session = DuckDBSession(con, self._columns if held else None)
+            session = DuckDBSession(con, columns)
             if not read_only and not self._schema_ready:
                 self._ensure_schema(session)
                 self._schema_ready = True
@@ -460,8 +499,7 @@ class DuckDBBackend(Backend):
             if keep:
                 # The session's temp tables stay until the connection closes: every statement that makes
                 # one replaces any of the same name.
-                self.release()  # a session opened inside this one kept its connection: this one is newer
-                self._held, self._held_by, self._columns = con, threading.get_ident(), session._columns
+                self._keep_held((con, session._columns))
         finally:
             if not keep:
                 con.close()
@@ -502,10 +540,8 @@ class DuckDBBackend(Backend):
                 _forget(Path(marker.path))  # left by a process that died waiting
         return waiting
 
-    def release(self) -> None:
-        held, self._held = self._held, None
-        if held is not None:
-            held.close()
+    def _close_held(self, held: Any) -> None:
+        held[0].close()
 
     def _open(self, read_only: bool) -> Any:
         """Open the file, waiting out other processes' locks (and, after holding it, letting a waiter in first)."""
@@ -848,18 +884,13 @@ class PostgresBackend(Backend):
         self.location = redact(url)
         self.lock_timeout_seconds = lock_timeout_seconds
         self._staging_root = staging_root
-        # What `hold` keeps between sessions, and the thread it belongs to.
-        self._held: PostgresSession | None = None
-        self._held_by = 0
 
     def exists(self) -> bool:
         return True
 
-    def release(self) -> None:
-        held, self._held = self._held, None
-        if held is not None:
-            held.close()
-            held.con.close()
+    def _close_held(self, held: Any) -> None:
+        held.close()
+        held.con.close()
 
     @property
     def default_staging_root(self) -> Path:
@@ -871,8 +902,7 @@ class PostgresBackend(Backend):
         reader are kept for the next session (each session still ends its transaction)."""
         import psycopg
 
-        session = self._held if self._held is not None and self._held_by == threading.get_ident() else None
-        self._held = None if session is not None else self._held
+        session: PostgresSession | None = self._take_held()
         if session is not None and not _alive(session.con):
             session.close()
             session.con.close()
@@ -893,8 +923,7 @@ class PostgresBackend(Backend):
                 raise _pg_error(error, self.location, self.url) from None
         finally:
             if keep:
-                self.release()  # a session opened inside this one kept its connection: this one is newer
-                self._held, self._held_by = session, threading.get_ident()
+                self._keep_held(session)
             else:
                 session.close()
                 con.close()
