@@ -23,7 +23,7 @@ from batch_predict.warehouse import connection as connection_module
 from batch_predict.warehouse import landing as landing_module
 from batch_predict.warehouse.landing import Landing
 
-from .conftest import BOTH_BACKENDS
+from .conftest import BOTH_BACKENDS, run_assets
 
 CONTRACT = FeatureContract("record_id", "event_time", ("a", "b"))
 
@@ -477,11 +477,7 @@ def test_a_held_connection_no_session_uses_is_let_go(warehouse_location: str, mo
     assert len(connects) == 2
 
 
-def test_a_run_leaves_the_warehouse_closed_when_it_ends(
-    settings: Settings, landing: Path, registry: Registry
-) -> None:
-    from .conftest import run_assets
-
+def test_a_run_leaves_the_warehouse_closed_when_it_ends(settings: Settings, landing: Path, registry: Registry) -> None:
     assert run_assets(settings, ["inputs", "predictions"], "2026-03-01").success
     probe = subprocess.run(
         [sys.executable, "-c", f"import duckdb; duckdb.connect({str(settings.warehouse)!r}).close()"],
