@@ -692,18 +692,6 @@ def _materialize(settings: Settings, last: int, runs: _Runs, allow_shrink: bool 
     return _report_failed(failed)
 
 
-BACKFILL_MUTATION = """
-mutation Launch($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-    ... on InvalidSubsetError { message }
-  }
-}
-"""
-
-
 def _backfill(settings: Settings, first: str, last: str) -> int:
     """Queue an asset backfill of `inputs` and `predictions` from `first` to `last` for the daemon.
 
@@ -711,6 +699,7 @@ def _backfill(settings: Settings, first: str, last: str) -> int:
     because an asset backfill honours the assets' BackfillPolicy (ranges of partitions per run),
     while `dagster job backfill` makes one run per partition whatever the policy.
     """
+    from batch_predict.cluster import LAUNCH, range_backfill_variables
     from batch_predict.partitions import build_partitions
 
     keys = build_partitions(settings).get_partition_keys()
@@ -722,17 +711,9 @@ def _backfill(settings: Settings, first: str, last: str) -> int:
     if not chosen:
         raise SettingsError(f"--from {first} is after --to {last}.")
     _use_project_dagster_home()
-    selected = {"range": {"start": first, "end": last}}
-    params = {
-        "partitionsByAssets": [
-            {"assetKey": {"path": [name]}, "partitions": selected} for name in ("inputs", "predictions")
-        ],
-        "fromFailure": False,
-    }
+    variables = range_backfill_variables(first, last, ("inputs", "predictions"))
     command = [str(Path(sys.executable).parent / "dagster-graphql"), "-m", "batch_predict.definitions"]
-    done = subprocess.run(
-        [*command, "-t", BACKFILL_MUTATION, "-v", json.dumps({"params": params})], capture_output=True, text=True
-    )
+    done = subprocess.run([*command, "-t", LAUNCH, "-v", json.dumps(variables)], capture_output=True, text=True)
     # dagster-graphql prints its code server's log lines, then the result as one line of JSON.
     result = next((line for line in reversed(done.stdout.splitlines()) if line.startswith("{")), "")
     try:

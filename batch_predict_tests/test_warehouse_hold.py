@@ -41,6 +41,16 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return opens
 
 
+def counted_connects(warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per connection the warehouse's backend opens from now on (DuckDB `_open`, PostgreSQL `_connect`)."""
+    connects: list[int] = []
+    backend = type(warehouse.backend)
+    name = "_open" if hasattr(backend, "_open") else "_connect"
+    real = getattr(backend, name)
+    monkeypatch.setattr(backend, name, lambda self, *args: connects.append(1) or real(self, *args))
+    return connects
+
+
 def test_sessions_inside_a_hold_share_one_connection_and_stay_separate_units(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -76,11 +86,7 @@ def test_a_held_connection_starts_each_session_clean(warehouse_location: str, mo
     warehouse = Warehouse(warehouse_location, CONTRACT)
     with warehouse.session() as session, session.transaction():
         session.execute("CREATE TABLE held (x INTEGER)")
-    connects: list[int] = []
-    backend = type(warehouse.backend)
-    name = "_open" if hasattr(backend, "_open") else "_connect"
-    real = getattr(backend, name)
-    monkeypatch.setattr(backend, name, lambda self, *args: connects.append(1) or real(self, *args))
+    connects = counted_connects(warehouse, monkeypatch)
     with warehouse.hold():
         with warehouse.session() as session, session.transaction():
             session.execute("INSERT INTO held VALUES (1)")
@@ -453,11 +459,7 @@ def test_a_held_connection_no_session_uses_is_let_go(warehouse_location: str, mo
     warehouse = Warehouse(warehouse_location, CONTRACT)
     with warehouse.session() as session, session.transaction():
         session.execute("CREATE TABLE idle (x INTEGER)")
-    connects: list[int] = []
-    backend = type(warehouse.backend)
-    name = "_open" if hasattr(backend, "_open") else "_connect"
-    real = getattr(backend, name)
-    monkeypatch.setattr(backend, name, lambda self, *args: connects.append(1) or real(self, *args))
+    connects = counted_connects(warehouse, monkeypatch)
     with warehouse.hold():
         with warehouse.session() as session:
             session.fetchall("SELECT 1")

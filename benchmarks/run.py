@@ -557,16 +557,6 @@ def write_profile(profiler: cProfile.Profile, path: Path | None) -> None:
     progress(f"profile written to {path}")
 
 
-LAUNCH_BACKFILL = """
-mutation Launch($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-    ... on InvalidSubsetError { message }
-  }
-}
-"""
 BACKFILL_STATUS = """
 query Status($id: String!) {
   partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status error { message } } }
@@ -756,13 +746,10 @@ def wait_until_loaded(dev: Any, port: int) -> None:
 
 def launch(port: int, keys: list[str]) -> tuple[float, str]:
     """Launch the asset backfill as the UI's dialog does; (the wall-clock time of the launch, its id)."""
-    selected = {"range": {"start": keys[0], "end": keys[-1]}}
-    params = {
-        "partitionsByAssets": [{"assetKey": {"path": [name]}, "partitions": selected} for name in ASSETS],
-        "fromFailure": False,
-    }
+    from batch_predict.cluster import LAUNCH, range_backfill_variables
+
     launched_at = time.time()
-    launched = graphql(port, LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+    launched = graphql(port, LAUNCH, range_backfill_variables(keys[0], keys[-1], ASSETS))["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
     return launched_at, str(launched["backfillId"])
 
