@@ -151,8 +151,9 @@ class Landing:
                 return path
         return None
 
-    def check_source(self, con: Any, source: Source) -> None:
-        """Fail with a clear message unless the source files can be read and hold the contract's columns.
+    def check_source(self, con: Any, source: Source) -> list[str]:
+        """Fail with a clear message unless the source files can be read and hold the contract's columns;
+        return the files the source matches (as `source_files` names them).
 
         Files this connection checked already, unchanged since, are not checked again.
         """
@@ -161,12 +162,13 @@ class Landing:
                 f"The landing folder {source.root} does not exist. Create it and put source files in it "
                 "(`batch-predict demo-data` writes demo records), or set BATCH_PREDICT_LANDING."
             )
-        files = self._fingerprint(con, source)
-        if files and self._done(con, "checked", files):
-            return
-        self._check(con, source)
-        if files:
-            self._record(con, "checked", files)
+        paths = self.source_files(con, source)
+        files = self._fingerprint(con, source, paths)
+        if not (files and self._done(con, "checked", files)):
+            self._check(con, source)
+            if files:
+                self._record(con, "checked", files)
+        return paths
 
     def _check(self, con: Any, source: Source) -> None:
         try:
@@ -283,43 +285,54 @@ class Landing:
                 f"{source.root}, then rerun the partition; nothing was written."
             )
 
-    def stage(self, con: Any, source: Source, params: dict[str, Any]) -> None:
-        """Make the engine's `landing_rows`: every landing row with its record id, event time, cast features
-        and where it belongs: `unplaced` (the reason its event time places it in no partition, else NULL)
-        and `in_window` (it falls in the partition being snapshotted). Also `window_ids`: the record ids of
-        the window, whose copies elsewhere decide who keeps each id.
+    def stage(self, con: Any, source: Source, params: dict[str, Any], paths: list[str] | None = None) -> None:
+        """Make the engine's tables for the partition being snapshotted: `window_rows`, every landing row
+        whose event time falls in its window; `window_copies`, the placed rows elsewhere that share a record
+        id with the window; `window_ids`, the window's record ids, whose copies other partitions store decide
+        who keeps each id too; and `unplaced_rows`, every row whose event time places it in no partition.
+        Each row has its record id, event time, cast features, `unplaced` (the reason its event time places
+        it in no partition, else NULL) and `in_window`.
 
         Every snapshot reads every landing file (a record id's copies may sit in any of them). So the
-        rows are read once into `landing_all`, and a later snapshot on the same connection (a run of many
-        partitions) reads them from there while the files matched, their sizes and modification times,
-        and the placeable range are what they were.
+        rows are read once into `landing_all`, sorted by event time, and a later snapshot on the same
+        connection (a run of many partitions) reads them from there while the files matched, their sizes
+        and modification times, and the placeable range are what they were. A window then reads only its
+        own stretch of `landing_all` (DuckDB skips row groups by their event-time bounds) and the rows whose
+        record id has more than one placed copy, found once when the files were staged.
 
-        `params`: pattern, window_start, window_end, placeable_start, placeable_end.
+        `params`: pattern, window_start, window_end, placeable_start, placeable_end; `paths`: the files the
+        source matched a moment ago, if the caller has them.
         """
-        files = self._fingerprint(con, source)
+        files = self._fingerprint(con, source, paths)
         placeable = f"{params['placeable_start']}|{params['placeable_end']}|{files}"
         if not (files and self._done(con, "staged", placeable)):
             self._stage_all(con, source, params)
             if files:
                 self._record(con, "staged", placeable)
-        window = (
-            f"event_time >= {_timestamp(params['window_start'])} AND event_time < {_timestamp(params['window_end'])}"
-        )
+        start, end = _timestamp(params["window_start"]), _timestamp(params["window_end"])
+        window = f"event_time >= {start} AND event_time < {end}"
         con.execute(
-            f"CREATE OR REPLACE TEMP VIEW landing_rows AS SELECT *, coalesce({window}, false) AS in_window "
-            "FROM landing_all"
+            f"CREATE OR REPLACE TEMP TABLE window_rows AS SELECT *, true AS in_window FROM landing_all WHERE {window}"
         )
         con.execute(
             "CREATE OR REPLACE TEMP TABLE window_ids AS "
-            "SELECT DISTINCT record_id FROM landing_rows WHERE in_window AND record_id IS NOT NULL"
+            "SELECT DISTINCT record_id FROM window_rows WHERE record_id IS NOT NULL"
+        )
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE window_copies AS SELECT *, false AS in_window FROM landing_copies "
+            f"WHERE NOT ({window}) AND record_id IN (SELECT record_id FROM window_ids)"
+        )
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW unplaced_rows AS "
+            f"SELECT *, coalesce({window}, false) AS in_window FROM landing_unplaced"
         )
 
-    def _fingerprint(self, con: Any, source: Source) -> str:
-        """The files the source matches now, each with its size, inode and change times; '' (nothing to
-        reuse) if there are none, one is unreadable, or one changed within the last RACY_SECONDS (a file
-        rewritten within a time stamp's resolution could keep its times)."""
+    def _fingerprint(self, con: Any, source: Source, paths: list[str] | None = None) -> str:
+        """The files the source matches now (or `paths`), each with its size, inode and change times; ''
+        (nothing to reuse) if there are none, one is unreadable, or one changed within the last RACY_SECONDS
+        (a file rewritten within a time stamp's resolution could keep its times)."""
         try:
-            stats = [(path, os.stat(path)) for path in self.source_files(con, source)]
+            stats = [(path, os.stat(path)) for path in (self.source_files(con, source) if paths is None else paths)]
         except (duckdb.Error, OSError):
             return ""
         now = time.time_ns()
@@ -345,7 +358,9 @@ class Landing:
         )
 
     def _stage_all(self, con: Any, source: Source, params: dict[str, Any]) -> None:
-        """Read every landing row into the engine's temp table `landing_all` (`landing_rows` without `in_window`)."""
+        """Read every landing row into the engine's temp table `landing_all`, sorted by event time; the placed
+        rows whose record id has another placed copy into `landing_copies`, and the rows whose event time
+        places them in no partition into `landing_unplaced`."""
         c = self.contract
         raw_columns = ", ".join(f"s.{ident(f)} AS {ident('raw__' + f)}" for f in c.features)
         cast_columns = ", ".join(f"TRY_CAST(s.{ident(f)} AS DOUBLE) AS {ident(f)}" for f in c.features)
@@ -375,9 +390,20 @@ class Landing:
             con.execute(sql, {name: params[name] for name in ("pattern", "placeable_start", "placeable_end")})
         except duckdb.Error as error:
             self.raise_read_failure(con, source, error)
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE landing_copies AS
+            SELECT * FROM landing_all WHERE unplaced IS NULL AND record_id IN (
+                SELECT record_id FROM landing_all WHERE unplaced IS NULL AND record_id IS NOT NULL
+                GROUP BY record_id HAVING count(*) > 1)
+            """
+        )
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE landing_unplaced AS SELECT * FROM landing_all WHERE unplaced IS NOT NULL"
+        )
 
     def classify(self, con: Any) -> None:
-        """From `landing_rows` and `stored_copies` (record_id, event_time, source_file: the copies of the
+        """From the tables `stage` made and `stored_copies` (record_id, event_time, source_file: the copies of the
         window's record ids that other partitions store), the engine's temp table `staged_source`: the
         window's rows, each with its rejection `reason` and `detail` (NULL when valid), and the rows whose
         event time places them in no partition, each with its `unplaced` reason.
@@ -422,8 +448,8 @@ class Landing:
                        -- The last tie-break between copies: needed only where no row number tells
                        -- them apart (CSV), and costly to write for every row.
                        CASE WHEN source_row IS NULL THEN {raw_text} END AS tie_values
-                FROM landing_rows
-                WHERE unplaced IS NULL AND (in_window OR record_id IN (SELECT record_id FROM window_ids))
+                FROM (SELECT * FROM window_rows UNION ALL BY NAME SELECT * FROM window_copies)
+                WHERE unplaced IS NULL
             ),
             copies AS (
                 SELECT *, false AS stored FROM checked
@@ -452,7 +478,7 @@ class Landing:
             UNION ALL
             SELECT record_id, event_time, CAST(raw_event_time AS VARCHAR), {features}, source_file, in_window,
                    unplaced, NULL, NULL, NULL
-            FROM landing_rows WHERE unplaced IS NOT NULL
+            FROM unplaced_rows
             """
         )
 

@@ -53,8 +53,7 @@ class Snapshots(WarehouseCore):
         # The landing files are read by an engine of their own, before the warehouse is opened.
         engine = self.landing_engine()
         try:
-            landing.check_source(engine, source)
-            files = landing.source_files(engine, source)
+            files = landing.check_source(engine, source)
             landing.stage(
                 engine,
                 source,
@@ -65,6 +64,7 @@ class Snapshots(WarehouseCore):
                     "placeable_start": placeable[0] if placeable else None,
                     "placeable_end": placeable[1] if placeable else None,
                 },
+                files,
             )
             return self._snapshot(
                 engine,
@@ -107,14 +107,14 @@ class Snapshots(WarehouseCore):
             with session.transaction():
                 session.lock_all()
                 session.lock_partition(partition_key)
-                stored = session.arrow(
+                copies = session.arrow(
                     """
-                    SELECT record_id, event_time, source_file FROM inputs
+                    SELECT partition_key, record_id, event_time, source_file FROM inputs
                     WHERE partition_key <> $partition_key AND record_id IN (SELECT record_id FROM window_ids)
                     """,
                     {"partition_key": partition_key},
                 )
-                adopt(engine, "stored_copies", stored)
+                adopt(engine, "stored_copies", copies)
                 landing.classify(engine)
                 session.adopt("staged_source", engine.sql("SELECT * FROM staged_source").to_arrow_table())
                 counts = session.fetchone(
@@ -176,7 +176,8 @@ class Snapshots(WarehouseCore):
                     """,
                     params,
                 )
-                demoted = self._demote_later_copies(session, partition_key, run_id)
+                holders = sorted(set(copies.column("partition_key").to_pylist()))
+                demoted = self._demote_later_copies(session, partition_key, holders, run_id)
                 archived = self._archive_orphans(session, [partition_key, *demoted], run_id)
                 session.execute(
                     """
@@ -209,14 +210,20 @@ class Snapshots(WarehouseCore):
             archived_predictions=archived,
         )
 
-    def _demote_later_copies(self, session: Session, partition_key: str, run_id: str) -> dict[str, int]:
+    def _demote_later_copies(
+        self, session: Session, partition_key: str, holders: Sequence[str], run_id: str
+    ) -> dict[str, int]:
         """Reject, in their partitions, the stored copies of record ids this partition's inputs now hold.
+        `holders`: the other partitions that stored a copy of one of the window's record ids when the
+        transaction began (only they can hold such a copy: the transaction holds the exclusive lock).
 
         Such a copy sorts after this partition's (else this partition would have rejected its
         own): an earlier copy landed late. It goes to its partition's `rejected_inputs` as a
         duplicate, with the detail a rerun of that partition would give, and the partition's
         `input_stats` counts follow. Returns the number demoted per partition.
         """
+        if not holders:
+            return {}
         raw_values = self._raw_values_sql("o")
         session.temp_table(
             "demoted",
@@ -224,9 +231,9 @@ class Snapshots(WarehouseCore):
             SELECT o.partition_key, o.record_id, o.event_time, o.source_file, {raw_values} AS raw_values,
                    {literal(DUPLICATE_DETAIL)} || CAST(n.event_time AS VARCHAR) || ' in ' || n.source_file AS detail
             FROM inputs AS o JOIN inputs AS n ON o.record_id = n.record_id
-            WHERE n.partition_key = $p AND o.partition_key <> $p
+            WHERE n.partition_key = $p AND {in_list("o.partition_key", "holders")}
             """,
-            {"p": partition_key},
+            {"p": partition_key, "holders": list(holders)},
         )
         counts = dict(session.fetchall("SELECT partition_key, count(*) FROM demoted GROUP BY partition_key"))
         if not counts:
