@@ -244,6 +244,58 @@ def test_the_winning_copy_does_not_depend_on_snapshot_order(settings: Settings, 
     ]
 
 
+def test_many_copies_in_shuffled_files_end_the_same_whether_the_staged_rows_are_reused_or_not(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each window reads its own rows and the record ids with several placed copies, found once per staging:
+    the outcome is the same as snapshotting each partition afresh in the opposite order, and every row
+    ends in exactly one place."""
+    import random
+
+    from batch_predict.warehouse import landing as landing_module
+
+    monkeypatch.setattr(landing_module, "RACY_SECONDS", 0)  # the files may be reused as soon as written
+    staged = []
+    stage_all = landing_module.Landing._stage_all
+    monkeypatch.setattr(
+        landing_module.Landing, "_stage_all", lambda self, *args: (staged.append(1), stage_all(self, *args))[1]
+    )
+    rng = random.Random(7)
+    days = [DAY + timedelta(days=i) for i in range(3)]
+    placeable = (DAY, DAY + timedelta(days=3))
+    times: list[Any] = [DAY + timedelta(minutes=rng.randrange(3 * 24 * 60)) for _ in range(300)]
+    times += [None] * 5 + [DAY - timedelta(hours=1)] * 5 + [placeable[1] + timedelta(hours=1)] * 5
+    rows = [(f"id{rng.randrange(120)}", time, rng.choice([1.0, 2.0, -1.0, float("nan")])) for time in times]
+    rng.shuffle(rows)
+    source = Source(tmp_path / "src")
+    for name, part in (("a.parquet", rows[::2]), ("b.parquet", rows[1::2])):
+        write(source.root / name, [r[0] for r in part], [r[1] for r in part], petal_width=[r[2] for r in part])
+    keys = [f"{day:%Y-%m-%d}" for day in days]
+    windows = {key: (day, day + timedelta(days=1)) for key, day in zip(keys, days, strict=True)}
+
+    def snapshot(warehouse: Warehouse, order: list[str]) -> None:
+        for run, key in enumerate(order):
+            warehouse.snapshot_inputs(source, key, *windows[key], f"r{run}", placeable=placeable)
+
+    contract = FeatureContract.from_settings(settings)
+    held = Warehouse(tmp_path / "held.duckdb", contract)
+    with held.hold():
+        snapshot(held, [*keys, *keys])  # and each rerun changes nothing
+    assert len(staged) == 1  # the six snapshots read the files once
+    afresh = Warehouse(tmp_path / "afresh.duckdb", contract)
+    snapshot(afresh, list(reversed(keys)))
+    assert len(staged) == 4
+    outcome = tables(held.path)
+    assert outcome == tables(afresh.path)
+    # Every placed row is in one partition's inputs or rejections; the rest are unplaced.
+    placed = [r for r in rows if r[1] is not None and placeable[0] <= r[1] < placeable[1]]
+    assert len(outcome["inputs"]) + len(outcome["rejected"]) == len(placed)
+    assert len(outcome["unplaced"]) == len(rows) - len(placed)
+    assert len({row[1] for row in outcome["inputs"]}) == len(outcome["inputs"])  # an id is kept once
+    duplicates = [row for row in outcome["rejected"] if row[3] == "duplicate_record_id"]
+    assert duplicates and {row[1] for row in duplicates} <= {row[1] for row in outcome["inputs"]}
+
+
 def test_a_late_earlier_copy_takes_the_id_and_its_prediction_is_archived(
     settings: Settings, landing: Path, registry: Registry
 ) -> None:
