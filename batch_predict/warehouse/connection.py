@@ -53,7 +53,7 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 HOLD_SECONDS = 10.0
 # How long `hold` keeps a connection no session uses (a step doing other work lets it go).
 IDLE_SECONDS = 0.25
-MIN_HOLD_SECONDS = 0.2
+MIN_HOLD_SECONDS = 1.5
 YIELD_SECONDS = 0.5
 # How long a process waiting for another's DuckDB lock sleeps between tries, at most.
 _MAX_RETRY_DELAY = 0.25
