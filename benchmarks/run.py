@@ -696,11 +696,15 @@ def year_in_process(days: int, rows: int, partitions: int, profile: Path | None)
     from batch_predict.demo import train_demo_model
     from batch_predict.models.registry import Registry
     from batch_predict.settings import load_settings
+    from batch_predict.warehouse.landing import RACY_SECONDS
 
     with tempfile.TemporaryDirectory(dir=HERE.parent / "data") as tmp:
         root = Path(tmp)
         write_clean_landing(root / "landing", date(2025, 1, 1), days, rows)
         train_demo_model(Registry(root / "models"))
+        # Landing files are written long before their backfill; one written in the last RACY_SECONDS is
+        # read again by every snapshot (it may still change), which is not what a backfill sees.
+        time.sleep(RACY_SECONDS)
         env = {
             "BATCH_PREDICT_WAREHOUSE": str(root / "warehouse.duckdb"),
             "BATCH_PREDICT_LANDING": str(root / "landing"),
@@ -859,7 +863,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--ui-days", type=int, default=365)
     parser.add_argument("--ui-per-run", default="", help="BATCH_PREDICT_MAX_PARTITIONS_PER_RUN (default: its default)")
-    parser.add_argument("--year-partitions", type=int, default=10, help="partitions of the in-process year run")
+    parser.add_argument(
+        "--year-partitions", type=int, default=31, help="partitions of the in-process year run (a range of the default)"
+    )
     parser.add_argument("--ui-rows", type=int, default=10_000)
     parser.add_argument("--hourly-partitions", type=int, default=8_760)
     parser.add_argument("--hourly-rows", type=int, default=100)

@@ -306,6 +306,10 @@ class Snapshots(WarehouseCore):
         alter_probability_columns(session, [])
         columns = session.columns("predictions")
         session.temp_table("leaving", f"SELECT * FROM predictions AS t WHERE {scope}", params)
+        row = session.fetchone("SELECT count(*) FROM leaving")
+        leaving = int(row[0]) if row else 0
+        if not leaving:  # the usual case in a first backfill: nothing to move
+            return 0
         session.execute(
             """
             DELETE FROM predictions_history AS h USING leaving AS l
@@ -320,8 +324,7 @@ class Snapshots(WarehouseCore):
             """,
             {"run_id": run_id},
         )
-        row = session.fetchone("SELECT count(*) FROM leaving")
-        return int(row[0]) if row else 0
+        return leaving
 
     def _refresh_unplaced(self, session: Session, files: list[str], run_id: str) -> None:
         """Replace the `unplaced_inputs` rows of the files just read, keeping when each was first seen."""
