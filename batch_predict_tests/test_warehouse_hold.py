@@ -452,6 +452,75 @@ def test_a_landing_file_changed_just_now_is_not_trusted_to_be_the_staged_one(tmp
         assert warehouse.landing._fingerprint(engine, Source(root=root, glob="*.parquet")) == ""
 
 
+def land_one(root: Path, name: str, record_id: str) -> None:
+    day = datetime(2026, 3, 1, tzinfo=UTC)
+    pq.write_table(pa.table({"record_id": [record_id], "event_time": [day], "a": [1.0], "b": [1.0]}), root / name)
+
+
+def held_inputs(tmp_path: Path, root: Path, runs: list[Any]) -> list[list[str]]:
+    """Snapshot one partition inside one hold, calling each of `runs` before its snapshot; the record ids
+    the partition's inputs hold after each."""
+    day = datetime(2026, 3, 1, tzinfo=UTC)
+    warehouse = Warehouse(tmp_path / "w.duckdb", CONTRACT)
+    source = Source(root=root, glob="*.parquet")
+    found = []
+    with warehouse.hold():
+        for run, before in enumerate(runs):
+            before()
+            warehouse.snapshot_inputs(source, "2026-03-01", day, day + timedelta(days=1), f"r{run}", allow_shrink=True)
+            with warehouse.session() as session:
+                found.append([row[0] for row in session.fetchall("SELECT record_id FROM inputs ORDER BY 1")])
+    return found
+
+
+def test_a_landing_file_that_comes_between_the_check_and_the_read_is_not_kept_once_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The staged rows are what the glob matched when they were read, which may be more than the check
+    saw: they are reused only while the files are still the ones fingerprinted."""
+    monkeypatch.setattr(landing_module, "RACY_SECONDS", 0)
+    root = tmp_path / "landing"
+    root.mkdir()
+    land_one(root, "a.parquet", "a1")
+    check = Landing.check_source
+
+    def check_then_land(self: Landing, con: Any, source: Source) -> list[str]:
+        paths = check(self, con, source)
+        if not (root / "b.parquet").exists() and not (root / "b.gone").exists():
+            land_one(root, "b.parquet", "b1")  # lands after the check's glob, before the read
+        return paths
+
+    monkeypatch.setattr(Landing, "check_source", check_then_land)
+
+    def remove_b() -> None:
+        (root / "b.parquet").rename(root / "b.gone")
+
+    assert held_inputs(tmp_path, root, [lambda: None, remove_b]) == [["a1", "b1"], ["a1"]]
+
+
+def test_rows_staged_while_a_file_was_too_new_to_trust_are_not_mistaken_for_the_earlier_staging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files staged and trusted, then staged again while one was too new to trust, then back as they were
+    the first time: the rows held are the second staging's, so they are read again."""
+    root = tmp_path / "landing"
+    root.mkdir()
+    land_one(root, "a.parquet", "a1")
+
+    def trusted(seconds: float) -> Any:
+        return lambda: monkeypatch.setattr(landing_module, "RACY_SECONDS", seconds)
+
+    def land_b_too_new() -> None:
+        land_one(root, "b.parquet", "b1")
+        monkeypatch.setattr(landing_module, "RACY_SECONDS", 10**9)
+
+    def remove_b() -> None:
+        (root / "b.parquet").unlink()
+        monkeypatch.setattr(landing_module, "RACY_SECONDS", 0)
+
+    assert held_inputs(tmp_path, root, [trusted(0), land_b_too_new, remove_b]) == [["a1"], ["a1", "b1"], ["a1"]]
+
+
 @BOTH_BACKENDS
 def test_a_held_connection_no_session_uses_is_let_go(warehouse_location: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Inside a hold, work between sessions that lasts longer than IDLE_SECONDS (a model fit) does not

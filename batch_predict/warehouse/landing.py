@@ -40,6 +40,8 @@ DUPLICATE_DETAIL = "record id kept by the copy at "
 _TRANSIENT_READ = re.compile(r"no such file|cannot open file|no files found|could not open|resource temporarily", re.I)
 # Errors by which DuckDB says the data cannot be read as they are.
 _DATA_ERRORS = (duckdb.InvalidInputException, duckdb.ConversionException, duckdb.BinderException)
+# What a landing engine did on which files (a step and the fingerprint of the files, see `Landing.stage`).
+_DONE_TABLE = "CREATE TEMP TABLE IF NOT EXISTS landing_done (step VARCHAR PRIMARY KEY, fingerprint VARCHAR)"
 # Where DuckDB's message gives the line of a bad CSV row.
 _LINE_IN_MESSAGE = re.compile(r"\bline:?\s*(\d+)", re.IGNORECASE)
 
@@ -162,13 +164,16 @@ class Landing:
                 f"The landing folder {source.root} does not exist. Create it and put source files in it "
                 "(`batch-predict demo-data` writes demo records), or set BATCH_PREDICT_LANDING."
             )
-        paths = self.source_files(con, source)
-        files = self._fingerprint(con, source, paths)
+        try:
+            paths: list[str] | None = self.source_files(con, source)
+        except duckdb.Error:
+            paths = None  # the check below says what is wrong
+        files = self._fingerprint(con, source, paths) if paths is not None else ""
         if not (files and self._done(con, "checked", files)):
             self._check(con, source)
             if files:
                 self._record(con, "checked", files)
-        return paths
+        return self.source_files(con, source) if paths is None else paths
 
     def _check(self, con: Any, source: Source) -> None:
         try:
@@ -294,21 +299,27 @@ class Landing:
         it in no partition, else NULL) and `in_window`.
 
         Every snapshot reads every landing file (a record id's copies may sit in any of them). So the
-        rows are read once into `landing_all`, sorted by event time, and a later snapshot on the same
-        connection (a run of many partitions) reads them from there while the files matched, their sizes
-        and modification times, and the placeable range are what they were. A window then reads only its
-        own stretch of `landing_all` (DuckDB skips row groups by their event-time bounds) and the rows whose
-        record id has more than one placed copy, found once when the files were staged.
+        rows are read once into `landing_all`, and a later snapshot on the same connection (a run of many
+        partitions) reads them from there while the files matched, their sizes and modification times,
+        and the placeable range are what they were. A window then reads the rows whose event time falls
+        in it (a scan of one column; where the files come in time order DuckDB skips row groups by their
+        bounds) and the rows whose record id has more than one placed copy, found once when the files
+        were staged, instead of judging every staged row.
 
         `params`: pattern, window_start, window_end, placeable_start, placeable_end; `paths`: the files the
         source matched a moment ago, if the caller has them.
         """
+        paths = self.source_files(con, source) if paths is None else paths
         files = self._fingerprint(con, source, paths)
         placeable = f"{params['placeable_start']}|{params['placeable_end']}|{files}"
         if not (files and self._done(con, "staged", placeable)):
             self._stage_all(con, source, params)
-            if files:
+            # The rows are what the glob matched when they were read: reusable only if that is still the
+            # list fingerprinted (a file that came or went meanwhile is read again next time).
+            if files and self.source_files(con, source) == paths:
                 self._record(con, "staged", placeable)
+            else:
+                self._forget(con, "staged")
         start, end = _timestamp(params["window_start"]), _timestamp(params["window_end"])
         window = f"event_time >= {start} AND event_time < {end}"
         con.execute(
@@ -350,15 +361,20 @@ class Landing:
             return False
         return row is not None and row[0] == fingerprint
 
+    def _forget(self, con: Any, step: str) -> None:
+        """Whatever this connection did `step` on is no longer what it holds."""
+        con.execute(_DONE_TABLE)
+        con.execute("DELETE FROM landing_done WHERE step = $step", {"step": step})
+
     def _record(self, con: Any, step: str, fingerprint: str) -> None:
-        con.execute("CREATE TEMP TABLE IF NOT EXISTS landing_done (step VARCHAR PRIMARY KEY, fingerprint VARCHAR)")
+        con.execute(_DONE_TABLE)
         con.execute(
             "INSERT OR REPLACE INTO landing_done VALUES ($step, $fingerprint)",
             {"step": step, "fingerprint": fingerprint},
         )
 
     def _stage_all(self, con: Any, source: Source, params: dict[str, Any]) -> None:
-        """Read every landing row into the engine's temp table `landing_all`, sorted by event time; the placed
+        """Read every landing row into the engine's temp table `landing_all`; the placed
         rows whose record id has another placed copy into `landing_copies`, and the rows whose event time
         places them in no partition into `landing_unplaced`."""
         c = self.contract
