@@ -64,6 +64,7 @@ def cli_env(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     for name, value in {
         "WAREHOUSE": settings.warehouse,
+        "STAGING": settings.staging,  # a PostgreSQL warehouse's default is data/staging in the working folder
         "LANDING": settings.landing,
         "MODELS": settings.models,
         "START": "2026-03-01",
