@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -167,7 +169,9 @@ print("done", flush=True)
 """
 
 
-def start_holder(path: Path, seconds: float, hold_seconds: float = 600) -> subprocess.Popen[str]:
+@contextmanager
+def holder_process(path: Path, seconds: float, hold_seconds: float = 600) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding the warehouse file for `seconds`, once it holds it; killed when the block ends."""
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER.format(hold_seconds=hold_seconds), str(path), str(seconds)],
         stdout=subprocess.PIPE,
@@ -176,16 +180,19 @@ def start_holder(path: Path, seconds: float, hold_seconds: float = 600) -> subpr
         start_new_session=True,
     )
     assert holder.stdout is not None
-    assert holder.stdout.readline().strip() == "holding", holder.stderr.read() if holder.stderr else ""
-    return holder
+    try:
+        assert holder.stdout.readline().strip() == "holding", holder.stderr.read() if holder.stderr else ""
+        yield holder
+    finally:
+        os.killpg(holder.pid, 9)
+        holder.wait()
 
 
 def test_a_process_holding_the_file_lets_a_waiting_process_in(tmp_path: Path) -> None:
     path = tmp_path / "w.duckdb"
     with Warehouse(path, CONTRACT).session():  # make the file
         pass
-    holder = start_holder(path, seconds=20)
-    try:
+    with holder_process(path, seconds=20) as holder:
         waiter = Warehouse(path, CONTRACT, lock_timeout_seconds=8)
         started = time.monotonic()
         with waiter.session() as session:
@@ -195,9 +202,6 @@ def test_a_process_holding_the_file_lets_a_waiting_process_in(tmp_path: Path) ->
         assert time.monotonic() - started < 20
         # The waiter's marker is gone once it got in.
         assert not (tmp_path / "w.duckdb.waiting" / str(os.getpid())).exists()
-    finally:
-        os.killpg(holder.pid, 9)
-        holder.wait()
 
 
 def test_without_a_waiter_marker_a_held_file_stays_locked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -205,15 +209,11 @@ def test_without_a_waiter_marker_a_held_file_stays_locked(tmp_path: Path, monkey
     path = tmp_path / "w.duckdb"
     with Warehouse(path, CONTRACT).session():
         pass
-    holder = start_holder(path, seconds=20)
-    try:
+    with holder_process(path, seconds=20):
         monkeypatch.setattr(connection_module, "_mark", lambda marker: None)
         silent = Warehouse(path, CONTRACT, lock_timeout_seconds=3)
         with pytest.raises(WarehouseLockTimeout, match="stayed locked"), silent.session():
             pass
-    finally:
-        os.killpg(holder.pid, 9)
-        holder.wait()
 
 
 def test_a_marker_left_by_a_dead_process_is_ignored_and_removed(
@@ -401,14 +401,10 @@ def test_a_waiting_marker_is_only_a_hint(tmp_path: Path, monkeypatch: pytest.Mon
     # A waiting "folder" that is a file: no marker can be written or removed there, even by root.
     waiting.rmdir()
     waiting.write_text("")
-    holder = start_holder(path, seconds=4, hold_seconds=0.5)
-    try:
+    with holder_process(path, seconds=4, hold_seconds=0.5):
         reader = Warehouse(path, CONTRACT, lock_timeout_seconds=15)
         with reader.session(read_only=True) as session:  # waits out the holder's slices, without a marker
             assert session.fetchall("SELECT count(*) FROM t")[0][0] > 0
-    finally:
-        os.killpg(holder.pid, 9)
-        holder.wait()
 
 
 def test_a_landing_file_replaced_with_the_same_size_and_times_is_read_again(
