@@ -106,15 +106,38 @@ def each_partition(keys: Sequence[str], work: Callable[[str], T]) -> tuple[dict[
     return done, failed
 
 
+def each_range(
+    keys: Sequence[str], work: Callable[[Sequence[str]], dict[str, T]]
+) -> tuple[dict[str, T], dict[str, Exception]]:
+    """Do `work` for all the partitions of a run at once; if the data of one of them fails its checks
+    (`SourceError`), do it for each partition on its own, so that the others are kept and each
+    failure names its partition. Any other error fails every partition of the range: nothing was written.
+    """
+    if len(keys) > 1:
+        try:
+            return work(keys), {}
+        except SourceError:
+            pass  # each partition on its own says which failed, and the others are written
+        except Exception as error:  # recorded and raised by the caller, naming the partitions
+            return {}, dict.fromkeys(keys, error)
+    return each_partition(keys, lambda key: work([key])[key])
+
+
 def range_failure(failed: dict[str, Exception], total: int) -> dg.Failure:
     """Fail a range run naming its failed partitions; retry only if every failure was transient."""
-    lines = [f"{key}: {type(error).__name__}: {error}" for key, error in sorted(failed.items())]
-    transient = all(isinstance(error, WarehouseLockTimeout | OSError) for error in failed.values())
-    return dg.Failure(
-        description=(
+    errors = list({id(error): error for error in failed.values()}.values())
+    if len(failed) == total and len(errors) == 1:  # the range failed as one: nothing was written
+        summary = f"All {total} partitions failed ({', '.join(sorted(failed))}); none was written."
+        lines = [f"{type(errors[0]).__name__}: {errors[0]}"]
+    else:
+        summary = (
             f"{len(failed)} of {total} partitions failed ({', '.join(sorted(failed))}); the other "
-            "partitions were written and recorded as materialized.\n" + "\n".join(lines)
-        ),
+            "partitions were written and recorded as materialized."
+        )
+        lines = [f"{key}: {type(error).__name__}: {error}" for key, error in sorted(failed.items())]
+    transient = all(isinstance(error, WarehouseLockTimeout | OSError) for error in errors)
+    return dg.Failure(
+        description=summary + "\n" + "\n".join(lines),
         metadata={"failed_partitions": sorted(failed)},
         allow_retries=transient,
     )
@@ -207,13 +230,12 @@ def build_assets(
         placeable = placeable_range(partitions_def)
         unplaced: dict[str, int] = {}
 
-        def snapshot(key: str) -> dict[str, Any]:
-            window = partitions_def.time_window_for_partition_key(key)
-            stats = snapshotter.snapshot_inputs(
+        windows = {key: partitions_def.time_window_for_partition_key(key) for key in context.partition_keys}
+
+        def snapshot(keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+            stats = snapshotter.snapshot_range(
                 source.source(),
-                key,
-                window.start,
-                window.end,
+                [(key, windows[key].start, windows[key].end) for key in keys],
                 context.run.run_id,
                 source.max_rejected_share,
                 placeable=placeable,
@@ -221,13 +243,14 @@ def build_assets(
                 allow_shrink=config.allow_shrink,
             )
             unplaced.clear()  # a snapshot counts every landed record, so the last one's counts hold
-            unplaced.update(stats.unplaced_by_reason)
-            if stats.source_rows == 0:
-                context.log.warning(f"Partition {key}: {empty_partition(window)}")
-            return snapshot_metadata(stats, window)
+            unplaced.update(stats[keys[-1]].unplaced_by_reason)
+            for key in keys:
+                if stats[key].source_rows == 0:
+                    context.log.warning(f"Partition {key}: {empty_partition(windows[key])}")
+            return {key: snapshot_metadata(stats[key], windows[key]) for key in keys}
 
         with snapshotter.hold():
-            done, failed = each_partition(context.partition_keys, snapshot)
+            done, failed = each_range(context.partition_keys, snapshot)
         yield from record_partitions(context, done, failed)
         yield dg.MaterializeResult(metadata=range_metadata(done), check_results=[placed_check(unplaced)])
 

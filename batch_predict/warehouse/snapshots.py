@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from itertools import pairwise
 from typing import Any
+
+import pyarrow as pa
 
 from batch_predict import contract as rules
 from batch_predict.warehouse.connection import Session, adopt
@@ -14,6 +17,9 @@ from batch_predict.warehouse.landing import DUPLICATE_DETAIL, Source
 from batch_predict.warehouse.schema import alter_probability_columns
 from batch_predict.warehouse.sql import ident, in_list, literal
 from batch_predict.warehouse.types import InputStats, SourceError
+
+# A partition to snapshot: its key and the [start, end) of its window.
+Window = tuple[str, datetime, datetime]
 
 
 class Snapshots(WarehouseCore):
@@ -47,8 +53,37 @@ class Snapshots(WarehouseCore):
         It reads other partitions' records and settles them, so it holds the warehouse's
         exclusive lock from the first read of stored copies to the commit.
         """
+        windows = [(partition_key, window_start, window_end)]
+        stats = self.snapshot_range(
+            source, windows, run_id, max_rejected_share, placeable, max_shrink_share, allow_shrink
+        )
+        return stats[partition_key]
+
+    def snapshot_range(
+        self,
+        source: Source,
+        windows: Sequence[Window],
+        run_id: str,
+        max_rejected_share: float = 1.0,
+        placeable: tuple[datetime, datetime] | None = None,
+        max_shrink_share: float = 0.0,
+        allow_shrink: bool = False,
+    ) -> dict[str, InputStats]:
+        """`snapshot_inputs` for consecutive partitions at once (`windows` in time order, each starting where
+        the one before ends), in one transaction: a handful of statements for the whole range instead of
+        the same statements for every partition. Each partition keeps its own rows, rejections and stats.
+
+        The outcome is the one snapshotting the partitions one by one in time order gives: which copy of
+        a record id wins does not depend on the order (`Landing.classify`), and the copies stored in
+        the range's own partitions are replaced by the range's landing rows either way. If any partition
+        fails its checks, `SourceError` names the first and nothing is written.
+        """
+        if not windows:
+            return {}
+        for (before, _, end), (after, start, _) in pairwise(windows):
+            if end != start:
+                raise ValueError(f"Partition {after} does not start where {before} ends: not one range.")
         features = ", ".join(ident(f) for f in self.contract.features)
-        params = {"partition_key": partition_key, "run_id": run_id}
         landing = self.landing
         # The landing files are read by an engine of their own, before the warehouse is opened.
         engine = self.landing_engine()
@@ -59,8 +94,8 @@ class Snapshots(WarehouseCore):
                 source,
                 {
                     "pattern": source.pattern,
-                    "window_start": window_start,
-                    "window_end": window_end,
+                    "window_start": windows[0][1],
+                    "window_end": windows[-1][2],
                     "placeable_start": placeable[0] if placeable else None,
                     "placeable_end": placeable[1] if placeable else None,
                 },
@@ -69,13 +104,10 @@ class Snapshots(WarehouseCore):
             return self._snapshot(
                 engine,
                 source,
-                partition_key,
-                window_start,
-                window_end,
+                windows,
                 run_id,
                 files,
                 features,
-                params,
                 max_rejected_share,
                 max_shrink_share,
                 allow_shrink,
@@ -88,139 +120,207 @@ class Snapshots(WarehouseCore):
         self,
         engine: Any,
         source: Source,
-        partition_key: str,
-        window_start: datetime,
-        window_end: datetime,
+        windows: Sequence[Window],
         run_id: str,
         files: list[str],
         features: str,
-        params: dict[str, Any],
         max_rejected_share: float,
         max_shrink_share: float,
         allow_shrink: bool,
-    ) -> InputStats:
-        """The warehouse side of `snapshot_inputs`, once the landing rows are staged on `engine`."""
+    ) -> dict[str, InputStats]:
+        """The warehouse side of `snapshot_range`, once the landing rows are staged on `engine`."""
         landing = self.landing
+        keys = [key for key, _, _ in windows]
         with self.session() as session:
             session.adopt("window_ids", engine.sql("SELECT * FROM window_ids").to_arrow_table())
             # All or nothing from here on.
             with session.transaction():
                 session.lock_all()
-                session.lock_partition(partition_key)
+                for key in sorted(keys):
+                    session.lock_partition(key)
                 copies = session.arrow(
-                    """
+                    f"""
                     SELECT partition_key, record_id, event_time, source_file FROM inputs
-                    WHERE partition_key <> $partition_key AND record_id IN (SELECT record_id FROM window_ids)
+                    WHERE NOT {in_list("partition_key", "keys")} AND record_id IN (SELECT record_id FROM window_ids)
                     """,
-                    {"partition_key": partition_key},
+                    {"keys": keys},
                 )
                 adopt(engine, "stored_copies", copies)
                 landing.classify(engine)
-                session.adopt("staged_source", engine.sql("SELECT * FROM staged_source").to_arrow_table())
-                counts = session.fetchone(
-                    "SELECT count(*), count(*) FILTER (WHERE reason IS NULL) FROM staged_source WHERE in_window"
+                adopt(
+                    engine,
+                    "range_windows",
+                    pa.table(
+                        {
+                            "partition_key": keys,
+                            "window_start": [start for _, start, _ in windows],
+                        },
+                        schema=pa.schema([("partition_key", pa.string()), ("window_start", pa.timestamp("us", "UTC"))]),
+                    ),
                 )
-                by_reason = dict(
-                    session.fetchall(
+                # Each row of the range's window goes to the partition whose window holds its event time.
+                session.adopt(
+                    "staged_source",
+                    engine.sql(
                         """
-                        SELECT reason, count(*) FROM staged_source
-                        WHERE in_window AND reason IS NOT NULL GROUP BY reason ORDER BY reason
+                        SELECT s.*, CASE WHEN s.in_window THEN w.partition_key END AS partition_key
+                        FROM staged_source AS s ASOF LEFT JOIN range_windows AS w ON s.event_time >= w.window_start
+                        """
+                    ).to_arrow_table(),
+                )
+                counts = {
+                    str(key): (int(n), int(valid))
+                    for key, n, valid in session.fetchall(
+                        """
+                        SELECT partition_key, count(*), count(*) FILTER (WHERE reason IS NULL)
+                        FROM staged_source WHERE in_window GROUP BY partition_key
                         """
                     )
-                )
-                assert counts is not None
-                source_rows, valid_rows = int(counts[0]), int(counts[1])
-                stored = session.fetchone(
-                    "SELECT source_rows FROM input_stats WHERE partition_key = $partition_key",
-                    {"partition_key": partition_key},
-                )
-                stored_rows = int((stored or (0,))[0] or 0)
-                if (
-                    not allow_shrink
-                    and stored_rows
-                    and (source_rows == 0 or source_rows < max_shrink_share * stored_rows)
+                }
+                by_reason: dict[str, dict[str, int]] = {key: {} for key in keys}
+                for key, reason, n in session.fetchall(
+                    """
+                    SELECT partition_key, reason, count(*) FROM staged_source
+                    WHERE in_window AND reason IS NOT NULL GROUP BY partition_key, reason ORDER BY partition_key, reason
+                    """
                 ):
-                    below = f", fewer than BATCH_PREDICT_MAX_SHRINK_SHARE={max_shrink_share:g} of them"
-                    raise SourceError(
-                        f"Partition {partition_key} was snapshotted with {stored_rows} source records, but "
-                        f"{source.pattern} now holds {source_rows} in its window{below if source_rows else ''}: "
-                        "were landing files moved or deleted? Nothing was written. Put the files back, or, to "
-                        "replace the partition with what is there now (its removed predictions go to "
-                        'predictions_history), run it with the run config {"ops": {"inputs": {"config": '
-                        '{"allow_shrink": true}}}} or `batch-predict materialize --allow-shrink`.'
+                    by_reason[str(key)][str(reason)] = int(n)
+                stored = dict(
+                    session.fetchall(
+                        f"SELECT partition_key, source_rows FROM input_stats WHERE {in_list('partition_key', 'keys')}",
+                        {"keys": keys},
                     )
-                if source_rows and (source_rows - valid_rows) / source_rows > max_rejected_share:
-                    raise SourceError(
-                        f"{source_rows - valid_rows} of the {source_rows} source records of partition "
-                        f"{partition_key} break the feature contract ({json.dumps(by_reason, sort_keys=True)}), "
-                        f"more than BATCH_PREDICT_MAX_REJECTED_SHARE={max_rejected_share:g}. Nothing was written. "
-                        "Check the files and the BATCH_PREDICT_*_COLUMN / FEATURES settings, or raise the share "
-                        "to accept these rejections."
+                )
+                for key in keys:
+                    self._check_counts(
+                        source,
+                        key,
+                        counts.get(key, (0, 0)),
+                        by_reason[key],
+                        int(stored.get(key) or 0),
+                        max_rejected_share,
+                        max_shrink_share,
+                        allow_shrink,
                     )
                 for table in ("inputs", "rejected_inputs", "input_stats"):
-                    session.execute(f"DELETE FROM {table} WHERE partition_key = $partition_key", params)
+                    session.execute(f"DELETE FROM {table} WHERE {in_list('partition_key', 'keys')}", {"keys": keys})
                 session.execute(
                     f"""
                     INSERT INTO inputs (partition_key, record_id, event_time, {features}, source_file, run_id, loaded_at)
-                    SELECT $partition_key, record_id, event_time, {features}, source_file, $run_id, now()
+                    SELECT partition_key, record_id, event_time, {features}, source_file, $run_id, now()
                     FROM staged_source WHERE in_window AND reason IS NULL
                     """,
-                    params,
+                    {"run_id": run_id},
                 )
                 session.execute(
                     """
                     INSERT INTO rejected_inputs
                         (partition_key, record_id, event_time, reason, detail, raw_values, source_file, run_id, rejected_at)
-                    SELECT $partition_key, record_id, event_time, reason, detail, raw_values, source_file, $run_id, now()
+                    SELECT partition_key, record_id, event_time, reason, detail, raw_values, source_file, $run_id, now()
                     FROM staged_source WHERE in_window AND reason IS NOT NULL
                     """,
-                    params,
+                    {"run_id": run_id},
                 )
                 holders = sorted(set(copies.column("partition_key").to_pylist()))
-                demoted = self._demote_later_copies(session, partition_key, holders, run_id)
-                archived = self._archive_orphans(session, [partition_key, *demoted], run_id)
+                demoted = self._demote_later_copies(session, keys, holders, run_id)
+                taken_from = {key for by_key in demoted.values() for key in by_key}
+                archived = self._archive_orphans(session, [*keys, *sorted(taken_from)], run_id)
+                session.adopt(
+                    "range_stats",
+                    pa.table(
+                        {
+                            "partition_key": keys,
+                            "window_start": [start for _, start, _ in windows],
+                            "window_end": [end for _, _, end in windows],
+                            "source_rows": [counts.get(key, (0, 0))[0] for key in keys],
+                            "valid_rows": [counts.get(key, (0, 0))[1] for key in keys],
+                            "rejected_by_reason": [json.dumps(by_reason[key], sort_keys=True) for key in keys],
+                        },
+                        schema=pa.schema(
+                            [
+                                ("partition_key", pa.string()),
+                                ("window_start", pa.timestamp("us", "UTC")),
+                                ("window_end", pa.timestamp("us", "UTC")),
+                                ("source_rows", pa.int64()),
+                                ("valid_rows", pa.int64()),
+                                ("rejected_by_reason", pa.string()),
+                            ]
+                        ),
+                    ),
+                )
                 session.execute(
                     """
                     INSERT INTO input_stats
                         (partition_key, window_start, window_end, source_rows, valid_rows, rejected_rows,
                          rejected_by_reason, run_id, loaded_at)
-                    VALUES ($partition_key, $window_start, $window_end, $source_rows, $valid_rows,
-                            $rejected_rows, $by_reason, $run_id, now())
+                    SELECT partition_key, window_start, window_end, source_rows, valid_rows, source_rows - valid_rows,
+                           rejected_by_reason, $run_id, now()
+                    FROM range_stats
                     """,
-                    {
-                        **params,
-                        "window_start": window_start,
-                        "window_end": window_end,
-                        "source_rows": source_rows,
-                        "valid_rows": valid_rows,
-                        "rejected_rows": source_rows - valid_rows,
-                        "by_reason": json.dumps(by_reason, sort_keys=True),
-                    },
+                    {"run_id": run_id},
                 )
                 self._refresh_unplaced(session, files, run_id)
                 unplaced = self._unplaced_counts(session)
-        return InputStats(
-            partition_key,
-            source_rows,
-            valid_rows,
-            source_rows - valid_rows,
-            by_reason,
-            unplaced_by_reason=unplaced,
-            demoted=demoted,
-            archived_predictions=archived,
-        )
+        results: dict[str, InputStats] = {}
+        for key in keys:
+            source_rows, valid_rows = counts.get(key, (0, 0))
+            # What a partition took from others is counted with it, as are the predictions that left them.
+            took = demoted.get(key, {})
+            results[key] = InputStats(
+                key,
+                source_rows,
+                valid_rows,
+                source_rows - valid_rows,
+                by_reason[key],
+                unplaced_by_reason=dict(unplaced),
+                demoted=took,
+                archived_predictions=archived.get(key, 0) + sum(archived.get(other, 0) for other in took),
+            )
+        return results
+
+    @staticmethod
+    def _check_counts(
+        source: Source,
+        partition_key: str,
+        counts: tuple[int, int],
+        by_reason: dict[str, int],
+        stored_rows: int,
+        max_rejected_share: float,
+        max_shrink_share: float,
+        allow_shrink: bool,
+    ) -> None:
+        """Raise `SourceError` if the partition's window shrank too much or holds too many invalid records."""
+        source_rows, valid_rows = counts
+        if not allow_shrink and stored_rows and (source_rows == 0 or source_rows < max_shrink_share * stored_rows):
+            below = f", fewer than BATCH_PREDICT_MAX_SHRINK_SHARE={max_shrink_share:g} of them"
+            raise SourceError(
+                f"Partition {partition_key} was snapshotted with {stored_rows} source records, but "
+                f"{source.pattern} now holds {source_rows} in its window{below if source_rows else ''}: "
+                "were landing files moved or deleted? Nothing was written. Put the files back, or, to "
+                "replace the partition with what is there now (its removed predictions go to "
+                'predictions_history), run it with the run config {"ops": {"inputs": {"config": '
+                '{"allow_shrink": true}}}} or `batch-predict materialize --allow-shrink`.'
+            )
+        if source_rows and (source_rows - valid_rows) / source_rows > max_rejected_share:
+            raise SourceError(
+                f"{source_rows - valid_rows} of the {source_rows} source records of partition "
+                f"{partition_key} break the feature contract ({json.dumps(by_reason, sort_keys=True)}), "
+                f"more than BATCH_PREDICT_MAX_REJECTED_SHARE={max_rejected_share:g}. Nothing was written. "
+                "Check the files and the BATCH_PREDICT_*_COLUMN / FEATURES settings, or raise the share "
+                "to accept these rejections."
+            )
 
     def _demote_later_copies(
-        self, session: Session, partition_key: str, holders: Sequence[str], run_id: str
-    ) -> dict[str, int]:
-        """Reject, in their partitions, the stored copies of record ids this partition's inputs now hold.
-        `holders`: the other partitions that stored a copy of one of the window's record ids when the
+        self, session: Session, partition_keys: Sequence[str], holders: Sequence[str], run_id: str
+    ) -> dict[str, dict[str, int]]:
+        """Reject, in their partitions, the stored copies of record ids the partitions' inputs now hold.
+        `holders`: the other partitions that stored a copy of one of the windows' record ids when the
         transaction began (only they can hold such a copy: the transaction holds the exclusive lock).
 
-        Such a copy sorts after this partition's (else this partition would have rejected its
-        own): an earlier copy landed late. It goes to its partition's `rejected_inputs` as a
-        duplicate, with the detail a rerun of that partition would give, and the partition's
-        `input_stats` counts follow. Returns the number demoted per partition.
+        Such a copy sorts after the new one (else the new one would have been rejected): an earlier
+        copy landed late. It goes to its partition's `rejected_inputs` as a duplicate, with the detail
+        a rerun of that partition would give, and the partition's `input_stats` counts follow. Returns,
+        per partition of `partition_keys` that took copies, the number taken from each other partition.
         """
         if not holders:
             return {}
@@ -229,14 +329,19 @@ class Snapshots(WarehouseCore):
             "demoted",
             f"""
             SELECT o.partition_key, o.record_id, o.event_time, o.source_file, {raw_values} AS raw_values,
-                   {literal(DUPLICATE_DETAIL)} || CAST(n.event_time AS VARCHAR) || ' in ' || n.source_file AS detail
+                   {literal(DUPLICATE_DETAIL)} || CAST(n.event_time AS VARCHAR) || ' in ' || n.source_file AS detail,
+                   n.partition_key AS taken_by
             FROM inputs AS o JOIN inputs AS n ON o.record_id = n.record_id
-            WHERE n.partition_key = $p AND {in_list("o.partition_key", "holders")}
+            WHERE {in_list("n.partition_key", "keys")} AND {in_list("o.partition_key", "holders")}
             """,
-            {"p": partition_key, "holders": list(holders)},
+            {"keys": list(partition_keys), "holders": list(holders)},
         )
-        counts = dict(session.fetchall("SELECT partition_key, count(*) FROM demoted GROUP BY partition_key"))
-        if not counts:
+        taken: dict[str, dict[str, int]] = {}
+        for by, key, n in session.fetchall(
+            "SELECT taken_by, partition_key, count(*) FROM demoted GROUP BY taken_by, partition_key"
+        ):
+            taken.setdefault(str(by), {})[str(key)] = int(n)
+        if not taken:
             return {}
         session.execute(
             f"""
@@ -254,7 +359,7 @@ class Snapshots(WarehouseCore):
             WHERE i.partition_key = d.partition_key AND i.record_id = d.record_id
             """
         )
-        for key in counts:
+        for key in sorted({key for by_key in taken.values() for key in by_key}):
             reasons = dict(
                 session.fetchall(
                     "SELECT reason, count(*) FROM rejected_inputs WHERE partition_key = $p GROUP BY reason "
@@ -272,7 +377,7 @@ class Snapshots(WarehouseCore):
                 """,
                 {"p": key, "by_reason": json.dumps(reasons, sort_keys=True)},
             )
-        return {str(key): int(n) for key, n in counts.items()}
+        return taken
 
     def _raw_values_sql(self, alias: str) -> str:
         """SQL text of a stored record's feature values, as a rejection's `raw_values` shows them:
@@ -286,15 +391,18 @@ class Snapshots(WarehouseCore):
         )
         return f"'{{' || {parts} || '}}'"
 
-    def _archive_orphans(self, session: Session, partition_keys: Sequence[str], run_id: str) -> int:
+    def _archive_orphans(self, session: Session, partition_keys: Sequence[str], run_id: str) -> dict[str, int]:
         """Move the predictions of the partitions' records that are no longer in their inputs to
         `predictions_history` (still queryable in `predictions_all_versions`) and drop their error
-        ledger rows. Returns the number of predictions moved."""
+        ledger rows. Returns the number of predictions moved per partition that had any."""
         scope = f"""{in_list("t.partition_key", "keys")} AND NOT EXISTS (
             SELECT 1 FROM inputs AS i WHERE i.partition_key = t.partition_key AND i.record_id = t.record_id)"""
         params: dict[str, Any] = {"keys": list(partition_keys)}
-        archived = self._archive_rows(session, scope, params, run_id)
-        session.execute(f"DELETE FROM predictions AS t WHERE {scope}", params)
+        archived: dict[str, int] = {}
+        if self._archive_rows(session, scope, params, run_id):
+            rows = session.fetchall("SELECT partition_key, count(*) FROM leaving GROUP BY partition_key")
+            archived = {str(key): int(n) for key, n in rows}
+            session.execute(f"DELETE FROM predictions AS t WHERE {scope}", params)
         session.execute(f"DELETE FROM prediction_errors AS t WHERE {scope}", params)
         return archived
 
