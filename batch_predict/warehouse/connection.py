@@ -94,8 +94,9 @@ _DDL_NAMED = re.compile(
 )
 
 
-def adopt(con: Any, name: str, table: pa.Table) -> None:
-    """Make an Arrow table the DuckDB connection's temp table `name`, replacing one of that name."""
+def adopt(con: Any, name: str, table: pa.Table | pa.RecordBatchReader) -> None:
+    """Make an Arrow table (or a stream of batches, read once) the DuckDB connection's temp table `name`,
+    replacing one of that name."""
     con.register("_bp_adopt", table)
     try:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM _bp_adopt")
@@ -187,8 +188,9 @@ class Session(ABC):
         """Make the result of a warehouse query the engine's temp table `name`."""
 
     @abstractmethod
-    def adopt(self, name: str, table: pa.Table) -> None:
-        """Make an Arrow table the session's temp table `name`, replacing one of that name."""
+    def adopt(self, name: str, table: pa.Table | pa.RecordBatchReader) -> None:
+        """Make an Arrow table (or a stream of batches, read once, so that it need not fit in memory) the
+        session's temp table `name`, replacing one of that name."""
 
     @abstractmethod
     def arrow(self, sql: str, params: Params = None) -> pa.Table:
@@ -386,7 +388,7 @@ class DuckDBSession(Session):
     def fetch_into_engine(self, name: str, sql: str, params: Params = None) -> None:
         self.temp_table(name, sql, params)
 
-    def adopt(self, name: str, table: pa.Table) -> None:
+    def adopt(self, name: str, table: pa.Table | pa.RecordBatchReader) -> None:
         adopt(self.con, name, table)
 
     def arrow(self, sql: str, params: Params = None) -> pa.Table:
@@ -814,8 +816,10 @@ class PostgresSession(Session):
         finally:
             self.engine.unregister("_bp_transfer")
 
-    def adopt(self, name: str, table: pa.Table) -> None:
-        self._copy_in(name, pa.RecordBatchReader.from_batches(table.schema, table.to_batches(_COPY_BATCH_ROWS)))
+    def adopt(self, name: str, table: pa.Table | pa.RecordBatchReader) -> None:
+        if isinstance(table, pa.Table):
+            table = pa.RecordBatchReader.from_batches(table.schema, table.to_batches(_COPY_BATCH_ROWS))
+        self._copy_in(name, table)
 
     def arrow(self, sql: str, params: Params = None) -> pa.Table:
         self.fetch_into_engine("_bp_arrow", sql, params)  # casts the temporal columns read as text

@@ -18,6 +18,9 @@ from batch_predict.warehouse.schema import alter_probability_columns
 from batch_predict.warehouse.sql import ident, in_list, literal
 from batch_predict.warehouse.types import InputStats, SourceError
 
+# Rows per Arrow batch on their way from the landing engine to the warehouse.
+_BATCH_ROWS = 100_000
+
 # A partition to snapshot: its key and the [start, end) of its window.
 Window = tuple[str, datetime, datetime]
 
@@ -132,7 +135,9 @@ class Snapshots(WarehouseCore):
         landing = self.landing
         keys = [key for key, _, _ in windows]
         with self.session() as session:
-            session.adopt("window_ids", engine.sql("SELECT * FROM window_ids").to_arrow_table())
+            # The range's rows stream from the engine to the warehouse: a range of big partitions need not fit
+            # in memory.
+            session.adopt("window_ids", engine.sql("SELECT * FROM window_ids").to_arrow_reader(_BATCH_ROWS))
             # All or nothing from here on.
             with session.transaction():
                 session.lock_all()
@@ -166,7 +171,7 @@ class Snapshots(WarehouseCore):
                         SELECT s.*, CASE WHEN s.in_window THEN w.partition_key END AS partition_key
                         FROM staged_source AS s ASOF LEFT JOIN range_windows AS w ON s.event_time >= w.window_start
                         """
-                    ).to_arrow_table(),
+                    ).to_arrow_reader(_BATCH_ROWS),
                 )
                 counts = {
                     str(key): (int(n), int(valid))
