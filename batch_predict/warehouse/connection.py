@@ -253,12 +253,14 @@ class Backend(ABC):
         self.memory_limit = memory_limit
         self.threads = threads
         self._holds = 0  # how many `hold` blocks are open
-        # What `hold` keeps between sessions, the thread it belongs to, and the timer that lets go of it
-        # once no session has used it for IDLE_SECONDS.
+        # What `hold` keeps between sessions, the thread it belongs to, and when to let go of it if no
+        # session has used it by then (IDLE_SECONDS after it was kept). One watcher thread lets go of it:
+        # it runs while something is kept, not started anew for every session (a few ms each).
         self._held: Any = None
         self._held_by = 0
-        self._idle: threading.Timer | None = None
-        self._guard = threading.Lock()
+        self._idle_deadline = 0.0
+        self._guard = threading.Condition()
+        self._watcher: threading.Thread | None = None
 
     @abstractmethod
     def session(self, read_only: bool = False) -> AbstractContextManager[Session]: ...
@@ -290,8 +292,6 @@ class Backend(ABC):
         """Close what `hold` keeps open now (the next session opens anew), e.g. before long work elsewhere."""
         with self._guard:
             held, self._held = self._held, None
-            if self._idle is not None:
-                self._idle.cancel()
         if held is not None:
             self._close_held(held)
 
@@ -301,26 +301,32 @@ class Backend(ABC):
             if self._held is None or self._held_by != threading.get_ident():
                 return None
             held, self._held = self._held, None
-            if self._idle is not None:
-                self._idle.cancel()
             return held
 
     def _keep_held(self, held: Any) -> None:
         """Keep `held` for the next session, and let go of it if none comes within IDLE_SECONDS: a step
         that does other work (a model fit, a slow prediction) must not keep other processes out."""
         self.release()  # a session opened inside this one kept its own: this one is newer
-        timer = threading.Timer(IDLE_SECONDS, self._let_go_if_idle, args=(held,))
-        timer.daemon = True
         with self._guard:
-            self._held, self._held_by, self._idle = held, threading.get_ident(), timer
-        timer.start()
+            self._held, self._held_by = held, threading.get_ident()
+            self._idle_deadline = time.monotonic() + IDLE_SECONDS
+            if self._watcher is None:
+                self._watcher = threading.Thread(target=self._let_go_when_idle, name="warehouse-idle", daemon=True)
+                self._watcher.start()
 
-    def _let_go_if_idle(self, held: Any) -> None:
-        with self._guard:
-            if self._held is not held:
-                return  # taken by a session, or let go already
-            self._held = None
-        self._close_held(held)
+    def _let_go_when_idle(self) -> None:
+        """The watcher: close what is kept once its deadline passes unused; end when nothing is kept."""
+        while True:
+            with self._guard:
+                if self._held is None:
+                    self._watcher = None  # the next kept connection starts a new watcher
+                    return
+                left = self._idle_deadline - time.monotonic()
+                if left > 0:
+                    self._guard.wait(left)  # a session may take it (and keep it again) meanwhile
+                    continue
+                held, self._held = self._held, None
+            self._close_held(held)
 
     @abstractmethod
     def _close_held(self, held: Any) -> None: ...
