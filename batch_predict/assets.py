@@ -32,7 +32,7 @@ from batch_predict.results import (
     snapshot_metadata,
 )
 from batch_predict.settings import SettingsError
-from batch_predict.warehouse import SourceError, WarehouseError, WarehouseLockTimeout
+from batch_predict.warehouse import PartitionCheckError, SourceError, WarehouseError, WarehouseLockTimeout
 
 GROUP = "batch_predict"
 OWNERS = ["team:ml-platform"]
@@ -110,13 +110,13 @@ def each_range(
     keys: Sequence[str], work: Callable[[Sequence[str]], dict[str, T]]
 ) -> tuple[dict[str, T], dict[str, Exception]]:
     """Do `work` for all the partitions of a run at once; if the data of one of them fails its checks
-    (`SourceError`), do it for each partition on its own, so that the others are kept and each
+    (`PartitionCheckError`), do it for each partition on its own, so that the others are kept and each
     failure names its partition. Any other error fails every partition of the range: nothing was written.
     """
     if len(keys) > 1:
         try:
             return work(keys), {}
-        except SourceError:
+        except PartitionCheckError:
             pass  # each partition on its own says which failed, and the others are written
         except Exception as error:  # recorded and raised by the caller, naming the partitions
             return {}, dict.fromkeys(keys, error)
@@ -126,14 +126,16 @@ def each_range(
 def range_failure(failed: dict[str, Exception], total: int) -> dg.Failure:
     """Fail a range run naming its failed partitions; retry only if every failure was transient."""
     errors = list({id(error): error for error in failed.values()}.values())
-    if len(failed) == total and len(errors) == 1:  # the range failed as one: nothing was written
+    if len(failed) == total:
         summary = f"All {total} partitions failed ({', '.join(sorted(failed))}); none was written."
-        lines = [f"{type(errors[0]).__name__}: {errors[0]}"]
     else:
         summary = (
             f"{len(failed)} of {total} partitions failed ({', '.join(sorted(failed))}); the other "
             "partitions were written and recorded as materialized."
         )
+    if len(errors) == 1 and len(failed) > 1:  # the range failed as one
+        lines = [f"{type(errors[0]).__name__}: {errors[0]}"]
+    else:
         lines = [f"{key}: {type(error).__name__}: {error}" for key, error in sorted(failed.items())]
     transient = all(isinstance(error, WarehouseLockTimeout | OSError) for error in errors)
     return dg.Failure(

@@ -42,13 +42,24 @@ def random_rows(rng: random.Random, n: int, ids: int) -> list[tuple[Any, Any, fl
 
 
 def seed_predictions(warehouse: Warehouse) -> None:
-    """A prediction for every stored input, so that records that leave a partition have one to archive."""
+    """An outcome for every stored input, so that records that leave a partition have one to archive or drop:
+    a recorded error for ids ending in 7, a prediction for the others."""
+    failed = "record_id LIKE '%7'"
     with warehouse.session() as session, session.transaction():
         session.execute(
-            """
+            f"""
             INSERT INTO predictions (partition_key, record_id, prediction, model_name, model_version, run_id,
                                      predicted_at, predicted_in_partition)
             SELECT partition_key, record_id, 'setosa', 'iris', 'v1', 'p0', now(), partition_key FROM inputs
+            WHERE NOT {failed}
+            """
+        )
+        session.execute(
+            f"""
+            INSERT INTO prediction_errors (partition_key, record_id, error, attempt, dead, attempted_in_partition,
+                                           run_id, failed_at)
+            SELECT partition_key, record_id, 'ValueError: no', 1, false, partition_key, 'p0', now() FROM inputs
+            WHERE {failed}
             """
         )
 
@@ -63,6 +74,7 @@ def outcome(warehouse: Warehouse) -> dict[str, list[tuple[Any, ...]]]:
         "rejected_by_reason FROM input_stats",
         "unplaced": "SELECT record_id, source_file, reason, raw_event_time FROM unplaced_inputs",
         "predictions": "SELECT partition_key, record_id FROM predictions",
+        "errors": "SELECT partition_key, record_id, attempt FROM prediction_errors",
         "history": "SELECT partition_key, record_id, superseded_by_run FROM predictions_history",
     }
     with warehouse.session(read_only=True) as session:
@@ -129,6 +141,59 @@ def test_a_range_ends_as_its_partitions_one_by_one(
     assert len(ids) == len(set(ids))
 
 
+def test_late_earlier_copies_in_a_range_take_their_ids_with_a_known_outcome(settings: Settings, tmp_path: Path) -> None:
+    """A hand-made case with its outcome written out: X and Y are stored on the fifth day, then earlier
+    copies land on the second and third; W's copy on the third day is later than the one on the first."""
+    source = Source(tmp_path / "src")
+    at = {day: DAY + timedelta(days=day - 1) for day in range(1, 6)}
+    write(
+        source.root / "a.parquet",
+        [
+            ("X", at[5] + timedelta(hours=1), 1.0),
+            ("Y", at[5] + timedelta(hours=2), 1.0),
+            ("Z", at[2] + timedelta(hours=5), 1.0),
+            ("W", at[1] + timedelta(hours=6), 1.0),
+            ("W", at[3] + timedelta(hours=6), 1.0),
+        ],
+    )
+    warehouse = Warehouse(tmp_path / "warehouse.duckdb", FeatureContract.from_settings(settings))
+    for key, start, end in WINDOWS:
+        warehouse.snapshot_inputs(source, key, start, end, "r0", placeable=PLACEABLE)
+    seed_predictions(warehouse)
+    write(source.root / "b.parquet", [("X", at[2] + timedelta(hours=1), 1.0), ("Y", at[3] + timedelta(hours=1), 1.0)])
+    stats = warehouse.snapshot_range(source, WINDOWS[1:3], "r1", placeable=PLACEABLE)
+    result = outcome(warehouse)
+    assert [(row[0][-2:], row[1]) for row in result["inputs"]] == [("01", "W"), ("02", "X"), ("02", "Z"), ("03", "Y")]
+    rejected = sorted((row[0][-2:], row[1], row[3], row[4]) for row in result["rejected"])
+    assert rejected == [
+        (
+            "03",
+            "W",
+            "duplicate_record_id",
+            "record id kept by the copy at 2026-03-01 06:00:00+00 in " + str(source.root / "a.parquet"),
+        ),
+        (
+            "05",
+            "X",
+            "duplicate_record_id",
+            "record id kept by the copy at 2026-03-02 01:00:00+00 in " + str(source.root / "b.parquet"),
+        ),
+        (
+            "05",
+            "Y",
+            "duplicate_record_id",
+            "record id kept by the copy at 2026-03-03 01:00:00+00 in " + str(source.root / "b.parquet"),
+        ),
+    ]
+    # The fifth day's predictions of X and Y are history now; each partition that took one counts it once.
+    assert sorted((row[0][-2:], row[1], row[2]) for row in result["history"]) == [("05", "X", "r1"), ("05", "Y", "r1")]
+    assert [row[:2] for row in result["predictions"] if row[0].endswith("05")] == []
+    assert (stats["2026-03-02"].demoted, stats["2026-03-02"].archived_predictions) == ({"2026-03-05": 1}, 1)
+    assert (stats["2026-03-03"].demoted, stats["2026-03-03"].archived_predictions) == ({"2026-03-05": 1}, 1)
+    counts = {row[0][-2:]: row[3:6] for row in result["stats"]}
+    assert counts == {"01": (1, 1, 0), "02": (2, 2, 0), "03": (2, 1, 1), "04": (0, 0, 0), "05": (2, 0, 2)}
+
+
 def test_a_partition_failing_its_checks_writes_nothing_of_the_range(settings: Settings, tmp_path: Path) -> None:
     source = Source(tmp_path / "src")
     write(source.root / "a.parquet", [(f"a{i}", DAY + timedelta(hours=i), 1.0) for i in range(72)])
@@ -191,3 +256,34 @@ def test_an_empty_day_in_a_range_keeps_its_own_stats_and_warning(
     assert by_key["2026-03-02"]["empty_partition"].value is True
     assert by_key["2026-03-02"]["source_rows"].value == 0
     assert by_key["2026-03-01"]["source_rows"].value == by_key["2026-03-03"]["source_rows"].value > 0
+
+
+def test_an_unreadable_file_fails_the_range_once_without_retries(
+    make_settings: Callable[..., Settings], landing: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a partition's own checks make the range fall back to one partition at a time: a file that
+    cannot be read fails every partition with one message, read once, and is not retried."""
+    from batch_predict.warehouse import landing as landing_module
+
+    from .test_landing_edges import corrupt_a_page
+
+    settings = make_settings(max_partitions_per_run="10")
+    bad = landing / "2026-03-02" / "corrupt.parquet"
+    write(bad, [(f"c{i}", DAY + timedelta(days=1, hours=1), 1.0) for i in range(2000)])
+    pq.write_table(pq.read_table(bad), bad, compression="none")
+    corrupt_a_page(bad)
+    reads: list[int] = []
+    raise_read_failure = landing_module.Landing.raise_read_failure
+    monkeypatch.setattr(
+        landing_module.Landing,
+        "raise_read_failure",
+        lambda self, *args: (reads.append(1), raise_read_failure(self, *args))[1],
+    )
+    tags = {"dagster/asset_partition_range_start": "2026-03-01", "dagster/asset_partition_range_end": "2026-03-03"}
+    result = run_assets(settings, ["inputs"], tags=tags, raise_on_error=False)
+    assert not result.success and reads == [1]
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.step_failure_data.user_failure_data.description
+    assert message.startswith("All 3 partitions failed (2026-03-01, 2026-03-02, 2026-03-03); none was written.\n")
+    assert message.count(f"The unreadable file is {bad}") == 1
+    assert [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"] == []

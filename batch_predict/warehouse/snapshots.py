@@ -16,7 +16,7 @@ from batch_predict.warehouse.core import WarehouseCore
 from batch_predict.warehouse.landing import DUPLICATE_DETAIL, Source
 from batch_predict.warehouse.schema import alter_probability_columns
 from batch_predict.warehouse.sql import ident, in_list, literal
-from batch_predict.warehouse.types import InputStats, SourceError
+from batch_predict.warehouse.types import InputStats, PartitionCheckError
 
 # Rows per Arrow batch on their way from the landing engine to the warehouse.
 _BATCH_ROWS = 100_000
@@ -79,7 +79,7 @@ class Snapshots(WarehouseCore):
         The outcome is the one snapshotting the partitions one by one in time order gives: which copy of
         a record id wins does not depend on the order (`Landing.classify`), and the copies stored in
         the range's own partitions are replaced by the range's landing rows either way. If any partition
-        fails its checks, `SourceError` names the first and nothing is written.
+        fails its checks, `PartitionCheckError` names the first and nothing is written.
         """
         if not windows:
             return {}
@@ -140,9 +140,9 @@ class Snapshots(WarehouseCore):
             session.adopt("window_ids", engine.sql("SELECT * FROM window_ids").to_arrow_reader(_BATCH_ROWS))
             # All or nothing from here on.
             with session.transaction():
+                # The exclusive lock keeps out every other writer (each takes `lock_all` first), so the
+                # partitions need no locks of their own (in PostgreSQL, one per partition would be many).
                 session.lock_all()
-                for key in sorted(keys):
-                    session.lock_partition(key)
                 copies = session.arrow(
                     f"""
                     SELECT partition_key, record_id, event_time, source_file FROM inputs
@@ -229,7 +229,7 @@ class Snapshots(WarehouseCore):
                 holders = sorted(set(copies.column("partition_key").to_pylist()))
                 demoted = self._demote_later_copies(session, keys, holders, run_id)
                 taken_from = {key for by_key in demoted.values() for key in by_key}
-                archived = self._archive_orphans(session, [*keys, *sorted(taken_from)], run_id)
+                archived = self._archive_orphans(session, [*keys, *sorted(taken_from)], run_id, bool(demoted))
                 session.adopt(
                     "range_stats",
                     pa.table(
@@ -269,8 +269,6 @@ class Snapshots(WarehouseCore):
         results: dict[str, InputStats] = {}
         for key in keys:
             source_rows, valid_rows = counts.get(key, (0, 0))
-            # What a partition took from others is counted with it, as are the predictions that left them.
-            took = demoted.get(key, {})
             results[key] = InputStats(
                 key,
                 source_rows,
@@ -278,8 +276,8 @@ class Snapshots(WarehouseCore):
                 source_rows - valid_rows,
                 by_reason[key],
                 unplaced_by_reason=dict(unplaced),
-                demoted=took,
-                archived_predictions=archived.get(key, 0) + sum(archived.get(other, 0) for other in took),
+                demoted=demoted.get(key, {}),
+                archived_predictions=archived.get(key, 0),
             )
         return results
 
@@ -294,11 +292,11 @@ class Snapshots(WarehouseCore):
         max_shrink_share: float,
         allow_shrink: bool,
     ) -> None:
-        """Raise `SourceError` if the partition's window shrank too much or holds too many invalid records."""
+        """Raise `PartitionCheckError` if the partition's window shrank too much or holds too many invalid records."""
         source_rows, valid_rows = counts
         if not allow_shrink and stored_rows and (source_rows == 0 or source_rows < max_shrink_share * stored_rows):
             below = f", fewer than BATCH_PREDICT_MAX_SHRINK_SHARE={max_shrink_share:g} of them"
-            raise SourceError(
+            raise PartitionCheckError(
                 f"Partition {partition_key} was snapshotted with {stored_rows} source records, but "
                 f"{source.pattern} now holds {source_rows} in its window{below if source_rows else ''}: "
                 "were landing files moved or deleted? Nothing was written. Put the files back, or, to "
@@ -307,7 +305,7 @@ class Snapshots(WarehouseCore):
                 '{"allow_shrink": true}}}} or `batch-predict materialize --allow-shrink`.'
             )
         if source_rows and (source_rows - valid_rows) / source_rows > max_rejected_share:
-            raise SourceError(
+            raise PartitionCheckError(
                 f"{source_rows - valid_rows} of the {source_rows} source records of partition "
                 f"{partition_key} break the feature contract ({json.dumps(by_reason, sort_keys=True)}), "
                 f"more than BATCH_PREDICT_MAX_REJECTED_SHARE={max_rejected_share:g}. Nothing was written. "
@@ -396,16 +394,27 @@ class Snapshots(WarehouseCore):
         )
         return f"'{{' || {parts} || '}}'"
 
-    def _archive_orphans(self, session: Session, partition_keys: Sequence[str], run_id: str) -> dict[str, int]:
+    def _archive_orphans(
+        self, session: Session, partition_keys: Sequence[str], run_id: str, demoted: bool = False
+    ) -> dict[str, int]:
         """Move the predictions of the partitions' records that are no longer in their inputs to
         `predictions_history` (still queryable in `predictions_all_versions`) and drop their error
-        ledger rows. Returns the number of predictions moved per partition that had any."""
+        ledger rows. Returns the number of predictions moved per partition, a copy this transaction
+        `demoted` (the temp table `_demote_later_copies` made) counted with the partition that took it."""
         scope = f"""{in_list("t.partition_key", "keys")} AND NOT EXISTS (
             SELECT 1 FROM inputs AS i WHERE i.partition_key = t.partition_key AND i.record_id = t.record_id)"""
         params: dict[str, Any] = {"keys": list(partition_keys)}
         archived: dict[str, int] = {}
         if self._archive_rows(session, scope, params, run_id):
-            rows = session.fetchall("SELECT partition_key, count(*) FROM leaving GROUP BY partition_key")
+            taker = (
+                "(SELECT d.taken_by FROM demoted AS d "
+                "WHERE d.partition_key = l.partition_key AND d.record_id = l.record_id)"
+                if demoted
+                else "NULL"
+            )
+            rows = session.fetchall(
+                f"SELECT coalesce({taker}, l.partition_key) AS k, count(*) FROM leaving AS l GROUP BY k"
+            )
             archived = {str(key): int(n) for key, n in rows}
             session.execute(f"DELETE FROM predictions AS t WHERE {scope}", params)
         session.execute(f"DELETE FROM prediction_errors AS t WHERE {scope}", params)

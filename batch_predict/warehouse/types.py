@@ -26,6 +26,10 @@ class SourceError(RuntimeError):
     """The source files cannot be read into the feature contract."""
 
 
+class PartitionCheckError(SourceError):
+    """A partition's window fails a check on its records (too many rejected, shrunk since its last snapshot)."""
+
+
 @dataclass(frozen=True)
 class InputStats:
     partition_key: str
