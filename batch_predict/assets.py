@@ -3,6 +3,7 @@
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, NamedTuple, TypeVar
 
 import dagster as dg
@@ -11,7 +12,7 @@ from pydantic import Field
 from batch_predict.contract import FeatureContract
 from batch_predict.models.source import RunModels
 from batch_predict.models.types import LoadedModel, ModelError
-from batch_predict.partition_run import PartitionResult, run_partition
+from batch_predict.partition_run import PartitionResult, Predicted, measure, predict_only, run_partition
 from batch_predict.resources import BatchResource, ModelRegistryResource, SourceResource, WarehouseResource
 from batch_predict.results import (
     EVERY_INPUT_PREDICTED,
@@ -31,7 +32,7 @@ from batch_predict.results import (
     range_metadata,
     snapshot_metadata,
 )
-from batch_predict.settings import SettingsError
+from batch_predict.settings import OnFailure, SettingsError
 from batch_predict.warehouse import PartitionCheckError, SourceError, WarehouseError, WarehouseLockTimeout
 
 GROUP = "batch_predict"
@@ -126,17 +127,18 @@ def each_range(
 def range_failure(failed: dict[str, Exception], total: int) -> dg.Failure:
     """Fail a range run naming its failed partitions; retry only if every failure was transient."""
     errors = list({id(error): error for error in failed.values()}.values())
-    if len(failed) == total:
-        summary = f"All {total} partitions failed ({', '.join(sorted(failed))}); none was written."
+    named = ", ".join(sorted(failed))
+    lines = [f"{key}: {type(error).__name__}: {error}" for key, error in sorted(failed.items())]
+    if len(errors) == 1 and len(failed) > 1:  # the range failed as one, in one transaction
+        summary = f"All {total} partitions failed ({named}); none was written."
+        lines = [f"{type(errors[0]).__name__}: {errors[0]}"]
+    elif len(failed) == total:
+        summary = f"All {total} partitions failed ({named})."
     else:
         summary = (
-            f"{len(failed)} of {total} partitions failed ({', '.join(sorted(failed))}); the other "
+            f"{len(failed)} of {total} partitions failed ({named}); the other "
             "partitions were written and recorded as materialized."
         )
-    if len(errors) == 1 and len(failed) > 1:  # the range failed as one
-        lines = [f"{type(errors[0]).__name__}: {errors[0]}"]
-    else:
-        lines = [f"{key}: {type(error).__name__}: {error}" for key, error in sorted(failed.items())]
     transient = all(isinstance(error, WarehouseLockTimeout | OSError) for error in errors)
     return dg.Failure(
         description=summary + "\n" + "\n".join(lines),
@@ -335,8 +337,28 @@ def build_assets(
                 predictor, models, key, end, context.run.run_id, settings, config.full_refresh, context.log
             )
 
+        def predict_alone(key: str) -> Predicted:
+            end = partitions_def.time_window_for_partition_key(key).end
+            return predict_only(
+                predictor, models, key, end, context.run.run_id, settings, config.full_refresh, context.log
+            )
+
+        def measure_alone(predicted: dict[str, Predicted], key: str) -> PartitionResult:
+            return measure(predictor, models, {key: predicted[key]}, settings, context.log)[key]
+
+        # A carry-over run's publish settles earlier partitions' records, so each partition is measured
+        # right after its own; otherwise the partitions are measured together, after all are published.
+        carries = OnFailure(settings.on_failure) == OnFailure.CARRY_OVER and not config.full_refresh
         with predictor.hold():
-            results, failed = each_partition(context.partition_keys, predict)
+            if carries or len(context.partition_keys) == 1:
+                results, failed = each_partition(context.partition_keys, predict)
+            else:
+                predicted, failed = each_partition(context.partition_keys, predict_alone)
+                try:
+                    results = measure(predictor, models, predicted, settings, context.log)
+                except Exception:  # measured one by one, so that what fails names its partition
+                    results, unmeasured = each_partition(sorted(predicted), partial(measure_alone, predicted))
+                    failed |= unmeasured
         per_partition = {key: prediction_metadata(result) for key, result in results.items()}
         used = [models.load(version) for version in sorted({r.outcome.model_version for r in results.values()})]
         run_metadata = {**range_metadata(per_partition), **models_used_metadata(used, contract)}

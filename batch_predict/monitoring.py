@@ -9,6 +9,7 @@ three). The results are written to `prediction_drift` and returned for the UI.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from batch_predict.drift import (
     shares,
 )
 from batch_predict.models.types import LoadedModel
-from batch_predict.warehouse import Warehouse
+from batch_predict.warehouse import PredictionCounts, Warehouse
 
 FEATURE = "feature"
 PREDICTION = "prediction"
@@ -60,16 +61,59 @@ def partition_drift(
     floor: float,
 ) -> DriftReport:
     """Compare one partition with the reference (and its predecessor), record and return the results."""
+    return range_drift(warehouse, model, reference, [partition_key], alpha, floor)[partition_key]
+
+
+def range_drift(
+    warehouse: Warehouse,
+    model: LoadedModel,
+    reference: Reference,
+    partition_keys: Sequence[str],
+    alpha: float,
+    floor: float,
+) -> dict[str, DriftReport]:
+    """`partition_drift` for partitions `model` predicted, counted in one scan and recorded in one transaction.
+
+    Each partition's predecessor is the newest earlier partition whose last run used the model's
+    version, as for `partition_drift` right after the partition was published: measure the
+    partitions of a run this way only once their runs no longer change each other's predictions
+    (not with carried records).
+    """
+    keys = list(partition_keys)
     features = [name for name in warehouse.contract.features if name in reference.features]
-    bins = warehouse.feature_bin_counts(partition_key, {name: reference.features[name].edges for name in features})
+    bins = warehouse.feature_bin_counts_range(keys, {name: reference.features[name].edges for name in features})
+    columns = [probability_column(label) for label in model.metadata.classes]
+    counts = warehouse.prediction_counts_range(keys, columns, reference.score.edges, model.metadata.version)
+    reports = {key: _report(model, reference, key, bins[key], counts[key], alpha, floor) for key in keys}
+    warehouse.record_drift_range(
+        {
+            key: (
+                model.metadata.version,
+                [{"kind": FEATURE, **r.to_json()} for r in report.features]
+                + [{"kind": PREDICTION, **r.to_json()} for r in report.predictions],
+            )
+            for key, report in reports.items()
+        }
+    )
+    return reports
+
+
+def _report(
+    model: LoadedModel,
+    reference: Reference,
+    partition_key: str,
+    bins: dict[str, dict[int, int]],
+    counts: PredictionCounts,
+    alpha: float,
+    floor: float,
+) -> DriftReport:
+    """One partition's drift judged from its counts."""
     feature_results = feature_drift(
         reference,
-        {name: dense_counts(bins[name], reference.features[name].bins) for name in features},
+        {name: dense_counts(bins[name], reference.features[name].bins) for name in bins},
         alpha=alpha,
         floor=floor,
     )
-    columns = [probability_column(label) for label in model.metadata.classes]
-    counts = warehouse.prediction_counts(partition_key, columns, reference.score.edges, model.metadata.version)
     score_counts = dense_counts(counts.score_bins, reference.score.bins)
     previous, previous_classes = counts.previous_partition, counts.previous_classes
     tests = 3 if previous_classes else 2
@@ -93,7 +137,7 @@ def partition_drift(
                 tests,
             )
         )
-    report = DriftReport(
+    return DriftReport(
         features=feature_results,
         predictions=prediction_results,
         markdown=drift_markdown(
@@ -104,10 +148,3 @@ def partition_drift(
             title=f"Drift of partition {partition_key} ({model.metadata.name} {model.metadata.version})",
         ),
     )
-    warehouse.record_drift(
-        partition_key,
-        model.metadata.version,
-        [{"kind": FEATURE, **r.to_json()} for r in feature_results]
-        + [{"kind": PREDICTION, **r.to_json()} for r in prediction_results],
-    )
-    return report

@@ -1,8 +1,9 @@
 """One partition of a prediction run, end to end, without Dagster: the version that should predict
 it, the prediction itself (batch.py), the failed-share limit, and the monitoring measured after.
 
-The `predictions` asset calls `run_partition` once per partition of its run and turns the
-`PartitionResult`s into metadata and check results (results.py).
+The `predictions` asset calls `run_partition` once per partition of its run (or, in a range whose
+partitions do not carry each other's records, `predict_only` for each and then `measure` for all)
+and turns the `PartitionResult`s into metadata and check results (results.py).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import duckdb
 
 from batch_predict.batch import BatchOutcome, predict_partition
 from batch_predict.models.source import RunModels
-from batch_predict.models.types import ModelError
-from batch_predict.monitoring import DriftReport, partition_drift
+from batch_predict.models.types import LoadedModel, ModelError
+from batch_predict.monitoring import DriftReport, range_drift
 from batch_predict.warehouse import Warehouse, WarehouseError
 
 
@@ -49,6 +50,15 @@ class PartitionResult:
     too_many_failed: str | None = None  # why the partition's failed share is over the limit
 
 
+@dataclass(frozen=True)
+class Predicted:
+    """One partition predicted and published, not yet measured."""
+
+    model: LoadedModel
+    outcome: BatchOutcome
+    too_many_failed: str | None
+
+
 def run_partition(
     predictor: Warehouse,
     models: RunModels,
@@ -64,6 +74,21 @@ def run_partition(
     Monitoring that fails (labels or reference unreadable) does not fail the partition: its
     rows are written and complete; the result says what could not be measured.
     """
+    predicted = predict_only(predictor, models, key, partition_end, run_id, settings, full_refresh, log)
+    return measure(predictor, models, {key: predicted}, settings, log)[key]
+
+
+def predict_only(
+    predictor: Warehouse,
+    models: RunModels,
+    key: str,
+    partition_end: datetime,
+    run_id: str,
+    settings: BatchSettings,
+    full_refresh: bool,
+    log: Log,
+) -> Predicted:
+    """Predict and publish one partition with the version that should predict it; `measure` it after."""
     loaded = models.for_partition(partition_end)
     outcome = predict_partition(
         predictor,
@@ -78,17 +103,43 @@ def run_partition(
     over = too_many_failed(predictor, key, run_id, outcome, settings.max_failed_share)
     if over is not None:
         log.error(over)
-    try:
-        quality = predictor.refresh_quality(key)  # labels of this partition that have arrived already
-        reference = models.reference(loaded.metadata.version)
-        drift = None
-        if reference is not None:
-            drift = partition_drift(predictor, loaded, reference, key, settings.drift_alpha, settings.drift_psi_floor)
-        return PartitionResult(outcome, drift, quality, too_many_failed=over)
-    except (WarehouseError, ModelError, ValueError, KeyError, duckdb.Error) as error:
-        message = f"{type(error).__name__}: {error}"
-        log.warning(f"Partition {key}: drift and realized quality not measured: {message}")
-        return PartitionResult(outcome, monitoring_error=message, too_many_failed=over)
+    return Predicted(loaded, outcome, over)
+
+
+def measure(
+    predictor: Warehouse, models: RunModels, predicted: dict[str, Predicted], settings: BatchSettings, log: Log
+) -> dict[str, PartitionResult]:
+    """The realized quality and drift of published partitions, the drift of those one version predicted
+    counted together (`range_drift`).
+
+    Monitoring that fails (labels or reference unreadable) does not fail the partitions: their
+    rows are written and complete; the results say what could not be measured.
+    """
+    by_version: dict[str, list[str]] = {}
+    for key in sorted(predicted):
+        by_version.setdefault(predicted[key].model.metadata.version, []).append(key)
+    results: dict[str, PartitionResult] = {}
+    for version, keys in by_version.items():
+        try:
+            quality = {key: predictor.refresh_quality(key) for key in keys}  # labels that have arrived already
+            reference = models.reference(version)
+            drift: dict[str, DriftReport] = {}
+            if reference is not None:
+                model = predicted[keys[0]].model
+                drift = range_drift(predictor, model, reference, keys, settings.drift_alpha, settings.drift_psi_floor)
+            for key in keys:
+                results[key] = PartitionResult(
+                    predicted[key].outcome, drift.get(key), quality[key], too_many_failed=predicted[key].too_many_failed
+                )
+        except (WarehouseError, ModelError, ValueError, KeyError, duckdb.Error) as error:
+            message = f"{type(error).__name__}: {error}"
+            named = f"Partition {keys[0]}" if len(keys) == 1 else f"Partitions {', '.join(keys)}"
+            log.warning(f"{named}: drift and realized quality not measured: {message}")
+            for key in keys:
+                results[key] = PartitionResult(
+                    predicted[key].outcome, monitoring_error=message, too_many_failed=predicted[key].too_many_failed
+                )
+    return results
 
 
 def failed_share(outcome: BatchOutcome) -> float:

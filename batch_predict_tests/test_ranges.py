@@ -10,11 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from batch_predict import partition_run as partition_run_module
+from batch_predict.contract import FeatureContract
 from batch_predict.definitions import build_definitions
 from batch_predict.models.registry import Registry
 from batch_predict.settings import Settings
+from batch_predict.warehouse import Warehouse
 
-from .conftest import run_assets
+from .conftest import BOTH_BACKENDS, run_assets
 
 KEYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
 RANGE = {"dagster/asset_partition_range_start": KEYS[0], "dagster/asset_partition_range_end": KEYS[-1]}
@@ -110,3 +112,64 @@ def test_a_bad_input_partition_in_a_range_keeps_the_others(ranged: Settings, lan
     assert "1 of 3 partitions failed (2026-03-02)" in str(failure.event_specific_data)
     assert sorted(materialized(result, "inputs")) == [KEYS[0], KEYS[2]]
     assert list(stats(ranged)) == [KEYS[0], KEYS[2]]
+
+
+def drift_rows(settings: Settings) -> list[tuple[Any, ...]]:
+    warehouse = Warehouse(settings.warehouse, FeatureContract.from_settings(settings))
+    with warehouse.session(read_only=True) as session:
+        rows = session.fetchall(
+            "SELECT partition_key, model_version, kind, name, psi, threshold, n, n_reference, drifted "
+            "FROM prediction_drift"
+        )
+    return sorted(rows, key=repr)
+
+
+@BOTH_BACKENDS
+def test_a_range_measures_drift_as_its_partitions_one_by_one(
+    backend: str, make_settings: Any, landing: Path, registry: Registry, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A range's partitions are measured together after all are published: the same drift, each against
+    the newest earlier partition of the same model version, inside the range or before it."""
+    if backend == "postgres":
+        server = request.getfixturevalue("postgres_server")
+        second = server.create_database(f"single_{tmp_path.name[-20:].replace('-', '_')}")
+        request.addfinalizer(lambda: server.drop_database(second.rsplit("/", 1)[1]))
+        ranged = make_settings(max_partitions_per_run="10")
+        single = make_settings(warehouse=second, staging=str(tmp_path / "single_staging"))
+    else:
+        ranged = make_settings(max_partitions_per_run="10", warehouse=str(tmp_path / "ranged.duckdb"))
+        single = make_settings(warehouse=str(tmp_path / "single.duckdb"), staging=str(tmp_path / "single_staging"))
+    assert run_assets(ranged, ["inputs", "predictions"], KEYS[0]).success
+    tags = {"dagster/asset_partition_range_start": KEYS[1], "dagster/asset_partition_range_end": KEYS[2]}
+    result = run_assets(ranged, ["inputs", "predictions"], tags=tags)
+    singles = {key: run_assets(single, ["inputs", "predictions"], key) for key in KEYS}
+    assert drift_rows(ranged) == drift_rows(single)
+    names = {row[0]: set() for row in drift_rows(ranged)}
+    for row in drift_rows(ranged):
+        names[row[0]].add(row[3])
+    assert f"predicted class vs {KEYS[1]}" in names[KEYS[2]]  # compared with the partition before it in the range
+    assert f"predicted class vs {KEYS[0]}" in names[KEYS[1]]  # and with the one before the range
+    for key, materialization in materialized(result, "predictions").items():
+        [alone] = singles[key].asset_materializations_for_node("predictions")
+        for name in ("features_drifted", "predictions_drifted", "max_feature_psi", "drift_report"):
+            assert materialization.metadata[name] == alone.metadata[name], (key, name)
+
+
+def test_monitoring_that_fails_in_a_range_keeps_the_predictions_and_says_so(
+    ranged: Settings, landing: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batch_predict.warehouse import WarehouseError
+
+    def unreadable(self: Any, key: str) -> None:
+        raise WarehouseError("the labels table is unreadable")
+
+    monkeypatch.setattr(Warehouse, "refresh_quality", unreadable)
+    result = run_range(ranged, ["inputs", "predictions"])
+    assert result.success
+    per_partition = materialized(result, "predictions")
+    assert sorted(per_partition) == KEYS
+    for materialization in per_partition.values():
+        report = materialization.metadata["drift_report"].value
+        assert report == "Not measured: WarehouseError: the labels table is unreadable"
+    written = stats(ranged)
+    assert all(row[2] == row[1] == row[4] for row in written.values())  # every valid input predicted
