@@ -20,11 +20,16 @@ would warn about it every day. See `psi_threshold`.
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -297,8 +302,61 @@ _MAX_DRAWS = 200_000
 _CHUNK = 25_000
 
 
+# The folder where simulated thresholds are kept across processes, while `threshold_cache` is in effect.
+_THRESHOLD_FOLDER: ContextVar[Path | None] = ContextVar("threshold_folder", default=None)
+
+
+@contextmanager
+def threshold_cache(folder: Path) -> Iterator[None]:
+    """Keep the thresholds `psi_threshold` simulates in `folder` (one small file each) and read them back from
+    there, also in later processes: each run of a backfill is a new process, and a range of small
+    partitions needs dozens of simulations of about 10 ms (one per distribution and partition size).
+    A threshold is a pure function of its inputs (the simulation is seeded), so a stored one is exact."""
+    token = _THRESHOLD_FOLDER.set(folder)
+    try:
+        yield
+    finally:
+        _THRESHOLD_FOLDER.reset(token)
+
+
 @lru_cache(maxsize=2048)
 def _null_quantile(shares: tuple[float, ...], n: int, n_reference: int, level: float, pseudo_count: float) -> float:
+    """`_simulated_quantile`, from this process's memory, else the threshold folder, else simulated (and stored)."""
+    folder = _THRESHOLD_FOLDER.get()
+    if folder is None:
+        return _simulated_quantile(shares, n, n_reference, level, pseudo_count)
+    # Every input of the simulation, its constants included, names the file.
+    inputs = (
+        shares,
+        n,
+        n_reference,
+        level,
+        pseudo_count,
+        _SIMULATION_SEED,
+        _TAIL_DRAWS,
+        _MIN_DRAWS,
+        _MAX_DRAWS,
+        _CHUNK,
+    )
+    path = folder / (hashlib.sha256(repr(inputs).encode()).hexdigest() + ".txt")
+    try:
+        return float(path.read_text())
+    except (OSError, ValueError):  # not there yet, or unreadable: simulate it again
+        pass
+    value = _simulated_quantile(shares, n, n_reference, level, pseudo_count)
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        temporary.write_text(repr(value))  # repr of a float reads back as the same float
+        os.replace(temporary, path)
+    except OSError:
+        pass  # a threshold that cannot be kept costs only the time to simulate it again
+    return value
+
+
+def _simulated_quantile(
+    shares: tuple[float, ...], n: int, n_reference: int, level: float, pseudo_count: float
+) -> float:
     """The `level` quantile of PSI between two samples (n and n_reference rows) of the smoothed reference shares.
 
     Both samples are drawn, as the reference's own sampling noise adds to the partition's. Drawing

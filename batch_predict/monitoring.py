@@ -22,6 +22,7 @@ from batch_predict.drift import (
     drift_markdown,
     feature_drift,
     shares,
+    threshold_cache,
 )
 from batch_predict.models.types import LoadedModel
 from batch_predict.warehouse import PredictionCounts, Warehouse
@@ -84,7 +85,8 @@ def range_drift(
     bins = warehouse.feature_bin_counts_range(keys, {name: reference.features[name].edges for name in features})
     columns = [probability_column(label) for label in model.metadata.classes]
     counts = warehouse.prediction_counts_range(keys, columns, reference.score.edges, model.metadata.version)
-    reports = {key: _report(model, reference, key, bins[key], counts[key], alpha, floor) for key in keys}
+    with threshold_cache(warehouse.staging_root.with_name(warehouse.staging_root.name + ".thresholds")):
+        reports = {key: _report(model, reference, key, bins[key], counts[key], alpha, floor) for key in keys}
     warehouse.record_drift_range(
         {
             key: (

@@ -2,6 +2,7 @@ import json
 import math
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -342,3 +343,31 @@ def test_feature_bin_counts_of_a_stored_partition_follow_bin_counts(warehouse_lo
         expected = bin_counts(np.array([math.nan if v is None else v for v in values]), edges[name])
         assert dense_counts(counts[name], len(edges[name]) + 1) == expected, name
     assert warehouse.feature_bin_counts("p", {}) == {}
+
+
+def test_simulated_thresholds_are_kept_for_later_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A threshold simulated once is read back from the folder, exactly, by a process that has not simulated
+    it (its in-memory cache empty); an unreadable file is simulated and written again."""
+    from batch_predict import drift as drift_module
+
+    shares, folder = (0.5, 0.3, 0.2), tmp_path / "thresholds"
+    drift_module._null_quantile.cache_clear()
+    plain = psi_threshold(shares, 137, 1000, floor=0.0)
+    drift_module._null_quantile.cache_clear()
+    with drift_module.threshold_cache(folder):
+        assert psi_threshold(shares, 137, 1000, floor=0.0) == plain
+    [kept] = list(folder.iterdir())
+    assert float(kept.read_text()) == plain
+    simulated: list[int] = []
+    simulate = drift_module._simulated_quantile
+    monkeypatch.setattr(drift_module, "_simulated_quantile", lambda *args: (simulated.append(1), simulate(*args))[1])
+    drift_module._null_quantile.cache_clear()  # as a new process
+    with drift_module.threshold_cache(folder):
+        assert psi_threshold(shares, 137, 1000, floor=0.0) == plain
+    assert simulated == []
+    kept.write_text("not a number")
+    drift_module._null_quantile.cache_clear()
+    with drift_module.threshold_cache(folder):
+        assert psi_threshold(shares, 137, 1000, floor=0.0) == plain
+    assert simulated == [1] and float(kept.read_text()) == plain
+    drift_module._null_quantile.cache_clear()
