@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 
 from batch_predict.settings import OnFailure
 from batch_predict.warehouse.connection import Session
@@ -105,15 +106,18 @@ class Ledger(Snapshots):
                 session.stage_arrow("work_file", staged.work)
             for index, part in enumerate(staged.predictions):
                 session.stage_arrow(f"predicted_{index}", part.rows)
-            session.stage_arrow("errors_file", staged.errors)
+            # A run whose every record was predicted staged no error file: nothing to insert.
+            failures = not (isinstance(staged.errors, ds.FileSystemDataset) and not staged.errors.files)
+            if failures:
+                session.stage_arrow("errors_file", staged.errors)
             add_probability_columns(session, run.probability_columns)
             with session.transaction():
                 session.lock_all(shared=run.mode != OnFailure.CARRY_OVER)
                 session.lock_partition(run.partition_key)
-                return self._publish(session, run, staged, key)
+                return self._publish(session, run, staged, key, failures)
 
     def _publish(
-        self, session: Session, run: PredictionRun, staged: StagedOutcome, key: dict[str, Any]
+        self, session: Session, run: PredictionRun, staged: StagedOutcome, key: dict[str, Any], failures: bool
     ) -> PublishResult:
         carry = run.mode == OnFailure.CARRY_OVER
         # Earlier attempts of the records this run worked: the partition's own failed
@@ -161,20 +165,22 @@ class Ledger(Snapshots):
             for index, part in enumerate(staged.predictions)
         )
         self._unarchive_current(session, run, carry)
-        run_failed = session.write(
-            f"""
-            INSERT INTO prediction_errors
-                (partition_key, record_id, error, attempt, dead, attempted_in_partition, run_id, failed_at)
-            SELECT f.partition_key, f.record_id, f.error, coalesce(c.attempt, 0) + 1,
-                   coalesce(c.attempt, 0) + 1 >= $max_attempts, f.attempted_in_partition, f.run_id, f.failed_at
-            FROM errors_file AS f LEFT JOIN prior AS c
-              ON c.partition_key = f.partition_key AND c.record_id = f.record_id
-            WHERE f.partition_key = $p
-               OR EXISTS (SELECT 1 FROM ({carried_ok}) AS k
-                          WHERE k.partition_key = f.partition_key AND k.record_id = f.record_id)
-            """,
-            {**key, "max_attempts": run.max_attempts},
-        )
+        run_failed = 0
+        if failures:
+            run_failed = session.write(
+                f"""
+                INSERT INTO prediction_errors
+                    (partition_key, record_id, error, attempt, dead, attempted_in_partition, run_id, failed_at)
+                SELECT f.partition_key, f.record_id, f.error, coalesce(c.attempt, 0) + 1,
+                       coalesce(c.attempt, 0) + 1 >= $max_attempts, f.attempted_in_partition, f.run_id, f.failed_at
+                FROM errors_file AS f LEFT JOIN prior AS c
+                  ON c.partition_key = f.partition_key AND c.record_id = f.record_id
+                WHERE f.partition_key = $p
+                   OR EXISTS (SELECT 1 FROM ({carried_ok}) AS k
+                              WHERE k.partition_key = f.partition_key AND k.record_id = f.record_id)
+                """,
+                {**key, "max_attempts": run.max_attempts},
+            )
         completeness = self._completeness(session, run.partition_key)
         if not completeness.passed and run.mode == OnFailure.RETRY_FAILED:
             # Outcomes of records that left the partition's inputs when it was re-snapshotted.
