@@ -3,7 +3,6 @@
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any, NamedTuple, TypeVar
 
 import dagster as dg
@@ -12,7 +11,7 @@ from pydantic import Field
 from batch_predict.contract import FeatureContract
 from batch_predict.models.source import RunModels
 from batch_predict.models.types import LoadedModel, ModelError
-from batch_predict.partition_run import PartitionResult, Predicted, measure, predict_only, run_partition
+from batch_predict.partition_run import PartitionResult, Predicted, measure, predict_only
 from batch_predict.resources import BatchResource, ModelRegistryResource, SourceResource, WarehouseResource
 from batch_predict.results import (
     EVERY_INPUT_PREDICTED,
@@ -122,6 +121,30 @@ def each_range(
         except Exception as error:  # recorded and raised by the caller, naming the partitions
             return {}, dict.fromkeys(keys, error)
     return each_partition(keys, lambda key: work([key])[key])
+
+
+def predict_and_measure(
+    keys: Sequence[str],
+    predict: Callable[[str], Predicted],
+    measure_some: Callable[[dict[str, Predicted]], dict[str, PartitionResult]],
+    carries: bool,
+) -> tuple[dict[str, PartitionResult], dict[str, Exception]]:
+    """Predict every partition of a run, then measure it: each right after its own publish in a run that
+    carries records (its publish settles earlier partitions' records), else all together once all are
+    published. What fails is recorded with its partition, as `each_partition` does."""
+    if carries or len(keys) == 1:
+        return each_partition(keys, lambda key: measure_some({key: predict(key)})[key])
+    predicted, failed = each_partition(keys, predict)
+    try:
+        return measure_some(predicted), failed
+    except Exception:  # measured one by one, so that what fails names its partition
+        results: dict[str, PartitionResult] = {}
+        for key in sorted(predicted):
+            try:
+                results[key] = measure_some({key: predicted[key]})[key]
+            except Exception as error:  # recorded and raised by the caller, naming the partition
+                failed[key] = error
+        return results, failed
 
 
 def range_failure(failed: dict[str, Exception], total: int) -> dg.Failure:
@@ -331,34 +354,18 @@ def build_assets(
         predictor = warehouse.open(contract)
         settings = batch.settings()
 
-        def predict(key: str) -> PartitionResult:
-            end = partitions_def.time_window_for_partition_key(key).end
-            return run_partition(
-                predictor, models, key, end, context.run.run_id, settings, config.full_refresh, context.log
-            )
-
         def predict_alone(key: str) -> Predicted:
             end = partitions_def.time_window_for_partition_key(key).end
             return predict_only(
                 predictor, models, key, end, context.run.run_id, settings, config.full_refresh, context.log
             )
 
-        def measure_alone(predicted: dict[str, Predicted], key: str) -> PartitionResult:
-            return measure(predictor, models, {key: predicted[key]}, settings, context.log)[key]
+        def measure_some(predicted: dict[str, Predicted]) -> dict[str, PartitionResult]:
+            return measure(predictor, models, predicted, settings, context.log)
 
-        # A carry-over run's publish settles earlier partitions' records, so each partition is measured
-        # right after its own; otherwise the partitions are measured together, after all are published.
         carries = OnFailure(settings.on_failure) == OnFailure.CARRY_OVER and not config.full_refresh
         with predictor.hold():
-            if carries or len(context.partition_keys) == 1:
-                results, failed = each_partition(context.partition_keys, predict)
-            else:
-                predicted, failed = each_partition(context.partition_keys, predict_alone)
-                try:
-                    results = measure(predictor, models, predicted, settings, context.log)
-                except Exception:  # measured one by one, so that what fails names its partition
-                    results, unmeasured = each_partition(sorted(predicted), partial(measure_alone, predicted))
-                    failed |= unmeasured
+            results, failed = predict_and_measure(context.partition_keys, predict_alone, measure_some, carries)
         per_partition = {key: prediction_metadata(result) for key, result in results.items()}
         used = [models.load(version) for version in sorted({r.outcome.model_version for r in results.values()})]
         run_metadata = {**range_metadata(per_partition), **models_used_metadata(used, contract)}

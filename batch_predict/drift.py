@@ -296,6 +296,8 @@ def large_sample_psi_threshold(n: int, n_reference: int, bins: int, alpha: float
 
 
 _SIMULATION_SEED = 20_240_601
+# Raise when the simulation's code changes what it returns: thresholds kept on disk are then simulated anew.
+_SIMULATION_VERSION = 1
 _TAIL_DRAWS = 50  # simulated PSIs expected beyond the quantile, for a stable estimate
 _MIN_DRAWS = 20_000
 _MAX_DRAWS = 200_000
@@ -325,22 +327,21 @@ def _null_quantile(shares: tuple[float, ...], n: int, n_reference: int, level: f
     folder = _THRESHOLD_FOLDER.get()
     if folder is None:
         return _simulated_quantile(shares, n, n_reference, level, pseudo_count)
-    # Every input of the simulation, its constants included, names the file.
+    # Every input of the simulation names the file: its arguments, its constants, the version of its
+    # code and numpy's (whose random streams may change between releases).
     inputs = (
         shares,
         n,
         n_reference,
         level,
         pseudo_count,
-        _SIMULATION_SEED,
-        _TAIL_DRAWS,
-        _MIN_DRAWS,
-        _MAX_DRAWS,
-        _CHUNK,
+        (_SIMULATION_VERSION, _SIMULATION_SEED, _TAIL_DRAWS, _MIN_DRAWS, _MAX_DRAWS, _CHUNK, np.__version__),
     )
     path = folder / (hashlib.sha256(repr(inputs).encode()).hexdigest() + ".txt")
     try:
-        return float(path.read_text())
+        stored = float(path.read_text())
+        if math.isfinite(stored) and stored >= 0:
+            return stored
     except (OSError, ValueError):  # not there yet, or unreadable: simulate it again
         pass
     value = _simulated_quantile(shares, n, n_reference, level, pseudo_count)

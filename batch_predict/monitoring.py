@@ -29,6 +29,8 @@ from batch_predict.warehouse import PredictionCounts, Warehouse
 
 FEATURE = "feature"
 PREDICTION = "prediction"
+# The valid rows of the partitions `range_drift` counts in one scan at most (unless one partition has more).
+ROWS_PER_SCAN = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,29 @@ def range_drift(
     (not with carried records).
     """
     keys = list(partition_keys)
+    sizes = warehouse.valid_rows(keys) if len(keys) > 1 else {}
+    reports: dict[str, DriftReport] = {}
+    # A scan reads its partitions' rows at once: consecutive partitions of up to ROWS_PER_SCAN rows.
+    group: list[str] = []
+    rows = 0
+    for key in keys:
+        if group and rows + sizes.get(key, 0) > ROWS_PER_SCAN:
+            reports |= _measure_together(warehouse, model, reference, group, alpha, floor)
+            group, rows = [], 0
+        group.append(key)
+        rows += sizes.get(key, 0)
+    return reports | _measure_together(warehouse, model, reference, group, alpha, floor)
+
+
+def _measure_together(
+    warehouse: Warehouse,
+    model: LoadedModel,
+    reference: Reference,
+    keys: list[str],
+    alpha: float,
+    floor: float,
+) -> dict[str, DriftReport]:
+    """`range_drift` for partitions counted in one scan."""
     features = [name for name in warehouse.contract.features if name in reference.features]
     bins = warehouse.feature_bin_counts_range(keys, {name: reference.features[name].edges for name in features})
     columns = [probability_column(label) for label in model.metadata.classes]

@@ -1,9 +1,9 @@
 """One partition of a prediction run, end to end, without Dagster: the version that should predict
 it, the prediction itself (batch.py), the failed-share limit, and the monitoring measured after.
 
-The `predictions` asset calls `run_partition` once per partition of its run (or, in a range whose
-partitions do not carry each other's records, `predict_only` for each and then `measure` for all)
-and turns the `PartitionResult`s into metadata and check results (results.py).
+The `predictions` asset calls `predict_only` for each partition of its run and `measure` right after
+each (or, in a range whose partitions do not carry each other's records, once for all of them), and
+turns the `PartitionResult`s into metadata and check results (results.py).
 """
 
 from __future__ import annotations
@@ -57,25 +57,6 @@ class Predicted:
     model: LoadedModel
     outcome: BatchOutcome
     too_many_failed: str | None
-
-
-def run_partition(
-    predictor: Warehouse,
-    models: RunModels,
-    key: str,
-    partition_end: datetime,
-    run_id: str,
-    settings: BatchSettings,
-    full_refresh: bool,
-    log: Log,
-) -> PartitionResult:
-    """Predict one partition with the version that should predict it, then measure it.
-
-    Monitoring that fails (labels or reference unreadable) does not fail the partition: its
-    rows are written and complete; the result says what could not be measured.
-    """
-    predicted = predict_only(predictor, models, key, partition_end, run_id, settings, full_refresh, log)
-    return measure(predictor, models, {key: predicted}, settings, log)[key]
 
 
 def predict_only(
@@ -132,13 +113,15 @@ def measure(
                     predicted[key].outcome, drift.get(key), quality[key], too_many_failed=predicted[key].too_many_failed
                 )
         except (WarehouseError, ModelError, ValueError, KeyError, duckdb.Error) as error:
+            if len(keys) > 1:  # measured one by one, so that a failure leaves the others measured
+                for key in keys:
+                    results |= measure(predictor, models, {key: predicted[key]}, settings, log)
+                continue
             message = f"{type(error).__name__}: {error}"
-            named = f"Partition {keys[0]}" if len(keys) == 1 else f"Partitions {', '.join(keys)}"
-            log.warning(f"{named}: drift and realized quality not measured: {message}")
-            for key in keys:
-                results[key] = PartitionResult(
-                    predicted[key].outcome, monitoring_error=message, too_many_failed=predicted[key].too_many_failed
-                )
+            log.warning(f"Partition {keys[0]}: drift and realized quality not measured: {message}")
+            results[keys[0]] = PartitionResult(
+                predicted[keys[0]].outcome, monitoring_error=message, too_many_failed=predicted[keys[0]].too_many_failed
+            )
     return results
 
 

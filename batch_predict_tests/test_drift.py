@@ -370,4 +370,9 @@ def test_simulated_thresholds_are_kept_for_later_processes(tmp_path: Path, monke
     with drift_module.threshold_cache(folder):
         assert psi_threshold(shares, 137, 1000, floor=0.0) == plain
     assert simulated == [1] and float(kept.read_text()) == plain
+    kept.write_text("-1.0")  # a value no simulation gives is not trusted either
+    drift_module._null_quantile.cache_clear()
+    with drift_module.threshold_cache(folder):
+        assert psi_threshold(shares, 137, 1000, floor=0.0) == plain
+    assert simulated == [1, 1]
     drift_module._null_quantile.cache_clear()

@@ -173,3 +173,74 @@ def test_monitoring_that_fails_in_a_range_keeps_the_predictions_and_says_so(
         assert report == "Not measured: WarehouseError: the labels table is unreadable"
     written = stats(ranged)
     assert all(row[2] == row[1] == row[4] for row in written.values())  # every valid input predicted
+
+
+def test_monitoring_that_fails_for_one_partition_leaves_the_others_measured(
+    ranged: Settings, landing: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batch_predict.warehouse import WarehouseError
+
+    refresh = Warehouse.refresh_quality
+
+    def unreadable_on_the_second_day(self: Any, key: str) -> Any:
+        if key == KEYS[1]:
+            raise WarehouseError("the labels of the second day are unreadable")
+        return refresh(self, key)
+
+    monkeypatch.setattr(Warehouse, "refresh_quality", unreadable_on_the_second_day)
+    result = run_range(ranged, ["inputs", "predictions"])
+    assert result.success
+    reports = {key: m.metadata["drift_report"].value for key, m in materialized(result, "predictions").items()}
+    assert reports[KEYS[1]] == "Not measured: WarehouseError: the labels of the second day are unreadable"
+    assert all(
+        str(reports[key]).startswith("#") or "Drift of partition" in str(reports[key]) for key in (KEYS[0], KEYS[2])
+    )
+
+
+def test_a_range_measured_in_several_scans_measures_as_one(
+    ranged: Settings,
+    landing: Path,
+    registry: Registry,
+    monkeypatch: pytest.MonkeyPatch,
+    make_settings: Any,
+    tmp_path: Path,
+) -> None:
+    """A range's partitions are counted in scans of up to ROWS_PER_SCAN rows; the drift is the same."""
+    from batch_predict import monitoring
+
+    scans: list[list[str]] = []
+    together = monitoring._measure_together
+    monkeypatch.setattr(monitoring, "ROWS_PER_SCAN", 500)  # one partition (under 400 valid rows) per scan
+    monkeypatch.setattr(
+        monitoring, "_measure_together", lambda w, m, r, keys, *a: (scans.append(keys), together(w, m, r, keys, *a))[1]
+    )
+    assert run_range(ranged, ["inputs", "predictions"]).success
+    assert scans == [[key] for key in KEYS]
+    single = make_settings(warehouse=str(tmp_path / "single.duckdb"), staging=str(tmp_path / "single_staging"))
+    for key in KEYS:
+        assert run_assets(single, ["inputs", "predictions"], key).success
+    assert drift_rows(ranged) == drift_rows(single)
+
+
+def test_an_unexpected_error_measuring_a_range_names_every_partition_and_is_not_retried(
+    ranged: Settings, landing: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = partition_run_module.predict_partition
+
+    def failing_on_two_days(warehouse: Any, model: Any, key: str, *args: Any, **kwargs: Any) -> Any:
+        if key in KEYS[:2]:
+            raise ValueError("the model server fell over")
+        return real(warehouse, model, key, *args, **kwargs)
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("a bug in the drift code")
+
+    monkeypatch.setattr(partition_run_module, "predict_partition", failing_on_two_days)
+    monkeypatch.setattr(partition_run_module, "range_drift", broken)
+    result = run_range(ranged, ["inputs", "predictions"])
+    assert not result.success
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.step_failure_data.user_failure_data.description
+    assert message.startswith(f"All 3 partitions failed ({', '.join(KEYS)}).")
+    assert message.count("the model server fell over") == 2 and "a bug in the drift code" in message

@@ -552,3 +552,37 @@ def test_a_run_leaves_the_warehouse_closed_when_it_ends(settings: Settings, land
         text=True,
     )
     assert probe.returncode == 0, probe.stderr
+
+
+def test_a_close_that_fails_does_not_stop_letting_go_of_idle_connections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watcher that lets go of an idle connection survives a close that raises (an I/O error in its
+    checkpoint): the next idle connection is let go too, and another process can open the file."""
+    path = tmp_path / "warehouse.duckdb"
+    warehouse = Warehouse(path, CONTRACT)
+    with warehouse.session() as session, session.transaction():
+        session.execute("CREATE TABLE idle (x INTEGER)")
+    backend = type(warehouse.backend)
+    close = backend._close_held
+    failures: list[int] = []
+
+    def failing_once(self: Any, held: Any) -> None:
+        close(self, held)
+        if not failures:
+            failures.append(1)
+            raise OSError("the disk went away for a moment")
+
+    monkeypatch.setattr(backend, "_close_held", failing_once)
+    with warehouse.hold():
+        for _ in range(2):
+            with warehouse.session() as session:
+                session.fetchall("SELECT 1")
+            time.sleep(connection_module.IDLE_SECONDS + 0.5)
+        assert failures == [1]
+        probe = subprocess.run(
+            [sys.executable, "-c", f"import duckdb; duckdb.connect({str(path)!r}).close()"],
+            capture_output=True,
+            text=True,
+        )
+        assert probe.returncode == 0, probe.stderr

@@ -310,7 +310,7 @@ class Backend(ABC):
         with self._guard:
             self._held, self._held_by = held, threading.get_ident()
             self._idle_deadline = time.monotonic() + IDLE_SECONDS
-            if self._watcher is None:
+            if self._watcher is None or not self._watcher.is_alive():
                 self._watcher = threading.Thread(target=self._let_go_when_idle, name="warehouse-idle", daemon=True)
                 self._watcher.start()
 
@@ -326,7 +326,8 @@ class Backend(ABC):
                     self._guard.wait(left)  # a session may take it (and keep it again) meanwhile
                     continue
                 held, self._held = self._held, None
-            self._close_held(held)
+            with suppress(Exception):  # a close that fails (an I/O error in its checkpoint) must not stop the watcher
+                self._close_held(held)
 
     @abstractmethod
     def _close_held(self, held: Any) -> None: ...
