@@ -75,7 +75,8 @@ def range_drift(
     alpha: float,
     floor: float,
 ) -> dict[str, DriftReport]:
-    """`partition_drift` for partitions `model` predicted, counted in one scan and recorded in one transaction.
+    """`partition_drift` for partitions `model` predicted: consecutive ones of up to ROWS_PER_SCAN valid rows
+    are counted in one scan and recorded in one transaction.
 
     Each partition's predecessor is the newest earlier partition whose last run used the model's
     version, as for `partition_drift` right after the partition was published: measure the
