@@ -21,6 +21,7 @@ import pytest
 from batch_predict.cluster import LAUNCH, backfill_variables
 from batch_predict.demo import train_demo_model, write_landing
 from batch_predict.models.registry import Registry
+from batch_predict.settings import BACKFILL_PARTITIONS_PER_RUN
 
 from .conftest import FIRST_DAY
 
@@ -100,15 +101,15 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=30)
 
 
-def make_project(folder: Path, **settings: str) -> tuple[dict[str, str], Path]:
-    """A project in `folder` with this repository's instance settings, DAYS of landed records and a
+def make_project(folder: Path, days: int = DAYS, **settings: str) -> tuple[dict[str, str], Path]:
+    """A project in `folder` with this repository's instance settings, `days` of landed records and a
     registered champion; the environment `dagster dev` runs it with (plus `settings`), and the warehouse
     file it writes."""
     home = folder / "dagster_home"
     home.mkdir(parents=True)
     shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
     warehouse = folder / "warehouse.duckdb"
-    write_landing(folder / "landing", FIRST_DAY, DAYS, ROWS)
+    write_landing(folder / "landing", FIRST_DAY, days, ROWS)
     train_demo_model(Registry(folder / "models"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCH_PREDICT_")} | {
         "DAGSTER_HOME": str(home),
@@ -302,11 +303,13 @@ query Run($id: ID!) {
 }
 """
 LATEST_BACKFILL_ID = "{ partitionBackfillsOrError(limit: 1) { ... on PartitionBackfills { results { id } } } }"
-# With the default BATCH_PREDICT_MAX_PARTITIONS_PER_RUN (31 daily partitions per run): 35 days from the UI
-# are a run of 31 and a run of 4; the last 5 days queued by `batch-predict backfill` are one run.
-FROM_THE_UI = [f"{FIRST_DAY + timedelta(days=i):%Y-%m-%d}" for i in range(35)]
+# With the default BATCH_PREDICT_MAX_PARTITIONS_PER_RUN (PER_RUN daily partitions per run): PER_RUN + 3
+# days from the UI are a run of PER_RUN and a run of 3; the next 5 days queued by `batch-predict backfill`
+# are one run.
+PER_RUN = BACKFILL_PARTITIONS_PER_RUN["daily"]
+FROM_THE_UI = [f"{FIRST_DAY + timedelta(days=i):%Y-%m-%d}" for i in range(PER_RUN + 3)]
 BATCH_PREDICT = str(Path(sys.executable).parent / "batch-predict")
-FROM_THE_SHELL = [f"{FIRST_DAY + timedelta(days=i):%Y-%m-%d}" for i in range(35, DAYS)]
+FROM_THE_SHELL = [f"{FIRST_DAY + timedelta(days=i):%Y-%m-%d}" for i in range(PER_RUN + 3, PER_RUN + 8)]
 
 
 def partitions_by_run(port: int, runs: list[dict[str, Any]]) -> list[tuple[str, str, list[str]]]:
@@ -324,13 +327,14 @@ def partitions_by_run(port: int, runs: list[dict[str, Any]]) -> list[tuple[str, 
 
 @pytest.mark.system
 def test_a_backfill_with_the_default_policy_runs_ranges_and_materializes_each_partition(tmp_path: Path) -> None:
-    env, warehouse = make_project(tmp_path)  # BATCH_PREDICT_MAX_PARTITIONS_PER_RUN unset: the default
+    # BATCH_PREDICT_MAX_PARTITIONS_PER_RUN unset: the default
+    env, warehouse = make_project(tmp_path, days=len(FROM_THE_UI) + len(FROM_THE_SHELL))
     with running_dagster_dev(tmp_path, env) as port:
         status, runs, _ = backfill(port, FROM_THE_UI, timeout=600)
         assert status == "COMPLETED_SUCCESS" and all(run["status"] == "SUCCESS" for run in runs), (status, runs)
         assert partitions_by_run(port, runs) == [
-            (FROM_THE_UI[0], FROM_THE_UI[30], FROM_THE_UI[:31]),
-            (FROM_THE_UI[31], FROM_THE_UI[-1], FROM_THE_UI[31:]),
+            (FROM_THE_UI[0], FROM_THE_UI[PER_RUN - 1], FROM_THE_UI[:PER_RUN]),
+            (FROM_THE_UI[PER_RUN], FROM_THE_UI[-1], FROM_THE_UI[PER_RUN:]),
         ]
 
         queued = subprocess.run(
@@ -343,7 +347,7 @@ def test_a_backfill_with_the_default_policy_runs_ranges_and_materializes_each_pa
         )
         assert queued.returncode == 0, queued.stderr
         assert f"queued: {len(FROM_THE_SHELL)} daily partitions of inputs and predictions" in queued.stdout
-        assert "up to 31 per run, so 1 run(s)" in queued.stdout
+        assert f"up to {PER_RUN} per run, so 1 run(s)" in queued.stdout
         [latest] = graphql(port, LATEST_BACKFILL_ID)["partitionBackfillsOrError"]["results"]
         assert latest["id"] in queued.stdout
         status, runs = wait_for_backfill(port, latest["id"], timeout=600)
@@ -361,10 +365,10 @@ def test_the_schedule_asks_for_one_partition_while_backfills_run_ranges(tmp_path
 
     env, _ = make_project(tmp_path)
     settings = load_settings(env)
-    assert settings.max_partitions_per_run == 31
+    assert settings.max_partitions_per_run == PER_RUN == 92
     definitions = build_definitions(settings)
     predictions = definitions.resolve_assets_def("predictions")
-    assert predictions.backfill_policy == dg.BackfillPolicy.multi_run(31)
+    assert predictions.backfill_policy == dg.BackfillPolicy.multi_run(PER_RUN)
     schedule = definitions.resolve_schedule_def("predictions_job_schedule")
     with dg.build_schedule_context(scheduled_execution_time=datetime(2026, 3, 20, 0, 15, tzinfo=UTC)) as context:
         [request] = schedule.evaluate_tick(context).run_requests or []
