@@ -151,3 +151,16 @@ def test_columns_that_would_clash_fail_at_load(env: dict[str, str], message: str
     """One column in two roles, or a feature named like a PostgreSQL system column, is refused before any run."""
     with pytest.raises(SettingsError, match=message):
         load_settings(env)
+
+
+@pytest.mark.parametrize(("cadence", "per_run"), [("hourly", 744), ("daily", 92), ("weekly", 13), ("monthly", 12)])
+def test_auto_ranges_are_a_month_of_hours_a_quarter_of_days_weeks_and_a_year_of_months(
+    cadence: str, per_run: int
+) -> None:
+    """The sizes docs/performance.md measured and documents: a backfill's runs, whatever the cadence."""
+    for value in (None, "auto", "AUTO"):
+        env = {"BATCH_PREDICT_CADENCE": cadence}
+        if value is not None:
+            env["BATCH_PREDICT_MAX_PARTITIONS_PER_RUN"] = value
+        assert load_settings(env).max_partitions_per_run == per_run
+    assert load_settings(env | {"BATCH_PREDICT_MAX_PARTITIONS_PER_RUN": "7"}).max_partitions_per_run == 7

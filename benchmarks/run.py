@@ -864,7 +864,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ui-days", type=int, default=365)
     parser.add_argument("--ui-per-run", default="", help="BATCH_PREDICT_MAX_PARTITIONS_PER_RUN (default: its default)")
     parser.add_argument(
-        "--year-partitions", type=int, default=31, help="partitions of the in-process year run (a range of the default)"
+        "--year-partitions",
+        type=int,
+        default=31,
+        help="partitions of the in-process year run (31: a month, as the figures before the default of 92)",
     )
     parser.add_argument("--ui-rows", type=int, default=10_000)
     parser.add_argument("--hourly-partitions", type=int, default=8_760)
