@@ -9,7 +9,7 @@ three). The results are written to `prediction_drift` and returned for the UI.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,46 +55,32 @@ class DriftReport:
         }
 
 
-def partition_drift(
-    warehouse: Warehouse,
-    model: LoadedModel,
-    reference: Reference,
-    partition_key: str,
-    alpha: float,
-    floor: float,
-) -> DriftReport:
-    """Compare one partition with the reference (and its predecessor), record and return the results."""
-    return range_drift(warehouse, model, reference, [partition_key], alpha, floor)[partition_key]
-
-
 def range_drift(
     warehouse: Warehouse,
     model: LoadedModel,
     reference: Reference,
-    partition_keys: Sequence[str],
+    valid_rows: Mapping[str, int],
     alpha: float,
     floor: float,
 ) -> dict[str, DriftReport]:
-    """`partition_drift` for partitions `model` predicted: consecutive ones of up to ROWS_PER_SCAN valid rows
-    are counted in one scan and recorded in one transaction.
+    """Compare partitions `model` predicted (`valid_rows`: each one's valid inputs, in order) with the
+    reference and each with its predecessor; record and return the results. Consecutive partitions of
+    up to ROWS_PER_SCAN valid rows are counted in one scan and recorded in one transaction.
 
     Each partition's predecessor is the newest earlier partition whose last run used the model's
-    version, as for `partition_drift` right after the partition was published: measure the
-    partitions of a run this way only once their runs no longer change each other's predictions
-    (not with carried records).
+    version, as right after the partition was published: measure the partitions of a run this way
+    only once their runs no longer change each other's predictions (not with carried records).
     """
-    keys = list(partition_keys)
-    sizes = warehouse.valid_rows(keys) if len(keys) > 1 else {}
     reports: dict[str, DriftReport] = {}
     # A scan reads its partitions' rows at once: consecutive partitions of up to ROWS_PER_SCAN rows.
     group: list[str] = []
     rows = 0
-    for key in keys:
-        if group and rows + sizes.get(key, 0) > ROWS_PER_SCAN:
+    for key, size in valid_rows.items():
+        if group and rows + size > ROWS_PER_SCAN:
             reports |= _measure_together(warehouse, model, reference, group, alpha, floor)
             group, rows = [], 0
         group.append(key)
-        rows += sizes.get(key, 0)
+        rows += size
     return reports | _measure_together(warehouse, model, reference, group, alpha, floor)
 
 

@@ -107,7 +107,10 @@ def measure(
             drift: dict[str, DriftReport] = {}
             if reference is not None:
                 model = predicted[keys[0]].model
-                drift = range_drift(predictor, model, reference, keys, settings.drift_alpha, settings.drift_psi_floor)
+                valid_rows = {key: predicted[key].outcome.published.completeness.valid_inputs for key in keys}
+                drift = range_drift(
+                    predictor, model, reference, valid_rows, settings.drift_alpha, settings.drift_psi_floor
+                )
             for key in keys:
                 results[key] = PartitionResult(
                     predicted[key].outcome, drift.get(key), quality[key], too_many_failed=predicted[key].too_many_failed

@@ -63,15 +63,6 @@ class DriftCounts(Labels):
             for row, key in enumerate(keys)
         }
 
-    def valid_rows(self, partition_keys: Sequence[str]) -> dict[str, int]:
-        """The valid inputs of each partition's snapshot (those not snapshotted are missing)."""
-        with self.session(read_only=True) as session:
-            rows = session.fetchall(
-                f"SELECT partition_key, valid_rows FROM input_stats WHERE {in_list('partition_key', 'keys')}",
-                {"keys": list(partition_keys)},
-            )
-        return {str(key): int(n or 0) for key, n in rows}
-
     def prediction_counts(
         self, partition_key: str, probability_columns: Sequence[str], score_edges: Sequence[float], model_version: str
     ) -> PredictionCounts:
