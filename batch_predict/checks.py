@@ -7,15 +7,18 @@ older partition can never make a missed deadline look met (a `FreshnessPolicy` j
 the asset's newest materialization of any partition and would).
 """
 
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 import dagster as dg
 
+from batch_predict.models.source import ModelSource
 from batch_predict.partitions import partition_end
 from batch_predict.resources import BatchResource, ModelRegistryResource, SourceResource, WarehouseResource
 from batch_predict.staleness import find_stale_partitions
 from batch_predict.verdicts import BACKFILLED, LATE, ON_TIME, AgeLevel, ModelAge, deadline_description, deadline_verdict
+from batch_predict.warehouse import Warehouse
 
 MODEL_NOT_OUTDATED = "model_not_outdated"
 PREDICTIONS_MADE_BY_CHAMPION = "predictions_made_by_champion"
@@ -26,8 +29,8 @@ class ModelChecks(NamedTuple):
     """The checks the clock drives (monitoring_job): model age, the newest partition's deadline, stale partitions."""
 
     model_not_outdated: dg.AssetChecksDefinition
-    newest_due_partition_on_time: dg.AssetChecksDefinition
-    predictions_made_by_champion: dg.AssetChecksDefinition
+    # newest_due_partition_on_time and predictions_made_by_champion: one step for both
+    predictions_monitoring: dg.AssetChecksDefinition
 
 
 def newest_due_partition(
@@ -47,6 +50,59 @@ def next_due_at(
     """When the predictions of the partition after the one ending at `window_end` are due."""
     following = partitions_def.get_next_partition_window(window_end, respect_bounds=False)
     return following.end + deadline if following is not None else None
+
+
+def deadline_result(
+    warehouse: Warehouse, partitions_def: dg.TimeWindowPartitionsDefinition, deadline: timedelta
+) -> dg.AssetCheckResult:
+    """newest_due_partition_on_time: did the newest partition that is due now get its predictions in time?"""
+    now = datetime.now(UTC)
+    due = newest_due_partition(partitions_def, deadline, now)
+    if due is None:
+        return dg.AssetCheckResult(
+            check_name=NEWEST_DUE_PARTITION_ON_TIME, passed=True, description="No partition is due yet."
+        )
+    key, due_at = due
+    window_end = partitions_def.time_window_for_partition_key(key).end
+    published_at, covered = warehouse.deliveries([key]).get(key, (None, None))
+    verdict = deadline_verdict(published_at, covered, due_at, now, next_due_at(partitions_def, window_end, deadline))
+    metadata = {"partition_key": key, "due_at": due_at.isoformat(), "verdict": verdict.value}
+    if published_at is not None:
+        metadata["completed_at"] = published_at.isoformat()
+    done = verdict in (ON_TIME, LATE, BACKFILLED)
+    return dg.AssetCheckResult(
+        check_name=NEWEST_DUE_PARTITION_ON_TIME,
+        passed=verdict == ON_TIME,
+        severity=dg.AssetCheckSeverity.WARN if done else dg.AssetCheckSeverity.ERROR,
+        description=deadline_description(key, verdict, published_at, due_at),
+        metadata=metadata,
+    )
+
+
+def champion_result(
+    warehouse: Warehouse, models: ModelSource, partitions_def: dg.TimeWindowPartitionsDefinition
+) -> dg.AssetCheckResult:
+    """predictions_made_by_champion: which partitions another model version made than the one that should."""
+    staleness = find_stale_partitions(warehouse, models, partition_end(partitions_def))
+    keys = [stale.partition_key for stale in staleness.stale]
+    return dg.AssetCheckResult(
+        check_name=PREDICTIONS_MADE_BY_CHAMPION,
+        passed=not keys,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"{len(keys)} partition(s) were predicted by another model version than the one that should "
+            f"make them (the champion is {staleness.current}): "
+            f"{', '.join(keys[:10])}{' ...' if len(keys) > 10 else ''}"
+            if keys
+            else f"Every predicted partition was made by the model that should make it ({staleness.current})."
+        ),
+        metadata={
+            "current_version": staleness.current,
+            "stale_partitions": dg.MetadataValue.json(
+                {stale.partition_key: {"made_by": stale.made_by, "wanted": stale.wanted} for stale in staleness.stale}
+            ),
+        },
+    )
 
 
 def build_checks(partitions_def: dg.TimeWindowPartitionsDefinition) -> ModelChecks:
@@ -77,76 +133,65 @@ def build_checks(partitions_def: dg.TimeWindowPartitionsDefinition) -> ModelChec
             },
         )
 
-    @dg.asset_check(
-        asset="predictions",
-        name=PREDICTIONS_MADE_BY_CHAMPION,
-        description=(
-            "Warns while prediction partitions were made by another model version than the one that should make "
-            "them (BATCH_PREDICT_BACKFILL_MODEL); `batch-predict repredict` or stale_predictions_sensor fixes them."
-        ),
-    )
-    def predictions_made_by_champion(
-        source: SourceResource, warehouse: WarehouseResource, model_registry: ModelRegistryResource
-    ) -> dg.AssetCheckResult:
-        staleness = find_stale_partitions(
-            warehouse.open(source.contract()), model_registry.models(), partition_end(partitions_def)
-        )
-        keys = [stale.partition_key for stale in staleness.stale]
-        return dg.AssetCheckResult(
-            passed=not keys,
-            severity=dg.AssetCheckSeverity.WARN,
-            description=(
-                f"{len(keys)} partition(s) were predicted by another model version than the one that should "
-                f"make them (the champion is {staleness.current}): "
-                f"{', '.join(keys[:10])}{' ...' if len(keys) > 10 else ''}"
-                if keys
-                else f"Every predicted partition was made by the model that should make it ({staleness.current})."
-            ),
-            metadata={
-                "current_version": staleness.current,
-                "stale_partitions": dg.MetadataValue.json(
-                    {
-                        stale.partition_key: {"made_by": stale.made_by, "wanted": stale.wanted}
-                        for stale in staleness.stale
-                    }
+    @dg.multi_asset_check(
+        name="predictions_monitoring",
+        specs=[
+            dg.AssetCheckSpec(
+                NEWEST_DUE_PARTITION_ON_TIME,
+                asset="predictions",
+                description=(
+                    "Fails when the newest partition whose deadline (partition end + BATCH_PREDICT_DEADLINE_HOURS) "
+                    "has passed has no predictions, or has records of its current input snapshot without an "
+                    "outcome; warns when its predictions came late. Predictions published after the deadline are "
+                    "late whatever published them: a backfill of a partition whose deadline has passed (such as "
+                    "the first pass of `make demo`) is late by definition, and the warning clears once the "
+                    "schedule predicts a newer partition in time."
                 ),
-            },
-        )
-
-    @dg.asset_check(
-        asset="predictions",
-        name=NEWEST_DUE_PARTITION_ON_TIME,
-        description=(
-            "Fails when the newest partition whose deadline (partition end + BATCH_PREDICT_DEADLINE_HOURS) has "
-            "passed has no predictions, or has records of its current input snapshot without an outcome; warns "
-            "when its predictions came late. Predictions published after the deadline are late whatever published "
-            "them: a backfill of a partition whose deadline has passed (such as the first pass of `make demo`) is "
-            "late by definition, and the warning clears once the schedule predicts a newer partition in time."
-        ),
+            ),
+            dg.AssetCheckSpec(
+                PREDICTIONS_MADE_BY_CHAMPION,
+                asset="predictions",
+                description=(
+                    "Warns while prediction partitions were made by another model version than the one that "
+                    "should make them (BATCH_PREDICT_BACKFILL_MODEL); `batch-predict repredict` or "
+                    "stale_predictions_sensor fixes them."
+                ),
+            ),
+        ],
+        can_subset=True,
+        description="The clock-driven checks of the predictions, in one step that opens the warehouse once.",
     )
-    def newest_due_partition_on_time(
-        source: SourceResource, warehouse: WarehouseResource, batch: BatchResource
-    ) -> dg.AssetCheckResult:
-        now = datetime.now(UTC)
-        due = newest_due_partition(partitions_def, timedelta(hours=batch.deadline_hours), now)
-        if due is None:
-            return dg.AssetCheckResult(passed=True, description="No partition is due yet.")
-        key, due_at = due
-        deadline = timedelta(hours=batch.deadline_hours)
-        window_end = partitions_def.time_window_for_partition_key(key).end
-        published_at, covered = warehouse.open(source.contract()).deliveries([key]).get(key, (None, None))
-        verdict = deadline_verdict(
-            published_at, covered, due_at, now, next_due_at(partitions_def, window_end, deadline)
-        )
-        metadata = {"partition_key": key, "due_at": due_at.isoformat(), "verdict": verdict.value}
-        if published_at is not None:
-            metadata["completed_at"] = published_at.isoformat()
-        done = verdict in (ON_TIME, LATE, BACKFILLED)
-        return dg.AssetCheckResult(
-            passed=verdict == ON_TIME,
-            severity=dg.AssetCheckSeverity.WARN if done else dg.AssetCheckSeverity.ERROR,
-            description=deadline_description(key, verdict, published_at, due_at),
-            metadata=metadata,
-        )
+    def predictions_monitoring(
+        context: dg.AssetCheckExecutionContext,
+        source: SourceResource,
+        warehouse: WarehouseResource,
+        batch: BatchResource,
+        model_registry: ModelRegistryResource,
+    ) -> Iterator[dg.AssetCheckResult]:
+        opened = warehouse.open(source.contract())
+        evaluations: dict[str, Callable[[], dg.AssetCheckResult]] = {
+            PREDICTIONS_MADE_BY_CHAMPION: lambda: champion_result(opened, model_registry.models(), partitions_def),
+            NEWEST_DUE_PARTITION_ON_TIME: lambda: deadline_result(
+                opened, partitions_def, timedelta(hours=batch.deadline_hours)
+            ),
+        }
+        selected = {key.name for key in context.selected_asset_check_keys}
+        failed: list[tuple[str, Exception]] = []
+        with opened.hold():
+            for name, evaluate in evaluations.items():
+                if name not in selected:
+                    continue
+                # One check that cannot be evaluated must not keep the other's result from being recorded.
+                try:
+                    result = evaluate()
+                except Exception as error:
+                    failed.append((name, error))
+                    continue
+                yield result
+        if failed:
+            for name, error in failed[1:]:
+                context.log.error(f"{name} could not be evaluated: {error}")
+            name, error = failed[0]
+            raise RuntimeError(f"{name} could not be evaluated: {error}") from error
 
-    return ModelChecks(model_not_outdated, newest_due_partition_on_time, predictions_made_by_champion)
+    return ModelChecks(model_not_outdated, predictions_monitoring)

@@ -42,8 +42,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         ],
         asset_checks=[
             checks.model_not_outdated,
-            checks.newest_due_partition_on_time,
-            checks.predictions_made_by_champion,
+            checks.predictions_monitoring,  # newest_due_partition_on_time, predictions_made_by_champion
         ],
         jobs=[
             automation.predictions_job,

@@ -159,6 +159,44 @@ def test_backfilling_an_old_partition_does_not_meet_the_deadline(
     assert met.passed == (datetime.now(UTC) <= due[1])
 
 
+def test_one_monitoring_check_that_cannot_be_evaluated_keeps_the_others_result(
+    settings: Settings, landing: Path, registry: Registry
+) -> None:
+    """The deadline and champion checks share one step; a champion check that raises (no model to
+    compare with) fails that step naming it, and the deadline check's result is still recorded."""
+    (registry.root / "aliases" / "champion.json").unlink()
+    result = (
+        build_definitions(settings)
+        .resolve_job_def("monitoring_job")
+        .execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    )
+    assert not result.success
+    names = {e.check_name for e in result.get_asset_check_evaluations()}
+    assert "newest_due_partition_on_time" in names
+    assert "predictions_made_by_champion" not in names
+    [failure] = [e for e in result.all_events if e.is_step_failure and e.step_key == "predictions_monitoring"]
+    assert "predictions_made_by_champion could not be evaluated" in str(failure.event_specific_data)
+
+
+def test_a_monitoring_check_runs_alone_when_selected_alone(
+    settings: Settings, landing: Path, registry: Registry
+) -> None:
+    """From the UI one check of the shared step can be run by itself: only its result is recorded."""
+    only = dg.AssetCheckKey(dg.AssetKey("predictions"), "predictions_made_by_champion")
+    defs = build_definitions(settings)
+    job = dg.Definitions(
+        assets=defs.assets,
+        asset_checks=defs.asset_checks,
+        jobs=[dg.define_asset_job("only_champion", selection=dg.AssetSelection.checks(only))],
+        resources=defs.resources,
+    ).resolve_job_def("only_champion")
+    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    [evaluation] = result.get_asset_check_evaluations()
+    assert evaluation.asset_check_key == only
+    assert evaluation.passed
+
+
 def test_model_age_warns_past_the_limit(settings: Settings, registry: Registry) -> None:
     assert check_results(settings)["model_not_outdated"].passed
     path = registry.root / "v1" / METADATA

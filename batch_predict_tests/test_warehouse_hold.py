@@ -132,17 +132,27 @@ def test_column_lists_follow_alter_and_rollback_inside_a_hold(tmp_path: Path) ->
             assert list(session.columns("tmp")) == ["uno"]
 
 
-def test_a_read_only_session_never_keeps_a_connection_a_write_would_need(tmp_path: Path) -> None:
+def test_a_read_only_connection_serves_later_reads_but_never_a_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     warehouse = Warehouse(tmp_path / "w.duckdb", CONTRACT)
     with warehouse.session() as session:
         session.execute("CREATE TABLE t (x INTEGER)")
+    opens = opened(monkeypatch)
     with warehouse.hold():
-        with warehouse.session(read_only=True) as session:
-            assert session.fetchall("SELECT count(*) FROM t") == [(0,)]
-        with warehouse.session() as session:
+        for _ in range(2):  # the second read is served by the first one's read-only connection
+            with warehouse.session(read_only=True) as session:
+                assert session.fetchall("SELECT count(*) FROM t") == [(0,)]
+        assert len(opens) == 1
+        with warehouse.session() as session:  # a write opens the file anew, writable
             session.execute("INSERT INTO t VALUES (1)")
+        assert len(opens) == 2
         with warehouse.session(read_only=True) as session:  # served by the held writable connection
             assert session.fetchall("SELECT count(*) FROM t") == [(1,)]
+        assert len(opens) == 2
+    with warehouse.session() as session:  # after the hold, nothing is left open that would refuse a write
+        session.execute("INSERT INTO t VALUES (2)")
+        assert session.fetchall("SELECT count(*) FROM t") == [(2,)]
 
 
 HOLDER = """

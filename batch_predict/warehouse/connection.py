@@ -490,11 +490,13 @@ class DuckDBBackend(Backend):
                 "`predictions` assets (for example `make demo`) or point BATCH_PREDICT_WAREHOUSE at your file."
             )
         taken = self._take_held()
-        held = taken is not None
+        if taken is not None and not read_only and not taken[2]:
+            taken[0].close()  # a read-only connection cannot serve a write: open the file anew
+            taken = None
         if taken is not None:
-            con, columns = taken
+            con, columns, writable = taken
         else:
-            con, columns = self._open(read_only), None
+            con, columns, writable = self._open(read_only), None, not read_only
             self._opened_at = time.monotonic()
         keep = False
         try:
@@ -503,20 +505,19 @@ class DuckDBBackend(Backend):
                 self._ensure_schema(session)
                 self._schema_ready = True
             yield session
-            # A read-only connection cannot serve a later write.
-            keep = self._keep(held or not read_only) and _settled(con)
+            keep = self._keep() and _settled(con)
             if keep:
                 # The session's temp tables stay until the connection closes: every statement that makes
-                # one replaces any of the same name.
-                self._keep_held((con, session._columns))
+                # one replaces any of the same name. A read-only connection serves only later reads.
+                self._keep_held((con, session._columns, writable))
         finally:
             if not keep:
                 con.close()
 
-    def _keep(self, writable: bool) -> bool:
+    def _keep(self) -> bool:
         """Whether to keep the connection for the next session: inside `hold`, for at most HOLD_SECONDS,
         and no longer than MIN_HOLD_SECONDS while another process waits for the file."""
-        if not self._holds or not writable:
+        if not self._holds:
             return False
         held_for = time.monotonic() - self._opened_at
         if held_for >= HOLD_SECONDS:
