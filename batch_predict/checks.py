@@ -184,14 +184,14 @@ def build_checks(partitions_def: dg.TimeWindowPartitionsDefinition) -> ModelChec
                 # One check that cannot be evaluated must not keep the other's result from being recorded.
                 try:
                     result = evaluate()
-                except Exception as error:
-                    failed.append((name, error))
+                except Exception as exc:
+                    failed.append((name, exc))
                     continue
                 yield result
+        for other, problem in failed[1:]:
+            context.log.error(f"{other} could not be evaluated: {problem}")
         if failed:
-            for name, error in failed[1:]:
-                context.log.error(f"{name} could not be evaluated: {error}")
-            name, error = failed[0]
-            raise RuntimeError(f"{name} could not be evaluated: {error}") from error
+            first, cause = failed[0]
+            raise RuntimeError(f"{first} could not be evaluated: {cause}") from cause
 
     return ModelChecks(model_not_outdated, predictions_monitoring)
