@@ -65,3 +65,38 @@ def test_edge_values_cross_into_postgresql_and_back_exactly(postgres_url: str) -
         for name in EDGE.column_names:
             sent, got = EDGE.column(name).to_pylist(), back.column(name).to_pylist()
             assert all(same(a, b) for a, b in zip(sent, got, strict=True)), (name, sent, got)
+
+
+def test_a_stored_table_read_with_parameters_matches_them_exactly(postgres_url: str) -> None:
+    """ADBC reads a stored table with the parameters bound on the client (psycopg's quoting): quotes,
+    backslashes, `%`, `$`, NULL, numbers, times and lists select exactly the rows they name."""
+    texts = ["it's", "100%", "$1", "back\\slash", "\\N", "ü—✓", "'; DROP TABLE t; --", "a''b", ""]
+    warehouse = Warehouse(postgres_url, FeatureContract("record_id", "event_time", ("a",)))
+    with warehouse.session() as session:
+        session.engine.register(
+            "source",
+            pa.table(
+                {
+                    "n": pa.array(range(len(texts)), pa.int64()),
+                    "text": texts,
+                    "at": [datetime(2026, 3, 1, n, tzinfo=UTC) for n in range(len(texts))],
+                    "x": [n / 3 for n in range(len(texts))],
+                }
+            ),
+        )
+        session.engine.execute("CREATE TEMP TABLE t AS SELECT * FROM source")
+        session.share("t")
+        with session.transaction():
+            session.execute("CREATE TABLE t_stored AS SELECT * FROM t")
+
+        def read(sql: str, **params: object) -> list[int]:
+            session.fetch_into_engine("found", sql, params)
+            return [n for (n,) in session.engine.sql("SELECT n FROM found ORDER BY n").fetchall()]
+
+        for n, text in enumerate(texts):
+            assert read("SELECT n FROM t_stored WHERE text = $text AND text LIKE '%' || '' ", text=text) == [n]
+        assert read("SELECT n FROM t_stored WHERE at = $at", at=datetime(2026, 3, 1, 4, tzinfo=UTC)) == [4]
+        assert read("SELECT n FROM t_stored WHERE x = $x", x=5 / 3) == [5]
+        assert read("SELECT n FROM t_stored WHERE n > $n AND text IS DISTINCT FROM $none", n=6, none=None) == [7, 8]
+        assert read("SELECT n FROM t_stored WHERE text = ANY(CAST($texts AS TEXT[]))", texts=texts[:2]) == [0, 1]
+        assert session.fetchone("SELECT count(*) FROM t_stored") == (len(texts),)

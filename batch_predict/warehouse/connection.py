@@ -44,7 +44,6 @@ import pyarrow.dataset as ds
 from batch_predict.redaction import redact
 from batch_predict.warehouse import pgcopy
 from batch_predict.warehouse.sql import ident, literal, parameter_names, postgres_statement
-from batch_predict.warehouse.sql import positional as positional_names
 from batch_predict.warehouse.types import WarehouseError, WarehouseLockTimeout, WarehouseUnavailable
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -618,12 +617,6 @@ def adbc_errors() -> type[Exception]:
     return adbc_driver_manager.Error
 
 
-def positional(sql: str, params: Params) -> tuple[str, list[Any]]:
-    """`$name` parameters as ADBC's `$1, $2, ...`, and their values in that order."""
-    statement, order = positional_names(sql)
-    return statement, [(params or {})[name] for name in order]
-
-
 def _pg_error(error: Exception, location: str, url: str = "") -> Exception:
     """A psycopg or ADBC error as the warehouse's own, with no credential in it: retryable when trying
     again can help (a lock wait, a deadlock, a server that is down), else a `WarehouseError` (a wrong
@@ -795,13 +788,20 @@ class PostgresSession(Session):
         return table, casts
 
     def _adbc_arrow(self, sql: str, params: Params) -> pa.Table:
+        import psycopg
+
         if self._reader is None:
             import adbc_driver_postgresql.dbapi as adbc
 
             self._reader = adbc.connect(self.url)
-        statement, values = positional(sql, params)
+        # The parameters are bound on the client, by psycopg's quoting, as for a COPY: ADBC reads a statement
+        # without server-side parameters through binary COPY, and one with them row by row (10,000 rows of
+        # 17 columns: 30 against 47 ms; 300,000: 0.48 against 0.79 s).
+        statement, bound = postgres_statement(sql, params)
+        if bound:
+            statement = psycopg.ClientCursor(self.con).mogrify(statement, bound)
         with self._reader.cursor() as cursor:
-            cursor.execute(statement, values or None)
+            cursor.execute(statement)
             table: pa.Table = cursor.fetch_arrow_table()
         self._reader.rollback()
         return table

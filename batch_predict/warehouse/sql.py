@@ -77,12 +77,6 @@ def postgres_statement(sql: str, params: Mapping[str, Any] | None) -> tuple[str,
     return pyformat(sql), params
 
 
-def positional(sql: str) -> tuple[str, list[str]]:
-    """`$name` parameters as `$1, $2, ...` (ADBC's style), and the names in that order."""
-    order = parameter_names(sql)
-    return _rewrite(sql, lambda name: f"${order.index(name) + 1}", "%"), order
-
-
 def record_id_sql(column: str, text_numbers: bool = False) -> tuple[str, str]:
     """DuckDB SQL giving a source id column's value as record-id text, and SQL true when it is no id at all.
 
