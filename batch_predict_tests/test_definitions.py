@@ -159,6 +159,14 @@ def test_backfilling_an_old_partition_does_not_meet_the_deadline(
     assert met.passed == (datetime.now(UTC) <= due[1])
 
 
+def test_the_clock_driven_checks_run_with_every_job_that_predicts_and_hourly(settings: Settings) -> None:
+    """predictions_monitoring (the deadline and champion checks, one step) follows each predictions run."""
+    defs = build_definitions(settings)
+    for name in ("predictions_job", "repredict_job", "monitoring_job"):
+        steps = {node.name for node in defs.resolve_job_def(name).graph.node_defs}
+        assert "predictions_monitoring" in steps, (name, steps)
+
+
 def test_one_monitoring_check_that_cannot_be_evaluated_keeps_the_others_result(
     settings: Settings, landing: Path, registry: Registry
 ) -> None:
