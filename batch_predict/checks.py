@@ -188,10 +188,8 @@ def build_checks(partitions_def: dg.TimeWindowPartitionsDefinition) -> ModelChec
                     failed.append((name, exc))
                     continue
                 yield result
-        for other, problem in failed[1:]:
-            context.log.error(f"{other} could not be evaluated: {problem}")
         if failed:
-            first, cause = failed[0]
-            raise RuntimeError(f"{first} could not be evaluated: {cause}") from cause
+            why = "; ".join(f"{name} could not be evaluated: {problem}" for name, problem in failed)
+            raise RuntimeError(why) from failed[0][1]
 
     return ModelChecks(model_not_outdated, predictions_monitoring)

@@ -186,6 +186,26 @@ def test_one_monitoring_check_that_cannot_be_evaluated_keeps_the_others_result(
     assert "predictions_made_by_champion could not be evaluated" in str(failure.event_specific_data)
 
 
+def test_monitoring_checks_that_both_fail_are_both_named(settings: Settings, landing: Path, registry: Registry) -> None:
+    warehouse = Path(settings.warehouse)
+    warehouse.parent.mkdir(parents=True, exist_ok=True)
+    warehouse.write_bytes(b"not a database" * 100)
+    result = (
+        build_definitions(settings)
+        .resolve_job_def("monitoring_job")
+        .execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    )
+    assert not {e.check_name for e in result.get_asset_check_evaluations()} & {
+        "newest_due_partition_on_time",
+        "predictions_made_by_champion",
+    }
+    [failure] = [e for e in result.all_events if e.is_step_failure and e.step_key == "predictions_monitoring"]
+    message = str(failure.event_specific_data)
+    for name in ("newest_due_partition_on_time", "predictions_made_by_champion"):
+        assert f"{name} could not be evaluated" in message
+    assert str(settings.warehouse) in message
+
+
 def test_a_monitoring_check_runs_alone_when_selected_alone(
     settings: Settings, landing: Path, registry: Registry
 ) -> None:

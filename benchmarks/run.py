@@ -447,7 +447,7 @@ def naive_ratio(rows: int, chunk: int, repeats: int) -> dict[str, float]:
         fill_inputs(root, rows, [PARTITION])
         model = train("lr")
         naive_runs, step_runs = [], []
-        for _ in range(repeats):  # each run replaces the last one's output
+        for _ in range(repeats):  # each run after the first replaces the last one's output, as a rerun does
             naive_runs.append(naive_pandas(root, model))
             step_runs.append(ours(root, chunk)[0])
     naive_s, step_s = statistics.median(naive_runs), statistics.median(step_runs)
