@@ -155,6 +155,29 @@ def test_a_read_only_connection_serves_later_reads_but_never_a_write(
         assert session.fetchall("SELECT count(*) FROM t") == [(2,)]
 
 
+@pytest.mark.parametrize("held_read_only", [True, False])
+def test_another_warehouse_of_the_same_process_waits_for_a_held_connection_in_the_other_mode(
+    tmp_path: Path, held_read_only: bool
+) -> None:
+    """DuckDB refuses a read-write and a read-only connection to one file in one process: a second
+    warehouse object waits until the first lets go of what it holds (idle for IDLE_SECONDS)."""
+    path = tmp_path / "w.duckdb"
+    first, second = Warehouse(path, CONTRACT), Warehouse(path, CONTRACT)
+    with first.session() as session:
+        session.execute("CREATE TABLE t (x INTEGER)")
+    with first.hold():
+        with first.session(read_only=held_read_only) as session:
+            assert session.fetchall("SELECT count(*) FROM t") == [(0,)]
+        if held_read_only:
+            with second.session() as session:  # read-write, while the first holds read-only
+                session.execute("INSERT INTO t VALUES (1)")
+        else:
+            with second.session(read_only=True) as session:  # read-only, while the first holds read-write
+                assert session.fetchall("SELECT count(*) FROM t") == [(0,)]
+        with first.session(read_only=True) as session:
+            assert session.fetchall("SELECT count(*) FROM t") == [(1 if held_read_only else 0,)]
+
+
 HOLDER = """
 import sys, time
 from pathlib import Path

@@ -135,6 +135,11 @@ def _is_lock_conflict(error: duckdb.Error) -> bool:
     return "lock" in str(error).lower()
 
 
+def _is_mode_conflict(error: duckdb.Error) -> bool:
+    """DuckDB refuses a second connection to a file this process has open with another configuration."""
+    return isinstance(error, duckdb.ConnectionException) and "different configuration" in str(error)
+
+
 def engine_connection(memory_limit: str, threads: int, path: str = ":memory:", read_only: bool = False) -> Any:
     """A DuckDB connection set up as every engine here is: UTC, bounded memory, no order kept."""
     con = duckdb.connect(path, read_only=read_only)
@@ -567,12 +572,16 @@ class DuckDBBackend(Backend):
             while True:
                 try:
                     return engine_connection(self.memory_limit, self.threads, str(self.path), read_only)
-                except duckdb.IOException as error:
-                    if not _is_lock_conflict(error):
+                except (duckdb.IOException, duckdb.ConnectionException) as error:
+                    # Another warehouse object of this process may keep the file open in the other mode
+                    # (read-only against read-write) between its sessions; it lets go when idle.
+                    here = _is_mode_conflict(error)
+                    if not (here or _is_lock_conflict(error)):
                         raise self._unusable(error) from error
                     if time.monotonic() + delay > deadline:
+                        holder = "another connection of this process" if here else "another process"
                         raise WarehouseLockTimeout(
-                            f"The warehouse {self.path} stayed locked by another process for "
+                            f"The warehouse {self.path} stayed locked by {holder} for "
                             f"{self.lock_timeout_seconds:g}s ({error}). Wait for the other run to finish, "
                             "or raise BATCH_PREDICT_LOCK_TIMEOUT_SECONDS."
                         ) from error
