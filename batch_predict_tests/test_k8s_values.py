@@ -247,6 +247,16 @@ def test_the_settings_given_are_values_the_app_accepts() -> None:
     assert str(settings.landing) == given["BATCH_PREDICT_LANDING"]
 
 
+def test_a_backfill_of_a_year_of_days_fills_the_run_pods() -> None:
+    """The ranges are sized to the run limit: a year of days makes as many runs as run pods may run at once."""
+    values = load_values()
+    settings = load_settings(literal_env(values))
+    assert settings.cadence == "daily"
+    per_run = settings.max_partitions_per_run
+    assert isinstance(per_run, int)
+    assert -(-365 // per_run) == values["concurrency"]["runs"]["maxConcurrentRuns"]
+
+
 def test_the_warehouse_url_comes_from_a_secret() -> None:
     entries = {name: entry for _, name, entry in env_entries(load_values())}
     assert "value" not in entries["BATCH_PREDICT_WAREHOUSE"]
