@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 
 from batch_predict.batch import predict_partition
-from batch_predict.demo import FlakyClassifier
+from batch_predict.demo import FlakyClassifier, train_demo_model
 from batch_predict.models.registry import Registry
 from batch_predict.models.types import LoadedModel
 from batch_predict.scoring import ERROR_SCHEMA, RunInfo, predict_chunks, prediction_schema
-from batch_predict.settings import IRIS_FEATURES, OnFailure
+from batch_predict.settings import IRIS_FEATURES, OnFailure, Settings
 from batch_predict.staging import staged_outcome, work_chunks, write_work
 from batch_predict.warehouse import PredictionRun, Source, Warehouse
 
@@ -227,3 +227,78 @@ def test_completeness_names_missing_doubled_and_unexpected_outcomes(snapshotted:
     broken = snapshotted.completeness(DAYS[0])
     assert not broken.passed
     assert (broken.missing, broken.duplicated, broken.unexpected) == (1, 1, 1)
+
+
+def scanned_versions(warehouse: Warehouse) -> dict[str, list[str]]:
+    """Each predicted partition's model versions, read from every prediction (what `model_versions` keeps)."""
+    rows = stored_rows(
+        warehouse,
+        """
+        SELECT s.partition_key, s.model_version, p.model_version
+        FROM prediction_stats AS s LEFT JOIN predictions AS p ON p.partition_key = s.partition_key
+        """,
+    )
+    found: dict[str, set[str]] = {}
+    last: dict[str, str] = {}
+    for key, stats_version, version in rows:
+        last[key] = stats_version
+        found.setdefault(key, set())
+        if version is not None:
+            found[key].add(version)
+    return {key: sorted(found[key]) or [last[key]] for key in sorted(found)}
+
+
+@BOTH_BACKENDS
+def test_the_kept_model_versions_follow_every_change_of_the_predictions(
+    snapshotted: Warehouse, source: Source, landing: Path, registry: Registry
+) -> None:
+    """`prediction_stats.model_versions` is kept by the publish (the partition's own and the carried
+    records' partitions) and by a snapshot that moves records' predictions to history; at every step it
+    says what reading every prediction says."""
+
+    def agrees() -> dict[str, list[str]]:
+        kept = snapshotted.model_versions()
+        assert kept == scanned_versions(snapshotted)
+        return kept
+
+    v1 = flaky(registry, share=0.2)
+    run(snapshotted, v1, DAYS[0], OnFailure.RETRY_ALL)
+    run(snapshotted, v1, DAYS[1], OnFailure.RETRY_ALL)
+    assert agrees() == {DAYS[0]: ["v1"], DAYS[1]: ["v1"]}
+    train_demo_model(registry, "champion", seed=1)
+    v2 = registry.load("champion")
+    assert v2.metadata.version == "v2"
+    run(snapshotted, v2, DAYS[0], OnFailure.RETRY_FAILED)  # v2 predicts the records v1 failed
+    assert agrees()[DAYS[0]] == ["v1", "v2"]
+    run(snapshotted, v2, DAYS[2], OnFailure.CARRY_OVER)  # and settles DAYS[1]'s failed records
+    assert agrees() == {DAYS[0]: ["v1", "v2"], DAYS[1]: ["v1", "v2"], DAYS[2]: ["v2"]}
+    # A file of DAYS[0] goes: its records' predictions move to history when the day is snapshotted again.
+    day = datetime.fromisoformat(DAYS[0]).replace(tzinfo=UTC)
+    gone = sorted((landing / DAYS[0]).glob("*.parquet"))[0]
+    gone.unlink()
+    # A wrong value first, so that agreeing afterwards shows the snapshot set it again.
+    change_stored_rows(
+        snapshotted, "UPDATE prediction_stats SET model_versions = 'v9' WHERE partition_key = $k", k=DAYS[0]
+    )
+    snapshotted.snapshot_inputs(source, DAYS[0], day, day + timedelta(days=1), "again")
+    assert agrees()[DAYS[0]] != ["v9"]
+    change_stored_rows(
+        snapshotted, "UPDATE prediction_stats SET model_versions = NULL WHERE partition_key = $k", k=DAYS[1]
+    )
+    assert agrees()[DAYS[1]] == ["v1", "v2"]  # a row a process of an earlier release wrote: read from predictions
+
+
+@BOTH_BACKENDS
+def test_a_warehouse_of_an_earlier_release_gets_its_model_versions_filled_in(
+    snapshotted: Warehouse, registry: Registry, settings: Settings
+) -> None:
+    run(snapshotted, flaky(registry, share=0.2), DAYS[0], OnFailure.RETRY_ALL)
+    train_demo_model(registry, "champion", seed=1)
+    run(snapshotted, registry.load("champion"), DAYS[0], OnFailure.RETRY_FAILED)
+    change_stored_rows(snapshotted, "ALTER TABLE prediction_stats DROP COLUMN model_versions")
+    older = Warehouse(settings.warehouse, snapshotted.contract, staging_root=settings.staging)
+    assert older.model_versions() == {DAYS[0]: ["v1", "v2"]}  # read from the predictions meanwhile
+    with older.session():  # the first session that writes adds the column and fills it in
+        pass
+    assert stored_rows(older, "SELECT model_versions FROM prediction_stats") == [("v1,v2",)]
+    assert older.model_versions() == scanned_versions(older) == {DAYS[0]: ["v1", "v2"]}

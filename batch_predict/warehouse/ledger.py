@@ -11,9 +11,9 @@ import pyarrow.dataset as ds
 
 from batch_predict.settings import OnFailure
 from batch_predict.warehouse.connection import Session
-from batch_predict.warehouse.schema import add_probability_columns
+from batch_predict.warehouse.schema import add_probability_columns, record_model_versions
 from batch_predict.warehouse.snapshots import Snapshots
-from batch_predict.warehouse.sql import ident
+from batch_predict.warehouse.sql import ident, in_list
 from batch_predict.warehouse.types import (
     Completeness,
     PredictionRun,
@@ -242,6 +242,11 @@ class Ledger(Snapshots):
                 "passed": completeness.passed,
             },
         )
+        record_model_versions(session, "s.partition_key = $p", key)
+        if carry:  # the carried records' own partitions gained or lost predictions too
+            record_model_versions(
+                session, "s.partition_key IN (SELECT partition_key FROM prior WHERE partition_key <> $p)", key
+            )
         return result
 
     @staticmethod
@@ -322,16 +327,28 @@ class Ledger(Snapshots):
         if not self.exists():
             return {}
         with self.session(read_only=True) as session:
+            # `model_versions` is kept by every statement that changes a partition's predictions and filled
+            # in when the column is added to a warehouse of an earlier release (by the first run that
+            # writes); until then, and for a row a process of that release published since, the
+            # partition's predictions are read.
+            kept = "model_versions" if "model_versions" in session.columns("prediction_stats") else "NULL"
             rows = session.fetchall(
-                """
-                SELECT s.partition_key, coalesce(p.versions, ARRAY[s.model_version])
-                FROM prediction_stats AS s
-                LEFT JOIN (SELECT partition_key, array_agg(DISTINCT model_version ORDER BY model_version) AS versions
-                           FROM predictions GROUP BY partition_key) AS p ON p.partition_key = s.partition_key
-                ORDER BY s.partition_key
-                """
+                f"SELECT partition_key, model_version, {kept} FROM prediction_stats ORDER BY partition_key"
             )
-        return {key: [str(v) for v in versions] for key, versions in rows}
+            unknown = [str(key) for key, _, versions in rows if versions is None]
+            found = dict(
+                session.fetchall(
+                    f"""
+                    SELECT partition_key, string_agg(DISTINCT model_version, ',' ORDER BY model_version)
+                    FROM predictions WHERE {in_list("partition_key", "keys")} GROUP BY partition_key
+                    """,
+                    {"keys": unknown},
+                )
+                if unknown
+                else []
+            )
+        versions_of = {str(key): found.get(str(key), "") if versions is None else versions for key, _, versions in rows}
+        return {str(key): (versions_of[str(key)] or str(last)).split(",") for key, last, _ in rows}
 
     def _completeness(self, session: Session, partition_key: str) -> Completeness:
         """Compare the partition's inputs with its outcomes (predictions plus recorded errors).

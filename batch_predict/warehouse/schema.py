@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from batch_predict.contract import FeatureContract
-from batch_predict.warehouse.connection import Session
+from batch_predict.warehouse.connection import Params, Session
 from batch_predict.warehouse.sql import ident
 from batch_predict.warehouse.types import WarehouseError
 
@@ -216,6 +216,10 @@ def tables(contract: FeatureContract) -> tuple[Table, ...]:
                 Column("wall_seconds", "double"),
                 Column("rows_per_second", "double"),
                 Column("every_input_predicted", "boolean"),
+                # The model versions of the partition's predictions now, sorted and comma-joined ('' for
+                # none), kept by every statement that changes them, so that nothing scans `predictions`
+                # for them (see `record_model_versions`).
+                Column("model_versions", "text"),
             ),
             primary_key="partition_key",
         ),
@@ -283,7 +287,24 @@ def ensure_schema(session: Session, contract: FeatureContract, location: str) ->
             for spec_column, sql in zip(spec.columns, spec.column_sql(session.dialect), strict=True):
                 if spec_column.name not in have:
                     session.execute(f"ALTER TABLE {spec.name} ADD COLUMN {sql}")
+                    if (spec.name, spec_column.name) == ("prediction_stats", "model_versions"):
+                        record_model_versions(session, "true")  # a warehouse of an earlier release
         refresh_all_versions_view(session)
+
+
+def record_model_versions(session: Session, scope: str, params: Params = None) -> None:
+    """Set `prediction_stats.model_versions` of the partitions in `scope` (over `prediction_stats AS s`)
+    from their predictions now: in the transaction of every statement that changes a partition's
+    predictions, after it. A partition's index (PostgreSQL) or zone maps (DuckDB) serve the read."""
+    session.execute(
+        f"""
+        UPDATE prediction_stats AS s SET model_versions = (
+            SELECT coalesce(string_agg(DISTINCT v.model_version, ',' ORDER BY v.model_version), '')
+            FROM predictions AS v WHERE v.partition_key = s.partition_key)
+        WHERE {scope}
+        """,
+        params,
+    )
 
 
 def missing_probability_columns(session: Session, names: Sequence[str]) -> bool:

@@ -14,7 +14,7 @@ from batch_predict import contract as rules
 from batch_predict.warehouse.connection import Session, adopt
 from batch_predict.warehouse.core import WarehouseCore
 from batch_predict.warehouse.landing import DUPLICATE_DETAIL, Source
-from batch_predict.warehouse.schema import alter_probability_columns
+from batch_predict.warehouse.schema import alter_probability_columns, record_model_versions
 from batch_predict.warehouse.sql import ident, in_list, literal
 from batch_predict.warehouse.types import InputStats, PartitionCheckError
 
@@ -417,6 +417,7 @@ class Snapshots(WarehouseCore):
             )
             archived = {str(key): int(n) for key, n in rows}
             session.execute(f"DELETE FROM predictions AS t WHERE {scope}", params)
+            record_model_versions(session, in_list("s.partition_key", "keys"), params)
         session.execute(f"DELETE FROM prediction_errors AS t WHERE {scope}", params)
         return archived
 
