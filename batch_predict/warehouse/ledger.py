@@ -327,10 +327,11 @@ class Ledger(Snapshots):
         if not self.exists():
             return {}
         with self.session(read_only=True) as session:
-            # `model_versions` is kept by every statement that changes a partition's predictions and filled
-            # in when the column is added to a warehouse of an earlier release (by the first run that
-            # writes); until then, and for a row a process of that release published since, the
-            # partition's predictions are read.
+            # `model_versions` is kept by every statement of this release that changes a partition's
+            # predictions, and filled in when the column is added to a warehouse of an earlier release (by
+            # the first run that writes). Until then, and in a row it left NULL, the partition's predictions
+            # are read. A run of the earlier release still going after that can leave other partitions'
+            # values behind (docs/concepts.md says what to do).
             kept = "model_versions" if "model_versions" in session.columns("prediction_stats") else "NULL"
             rows = session.fetchall(
                 f"SELECT partition_key, model_version, {kept} FROM prediction_stats ORDER BY partition_key"
