@@ -11,7 +11,7 @@ import pyarrow.dataset as ds
 
 from batch_predict.settings import OnFailure
 from batch_predict.warehouse.connection import Session
-from batch_predict.warehouse.schema import add_probability_columns, record_model_versions
+from batch_predict.warehouse.schema import add_probability_columns, model_versions_of, record_model_versions
 from batch_predict.warehouse.snapshots import Snapshots
 from batch_predict.warehouse.sql import ident, in_list
 from batch_predict.warehouse.types import (
@@ -340,16 +340,18 @@ class Ledger(Snapshots):
             found = dict(
                 session.fetchall(
                     f"""
-                    SELECT partition_key, string_agg(DISTINCT model_version, ',' ORDER BY model_version)
-                    FROM predictions WHERE {in_list("partition_key", "keys")} GROUP BY partition_key
+                    SELECT p.partition_key, {model_versions_of("p")}
+                    FROM predictions AS p WHERE {in_list("p.partition_key", "keys")} GROUP BY p.partition_key
                     """,
                     {"keys": unknown},
                 )
                 if unknown
                 else []
             )
-        versions_of = {str(key): found.get(str(key), "") if versions is None else versions for key, _, versions in rows}
-        return {str(key): (versions_of[str(key)] or str(last)).split(",") for key, last, _ in rows}
+        return {
+            str(key): ((found.get(str(key), "") if versions is None else versions) or str(last)).split(",")
+            for key, last, versions in rows
+        }
 
     def _completeness(self, session: Session, partition_key: str) -> Completeness:
         """Compare the partition's inputs with its outcomes (predictions plus recorded errors).

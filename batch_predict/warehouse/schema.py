@@ -292,6 +292,12 @@ def ensure_schema(session: Session, contract: FeatureContract, location: str) ->
         refresh_all_versions_view(session)
 
 
+def model_versions_of(alias: str) -> str:
+    """SQL aggregate of the rows `alias` of `predictions` to what `prediction_stats.model_versions` holds:
+    their distinct versions, sorted and comma-joined, '' for none."""
+    return f"coalesce(string_agg(DISTINCT {alias}.model_version, ',' ORDER BY {alias}.model_version), '')"
+
+
 def record_model_versions(session: Session, scope: str, params: Params = None) -> None:
     """Set `prediction_stats.model_versions` of the partitions in `scope` (over `prediction_stats AS s`)
     from their predictions now: in the transaction of every statement that changes a partition's
@@ -299,8 +305,7 @@ def record_model_versions(session: Session, scope: str, params: Params = None) -
     session.execute(
         f"""
         UPDATE prediction_stats AS s SET model_versions = (
-            SELECT coalesce(string_agg(DISTINCT v.model_version, ',' ORDER BY v.model_version), '')
-            FROM predictions AS v WHERE v.partition_key = s.partition_key)
+            SELECT {model_versions_of("v")} FROM predictions AS v WHERE v.partition_key = s.partition_key)
         WHERE {scope}
         """,
         params,
