@@ -286,6 +286,15 @@ def test_the_kept_model_versions_follow_every_change_of_the_predictions(
         snapshotted, "UPDATE prediction_stats SET model_versions = NULL WHERE partition_key = $k", k=DAYS[1]
     )
     assert agrees()[DAYS[1]] == ["v1", "v2"]  # a row a process of an earlier release wrote: read from predictions
+    # A rerun of the whole partition leaves its own version alone, also where every record fails.
+    run(snapshotted, v2, DAYS[1], OnFailure.RETRY_ALL)
+    assert agrees()[DAYS[1]] == ["v2"]
+    run(snapshotted, flaky(registry, share=1.0), DAYS[0], OnFailure.RETRY_ALL)
+    assert stored_rows(snapshotted, "SELECT count(*) FROM predictions WHERE partition_key = $k", k=DAYS[0]) == [(0,)]
+    assert stored_rows(
+        snapshotted, "SELECT model_versions FROM prediction_stats WHERE partition_key = $k", k=DAYS[0]
+    ) == [("",)]
+    assert agrees()[DAYS[0]] == ["v2"]  # no predictions: the last run's version stands for it
 
 
 @BOTH_BACKENDS

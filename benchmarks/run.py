@@ -199,10 +199,17 @@ def postgres(rows: int, writer_rows: int, chunk: int) -> dict[str, float]:
             fill_inputs(root, writer_rows, days)
             copy_inputs_to(root, url, [PARTITION, *days])
             extra = {"BATCH_PREDICT_WAREHOUSE": url, "BATCH_PREDICT_STAGING": str(root / "staging")}
-            floor_s = floor(root, train("lr"), chunk)
+            model = train("lr")
+            floor_s = floor(root, model, chunk)
             duckdb_step_s, _, _ = ours(root, chunk)
             ours(root, chunk, **extra)  # warm: the first run of a fresh database makes its tables' statistics
-            step_s, _, _ = ours(root, chunk, **extra)
+            pg_floor(url, model)  # warm, as ours
+            # In turn, medians of 3: the server's own work (its checkpoints, autovacuum) varies between runs.
+            pg_floors, steps = [], []
+            for _ in range(3):
+                pg_floors.append(pg_floor(url, model))
+                steps.append(ours(root, chunk, **extra)[0])
+            pg_floor_s, step_s = statistics.median(pg_floors), statistics.median(steps)
             env = os.environ | env_for(root, BATCH_PREDICT_CHUNK_SIZE=str(chunk), **extra)
 
             def writers(keys: list[str], together: bool) -> float:
@@ -224,7 +231,9 @@ def postgres(rows: int, writer_rows: int, chunk: int) -> dict[str, float]:
             server.stop()
     return {
         "pg_step_s_lr": step_s,
-        "pg_floor_ratio_lr": floor_s / step_s,
+        "pg_floor_s_lr": pg_floor_s,
+        "pg_floor_ratio_lr": pg_floor_s / step_s,
+        "pg_step_vs_duckdb_floor_ratio_lr": floor_s / step_s,
         "pg_vs_duckdb_ratio": duckdb_step_s / step_s,
         "pg_4_writers_sequential_s": one_by_one,
         "pg_4_writers_concurrent_s": together,
@@ -285,6 +294,43 @@ def floor(root: Path, model: Any, chunk: int, partition: str = PARTITION) -> flo
             )
             writer.from_arrow(out).insert_into("floor_out")
         writer.close()
+    return time.perf_counter() - started
+
+
+def pg_floor(url: str, model: Any, partition: str = PARTITION) -> float:
+    """The bare work on PostgreSQL: an ADBC record-batch read (batches as the driver sizes them), predict_proba, binary COPY (the warehouse's
+    encoder) into a table indexed by partition and record as `predictions` is, one transaction."""
+    import adbc_driver_postgresql.dbapi as adbc
+    import psycopg
+
+    from batch_predict.warehouse import pgcopy
+
+    text = 'text COLLATE "C"'
+    columns = ", ".join(f"{name} double precision" for name in ("p0", "p1", "p2"))
+    started = time.perf_counter()
+    with adbc.connect(url) as reading, reading.cursor() as cursor, psycopg.connect(url) as writing:
+        writing.execute("DROP TABLE IF EXISTS floor_out")
+        writing.execute(
+            f"CREATE TABLE floor_out (partition_key {text}, record_id {text}, prediction {text}, {columns})"
+        )
+        writing.execute("CREATE INDEX ON floor_out (partition_key, record_id)")
+        cursor.execute(f"SELECT record_id, {', '.join(FEATURES)} FROM inputs WHERE partition_key = '{partition}'")
+        with writing.cursor().copy("COPY floor_out FROM STDIN (FORMAT binary)") as copy:
+            copy.write(pgcopy.HEADER)
+            for batch in cursor.fetch_record_batch():
+                features = np.column_stack([batch.column(name).to_numpy() for name in FEATURES])
+                proba = model.predict_proba(features)
+                out = pa.record_batch(
+                    {
+                        "partition_key": pa.repeat(pa.scalar(partition), batch.num_rows),
+                        "record_id": batch.column("record_id"),
+                        "prediction": pa.array(model.classes_[proba.argmax(axis=1)]),
+                        **{f"p{i}": proba[:, i] for i in range(3)},
+                    }
+                )
+                copy.write(pgcopy.encode(out))
+            copy.write(pgcopy.TRAILER)
+        writing.commit()
     return time.perf_counter() - started
 
 
@@ -1154,11 +1200,12 @@ def table(r: dict[str, Any]) -> str:
     ):
         row((prefix,), lambda prefix=prefix, target=target: ui_row(r, prefix, target))
     row(
-        ("pg_floor_ratio_lr",),
+        ("pg_floor_ratio_lr", "pg_step_vs_duckdb_floor_ratio_lr"),
         lambda: (
             "PostgreSQL warehouse, asset step (LR)",
             f"{r['rows'] / r['pg_step_s_lr']:,.0f} rows/s",
-            f"pg_floor_ratio_lr {r['pg_floor_ratio_lr']:.2f} (target >= 0.7); {r['pg_vs_duckdb_ratio']:.2f} of DuckDB's",
+            f"pg_floor_ratio_lr {r['pg_floor_ratio_lr']:.2f} of the PostgreSQL floor (target >= 0.7); "
+            f"{r['pg_step_vs_duckdb_floor_ratio_lr']:.2f} of DuckDB's floor, {r['pg_vs_duckdb_ratio']:.2f} of our DuckDB step",
         ),
     )
     row(

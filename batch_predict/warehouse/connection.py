@@ -241,6 +241,20 @@ class Session(ABC):
         """Make Arrow data (files on disk, read where the statements use them; a stream only once) a relation
         `name` of the session."""
 
+    @abstractmethod
+    def insert_arrow(self, table: str, rows: pa.RecordBatchReader, constants: Mapping[str, Any]) -> int:
+        """Append a stream of Arrow rows (read once) to the stored table `table`, each of `constants` (a column
+        and its value) the same in every row; how many rows it appended."""
+
+    def _appended_columns(self, table: str, rows: pa.RecordBatchReader, constants: Mapping[str, Any]) -> list[str]:
+        """The columns `insert_arrow` writes, each one a column of `table`."""
+        names = [*rows.schema.names, *constants]
+        stored = self.columns(table)
+        unknown = [name for name in names if name not in stored]
+        if unknown:
+            raise WarehouseError(f"Cannot insert into {table}: it has no column {', '.join(unknown)}.")
+        return names
+
 
 class Backend(ABC):
     """Where the warehouse lives; opens sessions on it."""
@@ -449,6 +463,17 @@ class DuckDBSession(Session):
 
     def stage_arrow(self, name: str, data: ds.Dataset | pa.RecordBatchReader) -> None:
         self.con.register(name, data)  # a view over the data: read where used, never copied
+
+    def insert_arrow(self, table: str, rows: pa.RecordBatchReader, constants: Mapping[str, Any]) -> int:
+        names = ", ".join(ident(name) for name in self._appended_columns(table, rows, constants))
+        values = {f"c{index}": value for index, value in enumerate(constants.values())}
+        selected = ", ".join([*(ident(name) for name in rows.schema.names), *(f"${name}" for name in values)])
+        self.con.register("appended_rows", rows)
+        try:
+            return self.write(f"INSERT INTO {table} ({names}) SELECT {selected} FROM appended_rows", values)
+        finally:
+            with suppress(duckdb.Error):  # refused until the rollback after a failed statement; replaced by the next
+                self.con.unregister("appended_rows")
 
 
 class DuckDBBackend(Backend):
@@ -885,6 +910,29 @@ class PostgresSession(Session):
         if isinstance(data, ds.Dataset):
             data = data.scanner(batch_size=_COPY_BATCH_ROWS).to_reader()
         self._copy_in(name, data)
+
+    def insert_arrow(self, table: str, rows: pa.RecordBatchReader, constants: Mapping[str, Any]) -> int:
+        """Binary COPY straight into the table: 1M prediction rows in about half the time of a COPY into a
+        temp table and an INSERT from it (`make bench`). Binary COPY takes no conversions, so each column
+        is cast here to the Arrow type of the table's column (an impossible cast fails the statement)."""
+        names = self._appended_columns(table, rows, constants)
+        stored = self.columns(table)
+        kinds = [pgcopy.arrow_type(stored[name]) for name in names]
+        appended = 0
+        with self.con.cursor().copy(
+            f"COPY {table} ({', '.join(ident(name) for name in names)}) FROM STDIN (FORMAT binary)"
+        ) as copy:
+            copy.write(pgcopy.HEADER)
+            for batch in rows:
+                columns = [
+                    *batch.columns,
+                    *(pa.repeat(pa.scalar(value), batch.num_rows) for value in constants.values()),
+                ]
+                cast = [column.cast(kind) for column, kind in zip(columns, kinds, strict=True)]
+                copy.write(pgcopy.encode(pa.RecordBatch.from_arrays(cast, names=names)))
+                appended += batch.num_rows
+            copy.write(pgcopy.TRAILER)
+        return appended
 
 
 class PostgresBackend(Backend):

@@ -22,9 +22,6 @@ from batch_predict.warehouse.types import (
     StagedPredictions,
 )
 
-# The columns of a prediction that are the same for a whole attempt: written by the publish, not staged.
-_RUN_COLUMNS = ("model_name", "model_version", "run_id", "predicted_at", "predicted_in_partition")
-
 
 class PartitionWork:
     """One partition's work, read in an open session: which input snapshot it is, and its records."""
@@ -104,8 +101,9 @@ class Ledger(Snapshots):
             if staged.work is not None:
                 # The publish needs only which records were worked, and the attempt each carried one had.
                 session.stage_arrow("work_file", staged.work)
-            for index, part in enumerate(staged.predictions):
-                session.stage_arrow(f"predicted_{index}", part.rows)
+            if run.mode == OnFailure.CARRY_OVER:  # its rows are filtered on the way in (_insert_predictions)
+                for index, part in enumerate(staged.predictions):
+                    session.stage_arrow(f"predicted_{index}", part.rows)
             # A run whose every record was predicted staged no error file: nothing to insert.
             failures = not (isinstance(staged.errors, ds.FileSystemDataset) and not staged.errors.files)
             if failures:
@@ -242,7 +240,14 @@ class Ledger(Snapshots):
                 "passed": completeness.passed,
             },
         )
-        record_model_versions(session, "s.partition_key = $p", key)
+        if run.mode == OnFailure.RETRY_ALL:
+            # The partition's predictions are now this run's alone, all made by its model version.
+            versions = run.model_version if result.succeeded else ""
+            session.execute(
+                "UPDATE prediction_stats SET model_versions = $v WHERE partition_key = $p", {**key, "v": versions}
+            )
+        else:
+            record_model_versions(session, "s.partition_key = $p", key)
         if carry:  # the carried records' own partitions gained or lost predictions too
             record_model_versions(
                 session, "s.partition_key IN (SELECT partition_key FROM prior WHERE partition_key <> $p)", key
@@ -253,26 +258,31 @@ class Ledger(Snapshots):
     def _insert_predictions(
         session: Session, run: PredictionRun, relation: str, staged: StagedPredictions, carry: bool
     ) -> int:
-        """Insert one attempt's staged predictions (the relation `relation`), with the columns that are the
-        same for all of them written here; carried ones only if publishing may still settle them."""
-        values = [name for name in staged.rows.schema.names]
-        names = ", ".join(ident(name) for name in [*values, *_RUN_COLUMNS])
-        selected = ", ".join(ident(name) for name in values)
-        constants = "$model_name, $model_version, $run_id, $predicted_at, $p"
-        sql = f"INSERT INTO predictions ({names}) SELECT {selected}, {constants} FROM {relation}"
-        if carry:
-            sql += """ AS f WHERE f.partition_key = $p OR EXISTS (
-                SELECT 1 FROM prior AS c WHERE c.partition_key <> $p
-                AND c.partition_key = f.partition_key AND c.record_id = f.record_id)"""
+        """Insert one attempt's staged predictions, with the columns that are the same for all of them
+        written here. Carried ones (staged as the relation `relation`) only if publishing may still settle
+        them; otherwise every row goes in, streamed straight into the table."""
+        constants = {
+            "model_name": run.model_name,
+            "model_version": run.model_version,
+            "run_id": staged.run_id,
+            "predicted_at": staged.predicted_at,
+            "predicted_in_partition": run.partition_key,
+        }
+        if not carry:
+            return session.insert_arrow("predictions", staged.rows, constants)
+        values = staged.rows.schema.names
+        names = ", ".join(ident(name) for name in [*values, *constants])
+        selected = ", ".join([*(f"f.{ident(name)}" for name in values), *(f"${name}" for name in constants)])
         return session.write(
-            sql,
-            {
-                "p": run.partition_key,
-                "model_name": run.model_name,
-                "model_version": run.model_version,
-                "run_id": staged.run_id,
-                "predicted_at": staged.predicted_at,
-            },
+            f"""
+            INSERT INTO predictions ({names})
+            SELECT {selected}
+            FROM {relation} AS f
+            WHERE f.partition_key = $p OR EXISTS (
+                SELECT 1 FROM prior AS c WHERE c.partition_key <> $p
+                AND c.partition_key = f.partition_key AND c.record_id = f.record_id)
+            """,
+            {"p": run.partition_key, **constants},
         )
 
     def _archive(self, session: Session, run: PredictionRun, scope: str, params: dict[str, Any]) -> None:

@@ -45,6 +45,27 @@ def column_type(kind: pa.DataType) -> str:
     raise TypeError(f"No PostgreSQL column type for the Arrow type {kind}.")
 
 
+# The Arrow type whose binary COPY fields a column of each PostgreSQL type (as `format_type` names it) takes.
+_ARROW_TYPES = {
+    "text": pa.string(),
+    "double precision": pa.float64(),
+    "bigint": pa.int64(),
+    "integer": pa.int32(),
+    "boolean": pa.bool_(),
+    "timestamp with time zone": pa.timestamp("us", tz="UTC"),
+    "timestamp without time zone": pa.timestamp("us"),
+    "date": pa.date32(),
+}
+
+
+def arrow_type(column_type: str) -> pa.DataType:
+    """The Arrow type to encode for a PostgreSQL column of `column_type` (as `format_type` names it)."""
+    try:
+        return _ARROW_TYPES[column_type]
+    except KeyError:
+        raise TypeError(f"No binary COPY encoding for a PostgreSQL column of type {column_type}.") from None
+
+
 def _fixed(values: np.ndarray, valid: np.ndarray | None, dtype: str) -> pa.Array:
     """Fixed-size payloads of `dtype` (a big-endian NumPy type), each prefixed with its length."""
     size = np.dtype(dtype).itemsize
