@@ -4,6 +4,7 @@ import math
 from datetime import UTC, date, datetime
 
 import numpy as np
+import psycopg
 import pyarrow as pa
 import pytest
 
@@ -149,3 +150,48 @@ def test_rows_streamed_into_a_stored_table_arrive_exactly_with_their_constants(w
         assert all(same(a, b) for a, b in zip(sent, got, strict=True)), (name, sent, got)
     assert set(back.column("run").to_pylist()) == {"r'1"}
     assert set(back.column("written").to_pylist()) == {written}
+
+
+@BOTH_BACKENDS
+def test_rows_go_into_columns_of_other_types_and_a_value_that_does_not_fit_writes_nothing(
+    warehouse_location: str,
+) -> None:
+    """A stored column of a type binary COPY cannot write (`varchar(n)`, `real`, `numeric`) takes the rows
+    converted, as an INSERT converts them; a value its column cannot hold fails the insert with the table
+    named, and the transaction leaves the table as it was."""
+    warehouse = Warehouse(warehouse_location, FeatureContract("record_id", "event_time", ("a",)))
+    with warehouse.session() as session:
+        with session.transaction():
+            session.execute("CREATE TABLE narrow (label VARCHAR(8), score REAL, amount NUMERIC(10, 2), n BIGINT)")
+            session.execute("INSERT INTO narrow VALUES ('before', 0.5, 1.25, 1)")
+        with session.transaction():
+            rows = pa.table({"label": ["a", "é", None], "score": [0.25, None, 2.5], "amount": [1.5, 2.25, None]})
+            assert session.insert_arrow("narrow", rows.to_reader(), {"n": 7}) == 3
+        assert sorted(
+            session.fetchall("SELECT label, score, CAST(amount AS DOUBLE PRECISION), n FROM narrow"), key=str
+        ) == sorted(
+            [("before", 0.5, 1.25, 1), ("a", 0.25, 1.5, 7), ("é", None, 2.25, 7), (None, 2.5, None, 7)], key=str
+        )
+        fits = pytest.raises(WarehouseError, match="Cannot insert into appended_n: a value does not fit")
+        with fits, session.transaction():
+            session.execute("CREATE TABLE appended_n (n BIGINT, k TEXT)")
+            session.execute("INSERT INTO appended_n VALUES (1, 'old')")
+            session.insert_arrow("appended_n", pa.table({"n": ["2", "three"]}).to_reader(), {"k": "new"})
+        assert not session.has_table("appended_n")  # the whole transaction, its CREATE too, rolled back
+
+
+def test_text_arrives_exactly_in_a_database_of_another_encoding(postgres_url: str) -> None:
+    """Binary COPY sends text as UTF-8 bytes; the session reads and writes UTF-8 (client_encoding), so a
+    LATIN1 database stores 'modèle' as the same six characters a bound parameter gives."""
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute("CREATE DATABASE latin ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+    warehouse = Warehouse(postgres_url.rsplit("/", 1)[0] + "/latin", FeatureContract("record_id", "event_time", ("a",)))
+    with warehouse.session() as session:
+        with session.transaction():
+            session.execute("CREATE TABLE t (v TEXT, k TEXT)")
+            session.execute("INSERT INTO t VALUES ($v, $k)", {"v": "bound", "k": "modèle"})
+            session.insert_arrow("t", pa.table({"v": ["copied"]}).to_reader(), {"k": "modèle"})
+        assert sorted(session.fetchall("SELECT v, k, length(k) FROM t")) == [
+            ("bound", "modèle", 6),
+            ("copied", "modèle", 6),
+        ]

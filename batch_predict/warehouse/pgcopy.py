@@ -58,12 +58,10 @@ _ARROW_TYPES = {
 }
 
 
-def arrow_type(column_type: str) -> pa.DataType:
-    """The Arrow type to encode for a PostgreSQL column of `column_type` (as `format_type` names it)."""
-    try:
-        return _ARROW_TYPES[column_type]
-    except KeyError:
-        raise TypeError(f"No binary COPY encoding for a PostgreSQL column of type {column_type}.") from None
+def arrow_type(column_type: str) -> pa.DataType | None:
+    """The Arrow type to encode for a PostgreSQL column of `column_type` (as `format_type` names it); None for
+    a type this encoder does not write (`character varying(64)`, `real`, `numeric`...)."""
+    return _ARROW_TYPES.get(column_type)
 
 
 def _fixed(values: np.ndarray, valid: np.ndarray | None, dtype: str) -> pa.Array:
