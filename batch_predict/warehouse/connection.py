@@ -947,7 +947,7 @@ class PostgresSession(Session):
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
                     raise WarehouseError(
                         f"Cannot insert into {table}: a value does not fit its column ({error})."
-                    ) from None
+                    ) from error
                 copy.write(pgcopy.encode(pa.RecordBatch.from_arrays(cast, names=names)))
                 appended += batch.num_rows
             copy.write(pgcopy.TRAILER)

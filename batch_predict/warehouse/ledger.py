@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -21,6 +22,15 @@ from batch_predict.warehouse.types import (
     StagedOutcome,
     StagedPredictions,
 )
+
+
+@dataclass(frozen=True)
+class _Tally:
+    """A partition's outcomes as stored: its predictions, its recorded errors, and those of them dead."""
+
+    predicted: int
+    failed: int
+    dead: int
 
 
 class PartitionWork:
@@ -179,7 +189,7 @@ class Ledger(Snapshots):
                 """,
                 {**key, "max_attempts": run.max_attempts},
             )
-        completeness = self._completeness(session, run.partition_key)
+        completeness, tally = self._outcomes(session, run.partition_key)
         if not completeness.passed and run.mode == OnFailure.RETRY_FAILED:
             # Outcomes of records that left the partition's inputs when it was re-snapshotted.
             for table in ("predictions", "prediction_errors"):
@@ -190,21 +200,14 @@ class Ledger(Snapshots):
                     """,
                     key,
                 )
-            completeness = self._completeness(session, run.partition_key)
-        [(succeeded, failed, dead, carried_in)] = session.fetchall(
-            f"""
-            SELECT (SELECT count(*) FROM predictions WHERE partition_key = $p),
-                   (SELECT count(*) FROM prediction_errors WHERE partition_key = $p),
-                   (SELECT count(*) FROM prediction_errors WHERE partition_key = $p AND dead),
-                   (SELECT count(*) FROM ({carried_ok}) AS k)
-            """,
-            key,
-        )
+            completeness, tally = self._outcomes(session, run.partition_key)
+        # Only a carry-over's `prior` holds other partitions' records.
+        [(carried_in,)] = session.fetchall(f"SELECT count(*) FROM ({carried_ok}) AS k", key) if carry else [(0,)]
         result = PublishResult(
             completeness=completeness,
-            succeeded=int(succeeded),
-            failed=int(failed),
-            dead=int(dead),
+            succeeded=tally.predicted,
+            failed=tally.failed,
+            dead=tally.dead,
             carried_in=int(carried_in),
             run_predicted=int(run_predicted),
             run_failed=int(run_failed),
@@ -364,26 +367,33 @@ class Ledger(Snapshots):
         }
 
     def _completeness(self, session: Session, partition_key: str) -> Completeness:
-        """Compare the partition's inputs with its outcomes (predictions plus recorded errors).
+        return self._outcomes(session, partition_key)[0]
 
-        The common case is decided by streaming aggregates, in constant memory: the two
-        multisets of record ids are equal when their counts and their sums of 64-bit hashes
-        are. Only when they differ are the joins run that say what is missing or doubled.
+    def _outcomes(self, session: Session, partition_key: str) -> tuple[Completeness, _Tally]:
+        """Compare the partition's inputs with its outcomes (predictions plus recorded errors); and how
+        many predictions, errors and dead records it has.
+
+        The common case is decided by streaming aggregates, one per table, in constant memory:
+        the two multisets of record ids are equal when their counts and their sums of 64-bit
+        hashes are (added in SQL, exactly). Only when they differ are the joins run that say
+        what is missing or doubled.
         """
         params = {"p": partition_key}
         hashed = session.hash("record_id")
-        [(inputs, input_hashes, outcomes, outcome_hashes)] = session.fetchall(
+        [(inputs, input_hashes, outcomes, outcome_hashes, predicted, failed, dead)] = session.fetchall(
             f"""
-            SELECT i.n, i.hashes, o.n, o.hashes
+            SELECT i.n, i.hashes, p.n + e.n, p.hashes + e.hashes, p.n, e.n, e.dead
             FROM (SELECT count(*) AS n, coalesce(sum({hashed}), 0) AS hashes FROM inputs WHERE partition_key = $p) AS i,
                  (SELECT count(*) AS n, coalesce(sum({hashed}), 0) AS hashes
-                  FROM (SELECT record_id FROM predictions WHERE partition_key = $p
-                        UNION ALL SELECT record_id FROM prediction_errors WHERE partition_key = $p) AS u) AS o
+                  FROM predictions WHERE partition_key = $p) AS p,
+                 (SELECT count(*) AS n, coalesce(sum({hashed}), 0) AS hashes, count(*) FILTER (WHERE dead) AS dead
+                  FROM prediction_errors WHERE partition_key = $p) AS e
             """,
             params,
         )
+        tally = _Tally(int(predicted), int(failed), int(dead))
         if inputs == outcomes and input_hashes == outcome_hashes:
-            return Completeness(int(inputs), int(outcomes), 0, 0, 0)
+            return Completeness(int(inputs), int(outcomes), 0, 0, 0), tally
         row = session.fetchone(
             """
             WITH i AS (SELECT record_id FROM inputs WHERE partition_key = $p),
@@ -401,7 +411,7 @@ class Ledger(Snapshots):
             params,
         )
         assert row is not None
-        return Completeness(*(int(value) for value in row))
+        return Completeness(*(int(value) for value in row)), tally
 
     def completeness(self, partition_key: str) -> Completeness:
         with self.session(read_only=True) as session:
