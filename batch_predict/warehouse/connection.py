@@ -31,7 +31,7 @@ import re
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -255,6 +255,13 @@ class Session(ABC):
             raise WarehouseError(f"Cannot insert into {table}: it has no column {', '.join(unknown)}.")
         return {name: stored[name] for name in names}
 
+    def _insert_from(self, table: str, relation: str, columns: Sequence[str], constants: Mapping[str, Any]) -> int:
+        """INSERT into `table` the `columns` of every row of `relation`, each of `constants` the same in every row."""
+        values = {f"c{index}": value for index, value in enumerate(constants.values())}
+        names = ", ".join(ident(name) for name in [*columns, *constants])
+        selected = ", ".join([*(ident(name) for name in columns), *(f"${name}" for name in values)])
+        return self.write(f"INSERT INTO {table} ({names}) SELECT {selected} FROM {relation}", values)
+
 
 class Backend(ABC):
     """Where the warehouse lives; opens sessions on it."""
@@ -465,12 +472,10 @@ class DuckDBSession(Session):
         self.con.register(name, data)  # a view over the data: read where used, never copied
 
     def insert_arrow(self, table: str, rows: pa.RecordBatchReader, constants: Mapping[str, Any]) -> int:
-        names = ", ".join(ident(name) for name in self._appended_columns(table, rows, constants))
-        values = {f"c{index}": value for index, value in enumerate(constants.values())}
-        selected = ", ".join([*(ident(name) for name in rows.schema.names), *(f"${name}" for name in values)])
+        self._appended_columns(table, rows, constants)
         self.con.register("appended_rows", rows)
         try:
-            return self.write(f"INSERT INTO {table} ({names}) SELECT {selected} FROM appended_rows", values)
+            return self._insert_from(table, "appended_rows", rows.schema.names, constants)
         except duckdb.ConversionException as error:
             raise WarehouseError(f"Cannot insert into {table}: a value does not fit its column ({error}).") from error
         finally:
@@ -924,12 +929,7 @@ class PostgresSession(Session):
         kinds = [pgcopy.arrow_type(kind) for kind in appending.values()]
         if any(kind is None for kind in kinds):
             self._copy_in("appended_rows", rows)
-            values = {f"c{index}": value for index, value in enumerate(constants.values())}
-            selected = [*(ident(name) for name in rows.schema.names), *(f"${name}" for name in values)]
-            sql = (
-                f"INSERT INTO {table} ({', '.join(map(ident, names))}) SELECT {', '.join(selected)} FROM appended_rows"
-            )
-            appended = self.write(sql, values)
+            appended = self._insert_from(table, "appended_rows", rows.schema.names, constants)
             self.execute("DROP TABLE appended_rows")
             return appended
         appended = 0

@@ -366,9 +366,6 @@ class Ledger(Snapshots):
             for key, last, versions in rows
         }
 
-    def _completeness(self, session: Session, partition_key: str) -> Completeness:
-        return self._outcomes(session, partition_key)[0]
-
     def _outcomes(self, session: Session, partition_key: str) -> tuple[Completeness, _Tally]:
         """Compare the partition's inputs with its outcomes (predictions plus recorded errors); and how
         many predictions, errors and dead records it has.
@@ -415,4 +412,4 @@ class Ledger(Snapshots):
 
     def completeness(self, partition_key: str) -> Completeness:
         with self.session(read_only=True) as session:
-            return self._completeness(session, partition_key)
+            return self._outcomes(session, partition_key)[0]

@@ -15,7 +15,7 @@ def _coverage_sql(session: Session) -> str:
     the outcomes stored now (predictions plus recorded errors) cover its inputs stored now exactly.
 
     The two multisets of record ids are compared by their counts and sums of 64-bit hashes, as
-    `_completeness` decides its common case: one streaming aggregate per table over the given
+    `Ledger._outcomes` decides its common case: one streaming aggregate per table over the given
     partitions, whatever their number.
     """
     tallies = ",\n".join(
