@@ -165,3 +165,39 @@ def test_an_empty_partition_succeeds_and_says_so(good: Settings) -> None:
     assert after["inputs"] == before["inputs"] and after["predictions"] == before["predictions"]
     assert after["input_stats"][0][0] == before["input_stats"][0][0] + 1
     assert after["prediction_stats"][0][0] == before["prediction_stats"][0][0] + 1
+
+
+def damage_block(warehouse: str, table: str | None, how: str) -> None:
+    """Damage a storage block of the DuckDB file: the first of `table`'s, or (None) the catalog's first
+    metadata block, which every open reads. Zero it (its checksum no longer matches) or cut the file
+    short where it starts (the file no longer holds it)."""
+    with duckdb.connect(warehouse, read_only=True) as con:
+        where = (
+            f"(SELECT min(block_id) FROM pragma_storage_info('{table}') WHERE block_id >= 0)"
+            if table
+            else "(SELECT min(block_id) FROM pragma_metadata_info())"
+        )
+        [(block, block_size)] = con.execute(f"SELECT {where}, block_size FROM pragma_database_size()").fetchall()
+    start = 3 * 4096 + block * block_size  # after the file's three 4 KiB headers
+    with Path(warehouse).open("r+b") as handle:
+        if how == "zeroed":
+            handle.seek(start)
+            handle.write(b"\0" * block_size)
+        else:
+            handle.truncate(start)
+
+
+@pytest.mark.parametrize(
+    ("table", "how"), [("prediction_stats", "zeroed"), ("prediction_stats", "cut short"), (None, "zeroed")]
+)
+def test_a_damaged_warehouse_file_stops_the_run_at_once_and_says_what_to_do(
+    good: Settings, table: str | None, how: str
+) -> None:
+    """A block DuckDB cannot read, in a table or in the catalog every open reads, is named as damage;
+    it is not retried (every read of it fails the same way) nor waited out as a lock."""
+    damage_block(good.warehouse, table, how)
+    result = run(good, ["predictions"], "2026-03-02")
+    message = failure_message(result)
+    for text in (f"The warehouse {good.warehouse} is damaged", "Retrying cannot mend it", "A damaged warehouse file"):
+        assert text in message, message
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]

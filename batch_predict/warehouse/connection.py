@@ -131,6 +131,14 @@ def _settled(con: Any) -> bool:
     return True
 
 
+def _is_damage(error: duckdb.Error, path: Path) -> bool:
+    """Whether DuckDB found the file itself damaged: a block whose checksum does not match, or a block
+    the file's own metadata points at and the file is too short to hold."""
+    text = str(error)
+    # The file itself, quoted: not the spill files DuckDB keeps in `<file>.tmp/`.
+    return "Corrupt database file" in text or f'Could not read enough bytes from file "{path}"' in text
+
+
 def _is_lock_conflict(error: duckdb.Error) -> bool:
     return "lock" in str(error).lower()
 
@@ -546,6 +554,10 @@ class DuckDBBackend(Backend):
                 # The session's temp tables stay until the connection closes: every statement that makes
                 # one replaces any of the same name. A read-only connection serves only later reads.
                 self._keep_held((con, session._columns, writable))
+        except duckdb.Error as error:
+            if _is_damage(error, self.path):
+                raise self._damaged(error) from error
+            raise
         finally:
             if not keep:
                 con.close()
@@ -608,7 +620,8 @@ class DuckDBBackend(Backend):
                     # Another warehouse object of this process may keep the file open in the other mode
                     # (read-only against read-write) between its sessions; it lets go when idle.
                     here = _is_mode_conflict(error)
-                    if not (here or _is_lock_conflict(error)):
+                    # Damage is no lock to wait out, though its messages say "block".
+                    if _is_damage(error, self.path) or not (here or _is_lock_conflict(error)):
                         raise self._unusable(error) from error
                     if time.monotonic() + delay > deadline:
                         holder = "another connection of this process" if here else "another process"
@@ -629,9 +642,20 @@ class DuckDBBackend(Backend):
             _forget(marker)
 
     def _unusable(self, error: duckdb.Error) -> WarehouseError:
+        if _is_damage(error, self.path):
+            return self._damaged(error)
         return WarehouseError(
             f"Cannot open the warehouse {self.path} as a DuckDB database ({error}). "
             "Point BATCH_PREDICT_WAREHOUSE at a DuckDB file, or at a path that does not exist yet to start a new one."
+        )
+
+    def _damaged(self, error: duckdb.Error) -> WarehouseError:
+        """Not retryable: every later read of the damaged block fails the same way."""
+        first = str(error).strip().splitlines()[0]
+        return WarehouseError(
+            f"The warehouse {self.path} is damaged: DuckDB cannot read a block of it ({first}). Retrying "
+            "cannot mend it. Stop the runs that write to it, keep a copy of the file, and restore it from a "
+            "backup or rebuild it from the landing files (docs/operations.md, 'A damaged warehouse file')."
         )
 
 
