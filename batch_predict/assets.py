@@ -32,7 +32,13 @@ from batch_predict.results import (
     snapshot_metadata,
 )
 from batch_predict.settings import OnFailure, SettingsError
-from batch_predict.warehouse import PartitionCheckError, SourceError, WarehouseError, WarehouseLockTimeout
+from batch_predict.warehouse import (
+    PartitionCheckError,
+    SourceError,
+    WarehouseDamaged,
+    WarehouseError,
+    WarehouseLockTimeout,
+)
 
 GROUP = "batch_predict"
 OWNERS = ["team:ml-platform"]
@@ -74,11 +80,12 @@ def placeable_range(partitions_def: dg.TimeWindowPartitionsDefinition) -> tuple[
 def deterministic_failures() -> Iterator[None]:
     """Fail without step retries on bad data, a bad model or a bad setting: retrying cannot help.
 
-    Everything else (I/O errors, a warehouse lock held too long) stays retryable.
+    Everything else (I/O errors, a warehouse lock held too long, a block of the warehouse file that
+    cannot be read) stays retryable.
     """
     try:
         yield
-    except WarehouseLockTimeout:
+    except (WarehouseLockTimeout, WarehouseDamaged):
         raise
     except (SourceError, ModelError, SettingsError, WarehouseError) as error:
         raise dg.Failure(description=str(error), allow_retries=False) from error
@@ -162,7 +169,7 @@ def range_failure(failed: dict[str, Exception], total: int) -> dg.Failure:
             f"{len(failed)} of {total} partitions failed ({named}); the other "
             "partitions were written and recorded as materialized."
         )
-    transient = all(isinstance(error, WarehouseLockTimeout | OSError) for error in errors)
+    transient = all(isinstance(error, WarehouseLockTimeout | WarehouseDamaged | OSError) for error in errors)
     return dg.Failure(
         description=summary + "\n" + "\n".join(lines),
         metadata={"failed_partitions": sorted(failed)},

@@ -18,7 +18,7 @@ from batch_predict.batch import BatchOutcome, predict_partition
 from batch_predict.models.source import RunModels
 from batch_predict.models.types import LoadedModel, ModelError
 from batch_predict.monitoring import DriftReport, range_drift
-from batch_predict.warehouse import Warehouse, WarehouseError
+from batch_predict.warehouse import Warehouse, WarehouseDamaged, WarehouseError
 
 
 class Log(Protocol):
@@ -115,6 +115,8 @@ def measure(
                 results[key] = PartitionResult(
                     predicted[key].outcome, drift.get(key), quality[key], too_many_failed=predicted[key].too_many_failed
                 )
+        except WarehouseDamaged:
+            raise  # not a measuring problem: every later step would meet it too
         except (WarehouseError, ModelError, ValueError, KeyError, duckdb.Error) as error:
             if len(keys) > 1:  # measured one by one, so that a failure leaves the others measured
                 for key in keys:
@@ -142,6 +144,8 @@ def too_many_failed(predictor: Warehouse, key: str, run_id: str, outcome: BatchO
     try:
         common = predictor.most_common_error(key, run_id)
         error = f"most common error (on {common[1]} records): {common[0]}" if common else "no error recorded"
+    except WarehouseDamaged:
+        raise
     except (WarehouseError, duckdb.Error) as problem:  # the outcome is published; only the summary is missing
         error = f"the most common error could not be read ({type(problem).__name__}: {problem})"
     published = outcome.published

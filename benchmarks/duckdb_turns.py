@@ -13,6 +13,8 @@ See docs/operations.md, "A damaged warehouse file".
 """
 
 import argparse
+import contextlib
+import fcntl
 import multiprocessing as mp
 import random
 import sys
@@ -33,6 +35,24 @@ TABLES = (
 DAMAGE = ("Could not read enough bytes", "Corrupt database file")
 
 
+FLOCK = {"on": False}
+
+
+@contextlib.contextmanager
+def turn(path: str, read_only: bool) -> Any:
+    """With --flock, hold a `flock` on `<file>.turn` (shared to read, exclusive to write) for the
+    connection's whole life: an exclusion that does not rest on DuckDB's own `fcntl` locks."""
+    if not FLOCK["on"]:
+        yield
+        return
+    with open(path + ".turn", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH if read_only else fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def connect(path: str, read_only: bool) -> Any:
     """Open the file, waiting out other processes' locks with jittered backoff."""
     delay = 0.005
@@ -47,6 +67,11 @@ def connect(path: str, read_only: bool) -> Any:
 
 
 def write_turn(path: str, key: str, run: str) -> None:
+    with turn(path, read_only=False):
+        _write(path, key, run)
+
+
+def _write(path: str, key: str, run: str) -> None:
     con = connect(path, read_only=False)
     try:
         con.execute("BEGIN")
@@ -69,6 +94,11 @@ def write_turn(path: str, key: str, run: str) -> None:
 
 
 def read_turn(path: str) -> None:
+    with turn(path, read_only=True):
+        _read(path)
+
+
+def _read(path: str) -> None:
     con = connect(path, read_only=True)
     try:
         con.execute("SELECT * FROM prediction_stats ORDER BY partition_key").fetchall()
@@ -78,7 +108,8 @@ def read_turn(path: str) -> None:
         con.close()
 
 
-def worker(path: str, writes: bool, seed: int, seconds: float, out: Any) -> None:
+def worker(path: str, writes: bool, seed: int, seconds: float, out: Any, flock: bool) -> None:
+    FLOCK["on"] = flock
     rnd = random.Random(seed)
     turns, damage, other = 0, [], []
     end = time.monotonic() + seconds
@@ -108,6 +139,7 @@ def main() -> int:
     parser.add_argument("--readers", type=int, default=0)
     parser.add_argument("--busy", type=int, default=3, help="busy-loop processes that starve the CPU")
     parser.add_argument("--folder", type=Path, default=None, help="where the file goes (default: a temp dir)")
+    parser.add_argument("--flock", action="store_true", help="also hold a flock on <file>.turn around every connection")
     args = parser.parse_args()
     folder = args.folder or Path(tempfile.mkdtemp(prefix="duckdb_turns_"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -119,7 +151,10 @@ def main() -> int:
     out = ctx.Queue()
     load = [ctx.Process(target=busy, args=(args.seconds + 5,)) for _ in range(args.busy)]
     roles = [True] * args.writers + [False] * args.readers
-    workers = [ctx.Process(target=worker, args=(path, writes, i, args.seconds, out)) for i, writes in enumerate(roles)]
+    workers = [
+        ctx.Process(target=worker, args=(path, writes, i, args.seconds, out, args.flock))
+        for i, writes in enumerate(roles)
+    ]
     for process in load + workers:
         process.start()
     damaged = False

@@ -44,7 +44,7 @@ import pyarrow.dataset as ds
 from batch_predict.redaction import redact
 from batch_predict.warehouse import pgcopy
 from batch_predict.warehouse.sql import ident, literal, parameter_names, postgres_statement
-from batch_predict.warehouse.types import WarehouseError, WarehouseLockTimeout, WarehouseUnavailable
+from batch_predict.warehouse.types import WarehouseDamaged, WarehouseError, WarehouseLockTimeout, WarehouseUnavailable
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 # How long `hold` keeps a DuckDB file open for one process at most, and at least before it lets a
@@ -131,12 +131,12 @@ def _settled(con: Any) -> bool:
     return True
 
 
-def _is_damage(error: duckdb.Error, path: Path) -> bool:
+def _is_damage(error: duckdb.Error, real_path: str) -> bool:
     """Whether DuckDB found the file itself damaged: a block whose checksum does not match, or a block
     the file's own metadata points at and the file is too short to hold."""
     text = str(error)
-    # The file itself, quoted: not the spill files DuckDB keeps in `<file>.tmp/`.
-    return "Corrupt database file" in text or f'Could not read enough bytes from file "{path}"' in text
+    # DuckDB names the file by its real path, quoted: not the spill files it keeps in `<file>.tmp/`.
+    return "Corrupt database file" in text or f'Could not read enough bytes from file "{real_path}"' in text
 
 
 def _is_lock_conflict(error: duckdb.Error) -> bool:
@@ -507,6 +507,7 @@ class DuckDBBackend(Backend):
         super().__init__(ensure_schema, memory_limit, threads)
         self.path = path
         self.location = str(path)
+        self._real_path = os.path.realpath(path)  # how DuckDB names the file in its errors
         self.lock_timeout_seconds = lock_timeout_seconds
         # When the connection `hold` keeps (with the column lists its sessions read) was opened.
         self._opened_at = 0.0
@@ -555,7 +556,7 @@ class DuckDBBackend(Backend):
                 # one replaces any of the same name. A read-only connection serves only later reads.
                 self._keep_held((con, session._columns, writable))
         except duckdb.Error as error:
-            if _is_damage(error, self.path):
+            if _is_damage(error, self._real_path):
                 raise self._damaged(error) from error
             raise
         finally:
@@ -620,8 +621,9 @@ class DuckDBBackend(Backend):
                     # Another warehouse object of this process may keep the file open in the other mode
                     # (read-only against read-write) between its sessions; it lets go when idle.
                     here = _is_mode_conflict(error)
-                    # Damage is no lock to wait out, though its messages say "block".
-                    if _is_damage(error, self.path) or not (here or _is_lock_conflict(error)):
+                    # Damage is no lock to wait out (a checksum error's "block" holds the word "lock"; DuckDB
+                    # 2.0 raises it as a plain duckdb.Error, which does not come here, but an I/O error might).
+                    if _is_damage(error, self._real_path) or not (here or _is_lock_conflict(error)):
                         raise self._unusable(error) from error
                     if time.monotonic() + delay > deadline:
                         holder = "another connection of this process" if here else "another process"
@@ -642,20 +644,20 @@ class DuckDBBackend(Backend):
             _forget(marker)
 
     def _unusable(self, error: duckdb.Error) -> WarehouseError:
-        if _is_damage(error, self.path):
+        if _is_damage(error, self._real_path):
             return self._damaged(error)
         return WarehouseError(
             f"Cannot open the warehouse {self.path} as a DuckDB database ({error}). "
             "Point BATCH_PREDICT_WAREHOUSE at a DuckDB file, or at a path that does not exist yet to start a new one."
         )
 
-    def _damaged(self, error: duckdb.Error) -> WarehouseError:
-        """Not retryable: every later read of the damaged block fails the same way."""
+    def _damaged(self, error: duckdb.Error) -> WarehouseDamaged:
         first = str(error).strip().splitlines()[0]
-        return WarehouseError(
-            f"The warehouse {self.path} is damaged: DuckDB cannot read a block of it ({first}). Retrying "
-            "cannot mend it. Stop the runs that write to it, keep a copy of the file, and restore it from a "
-            "backup or rebuild it from the landing files (docs/operations.md, 'A damaged warehouse file')."
+        return WarehouseDamaged(
+            f"The warehouse {self.path} may be damaged: DuckDB cannot read a block of it ({first}). The step is "
+            "retried, in case another process was changing the file. If the retries fail the same way, the "
+            "file is damaged: stop the runs that write to it, keep a copy of it, and salvage, restore or rebuild "
+            "it (docs/operations.md, 'A damaged warehouse file')."
         )
 
 

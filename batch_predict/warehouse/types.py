@@ -22,6 +22,12 @@ class WarehouseUnavailable(WarehouseLockTimeout):
     """The warehouse server could not be reached or dropped the connection; worth retrying."""
 
 
+class WarehouseDamaged(WarehouseError):
+    """DuckDB read a block of the warehouse file that fails its checksum, or that the file is too short
+    to hold. Worth retrying: a reader has met a block mid-change by another process and read it whole
+    on retry; damage that stays fails every retry the same way."""
+
+
 class SourceError(RuntimeError):
     """The source files cannot be read into the feature contract."""
 
