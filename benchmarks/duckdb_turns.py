@@ -35,14 +35,11 @@ TABLES = (
 DAMAGE = ("Could not read enough bytes", "Corrupt database file")
 
 
-FLOCK = {"on": False}
-
-
 @contextlib.contextmanager
-def turn(path: str, read_only: bool) -> Any:
+def turn(path: str, read_only: bool, flock: bool) -> Any:
     """With --flock, hold a `flock` on `<file>.turn` (shared to read, exclusive to write) for the
     connection's whole life: an exclusion that does not rest on DuckDB's own `fcntl` locks."""
-    if not FLOCK["on"]:
+    if not flock:
         yield
         return
     with open(path + ".turn", "a") as handle:
@@ -66,58 +63,49 @@ def connect(path: str, read_only: bool) -> Any:
             delay = min(delay * 2, 0.2)
 
 
-def write_turn(path: str, key: str, run: str) -> None:
-    with turn(path, read_only=False):
-        _write(path, key, run)
+def write_turn(path: str, key: str, run: str, flock: bool) -> None:
+    with turn(path, False, flock):
+        con = connect(path, read_only=False)
+        try:
+            con.execute("BEGIN")
+            con.execute("DELETE FROM input_stats WHERE partition_key = $k", {"k": key})
+            con.execute("INSERT INTO input_stats VALUES ($k, 200, $r, now())", {"k": key, "r": run})
+            con.execute("DELETE FROM predictions WHERE partition_key = $k", {"k": key})
+            con.execute(
+                "INSERT INTO predictions SELECT $k, 'r' || range, random(), $r FROM range(200)", {"k": key, "r": run}
+            )
+            con.execute("DELETE FROM prediction_stats WHERE partition_key = $k", {"k": key})
+            con.execute(
+                "INSERT INTO prediction_stats SELECT $k, 200, (SELECT max(source_rows) - 200 FROM input_stats "
+                "WHERE partition_key = $k), $r, now(), NULL",
+                {"k": key, "r": run},
+            )
+            con.execute("UPDATE prediction_stats SET model_versions = 'v1' WHERE partition_key = $k", {"k": key})
+            con.execute("COMMIT")
+        finally:
+            con.close()
 
 
-def _write(path: str, key: str, run: str) -> None:
-    con = connect(path, read_only=False)
-    try:
-        con.execute("BEGIN")
-        con.execute("DELETE FROM input_stats WHERE partition_key = $k", {"k": key})
-        con.execute("INSERT INTO input_stats VALUES ($k, 200, $r, now())", {"k": key, "r": run})
-        con.execute("DELETE FROM predictions WHERE partition_key = $k", {"k": key})
-        con.execute(
-            "INSERT INTO predictions SELECT $k, 'r' || range, random(), $r FROM range(200)", {"k": key, "r": run}
-        )
-        con.execute("DELETE FROM prediction_stats WHERE partition_key = $k", {"k": key})
-        con.execute(
-            "INSERT INTO prediction_stats SELECT $k, 200, (SELECT max(source_rows) - 200 FROM input_stats "
-            "WHERE partition_key = $k), $r, now(), NULL",
-            {"k": key, "r": run},
-        )
-        con.execute("UPDATE prediction_stats SET model_versions = 'v1' WHERE partition_key = $k", {"k": key})
-        con.execute("COMMIT")
-    finally:
-        con.close()
-
-
-def read_turn(path: str) -> None:
-    with turn(path, read_only=True):
-        _read(path)
-
-
-def _read(path: str) -> None:
-    con = connect(path, read_only=True)
-    try:
-        con.execute("SELECT * FROM prediction_stats ORDER BY partition_key").fetchall()
-        con.execute("SELECT * FROM input_stats").fetchall()
-        con.execute("SELECT count(*), max(p) FROM predictions").fetchall()
-    finally:
-        con.close()
+def read_turn(path: str, flock: bool) -> None:
+    with turn(path, True, flock):
+        con = connect(path, read_only=True)
+        try:
+            con.execute("SELECT * FROM prediction_stats ORDER BY partition_key").fetchall()
+            con.execute("SELECT * FROM input_stats").fetchall()
+            con.execute("SELECT count(*), max(p) FROM predictions").fetchall()
+        finally:
+            con.close()
 
 
 def worker(path: str, writes: bool, seed: int, seconds: float, out: Any, flock: bool) -> None:
-    FLOCK["on"] = flock
     rnd = random.Random(seed)
     turns, damage, other = 0, [], []
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         try:
             if writes:
-                write_turn(path, f"2026-03-{rnd.randrange(1, 41):02d}", f"w{seed}-{turns}")
-            read_turn(path)
+                write_turn(path, f"2026-03-{rnd.randrange(1, 41):02d}", f"w{seed}-{turns}", flock)
+            read_turn(path, flock)
             turns += 1
         except duckdb.Error as error:
             (damage if any(text in str(error) for text in DAMAGE) else other).append(str(error).splitlines()[0])
@@ -168,7 +156,7 @@ def main() -> int:
     for process in workers + load:
         process.join()
     try:
-        read_turn(path)
+        read_turn(path, flock=False)
         print(f"the file at the end: reads in full ({path})")
     except duckdb.Error as error:
         damaged = True
