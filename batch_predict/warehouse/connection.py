@@ -8,9 +8,10 @@ staging files, validates and bins. Two backends provide sessions:
   itself, so nothing is copied. DuckDB lets one process open the file for writing at a
   time, and a second cannot even open it read-only meanwhile; so a session is short, the
   heavy work (prediction) runs outside it, and a lock conflict is retried with jittered
-  exponential backoff until the lock timeout. The file lock serializes every writer,
-  which is what makes the cross-partition steps safe: `lock_all`/`lock_partition` have
-  nothing more to do.
+  exponential backoff until the lock timeout. Each connection first takes its turn at the
+  file (`turns`: an `flock` beside it, shared to read, exclusive to write), then DuckDB's
+  own lock. That serializes every writer, which is what makes the cross-partition steps
+  safe: `lock_all`/`lock_partition` have nothing more to do.
 - `PostgresBackend`: a PostgreSQL database (`postgresql://user@host:port/db`), which many
   writers on many machines share. The engine is an in-memory DuckDB; tables cross between
   the two as Arrow record batches through `COPY`. PostgreSQL does not serialize writers,
@@ -42,7 +43,7 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 
 from batch_predict.redaction import redact
-from batch_predict.warehouse import pgcopy
+from batch_predict.warehouse import pgcopy, turns
 from batch_predict.warehouse.sql import ident, literal, parameter_names, postgres_statement
 from batch_predict.warehouse.types import WarehouseDamaged, WarehouseError, WarehouseLockTimeout, WarehouseUnavailable
 
@@ -536,7 +537,7 @@ class DuckDBBackend(Backend):
             )
         taken = self._take_held()
         if taken is not None and not read_only and not taken[2]:
-            taken[0].close()  # a read-only connection cannot serve a write: open the file anew
+            self._close(taken[0])  # a read-only connection cannot serve a write: open the file anew
             taken = None
         if taken is not None:
             con, columns, writable = taken
@@ -561,7 +562,7 @@ class DuckDBBackend(Backend):
             raise
         finally:
             if not keep:
-                con.close()
+                self._close(con)
 
     def _keep(self) -> bool:
         """Whether to keep the connection for the next session: inside `hold`, for at most HOLD_SECONDS,
@@ -600,7 +601,7 @@ class DuckDBBackend(Backend):
         return waiting
 
     def _close_held(self, held: Any) -> None:
-        held[0].close()
+        self._close(held[0])
 
     def _open(self, read_only: bool) -> Any:
         """Open the file, waiting out other processes' locks (and, after holding it, letting a waiter in first)."""
@@ -615,9 +616,18 @@ class DuckDBBackend(Backend):
         marker = self._waiting / str(os.getpid())
         try:
             while True:
-                try:
-                    return engine_connection(self.memory_limit, self.threads, str(self.path), read_only)
-                except (duckdb.IOException, duckdb.ConnectionException) as error:
+                error: duckdb.Error | None = None
+                if turns.take(self._real_path, exclusive=not read_only):
+                    try:
+                        return engine_connection(self.memory_limit, self.threads, str(self.path), read_only)
+                    except (duckdb.IOException, duckdb.ConnectionException) as failed:
+                        turns.give_back(self._real_path)
+                        error = failed
+                    except BaseException as failed:
+                        turns.give_back(self._real_path)
+                        if isinstance(failed, duckdb.Error):
+                            raise self._unusable(failed) from failed
+                        raise
                     # Another warehouse object of this process may keep the file open in the other mode
                     # (read-only against read-write) between its sessions; it lets go when idle.
                     here = _is_mode_conflict(error)
@@ -625,23 +635,33 @@ class DuckDBBackend(Backend):
                     # 2.0 raises it as a plain duckdb.Error, which does not come here, but an I/O error might).
                     if _is_damage(error, self._real_path) or not (here or _is_lock_conflict(error)):
                         raise self._unusable(error) from error
-                    if time.monotonic() + delay > deadline:
-                        holder = "another connection of this process" if here else "another process"
-                        raise WarehouseLockTimeout(
-                            f"The warehouse {self.path} stayed locked by {holder} for "
-                            f"{self.lock_timeout_seconds:g}s ({error}). Wait for the other run to finish, "
-                            "or raise BATCH_PREDICT_LOCK_TIMEOUT_SECONDS."
-                        ) from error
-                    # Say so, so that a process holding the file between its sessions lets this one in
-                    # (best effort: a folder this process cannot write only loses it the hint).
-                    _mark(marker)
-                    # Full jitter keeps several waiting runs from retrying in lockstep.
-                    time.sleep(random.uniform(0, delay))
-                    delay = min(delay * 2, _MAX_RETRY_DELAY)
-                except duckdb.Error as error:
-                    raise self._unusable(error) from error
+                    reason = str(error)
+                else:
+                    # Another process has its turn at the file (or this one reads it and asks to write).
+                    here = turns.held(self._real_path) > 0
+                    reason = f"its turn is held on {turns.sidecar(self._real_path)}"
+                if time.monotonic() + delay > deadline:
+                    holder = "another connection of this process" if here else "another process"
+                    raise WarehouseLockTimeout(
+                        f"The warehouse {self.path} stayed locked by {holder} for "
+                        f"{self.lock_timeout_seconds:g}s ({reason}). Wait for the other run to finish, "
+                        "or raise BATCH_PREDICT_LOCK_TIMEOUT_SECONDS."
+                    ) from error
+                # Say so, so that a process holding the file between its sessions lets this one in
+                # (best effort: a folder this process cannot write only loses it the hint).
+                _mark(marker)
+                # Full jitter keeps several waiting runs from retrying in lockstep.
+                time.sleep(random.uniform(0, delay))
+                delay = min(delay * 2, _MAX_RETRY_DELAY)
         finally:
             _forget(marker)
+
+    def _close(self, con: Any) -> None:
+        """Close a connection of this backend and end its turn at the file."""
+        try:
+            con.close()
+        finally:
+            turns.give_back(self._real_path)
 
     def _unusable(self, error: duckdb.Error) -> WarehouseError:
         if _is_damage(error, self._real_path):

@@ -1,0 +1,151 @@
+"""Turns at a DuckDB file (`batch_predict.warehouse.turns`): every connection holds an `flock` beside the
+file for its whole life, shared to read and exclusive to write, whatever DuckDB's own lock says."""
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from batch_predict.contract import FeatureContract
+from batch_predict.warehouse import Warehouse, WarehouseLockTimeout, turns
+
+CONTRACT = FeatureContract("record_id", "event_time", ("a", "b"))
+
+TAKER = """
+import sys, time
+from batch_predict.warehouse import turns
+assert turns.take(sys.argv[1], exclusive=sys.argv[2] == "exclusive")
+print("taken", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextmanager
+def other_process_turn(path: Path, mode: str) -> Iterator[None]:
+    """Another process takes a turn at `path` (and opens no DuckDB connection) until the block ends."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", TAKER, os.path.realpath(path), mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline() == b"taken\n"
+        yield
+    finally:
+        process.kill()
+        process.wait()
+
+
+def made(tmp_path: Path) -> Warehouse:
+    warehouse = Warehouse(tmp_path / "w.duckdb", CONTRACT, lock_timeout_seconds=1.5)
+    with warehouse.session() as session:
+        session.execute("CREATE TABLE t (x INTEGER)")
+        session.execute("INSERT INTO t VALUES (1)")
+    return warehouse
+
+
+def test_a_writer_waits_for_another_process_turn_though_duckdb_would_let_it_in(tmp_path: Path) -> None:
+    warehouse = made(tmp_path)
+    with other_process_turn(warehouse.backend.path, "exclusive"):
+        with duckdb.connect(str(warehouse.backend.path)) as con:  # DuckDB's own lock is free
+            assert con.execute("SELECT count(*) FROM t").fetchone() == (1,)
+        for read_only in (False, True):
+            with pytest.raises(WarehouseLockTimeout, match=r"another process.*turn is held on .*w\.duckdb\.lock"):
+                with warehouse.session(read_only=read_only):
+                    pass
+    with warehouse.session() as session:  # the other process's turn ended with it
+        session.execute("INSERT INTO t VALUES (2)")
+    assert turns.held(os.path.realpath(warehouse.backend.path)) == 0
+
+
+def test_readers_share_a_turn_and_a_writer_waits_for_them(tmp_path: Path) -> None:
+    warehouse = made(tmp_path)
+    with other_process_turn(warehouse.backend.path, "shared"):
+        with warehouse.session(read_only=True) as session:
+            assert session.fetchall("SELECT count(*) FROM t") == [(1,)]
+        with pytest.raises(WarehouseLockTimeout, match="another process"), warehouse.session():
+            pass
+
+
+def test_a_process_keeps_its_turn_when_it_closes_another_descriptor_of_the_file(tmp_path: Path) -> None:
+    """A POSIX `fcntl` lock, DuckDB's own, is let go when the process closes any descriptor of the file;
+    the turn is not. Another process then gets past DuckDB's lock, but not past the turn."""
+    warehouse = made(tmp_path)
+    path = warehouse.backend.path
+    other = Warehouse(path, CONTRACT, lock_timeout_seconds=1.5)
+    probe = (
+        "import sys, duckdb\n"
+        "from batch_predict.contract import FeatureContract\n"
+        "from batch_predict.warehouse import Warehouse, WarehouseLockTimeout\n"
+        "with duckdb.connect(sys.argv[1], read_only=True) as con: con.execute('SELECT 1')\n"
+        "print('duckdb let me in', flush=True)\n"
+        "try:\n"
+        "    with Warehouse(sys.argv[1], FeatureContract('record_id', 'event_time', ('a',)), lock_timeout_seconds=1.5)"
+        ".session(read_only=True): print('turn taken')\n"
+        "except WarehouseLockTimeout as error: print('waited:', error)\n"
+    )
+    with warehouse.session() as session:
+        session.execute("INSERT INTO t VALUES (2)")
+        path.read_bytes()  # opens and closes another descriptor of the file: DuckDB's lock is gone
+        found = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=60)
+        assert "duckdb let me in" in found.stdout, found.stderr
+        assert "waited:" in found.stdout and "turn is held" in found.stdout, found.stdout + found.stderr
+        assert turns.held(os.path.realpath(path)) == 1
+    with other.session(read_only=True) as session:
+        assert session.fetchall("SELECT count(*) FROM t") == [(2,)]
+
+
+def test_sessions_of_one_process_share_its_turn_until_the_last_one_closes(tmp_path: Path) -> None:
+    warehouse = made(tmp_path)
+    real = os.path.realpath(warehouse.backend.path)
+    with warehouse.session() as outer:
+        with warehouse.session() as inner:  # DuckDB shares the database between them: so do turns
+            inner.execute("INSERT INTO t VALUES (2)")
+            assert turns.held(real) == 2
+        assert turns.held(real) == 1
+        outer.execute("INSERT INTO t VALUES (3)")
+    assert turns.held(real) == 0
+    with warehouse.hold():
+        with warehouse.session() as session:
+            session.execute("INSERT INTO t VALUES (4)")
+        assert turns.held(real) == 1  # the kept connection keeps its turn
+        warehouse.backend.release()
+        assert turns.held(real) == 0
+    # A reader of this process does not take a writer's turn: upgrading an flock lets go of it first.
+    assert turns.take(real, exclusive=False)
+    try:
+        assert not turns.take(real, exclusive=True)
+        assert turns.held(real) == 1
+    finally:
+        turns.give_back(real)
+
+
+def test_a_forked_child_takes_its_own_turn_and_leaves_its_parents_be(tmp_path: Path) -> None:
+    warehouse = made(tmp_path)
+    real = os.path.realpath(warehouse.backend.path)
+    assert turns.take(real, exclusive=True)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: the parent's turn shuts it out, and its try does not end the parent's
+            code = 0 if not turns.take(real, exclusive=False) and turns.held(real) == 0 else 1
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        with other_process_turn_attempt(real) as taken:
+            assert not taken
+    finally:
+        turns.give_back(real)
+    with other_process_turn_attempt(real) as taken:
+        assert taken
+
+
+@contextmanager
+def other_process_turn_attempt(real: str) -> Iterator[bool]:
+    """Whether another process can take a shared turn at `real` now."""
+    script = "import sys; from batch_predict.warehouse import turns; print(turns.take(sys.argv[1], False))"
+    found = subprocess.run([sys.executable, "-c", script, real], capture_output=True, text=True, timeout=60)
+    assert found.returncode == 0, found.stderr
+    yield found.stdout.strip() == "True"
