@@ -53,9 +53,9 @@ def test_a_writer_waits_for_another_process_turn_though_duckdb_would_let_it_in(t
         with duckdb.connect(str(warehouse.backend.path)) as con:  # DuckDB's own lock is free
             assert con.execute("SELECT count(*) FROM t").fetchone() == (1,)
         for read_only in (False, True):
-            with pytest.raises(WarehouseLockTimeout, match=r"another process.*turn is held on .*w\.duckdb\.lock"):
-                with warehouse.session(read_only=read_only):
-                    pass
+            held = r"another process.*turn is held on .*w\.duckdb\.lock"
+            with pytest.raises(WarehouseLockTimeout, match=held), warehouse.session(read_only=read_only):
+                pass
     with warehouse.session() as session:  # the other process's turn ended with it
         session.execute("INSERT INTO t VALUES (2)")
     assert turns.held(os.path.realpath(warehouse.backend.path)) == 0
