@@ -149,3 +149,15 @@ def other_process_turn_attempt(real: str) -> Iterator[bool]:
     found = subprocess.run([sys.executable, "-c", script, real], capture_output=True, text=True, timeout=60)
     assert found.returncode == 0, found.stderr
     yield found.stdout.strip() == "True"
+
+
+def test_a_deleted_lock_file_is_made_anew_and_still_keeps_turns(tmp_path: Path) -> None:
+    warehouse = made(tmp_path)  # this process now keeps a descriptor of the lock file
+    path = warehouse.backend.path
+    Path(turns.sidecar(os.path.realpath(path))).unlink()
+    held = pytest.raises(WarehouseLockTimeout, match="turn is held")
+    # The other process makes the lock file anew.
+    with other_process_turn(path, "exclusive"), held, warehouse.session(read_only=True):
+        pass
+    with warehouse.session(read_only=True) as session:
+        assert session.fetchall("SELECT count(*) FROM t") == [(1,)]

@@ -61,21 +61,42 @@ def take(path: str, exclusive: bool) -> bool:
                 return False
             turn.count += 1
             return True
-        if turn is None:
-            try:
-                fd = os.open(sidecar(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-            except OSError:
-                try:
-                    fd = os.open(sidecar(path), os.O_RDONLY | os.O_CLOEXEC)
-                except OSError:
+        while True:
+            if turn is None:
+                fd = _open(path)
+                if fd is None:
                     return True
-            turn = _turns[path] = _Turn(os.getpid(), fd)
-        try:
-            fcntl.flock(turn.fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        turn.count, turn.exclusive = 1, exclusive
-        return True
+                turn = _turns[path] = _Turn(os.getpid(), fd)
+            try:
+                fcntl.flock(turn.fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            if _current(path, turn.fd):
+                turn.count, turn.exclusive = 1, exclusive
+                return True
+            # The lock file was deleted or replaced: a lock on the old one keeps no one out. Take the new one.
+            _turns.pop(path)
+            os.close(turn.fd)
+            turn = None
+
+
+def _open(path: str) -> int | None:
+    """A descriptor of the lock file (made if missing); None if the folder allows neither."""
+    try:
+        return os.open(sidecar(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except OSError:
+        with suppress(OSError):
+            return os.open(sidecar(path), os.O_RDONLY | os.O_CLOEXEC)
+    return None
+
+
+def _current(path: str, fd: int) -> bool:
+    """Whether `fd` is still the file at the lock file's path."""
+    try:
+        found, held = os.stat(sidecar(path)), os.fstat(fd)
+    except OSError:
+        return False
+    return (found.st_dev, found.st_ino) == (held.st_dev, held.st_ino)
 
 
 def give_back(path: str) -> None:
