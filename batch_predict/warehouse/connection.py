@@ -340,7 +340,10 @@ class Backend(ABC):
     def _keep_held(self, held: Any) -> None:
         """Keep `held` for the next session, and let go of it if none comes within IDLE_SECONDS: a step
         that does other work (a model fit, a slow prediction) must not keep other processes out."""
-        self.release()  # a session opened inside this one kept its own: this one is newer
+        # A session opened inside this one kept its own: this one is newer. A close that fails (an I/O
+        # error in its checkpoint) must not fail this session, whose work is done.
+        with suppress(Exception):
+            self.release()
         with self._guard:
             self._held, self._held_by = held, threading.get_ident()
             self._idle_deadline = time.monotonic() + IDLE_SECONDS
@@ -386,6 +389,15 @@ class DuckDBSession(Session):
         # Column lists read so far. While this process has the file open nobody else can change
         # them, so only this connection's own DDL (which clears it) makes them stale.
         self._columns = {} if columns is None else columns
+        # Readers handed out: each keeps DuckDB's database open until it is read to the end or closed.
+        self._readers: list[pa.RecordBatchReader] = []
+
+    def close_readers(self) -> None:
+        """Close the readers this session handed out, so that closing the connection closes the file."""
+        readers, self._readers = self._readers, []
+        for reader in readers:
+            with suppress(Exception):
+                reader.close()
 
     def execute(self, sql: str, params: Params = None) -> None:
         if _DDL.match(sql):
@@ -475,7 +487,9 @@ class DuckDBSession(Session):
             self._columns.setdefault(str(table), {})[str(name)] = str(kind)
 
     def arrow_reader(self, sql: str, params: Params = None) -> pa.RecordBatchReader:
-        return self.con.sql(sql, params=_bound(sql, params)).to_arrow_reader(_COPY_BATCH_ROWS)
+        reader = self.con.sql(sql, params=_bound(sql, params)).to_arrow_reader(_COPY_BATCH_ROWS)
+        self._readers.append(reader)
+        return reader
 
     def stage_arrow(self, name: str, data: ds.Dataset | pa.RecordBatchReader) -> None:
         self.con.register(name, data)  # a view over the data: read where used, never copied
@@ -508,12 +522,15 @@ class DuckDBBackend(Backend):
         super().__init__(ensure_schema, memory_limit, threads)
         self.path = path
         self.location = str(path)
-        self._real_path = os.path.realpath(path)  # how DuckDB names the file in its errors
+        # The file as DuckDB names it in its errors, resolved once: every open, turn and waiting marker
+        # uses it, so that a later chdir or another spelling of the path cannot split them.
+        self._real_path = os.path.realpath(path)
+        self._turns: dict[int, turns.Turn | None] = {}  # the turn each open connection took, by id
         self.lock_timeout_seconds = lock_timeout_seconds
         # When the connection `hold` keeps (with the column lists its sessions read) was opened.
         self._opened_at = 0.0
         # Processes waiting for the file leave a marker named by their PID here.
-        self._waiting = path.with_name(path.name + ".waiting")
+        self._waiting = Path(self._real_path + ".waiting")
         self._stand_back = False  # this process just let go of the file because of a waiter or the time limit
 
     def exists(self) -> bool:
@@ -545,23 +562,25 @@ class DuckDBBackend(Backend):
             con, columns, writable = self._open(read_only), None, not read_only
             self._opened_at = time.monotonic()
         keep = False
+        session = DuckDBSession(con, columns)
         try:
-            session = DuckDBSession(con, columns)
             if not read_only and not self._schema_ready:
                 self._ensure_schema(session)
                 self._schema_ready = True
             yield session
-            keep = self._keep() and _settled(con)
-            if keep:
+            session.close_readers()
+            if self._keep() and _settled(con):
                 # The session's temp tables stay until the connection closes: every statement that makes
                 # one replaces any of the same name. A read-only connection serves only later reads.
                 self._keep_held((con, session._columns, writable))
+                keep = True
         except duckdb.Error as error:
             if _is_damage(error, self._real_path):
                 raise self._damaged(error) from error
             raise
         finally:
             if not keep:
+                session.close_readers()  # a reader left open would keep the file open past its turn
                 self._close(con)
 
     def _keep(self) -> bool:
@@ -617,17 +636,28 @@ class DuckDBBackend(Backend):
         try:
             while True:
                 error: duckdb.Error | None = None
-                if turns.take(self._real_path, exclusive=not read_only):
+                try:
+                    taken, turn = turns.take(self._real_path, exclusive=not read_only)
+                except turns.TurnUnavailable as problem:
+                    raise WarehouseError(
+                        f"Cannot take a turn at the warehouse {self.path}: {problem}. Every process that opens "
+                        "it takes its turn through that file, so that no two change it at once "
+                        "(docs/operations.md, 'A damaged warehouse file')."
+                    ) from problem
+                if taken:
                     try:
-                        return engine_connection(self.memory_limit, self.threads, str(self.path), read_only)
+                        con = engine_connection(self.memory_limit, self.threads, self._real_path, read_only)
                     except (duckdb.IOException, duckdb.ConnectionException) as failed:
-                        turns.give_back(self._real_path)
+                        turns.give_back(turn)
                         error = failed
                     except BaseException as failed:
-                        turns.give_back(self._real_path)
+                        turns.give_back(turn)
                         if isinstance(failed, duckdb.Error):
                             raise self._unusable(failed) from failed
                         raise
+                    else:
+                        self._turns[id(con)] = turn
+                        return con
                     # Another warehouse object of this process may keep the file open in the other mode
                     # (read-only against read-write) between its sessions; it lets go when idle.
                     here = _is_mode_conflict(error)
@@ -635,11 +665,14 @@ class DuckDBBackend(Backend):
                     # 2.0 raises it as a plain duckdb.Error, which does not come here, but an I/O error might).
                     if _is_damage(error, self._real_path) or not (here or _is_lock_conflict(error)):
                         raise self._unusable(error) from error
-                    reason = str(error)
+                    reason = (
+                        f"{error}; if that is a DuckDB session of your own (the duckdb command line, a notebook), "
+                        "close it"
+                    )
                 else:
                     # Another process has its turn at the file (or this one reads it and asks to write).
                     here = turns.held(self._real_path) > 0
-                    reason = f"its turn is held on {turns.sidecar(self._real_path)}"
+                    reason = self._turn_holders()
                 if time.monotonic() + delay > deadline:
                     holder = "another connection of this process" if here else "another process"
                     raise WarehouseLockTimeout(
@@ -656,12 +689,22 @@ class DuckDBBackend(Backend):
         finally:
             _forget(marker)
 
+    def _turn_holders(self) -> str:
+        lock = turns.sidecar(self._real_path)
+        pids = turns.holders(self._real_path)
+        who = f"PID {', '.join(map(str, pids))}" if pids else "another process"
+        return (
+            f"{who} holds its turn at the file through {lock}, until its connection closes or it ends; do not "
+            "delete that file: runs would stop keeping each other out"
+        )
+
     def _close(self, con: Any) -> None:
         """Close a connection of this backend and end its turn at the file."""
+        turn = self._turns.pop(id(con), None)
         try:
             con.close()
         finally:
-            turns.give_back(self._real_path)
+            turns.give_back(turn)
 
     def _unusable(self, error: duckdb.Error) -> WarehouseError:
         if _is_damage(error, self._real_path):
