@@ -48,12 +48,14 @@ def turn(path: str, read_only: bool, take_turns: bool) -> Any:
     from batch_predict.warehouse import turns
 
     real = os.path.realpath(path)
-    while not turns.take(real, exclusive=not read_only):
+    taken, held = turns.take(real, exclusive=not read_only)
+    while not taken:
         time.sleep(random.uniform(0, 0.02))
+        taken, held = turns.take(real, exclusive=not read_only)
     try:
         yield
     finally:
-        turns.give_back(real)
+        turns.give_back(held)
 
 
 def connect(path: str, read_only: bool) -> Any:
