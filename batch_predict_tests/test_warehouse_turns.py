@@ -264,3 +264,13 @@ def test_a_deleted_lock_file_is_made_anew_and_still_keeps_turns(tmp_path: Path) 
         pass
     with warehouse.session(read_only=True) as session:
         assert session.fetchall("SELECT count(*) FROM t") == [(1,)]
+
+
+def test_a_write_behind_this_process_own_reader_says_so(tmp_path: Path) -> None:
+    warehouse = made(tmp_path)
+    writer = Warehouse(warehouse.backend.path, CONTRACT, lock_timeout_seconds=0.5)
+    with warehouse.session(read_only=True) as session:
+        session.fetchall("SELECT 1")
+        waits = pytest.raises(WarehouseLockTimeout, match="this process has the file open read-only, and a write waits")
+        with waits, writer.session():
+            pass

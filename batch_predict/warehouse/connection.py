@@ -665,14 +665,19 @@ class DuckDBBackend(Backend):
                     # 2.0 raises it as a plain duckdb.Error, which does not come here, but an I/O error might).
                     if _is_damage(error, self._real_path) or not (here or _is_lock_conflict(error)):
                         raise self._unusable(error) from error
-                    reason = (
-                        f"{error}; if that is a DuckDB session of your own (the duckdb command line, a notebook), "
-                        "close it"
-                    )
+                    reason = str(error)
+                    if not here:
+                        reason += (
+                            "; if that is a DuckDB session of your own (the duckdb command line, a notebook), close it"
+                        )
                 else:
-                    # Another process has its turn at the file (or this one reads it and asks to write).
+                    # Another process has its turn at the file, or this one reads it and asks to write.
                     here = turns.held(self._real_path) > 0
-                    reason = self._turn_holders()
+                    reason = (
+                        "this process has the file open read-only, and a write waits until that connection closes"
+                        if here
+                        else self._turn_holders()
+                    )
                 if time.monotonic() + delay > deadline:
                     holder = "another connection of this process" if here else "another process"
                     raise WarehouseLockTimeout(
