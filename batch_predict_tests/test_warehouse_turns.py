@@ -127,7 +127,13 @@ def test_sessions_of_one_process_share_its_turn_until_the_last_one_closes(tmp_pa
         assert turns.held(real) == 1
     finally:
         turns.give_back(turn)
-    turns.give_back(turn)  # a turn given back twice ends nothing more
+    assert turns.held(real) == 0
+    # A ticket given back twice ends no other connection's share of the turn.
+    (_, first), (_, second) = turns.take(real, exclusive=True), turns.take(real, exclusive=True)
+    turns.give_back(first)
+    turns.give_back(first)
+    assert turns.held(real) == 1
+    turns.give_back(second)
     assert turns.held(real) == 0
 
 
@@ -235,14 +241,63 @@ def test_a_relative_path_keeps_its_file_and_lock_after_a_chdir(tmp_path: Path, m
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     monkeypatch.chdir(tmp_path / "a")
-    warehouse = Warehouse(Path("w.duckdb"), CONTRACT)
+    warehouse = Warehouse(Path("data/w.duckdb"), CONTRACT)
     with warehouse.session() as session:
         session.execute("CREATE TABLE t (x INTEGER)")
     monkeypatch.chdir(tmp_path / "b")
+    assert warehouse.exists()
+    assert warehouse.staging_root == tmp_path / "a" / "data" / "staging"
     with warehouse.session() as session:
         session.execute("INSERT INTO t VALUES (1)")
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["w.duckdb", "w.duckdb.lock"]
+    with warehouse.session(read_only=True) as session:
+        assert session.fetchall("SELECT count(*) FROM t") == [(1,)]
+    assert sorted(p.name for p in (tmp_path / "a" / "data").iterdir()) == ["w.duckdb", "w.duckdb.lock"]
     assert list((tmp_path / "b").iterdir()) == []
+
+
+FORK_IN_HOLD = """
+import os, sys, time
+from batch_predict.contract import FeatureContract
+from batch_predict.warehouse import Warehouse, WarehouseLockTimeout, turns
+from batch_predict.warehouse import connection
+connection.IDLE_SECONDS = 60  # the parent keeps its connection, and its turn, while the child tries
+warehouse = Warehouse(sys.argv[1], FeatureContract("record_id", "event_time", ("a", "b")), lock_timeout_seconds=1)
+with warehouse.hold():
+    with warehouse.session() as session:  # kept: the parent holds its exclusive turn
+        session.execute("INSERT INTO t VALUES (7)")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            with warehouse.session() as session:
+                session.execute("INSERT INTO t VALUES (8)")
+            os._exit(3)  # wrote through the parent's connection, or beside its turn
+        except WarehouseLockTimeout:
+            os._exit(0)
+        except BaseException:
+            os._exit(4)
+    _, status = os.waitpid(pid, 0)
+    print(os.waitstatus_to_exitcode(status), turns.held(os.path.realpath(sys.argv[1])))
+"""
+
+
+def test_a_child_forked_inside_a_hold_waits_for_its_parents_turn(tmp_path: Path) -> None:
+    warehouse = made(tmp_path)
+    found = subprocess.run(
+        [sys.executable, "-c", FORK_IN_HOLD, str(warehouse.backend.path)], capture_output=True, text=True, timeout=120
+    )
+    assert found.stdout.split() == ["0", "1"], found.stdout + found.stderr
+    with warehouse.session(read_only=True) as session:
+        assert session.fetchall("SELECT x FROM t ORDER BY x") == [(1,), (7,)]
+
+
+def test_a_write_behind_this_process_own_reader_says_so(tmp_path: Path) -> None:
+    warehouse = made(tmp_path)
+    writer = Warehouse(warehouse.backend.path, CONTRACT, lock_timeout_seconds=0.5)
+    with warehouse.session(read_only=True) as session:
+        session.fetchall("SELECT 1")
+        waits = pytest.raises(WarehouseLockTimeout, match="this process has the file open read-only, and a write waits")
+        with waits, writer.session():
+            pass
 
 
 @contextmanager
@@ -264,13 +319,3 @@ def test_a_deleted_lock_file_is_made_anew_and_still_keeps_turns(tmp_path: Path) 
         pass
     with warehouse.session(read_only=True) as session:
         assert session.fetchall("SELECT count(*) FROM t") == [(1,)]
-
-
-def test_a_write_behind_this_process_own_reader_says_so(tmp_path: Path) -> None:
-    warehouse = made(tmp_path)
-    writer = Warehouse(warehouse.backend.path, CONTRACT, lock_timeout_seconds=0.5)
-    with warehouse.session(read_only=True) as session:
-        session.fetchall("SELECT 1")
-        waits = pytest.raises(WarehouseLockTimeout, match="this process has the file open read-only, and a write waits")
-        with waits, writer.session():
-            pass

@@ -31,6 +31,7 @@ import random
 import re
 import threading
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
@@ -272,6 +273,18 @@ class Session(ABC):
         return self.write(f"INSERT INTO {table} ({names}) SELECT {selected} FROM {relation}", values)
 
 
+# Every backend of this process, for the fork hook below.
+_BACKENDS: weakref.WeakSet[Backend] = weakref.WeakSet()
+
+
+def _forget_after_fork() -> None:
+    for backend in list(_BACKENDS):
+        backend._forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 class Backend(ABC):
     """Where the warehouse lives; opens sessions on it."""
 
@@ -295,6 +308,13 @@ class Backend(ABC):
         self._idle_deadline = 0.0
         self._guard = threading.Condition()
         self._watcher: threading.Thread | None = None
+        _BACKENDS.add(self)
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child: what `hold` keeps is the parent's (never used or closed here), and a lock
+        another thread held at the fork would never be let go."""
+        self._guard = threading.Condition()
+        self._held, self._watcher = None, None
 
     @abstractmethod
     def session(self, read_only: bool = False) -> AbstractContextManager[Session]: ...
@@ -525,7 +545,9 @@ class DuckDBBackend(Backend):
         # The file as DuckDB names it in its errors, resolved once: every open, turn and waiting marker
         # uses it, so that a later chdir or another spelling of the path cannot split them.
         self._real_path = os.path.realpath(path)
-        self._turns: dict[int, turns.Turn | None] = {}  # the turn each open connection took, by id
+        self._tickets: dict[int, turns.Ticket | None] = {}  # each open connection's share of the turn, by id
+        # Where staging goes by default: beside the file as named, whatever the working directory later.
+        self._folder = Path(os.path.abspath(path)).parent
         self.lock_timeout_seconds = lock_timeout_seconds
         # When the connection `hold` keeps (with the column lists its sessions read) was opened.
         self._opened_at = 0.0
@@ -534,11 +556,11 @@ class DuckDBBackend(Backend):
         self._stand_back = False  # this process just let go of the file because of a waiter or the time limit
 
     def exists(self) -> bool:
-        return self.path.exists()
+        return os.path.exists(self._real_path)
 
     @property
     def default_staging_root(self) -> Path:
-        return self.path.parent / "staging"
+        return self._folder / "staging"
 
     @contextmanager
     def session(self, read_only: bool = False) -> Iterator[Session]:
@@ -547,7 +569,7 @@ class DuckDBBackend(Backend):
         Inside `hold`, the file stays open for the next session (other processes wait
         meanwhile), for at most `HOLD_SECONDS` at a time, so that they get their turn.
         """
-        if read_only and not self.path.exists():
+        if read_only and not self.exists():
             raise WarehouseError(
                 f"No warehouse at {self.path}: nothing has been materialized yet. Run the `inputs` and "
                 "`predictions` assets (for example `make demo`) or point BATCH_PREDICT_WAREHOUSE at your file."
@@ -619,12 +641,16 @@ class DuckDBBackend(Backend):
                 _forget(Path(marker.path))  # left by a process that died waiting
         return waiting
 
+    def _forget_after_fork(self) -> None:
+        super()._forget_after_fork()
+        self._tickets.clear()  # the parent's connections and their shares of its turn
+
     def _close_held(self, held: Any) -> None:
         self._close(held[0])
 
     def _open(self, read_only: bool) -> Any:
         """Open the file, waiting out other processes' locks (and, after holding it, letting a waiter in first)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        Path(self._real_path).parent.mkdir(parents=True, exist_ok=True)
         if self._stand_back:
             self._stand_back = False
             until = time.monotonic() + YIELD_SECONDS
@@ -656,7 +682,7 @@ class DuckDBBackend(Backend):
                             raise self._unusable(failed) from failed
                         raise
                     else:
-                        self._turns[id(con)] = turn
+                        self._tickets[id(con)] = turn
                         return con
                     # Another warehouse object of this process may keep the file open in the other mode
                     # (read-only against read-write) between its sessions; it lets go when idle.
@@ -705,11 +731,11 @@ class DuckDBBackend(Backend):
 
     def _close(self, con: Any) -> None:
         """Close a connection of this backend and end its turn at the file."""
-        turn = self._turns.pop(id(con), None)
+        ticket = self._tickets.pop(id(con), None)
         try:
             con.close()
         finally:
-            turns.give_back(turn)
+            turns.give_back(ticket)
 
     def _unusable(self, error: duckdb.Error) -> WarehouseError:
         if _is_damage(error, self._real_path):

@@ -13,7 +13,7 @@ file that this process closes lets it go. A forked child shares its parent's des
 closes its copies at once (`os.register_at_fork`): a child that outlives its parent must not keep
 the parent's turn. Within one process, the connections to one file share one turn, counted: DuckDB
 shares one database between them, and refuses a second one in the other mode. Each connection
-gives back exactly the turn it took (`Turn`), so a count never ends another connection's turn.
+gives back its own `Ticket` once, so a count never ends another connection's turn.
 """
 
 from __future__ import annotations
@@ -41,6 +41,14 @@ class Turn:
     exclusive: bool = False
 
 
+@dataclass(eq=False)
+class Ticket:
+    """One connection's share of its process's turn: given back once."""
+
+    turn: Turn
+    given_back: bool = False
+
+
 _turns: dict[str, Turn] = {}
 _guard = threading.Lock()
 
@@ -63,8 +71,8 @@ def sidecar(path: str) -> str:
     return path + ".lock"
 
 
-def take(path: str, exclusive: bool) -> tuple[bool, Turn | None]:
-    """Take a turn at the DuckDB file `path` (a real path) without waiting: (taken, the turn to give back).
+def take(path: str, exclusive: bool) -> tuple[bool, Ticket | None]:
+    """Take a turn at the DuckDB file `path` (a real path) without waiting: (taken, the ticket to give back).
 
     Not taken: another process has the file in a mode that excludes this one, or this process holds
     a shared turn and asks for an exclusive one (its reader lets go first: upgrading an `flock` lets
@@ -78,7 +86,7 @@ def take(path: str, exclusive: bool) -> tuple[bool, Turn | None]:
             if exclusive and not turn.exclusive:
                 return False, None
             turn.count += 1
-            return True, turn
+            return True, Ticket(turn)
         while True:
             if turn is None:
                 fd = _open(path, exclusive)
@@ -91,7 +99,7 @@ def take(path: str, exclusive: bool) -> tuple[bool, Turn | None]:
                 return False, None
             if _current(path, turn.fd):
                 turn.count, turn.exclusive = 1, exclusive
-                return True, turn
+                return True, Ticket(turn)
             # The lock file was deleted or replaced: a lock on the old one keeps no one out. Take the new one.
             _turns.pop(path)
             os.close(turn.fd)
@@ -140,10 +148,12 @@ def _current(path: str, fd: int) -> bool:
     return (found.st_dev, found.st_ino) == (held.st_dev, held.st_ino)
 
 
-def give_back(turn: Turn | None) -> None:
-    """End one connection's turn; the last one of this process lets the file go."""
-    if turn is None:
+def give_back(ticket: Ticket | None) -> None:
+    """End one connection's share of the turn (once); the last one of this process lets the file go."""
+    if ticket is None or ticket.given_back:
         return
+    ticket.given_back = True
+    turn = ticket.turn
     with _guard:
         if _turns.get(turn.path) is not turn or not turn.count:
             return  # a turn of the parent, in a forked child
