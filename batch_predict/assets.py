@@ -41,6 +41,8 @@ from batch_predict.warehouse import (
 )
 
 GROUP = "batch_predict"
+# Warehouse errors another try may not meet: a lock held too long, a block read mid-change.
+RETRYABLE_WAREHOUSE_ERRORS = (WarehouseLockTimeout, WarehouseDamaged)
 OWNERS = ["team:ml-platform"]
 MODEL = dg.AssetKey("model")
 DATA_VERSION_TAG = "dagster/data_version"  # where Dagster's staleness reads an asset event's data version
@@ -85,7 +87,7 @@ def deterministic_failures() -> Iterator[None]:
     """
     try:
         yield
-    except (WarehouseLockTimeout, WarehouseDamaged):
+    except RETRYABLE_WAREHOUSE_ERRORS:
         raise
     except (SourceError, ModelError, SettingsError, WarehouseError) as error:
         raise dg.Failure(description=str(error), allow_retries=False) from error
@@ -169,7 +171,7 @@ def range_failure(failed: dict[str, Exception], total: int) -> dg.Failure:
             f"{len(failed)} of {total} partitions failed ({named}); the other "
             "partitions were written and recorded as materialized."
         )
-    transient = all(isinstance(error, WarehouseLockTimeout | WarehouseDamaged | OSError) for error in errors)
+    transient = all(isinstance(error, (*RETRYABLE_WAREHOUSE_ERRORS, OSError)) for error in errors)
     return dg.Failure(
         description=summary + "\n" + "\n".join(lines),
         metadata={"failed_partitions": sorted(failed)},
