@@ -160,8 +160,9 @@ def predict_partition(
     is published in one transaction at the end and the folder removed. A run that died
     part-way is resumed by the next one, which predicts only the chunks not yet staged, if
     the input snapshot, model, mode and chunk size are the same; otherwise it starts over.
-    The warehouse is open only to read the work and to publish, so other runs can use it
-    while this one predicts.
+    The warehouse is used only to read the work and to publish: a prediction that outlasts the
+    hold's idle time (`IDLE_SECONDS`) lets other runs have it meanwhile; a quick one keeps the
+    connection that read the work for the publish (an open and a close cost more than it).
     """
     started = time.perf_counter()
     # Compared as the enum; handed on as its plain string, which is what is stored and shown in the UI
@@ -169,11 +170,9 @@ def predict_partition(
     effective = OnFailure.RETRY_ALL if full_refresh else OnFailure(mode)
     staging = staging_dir(warehouse, partition_key)
     with _exclusive(staging.with_suffix(".lock"), before_waiting=warehouse.release):
+        # Inside a hold, the connection that read the work is kept for the publish; a prediction that
+        # takes longer than the hold's idle time (0.25 s) lets other runs have the warehouse meanwhile.
         manifest = _prepare(warehouse, model, partition_key, staging, effective, chunk_size)
-        if manifest.own + manifest.carried > chunk_size:
-            # More than one chunk to predict: let other runs have the warehouse meanwhile (a run that
-            # holds it between its sessions keeps it through the prediction of a small partition).
-            warehouse.release()
         run = RunInfo(partition_key=partition_key, run_id=run_id, predicted_at=datetime.now(UTC))
         scored = predict_chunks(model, staging / "work", staging / "chunks", warehouse.contract.features, run)
         published = warehouse.publish_outcome(

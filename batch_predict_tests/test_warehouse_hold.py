@@ -331,19 +331,20 @@ def test_a_run_of_many_partitions_reads_the_landing_files_once_unless_they_chang
     assert len(staged) == 5
 
 
-@pytest.mark.parametrize(("chunk_size", "lets_go"), [(100, True), (65_536, False)])
-def test_a_held_warehouse_is_let_go_while_a_partition_of_several_chunks_is_predicted(
+@pytest.mark.parametrize(("predict_seconds", "lets_go"), [(connection_module.IDLE_SECONDS + 0.75, True), (0.0, False)])
+def test_a_held_warehouse_is_let_go_while_a_slow_prediction_runs(
     settings: Settings,
     warehouse: Warehouse,
     source: Source,
     landing: Path,
     registry: Registry,
-    chunk_size: int,
+    predict_seconds: float,
     lets_go: bool,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Another process can open the DuckDB file while a run predicts a partition of more than one chunk;
-    a single chunk is predicted holding it (the next session follows at once)."""
+    """Another process can open the DuckDB file while a run predicts a partition for longer than the hold's
+    idle time, and the publish opens it anew; a quick prediction keeps the connection that read the work
+    for the publish (one connection for the partition). Both partitions are of several chunks."""
     day = datetime(2026, 3, 1, tzinfo=UTC)
     warehouse.snapshot_inputs(source, "2026-03-01", day, day + timedelta(days=1), "snap")
     model = registry.load("champion")
@@ -352,6 +353,7 @@ def test_a_held_warehouse_is_let_go_while_a_partition_of_several_chunks_is_predi
 
     def predict_and_look(self: LoadedModel, *args: Any, **kwargs: Any) -> Any:
         if not opened_elsewhere:
+            time.sleep(predict_seconds)
             probe = subprocess.run(
                 [sys.executable, "-c", f"import duckdb; duckdb.connect({str(settings.warehouse)!r}).close()"],
                 capture_output=True,
@@ -360,9 +362,13 @@ def test_a_held_warehouse_is_let_go_while_a_partition_of_several_chunks_is_predi
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(LoadedModel, "predict_proba", predict_and_look)
+    monkeypatch.setattr(connection_module, "IDLE_SECONDS", 5.0 if not lets_go else connection_module.IDLE_SECONDS)
+    connects = counted_connects(warehouse, monkeypatch)
     with warehouse.hold():
-        outcome = predict_partition(warehouse, model, "2026-03-01", "run", chunk_size)
+        outcome = predict_partition(warehouse, model, "2026-03-01", "run", chunk_size=100)
+    assert outcome.work.own > 100  # several chunks
     assert opened_elsewhere == [lets_go]
+    assert len(connects) == (2 if lets_go else 1)
     assert outcome.published.completeness.passed
 
 
