@@ -171,7 +171,8 @@ def predict_partition(
     staging = staging_dir(warehouse, partition_key)
     with _exclusive(staging.with_suffix(".lock"), before_waiting=warehouse.release):
         # Inside a hold, the connection that read the work is kept for the publish; a prediction that
-        # takes longer than the hold's idle time (0.25 s) lets other runs have the warehouse meanwhile.
+        # takes longer than the hold's idle time (0.25 s) lets other runs have the warehouse meanwhile
+        # (the watcher thread closes it, once the model lets go of Python's GIL between or inside calls).
         manifest = _prepare(warehouse, model, partition_key, staging, effective, chunk_size)
         run = RunInfo(partition_key=partition_key, run_id=run_id, predicted_at=datetime.now(UTC))
         scored = predict_chunks(model, staging / "work", staging / "chunks", warehouse.contract.features, run)

@@ -331,6 +331,17 @@ def test_a_run_of_many_partitions_reads_the_landing_files_once_unless_they_chang
     assert len(staged) == 5
 
 
+TURN_PROBE = """
+import sys, duckdb
+from batch_predict.warehouse import turns
+taken, ticket = turns.take(sys.argv[1], exclusive=True)
+if not taken:
+    sys.exit("no turn")
+duckdb.connect(sys.argv[1]).close()
+turns.give_back(ticket)
+"""
+
+
 @pytest.mark.parametrize(("predict_seconds", "lets_go"), [(connection_module.IDLE_SECONDS + 0.75, True), (0.0, False)])
 def test_a_held_warehouse_is_let_go_while_a_slow_prediction_runs(
     settings: Settings,
@@ -354,9 +365,9 @@ def test_a_held_warehouse_is_let_go_while_a_slow_prediction_runs(
     def predict_and_look(self: LoadedModel, *args: Any, **kwargs: Any) -> Any:
         if not opened_elsewhere:
             time.sleep(predict_seconds)
+            # The file and its turn: a connection closed without giving its turn back would keep this out.
             probe = subprocess.run(
-                [sys.executable, "-c", f"import duckdb; duckdb.connect({str(settings.warehouse)!r}).close()"],
-                capture_output=True,
+                [sys.executable, "-c", TURN_PROBE, os.path.realpath(settings.warehouse)], capture_output=True
             )
             opened_elsewhere.append(probe.returncode == 0)
         return real(self, *args, **kwargs)
