@@ -373,7 +373,8 @@ def test_a_held_warehouse_is_let_go_while_a_slow_prediction_runs(
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(LoadedModel, "predict_proba", predict_and_look)
-    monkeypatch.setattr(connection_module, "IDLE_SECONDS", 5.0 if not lets_go else connection_module.IDLE_SECONDS)
+    # Kept: long enough for the probe (a Python start and an import) on a slow machine.
+    monkeypatch.setattr(connection_module, "IDLE_SECONDS", 30.0 if not lets_go else connection_module.IDLE_SECONDS)
     connects = counted_connects(warehouse, monkeypatch)
     with warehouse.hold():
         outcome = predict_partition(warehouse, model, "2026-03-01", "run", chunk_size=100)
