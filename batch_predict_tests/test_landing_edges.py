@@ -358,6 +358,50 @@ def test_a_bad_csv_value_is_the_same_rejection_wherever_it_sits(
     assert query(warehouse.path, "SELECT record_id FROM rejected_inputs") == [(f"r{bad_row}",)]
 
 
+def test_json_files_that_disagree_on_the_id_type_give_one_id_without_quotes(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    """`5` in one file and `"5"` in another make DuckDB read the column as JSON: still the one record `5`."""
+    source = Source(tmp_path / "src", "*.jsonl")
+    source.root.mkdir()
+    features = ", ".join(f'"{name}": 1.0' for name in IRIS_FEATURES)
+    (source.root / "a.jsonl").write_text(
+        f'{{"record_id": 5, "event_time": "2026-03-01T01:00:00Z", {features}}}\n'
+        f'{{"record_id": 7.0, "event_time": "2026-03-01T01:30:00Z", {features}}}\n'
+        f'{{"record_id": 7.5, "event_time": "2026-03-01T01:40:00Z", {features}}}\n'
+    )
+    (source.root / "b.jsonl").write_text(
+        f'{{"record_id": "5", "event_time": "2026-03-01T02:00:00Z", {features}}}\n'
+        f'{{"record_id": "A-1", "event_time": "2026-03-01T03:00:00Z", {features}}}\n'
+        f'{{"record_id": null, "event_time": "2026-03-01T04:00:00Z", {features}}}\n'
+    )
+    stats = warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r")
+    assert sorted(r for (r,) in query(warehouse.path, "SELECT record_id FROM inputs")) == ["5", "7", "A-1"]
+    assert sorted(query(warehouse.path, "SELECT record_id, reason FROM rejected_inputs"), key=str) == sorted(
+        [("5", "duplicate_record_id"), ("7.5", "non_integer_record_id"), (None, "missing_record_id")], key=str
+    )
+    assert (stats.source_rows, stats.valid_rows, stats.rejected_rows) == (6, 3, 3)
+
+
+def test_a_json_event_time_that_is_a_number_leaves_only_its_record_unplaced(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    source = Source(tmp_path / "src", "*.jsonl")
+    source.root.mkdir()
+    features = ", ".join(f'"{name}": 1.0' for name in IRIS_FEATURES)
+    (source.root / "a.jsonl").write_text(
+        f'{{"record_id": "a", "event_time": "2026-03-01T01:00:00Z", {features}}}\n'
+        f'{{"record_id": "b", "event_time": 17, {features}}}\n'
+        f'{{"record_id": "c", "event_time": null, {features}}}\n'
+    )
+    stats = warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r")
+    assert (stats.valid_rows, stats.unplaced_by_reason) == (1, {"unparseable_event_time": 1, "missing_event_time": 1})
+    assert query(warehouse.path, "SELECT record_id, raw_event_time FROM unplaced_inputs ORDER BY 1") == [
+        ("b", "17"),
+        ("c", None),
+    ]
+
+
 def corrupt_a_page(path: Path) -> None:
     """Overwrite bytes inside the first column chunk: the footer stays valid, reading the data fails."""
     data = bytearray(path.read_bytes())

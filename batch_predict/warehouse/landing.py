@@ -201,8 +201,9 @@ class Landing:
                 "(CSV readers drop spaces around header names)."
             )
         time_type = columns[c.time_column]
-        # Text is parsed row by row: a value that is not a time leaves only its record unplaced.
-        if not (time_type.startswith("TIMESTAMP") or time_type in ("DATE", "VARCHAR")):
+        # Text is parsed row by row: a value that is not a time leaves only its record unplaced. So is a JSON
+        # column (JSON files whose event times are of several types): a value that is no string is unplaced.
+        if not (time_type.startswith("TIMESTAMP") or time_type in ("DATE", "VARCHAR", "JSON")):
             raise SourceError(
                 f"The event-time column {c.time_column} of {source.pattern} reads as {time_type}, not a timestamp, "
                 "so its records cannot be placed in partitions. Write it as a timestamp (ISO 8601 text in CSV), "
@@ -383,7 +384,15 @@ class Landing:
         raw_time = f"s.{ident(c.time_column)}"
         event_time = f"TRY_CAST({raw_time} AS TIMESTAMPTZ)"
         row_number = "s.file_row_number" if source.reader == "read_parquet" else "CAST(NULL AS BIGINT)"
-        record_id, non_integer_id = record_id_sql("s." + ident(c.id_column), source.reader == "read_csv")
+        json = self._json_columns(con, source)
+        if c.time_column in json:  # a JSON string is parsed as a time; any other JSON value is no time
+            event_time = (
+                f"TRY_CAST(CASE WHEN json_type({raw_time}) = 'VARCHAR' THEN json_extract_string({raw_time}, '$') "
+                "END AS TIMESTAMPTZ)"
+            )
+        record_id, non_integer_id = record_id_sql(
+            "s." + ident(c.id_column), source.reader == "read_csv", json=c.id_column in json
+        )
         sql = f"""
             CREATE OR REPLACE TEMP TABLE landing_all AS
             WITH src AS (
@@ -417,6 +426,20 @@ class Landing:
         con.execute(
             "CREATE OR REPLACE TEMP TABLE landing_unplaced AS SELECT * FROM landing_all WHERE unplaced IS NOT NULL"
         )
+
+    def _json_columns(self, con: Any, source: Source) -> set[str]:
+        """The contract's id and event-time columns that DuckDB reads as JSON: JSON files that give a column
+        values of several types (the number `5` in one, the string `"5"` in another) make it a JSON column."""
+        if source.reader != "read_json":
+            return set()
+        try:
+            described = con.execute(
+                f"DESCRIBE SELECT * FROM {self.landing_relation(source)}", {"pattern": source.pattern}
+            ).fetchall()
+        except duckdb.Error as error:
+            self.raise_read_failure(con, source, error)
+        wanted = (self.contract.id_column, self.contract.time_column)
+        return {row[0] for row in described if row[0] in wanted and str(row[1]) == "JSON"}
 
     def classify(self, con: Any) -> None:
         """From the tables `stage` made and `stored_copies` (record_id, event_time, source_file: the copies of the

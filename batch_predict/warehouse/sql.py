@@ -77,7 +77,7 @@ def postgres_statement(sql: str, params: Mapping[str, Any] | None) -> tuple[str,
     return pyformat(sql), params
 
 
-def record_id_sql(column: str, text_numbers: bool = False) -> tuple[str, str]:
+def record_id_sql(column: str, text_numbers: bool = False, json: bool = False) -> tuple[str, str]:
     """DuckDB SQL giving a source id column's value as record-id text, and SQL true when it is no id at all.
 
     Ids are text. A column read as FLOAT or DOUBLE (pandas writes integer ids with a NULL
@@ -89,7 +89,24 @@ def record_id_sql(column: str, text_numbers: bool = False) -> tuple[str, str]:
     With `text_numbers` (CSV, read as text), an id written as an integer-valued decimal
     (`12.0`, as pandas writes a float id column) is the integer `12` too; other text stays
     as written (`007`, `7.5`, `A-12`), since a text column may hold any id.
+
+    With `json` (a column DuckDB reads as JSON, because JSON files give it values of several
+    types), each value is judged by its own JSON type: a string is its text without the JSON
+    quotes (`"5"` is the record `5`, as the number `5` is), a number as a number above, and
+    `true`, an object or an array is no id.
     """
+    if json:
+        kind = f"json_type({column})"
+        number = f"TRY_CAST(CAST({column} AS VARCHAR) AS DOUBLE)"
+        integral = f"(isfinite({number}) AND {number} = trunc({number}) AND abs({number}) < 1e38)"
+        text = (
+            f"CASE WHEN {kind} = 'VARCHAR' THEN json_extract_string({column}, '$') "
+            f"WHEN {kind} = 'NULL' THEN NULL "
+            f"WHEN {kind} = 'DOUBLE' AND {integral} THEN CAST(CAST({number} AS HUGEINT) AS VARCHAR) "
+            f"ELSE CAST({column} AS VARCHAR) END"
+        )
+        no_id = f"({kind} = 'DOUBLE' AND NOT {integral}) OR {kind} IN ('BOOLEAN', 'OBJECT', 'ARRAY')"
+        return text, f"coalesce({no_id}, false)"
     if text_numbers:
         as_text = f"CAST({column} AS VARCHAR)"
         decimal = f"regexp_matches({as_text}, '^[+-]?[0-9]+\\.0+$')"
