@@ -432,6 +432,29 @@ def test_a_malformed_csv_line_names_the_file_and_line(warehouse: Warehouse, tmp_
         warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r")
 
 
+@pytest.mark.parametrize("fields", ["5.1,3.5", "5.1,3.5,1.4,0.2,9,9"])
+@pytest.mark.parametrize("with_a_good_file", [False, True])
+def test_a_ragged_csv_row_near_the_top_names_the_file_and_line(
+    warehouse: Warehouse, tmp_path: Path, fields: str, with_a_good_file: bool
+) -> None:
+    """DuckDB finds no delimiter for such a file and reads it as one column: it must not seem to lack the
+    contract's columns, nor leave its rows unplaced beside a good file."""
+    source = Source(tmp_path / "src", "*.csv")
+    source.root.mkdir()
+    lines = [f"r{i},2026-03-01T01:00:00Z,5.1,3.5,1.4,0.2\n" for i in range(30)]
+    lines.insert(2, f"bad,2026-03-01T01:00:00Z,{fields}\n")
+    (source.root / "a.csv").write_text(HEADER + "".join(lines))
+    if with_a_good_file:
+        (source.root / "b.csv").write_text(HEADER + "g1,2026-03-01T01:00:00Z,5.1,3.5,1.4,0.2\n")
+    count = len(fields.split(",")) + 2
+    with pytest.raises(
+        SourceError,
+        match=rf"CSV file\(s\) {source.root / 'a.csv'} \(line 4 has {count} fields, the header 6\).*nothing",
+    ):
+        warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r")
+    assert not warehouse.exists() or query(warehouse.path, "SELECT count(*) FROM input_stats") == [(0,)]
+
+
 def test_a_file_gone_mid_read_is_an_io_error_to_retry(warehouse: Warehouse, tmp_path: Path) -> None:
     source = Source(tmp_path / "src")
     write(source.root / "a.parquet", ["a"], [DAY])

@@ -7,6 +7,7 @@ validated feature contract and are quoted with `ident`.
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import time
@@ -189,6 +190,8 @@ class Landing:
                 ) from error
             self.raise_read_failure(con, source, error)
         c = self.contract
+        if source.reader == "read_csv":
+            self._check_csv_dialect(con, source, columns)
         self._check_name_case(con, source, columns)
         if source.reader == "read_parquet":  # Parquet files are checked one by one, naming each that does not fit
             self._check_parquet_files(con, source)
@@ -209,6 +212,36 @@ class Landing:
                 "so its records cannot be placed in partitions. Write it as a timestamp (ISO 8601 text in CSV), "
                 "or set BATCH_PREDICT_TIME_COLUMN to the right column."
             )
+
+    def _check_csv_dialect(self, con: Any, source: Source, columns: dict[str, str]) -> None:
+        """Name the CSV files DuckDB read as one column, the whole header line its name.
+
+        DuckDB detects a file's delimiter from its first rows; a row there with more or fewer fields
+        than the header leaves it none, and the file reads as one column. Its rows would then lack
+        every contract column (and go unplaced), or the file alone would seem to lack the columns.
+        """
+        merged = [name for name in columns if _header_line(name, self.contract.required_columns)]
+        if not merged:
+            return
+        problems = []
+        for path in self.source_files(con, source):
+            try:
+                described = con.execute(
+                    f"DESCRIBE SELECT * FROM {self.landing_relation(source)}", {"pattern": path}
+                ).fetchall()
+            except duckdb.Error:
+                continue
+            header = next((row[0] for row in described if row[0] in merged), None)
+            if header is not None and len(described) <= 2:  # the one column, and the file column
+                delimiter = _header_line(header, self.contract.required_columns) or ","
+                problems.append(f"{path} ({_ragged_line(Path(path), delimiter)})")
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise SourceError(
+            f"Cannot tell the columns of the CSV file(s) {shown or ', '.join(map(repr, merged))}: DuckDB reads each as "
+            "one column named by its whole header line, because a row near the top has more or fewer fields than "
+            "the header, so no delimiter fits. Fix or remove that row (or move the file out of the landing folder) "
+            "and rerun the partition; nothing was written."
+        )
 
     def _check_name_case(self, con: Any, source: Source, columns: dict[str, str]) -> None:
         """Name the files whose column differs from a configured name only in case.
@@ -527,6 +560,29 @@ def _timestamp(value: datetime) -> str:
     if value.tzinfo is None:
         raise ValueError(f"A window bound must carry its time zone, got {value!r}.")
     return f"CAST({literal(value.isoformat())} AS TIMESTAMPTZ)"
+
+
+def _header_line(name: str, required: Sequence[str]) -> str | None:
+    """The delimiter of a column name that is a whole CSV header line holding a contract column, if it is one."""
+    for delimiter in (",", ";", "\t", "|"):
+        parts = [part.strip().strip('"') for part in name.split(delimiter)]
+        if len(parts) > 1 and any(part in required for part in parts):
+            return delimiter
+    return None
+
+
+def _ragged_line(path: Path, delimiter: str) -> str:
+    """Where in a CSV file a row first has another number of fields than its header, as words."""
+    try:
+        with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+            rows = csv.reader(handle, delimiter=delimiter)
+            fields = len(next(rows, []))
+            for number, row in enumerate(rows, start=2):
+                if row and len(row) != fields:
+                    return f"line {number} has {len(row)} fields, the header {fields}"
+    except (OSError, csv.Error) as error:
+        return f"unreadable: {error}"
+    return f"no row has another number of fields than the header's {fields}"
 
 
 def _listed(names: Sequence[str]) -> str:
