@@ -265,6 +265,7 @@ def build_assets(
         snapshotter = warehouse.open(source.contract())
         placeable = placeable_range(partitions_def)
         unplaced: dict[str, int] = {}
+        late: dict[str, int] = {}
 
         windows = {key: partitions_def.time_window_for_partition_key(key) for key in context.partition_keys}
 
@@ -280,6 +281,8 @@ def build_assets(
             )
             unplaced.clear()  # a snapshot counts every landed record, so the last one's counts hold
             unplaced.update(stats[keys[-1]].unplaced_by_reason)
+            late.clear()  # and judges every partition snapshotted before
+            late.update(stats[keys[-1]].late)
             for key in keys:
                 if stats[key].source_rows == 0:
                     context.log.warning(f"Partition {key}: {empty_partition(windows[key])}")
@@ -288,7 +291,7 @@ def build_assets(
         with snapshotter.hold():
             done, failed = each_range(context.partition_keys, snapshot)
         yield from record_partitions(context, done, failed)
-        yield dg.MaterializeResult(metadata=range_metadata(done), check_results=[placed_check(unplaced)])
+        yield dg.MaterializeResult(metadata=range_metadata(done), check_results=[placed_check(unplaced, late)])
 
     # The registry, not Dagster, holds the model: `model` is recorded by `model_job` (record_model)
     # when the champion changes, and no run can select it, so no run can skip predictions waiting on it.

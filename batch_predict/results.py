@@ -149,34 +149,52 @@ def errors_check(results: dict[str, PartitionResult], on_failure: str, max_faile
     )
 
 
-def placed_check(unplaced: dict[str, int]) -> dg.AssetCheckResult:
-    """Warn while landed records are in no partition (`unplaced_inputs`), with their counts per reason.
+def placed_check(unplaced: dict[str, int], late: dict[str, int] | None = None) -> dg.AssetCheckResult:
+    """Warn while landed records are in no partition (`unplaced_inputs`), with their counts per reason, or
+    while partitions snapshotted earlier lack landed records of their window (`late`: a file landed after
+    their snapshot, or replaced one), naming those partitions.
 
     Records of the partition still in progress (`future_event_time`) are waiting, not lost:
     they are counted, but only the other reasons fail the check.
     """
+    late = late or {}
     total = sum(unplaced.values())
     waiting = unplaced.get(rules.FUTURE_EVENT_TIME, 0)
     counts = ", ".join(f"{reason}: {n}" for reason, n in sorted(unplaced.items()))
+    parts = []
     if total > waiting:
-        description = (
+        parts.append(
             f"{total - waiting} landed record(s) are in no partition ({counts}); see unplaced_inputs or "
             "`batch-predict unplaced`. Fix their event times in the landing files, or set BATCH_PREDICT_START "
             "earlier; future_event_time records are placed once their partition exists."
         )
-    elif waiting:
-        description = (
+    if late:
+        keys = sorted(late)
+        shown = ", ".join(
+            f"{key} ({f'{late[key]} more record(s)' if late[key] > 0 else 'other records'})" for key in keys[:10]
+        ) + (f" and {len(keys) - 10} more" if len(keys) > 10 else "")
+        parts.append(
+            f"{len(keys)} partition(s) snapshotted earlier lack landed records of their window: {shown}. Files "
+            "landed (or were replaced) after their snapshot, so those records are in no partition's inputs yet, "
+            "and a record id whose earliest copy is among them is rejected as a duplicate where it was. "
+            f"Materialize inputs and predictions of {keys[0] if len(keys) == 1 else 'those partitions'} again: "
+            f"a backfill in the UI, or `batch-predict backfill --from {keys[0]} --to {keys[-1]}`."
+        )
+    if not parts and waiting:
+        parts.append(
             f"Every landed record is placed, but for {waiting} whose event time is after the newest partition "
             "(future_event_time): they are placed once their partition exists."
         )
-    else:
-        description = "Every landed record is in a partition's inputs or rejected_inputs."
     return dg.AssetCheckResult(
         check_name=EVERY_RECORD_PLACED,
-        passed=total == waiting,
+        passed=total == waiting and not late,
         severity=dg.AssetCheckSeverity.WARN,
-        description=description,
-        metadata={"unplaced": total, "unplaced_by_reason": dg.MetadataValue.json(unplaced)},
+        description=" ".join(parts) or "Every landed record is in a partition's inputs or rejected_inputs.",
+        metadata={
+            "unplaced": total,
+            "unplaced_by_reason": dg.MetadataValue.json(unplaced),
+            "late_partitions": dg.MetadataValue.json(dict(sorted(late.items()))),
+        },
     )
 
 

@@ -341,6 +341,62 @@ def test_a_late_earlier_copy_takes_the_id_and_its_prediction_is_archived(
     assert tables(settings.warehouse) == before
 
 
+def placed(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "every_record_placed"]
+    return check
+
+
+def test_a_late_file_for_a_predicted_partition_is_flagged_until_that_partition_runs_again(
+    settings: Settings, landing: Path, registry: Registry
+) -> None:
+    """A file lands for a day already predicted, with new records and earlier copies of the next day's ids;
+    then only the next day runs (as the schedule would): the day that lacks them must be named."""
+    for key in ("2026-03-01", "2026-03-02"):
+        assert placed(run_assets(settings, ["inputs", "predictions"], key)).passed
+    copied = [
+        r
+        for (r,) in query(
+            settings.warehouse,
+            "SELECT record_id FROM predictions WHERE partition_key = '2026-03-02' ORDER BY record_id LIMIT 3",
+        )
+    ]
+    ids = [f"late-{n}" for n in range(10)] + copied
+    write(landing / "2026-03-01" / "late.parquet", ids, [DAY + timedelta(hours=5)] * len(ids))
+
+    rerun = run_assets(settings, ["inputs", "predictions"], "2026-03-02")
+    assert rerun.success
+    check = placed(rerun)
+    assert not check.passed and check.metadata["late_partitions"].value == {"2026-03-01": 13}
+    assert "2026-03-01 (13 more record(s))" in str(check.description)
+    assert "batch-predict backfill --from 2026-03-01 --to 2026-03-01" in str(check.description)
+    # Any later snapshot still names it: the day after is not the one that lacks the records.
+    assert placed(run_assets(settings, ["inputs"], "2026-03-03")).metadata["late_partitions"].value == {
+        "2026-03-01": 13
+    }
+
+    again = run_assets(settings, ["inputs", "predictions"], "2026-03-01")
+    check = placed(again)
+    assert check.passed and check.metadata["late_partitions"].value == {}
+    for record_id in ids:
+        where = "SELECT partition_key FROM predictions WHERE record_id = $r"
+        assert query(settings.warehouse, where, {"r": record_id}) == [("2026-03-01",)], record_id
+    # Every landed row is in exactly one place.
+    [(landed,)] = query(settings.warehouse, "SELECT sum(source_rows) FROM input_stats")
+    [(stored,)] = query(
+        settings.warehouse, "SELECT (SELECT count(*) FROM inputs) + (SELECT count(*) FROM rejected_inputs)"
+    )
+    assert landed == stored
+
+
+def test_a_landing_file_moved_away_is_not_a_late_file(settings: Settings, landing: Path, registry: Registry) -> None:
+    """A retention job that moves an old day's files away leaves that day's snapshot as it was, unflagged."""
+    for key in ("2026-03-01", "2026-03-02"):
+        assert run_assets(settings, ["inputs"], key).success
+    shutil.rmtree(landing / "2026-03-01")
+    check = placed(run_assets(settings, ["inputs"], "2026-03-02"))
+    assert check.passed and check.metadata["late_partitions"].value == {}
+
+
 # -- 6. data errors at read time --------------------------------------------------------------
 
 

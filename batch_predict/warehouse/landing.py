@@ -460,6 +460,27 @@ class Landing:
             "CREATE OR REPLACE TEMP TABLE landing_unplaced AS SELECT * FROM landing_all WHERE unplaced IS NOT NULL"
         )
 
+    def window_digests(self, con: Any, windows: str) -> dict[str, tuple[int, str]]:
+        """For each window of the engine table `windows` (partition_key, window_start, window_end; windows that
+        do not overlap), the staged landing rows whose event time falls in it: how many, and a digest of which
+        rows they are (record id, event time, file and row in the file). The same rows give the same digest.
+
+        Windows without a landed row are left out."""
+        rows = con.execute(
+            f"""
+            WITH placed AS (
+                SELECT event_time, hash(record_id, event_time, source_file, source_row) AS row_hash
+                FROM landing_all WHERE unplaced IS NULL
+            )
+            SELECT w.partition_key, count(*), CAST(bit_xor(p.row_hash) AS VARCHAR)
+            FROM placed AS p ASOF JOIN (SELECT * FROM {windows} ORDER BY window_start) AS w
+              ON p.event_time >= w.window_start
+            WHERE p.event_time < w.window_end
+            GROUP BY w.partition_key
+            """
+        ).fetchall()
+        return {str(key): (int(n), str(digest)) for key, n, digest in rows}
+
     def _json_columns(self, con: Any, source: Source) -> set[str]:
         """The contract's id and event-time columns that DuckDB reads as JSON: JSON files that give a column
         values of several types (the number `5` in one, the string `"5"` in another) make it a JSON column."""

@@ -141,6 +141,8 @@ def tables(contract: FeatureContract) -> tuple[Table, ...]:
                 Column("rejected_by_reason", "text"),
                 Column("run_id", "text"),
                 Column("loaded_at", "timestamptz"),
+                # A digest of the landing rows in the window when it was snapshotted (Landing.window_digests).
+                Column("landing_digest", "text"),
             ),
             primary_key="partition_key",
         ),

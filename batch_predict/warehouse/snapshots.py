@@ -9,6 +9,7 @@ from itertools import pairwise
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from batch_predict import contract as rules
 from batch_predict.warehouse.connection import Session, adopt
@@ -17,6 +18,14 @@ from batch_predict.warehouse.landing import DUPLICATE_DETAIL, Source
 from batch_predict.warehouse.schema import alter_probability_columns, record_model_versions
 from batch_predict.warehouse.sql import ident, in_list, literal
 from batch_predict.warehouse.types import InputStats, PartitionCheckError
+
+_WINDOWS_SCHEMA = pa.schema(
+    [
+        ("partition_key", pa.string()),
+        ("window_start", pa.timestamp("us", "UTC")),
+        ("window_end", pa.timestamp("us", "UTC")),
+    ]
+)
 
 # Rows per Arrow batch on their way from the landing engine to the warehouse.
 _BATCH_ROWS = 100_000
@@ -190,12 +199,20 @@ class Snapshots(WarehouseCore):
                     """
                 ):
                     by_reason[str(key)][str(reason)] = int(n)
-                stored = dict(
-                    session.fetchall(
-                        f"SELECT partition_key, source_rows FROM input_stats WHERE {in_list('partition_key', 'keys')}",
-                        {"keys": keys},
-                    )
+                snapshotted = session.arrow(
+                    "SELECT partition_key, window_start, window_end, source_rows, landing_digest FROM input_stats"
                 )
+                in_range = set(keys)
+                stored = {
+                    key: rows
+                    for key, rows in zip(
+                        snapshotted.column("partition_key").to_pylist(),
+                        snapshotted.column("source_rows").to_pylist(),
+                        strict=True,
+                    )
+                    if key in in_range
+                }
+                digests, late = self._landing_digests(engine, windows, snapshotted)
                 for key in keys:
                     self._check_counts(
                         source,
@@ -240,6 +257,7 @@ class Snapshots(WarehouseCore):
                             "source_rows": [counts.get(key, (0, 0))[0] for key in keys],
                             "valid_rows": [counts.get(key, (0, 0))[1] for key in keys],
                             "rejected_by_reason": [json.dumps(by_reason[key], sort_keys=True) for key in keys],
+                            "landing_digest": [digests.get(key, (0, ""))[1] for key in keys],
                         },
                         schema=pa.schema(
                             [
@@ -249,6 +267,7 @@ class Snapshots(WarehouseCore):
                                 ("source_rows", pa.int64()),
                                 ("valid_rows", pa.int64()),
                                 ("rejected_by_reason", pa.string()),
+                                ("landing_digest", pa.string()),
                             ]
                         ),
                     ),
@@ -257,9 +276,9 @@ class Snapshots(WarehouseCore):
                     """
                     INSERT INTO input_stats
                         (partition_key, window_start, window_end, source_rows, valid_rows, rejected_rows,
-                         rejected_by_reason, run_id, loaded_at)
+                         rejected_by_reason, run_id, loaded_at, landing_digest)
                     SELECT partition_key, window_start, window_end, source_rows, valid_rows, source_rows - valid_rows,
-                           rejected_by_reason, $run_id, now()
+                           rejected_by_reason, $run_id, now(), landing_digest
                     FROM range_stats
                     """,
                     {"run_id": run_id},
@@ -278,8 +297,50 @@ class Snapshots(WarehouseCore):
                 unplaced_by_reason=dict(unplaced),
                 demoted=demoted.get(key, {}),
                 archived_predictions=archived.get(key, 0),
+                late=dict(late),
             )
         return results
+
+    def _landing_digests(
+        self, engine: Any, windows: Sequence[tuple[str, datetime, datetime]], snapshotted: pa.Table
+    ) -> tuple[dict[str, tuple[int, str]], dict[str, int]]:
+        """The landed rows of the range's windows and of every partition snapshotted before (`snapshotted`, the
+        rows of input_stats): per window, how many and their digest (`Landing.window_digests`); and the
+        partitions outside the range whose snapshot lacks landed records of its window, with how many more
+        records the window holds now.
+
+        A window holding more landed records than its snapshot took gained a late file; one holding as
+        many, but other rows, had a file replaced. One holding fewer lost files (they were moved away, as a
+        retention job does): its snapshot keeps what it took, and a rerun says so (the shrink check).
+        """
+        keys = {key for key, _, _ in windows}
+        others = snapshotted.filter(pc.invert(pc.is_in(snapshotted["partition_key"], pa.array(sorted(keys)))))
+        table = pa.concat_tables(
+            [
+                others.select(["partition_key", "window_start", "window_end"]).cast(_WINDOWS_SCHEMA),
+                pa.table(
+                    {
+                        "partition_key": [key for key, _, _ in windows],
+                        "window_start": [start for _, start, _ in windows],
+                        "window_end": [end for _, _, end in windows],
+                    },
+                    schema=_WINDOWS_SCHEMA,
+                ),
+            ]
+        )
+        adopt(engine, "digest_windows", table)
+        digests = self.landing.window_digests(engine, "digest_windows")
+        late: dict[str, int] = {}
+        for key, source_rows, digest in zip(
+            others.column("partition_key").to_pylist(),
+            others.column("source_rows").to_pylist(),
+            others.column("landing_digest").to_pylist(),
+            strict=True,
+        ):
+            landed, now = digests.get(key, (0, ""))
+            if landed > (source_rows or 0) or (landed == source_rows and digest and digest != now):
+                late[key] = landed - (source_rows or 0)
+        return digests, late
 
     @staticmethod
     def _check_counts(

@@ -49,6 +49,9 @@ class InputStats:
     demoted: dict[str, int] = field(default_factory=dict)
     # Predictions of records no longer in the partitions' inputs, moved to predictions_history.
     archived_predictions: int = 0
+    # After the snapshot: other partitions, snapshotted earlier, whose window now holds landed records their
+    # snapshot lacks (a late file), with how many more records it holds (0: as many, but not the same).
+    late: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
