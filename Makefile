@@ -71,4 +71,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py $(if $(ONLY),--only $(ONLY)) $(BENCH_ARGS)
 
 clean-demo:
-	rm -rf data/landing data/labels data/models data/staging data/warehouse.duckdb* dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/logs data/cluster
+	rm -rf data/landing data/labels data/models data/staging data/staging.thresholds data/warehouse.duckdb* dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/logs data/cluster

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from batch_predict.models.names import NAME_RULE, valid_name
 from batch_predict.redaction import redact
@@ -310,9 +311,13 @@ def _staging_max_age(value: str, name: str, _: Mapping[str, Any]) -> float:
     return hours
 
 
+# models:/NAME@ALIAS or models:/NAME/VERSION (a version number, or a stage such as Production).
+_MODEL_URI = re.compile(r"models:/[^/@?#]+(@[^/@?#]+|/[^/@?#]+)")
+
+
 def _model_uri(value: str, name: str, _: Mapping[str, Any]) -> str:
     # No query string either: a models:/ URI takes none, and one with a token would show as resource config.
-    if value and (not value.startswith("models:/") or "?" in value or "#" in value):
+    if value and not _MODEL_URI.fullmatch(value):
         raise SettingsError(_bad(name, redact(value), "an MLflow model URI models:/NAME@ALIAS or models:/NAME/VERSION"))
     return value
 
@@ -971,6 +976,16 @@ def _warehouse(value: str) -> str:
     if not separator:
         return str(_path(value))
     if value.startswith(("postgresql://", "postgres://")):
+        try:
+            urlsplit(value).port  # a port that is not a number fails here, not at the first connection
+        except ValueError as error:
+            raise SettingsError(
+                _bad(
+                    "BATCH_PREDICT_WAREHOUSE",
+                    redact(value),
+                    f"a PostgreSQL URL postgresql://user@host:port/database with a port from 1 to 65535 ({error})",
+                )
+            ) from None
         return value
     raise SettingsError(
         _bad(

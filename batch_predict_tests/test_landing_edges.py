@@ -439,6 +439,13 @@ def test_json_files_that_disagree_on_the_id_type_give_one_id_without_quotes(
     assert (stats.source_rows, stats.valid_rows, stats.rejected_rows) == (6, 3, 3)
 
 
+def test_an_empty_or_blank_record_id_is_a_missing_one(warehouse: Warehouse, tmp_path: Path) -> None:
+    source = Source(tmp_path / "src")
+    write(source.root / "a.parquet", ["a", "", "  ", "b"], [DAY + timedelta(hours=1)] * 4)
+    stats = warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r")
+    assert (stats.valid_rows, stats.rejected_by_reason) == (2, {"missing_record_id": 2})
+
+
 def test_a_json_event_time_that_is_a_number_leaves_only_its_record_unplaced(
     warehouse: Warehouse, tmp_path: Path
 ) -> None:
@@ -509,6 +516,16 @@ def test_a_ragged_csv_row_near_the_top_names_the_file_and_line(
     ):
         warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r")
     assert not warehouse.exists() or query(warehouse.path, "SELECT count(*) FROM input_stats") == [(0,)]
+
+
+@pytest.mark.parametrize("bad", ['{"record_id": "b", "event_time": tru}', '{"record_id": "b", "event_time": '])
+def test_a_malformed_json_line_names_the_file_and_its_line(warehouse: Warehouse, tmp_path: Path, bad: str) -> None:
+    source = Source(tmp_path / "src", "*.jsonl")
+    source.root.mkdir()
+    good = '{"record_id": "a", "event_time": "2026-03-01T01:00:00Z"}'
+    (source.root / "a.jsonl").write_text(f"{good}\n{good}\n{bad}\n{good}\n")
+    with pytest.raises(SourceError, match=rf"The unreadable file is {source.root / 'a.jsonl'}, line 3\."):
+        warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r")
 
 
 def test_a_file_gone_mid_read_is_an_io_error_to_retry(warehouse: Warehouse, tmp_path: Path) -> None:

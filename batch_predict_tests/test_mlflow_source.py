@@ -475,6 +475,7 @@ def test_moving_the_mlflow_alias_makes_the_partition_stale_until_it_is_predicted
         ),
         ({"BATCH_PREDICT_MODEL_URI": "runs:/abc/model"}, r"BATCH_PREDICT_MODEL_URI='runs:/abc/model' is not valid"),
         ({"BATCH_PREDICT_MODEL_URI": "champion"}, r"BATCH_PREDICT_MODEL_URI='champion' is not valid.*models:/"),
+        ({"BATCH_PREDICT_MODEL_URI": "models:/x"}, r"'models:/x' is not valid.*models:/NAME@ALIAS"),
     ],
 )
 def test_settings_refuse_what_an_mlflow_uri_cannot_do(overrides: dict[str, str], message: str) -> None:

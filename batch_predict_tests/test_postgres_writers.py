@@ -289,6 +289,15 @@ def test_a_warehouse_url_of_another_database_names_the_supported_ones(location: 
         Warehouse(location, CONTRACT)
 
 
+@pytest.mark.parametrize("port", ["abc", "99999"])
+def test_a_warehouse_url_with_a_bad_port_fails_at_load(port: str) -> None:
+    from batch_predict.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="with a port from 1 to 65535") as raised:
+        load_settings({"BATCH_PREDICT_WAREHOUSE": f"postgresql://alice:Hunter2Secret@127.0.0.1:{port}/db"})
+    assert "Hunter2Secret" not in str(raised.value)
+
+
 @pytest.mark.parametrize(
     "location",
     ["postgresql://alice:Hunter2Secret@[::1:5432/db", "postgresql://alice:Hunter2Secret@127.0.0.1:1/db?nosuch=1"],

@@ -8,6 +8,7 @@ validated feature contract and are quoted with `ident`.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import time
@@ -130,10 +131,14 @@ class Landing:
         if culprit is None and not isinstance(error, _DATA_ERRORS):
             return error  # every file reads on its own, and DuckDB did not blame the data: not a data error
         # A line number means something in a text file only (DuckDB says "line 1" of a Parquet file too).
-        line = _LINE_IN_MESSAGE.search(text) if source.reader != "read_parquet" else None
+        found = _LINE_IN_MESSAGE.search(text) if source.reader != "read_parquet" else None
+        line = found.group(1) if found else None
+        if culprit is not None and culprit.lower().endswith(".jsonl"):
+            # DuckDB counts a JSON file's lines from the wrong end of a newline: find the record that does not parse.
+            line = _first_bad_json_line(Path(culprit)) or line
         where = ""
         if culprit is not None:
-            where = f"The unreadable file is {culprit}" + (f", line {line.group(1)}. " if line else ". ")
+            where = f"The unreadable file is {culprit}" + (f", line {line}. " if line else ". ")
         return SourceError(
             f"Cannot read the source files {source.pattern} with {source.reader}: {first}. {where}Move the "
             "unreadable file out of the landing folder (or fix it) and rerun the partition; nothing was written."
@@ -514,7 +519,7 @@ class Landing:
         def when(condition: str, reason: str, detail: str) -> None:
             whens.append(f"WHEN {condition} THEN {{'reason': {literal(reason)}, 'detail': {literal(detail)}}}")
 
-        when("record_id IS NULL", rules.MISSING_RECORD_ID, c.id_column)
+        when("record_id IS NULL OR trim(record_id) = ''", rules.MISSING_RECORD_ID, c.id_column)
         when("non_integer_record_id", rules.NON_INTEGER_RECORD_ID, c.id_column)
         for f in c.features:
             when(f"{ident('raw__' + f)} IS NULL", rules.MISSING_FEATURE, f)
@@ -604,6 +609,21 @@ def _ragged_line(path: Path, delimiter: str) -> str:
     except (OSError, csv.Error) as error:
         return f"unreadable: {error}"
     return f"no row has another number of fields than the header's {fields}"
+
+
+def _first_bad_json_line(path: Path) -> str | None:
+    """The number of the first line of a JSON Lines file that is not one JSON value, if one is found."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            for number, text in enumerate(handle, start=1):
+                if text.strip():
+                    try:
+                        json.loads(text)
+                    except ValueError:
+                        return str(number)
+    except OSError:
+        return None
+    return None
 
 
 def _listed(names: Sequence[str]) -> str:
