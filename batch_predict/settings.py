@@ -977,7 +977,7 @@ def _warehouse(value: str) -> str:
         return str(_path(value))
     if value.startswith(("postgresql://", "postgres://")):
         try:
-            urlsplit(value).port  # a port that is not a number fails here, not at the first connection
+            _ = urlsplit(value).port  # a port that is not a number fails here, not at the first connection
         except ValueError as error:
             raise SettingsError(
                 _bad(
