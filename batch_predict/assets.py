@@ -254,7 +254,7 @@ def build_assets(
             dg.AssetCheckSpec(
                 EVERY_RECORD_PLACED,
                 asset="inputs",
-                description="Warns while landed records are in no partition (table unplaced_inputs): an event time that is missing, does not parse, or is before BATCH_PREDICT_START. Records after the newest partition (future_event_time) are counted but wait for their partition.",
+                description="Warns while landed records are in no partition (table unplaced_inputs): an event time that is missing, does not parse, or is before BATCH_PREDICT_START. Records after the newest partition (future_event_time) are counted but wait for their partition. Also warns while partitions snapshotted earlier lack landed records of their window (a late file; table late_partitions), until they run again.",
             )
         ],
     )

@@ -23,7 +23,7 @@ from batch_predict.models.registry import Registry
 from batch_predict.models.types import ModelError
 from batch_predict.redaction import redact
 from batch_predict.settings import Settings, SettingsError, load_settings, split_names
-from batch_predict.verdicts import PENDING, ModelAge, deadline_summary, deadline_verdict
+from batch_predict.verdicts import PENDING, ModelAge, deadline_summary, deadline_verdict, rerun_hint
 from batch_predict.warehouse import SourceError, Warehouse, WarehouseError
 
 if TYPE_CHECKING:
@@ -363,6 +363,7 @@ def status_rows(settings: Settings, last: int, now: datetime) -> list[dict[str, 
     partitions_def = build_partitions(settings)
     stale = _stale_by_partition(settings, warehouse)
     drifted = warehouse.drifted()
+    late = warehouse.late_partitions()
     quality: dict[str, dict[str, dict[str, Any]]] = {}
     for found in warehouse.prediction_quality():
         quality.setdefault(found["partition_key"], {})[found["model_version"]] = found
@@ -400,6 +401,8 @@ def status_rows(settings: Settings, last: int, now: datetime) -> list[dict[str, 
                 **_realized(quality.get(row["partition_key"], {}).get(row["model_version"])),
                 "drifted": drifted.get(row["partition_key"], []),
                 "every_input_predicted": row["every_input_predicted"],
+                # Landed records of the window its snapshot lacks (a late file), as the newest snapshot found.
+                "late_records": late[row["partition_key"]]["missing_rows"] if row["partition_key"] in late else None,
                 "deadline": verdict,
                 "due_at": due_at.isoformat() if due_at else None,
                 "run_id": row["run_id"],
@@ -456,6 +459,9 @@ def _status(settings: Settings, last: int, as_json: bool) -> int:
     unplaced = unplaced_line(settings)
     if unplaced:
         print(unplaced)
+    late = late_line(settings)
+    if late:
+        print(late)
     if not rows:
         print(f"no partitions in {redact(settings.warehouse)} yet")
         return 0
@@ -492,6 +498,19 @@ def unplaced_line(settings: Settings) -> str | None:
         return None
     reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(counts.items()))
     return f"unplaced: {total} records ({reasons})"
+
+
+def late_line(settings: Settings) -> str | None:
+    """`late files: ...` while partitions snapshotted earlier lack landed records of their window, else None."""
+    late = open_warehouse(settings).late_partitions()
+    if not late:
+        return None
+    keys = sorted(late)
+    shown = ", ".join(f"{key} ({late[key]['missing_rows']} records)" for key in keys[:10])
+    more = f" and {len(keys) - 10} more" if len(keys) > 10 else ""
+    return (
+        f"late files: {len(keys)} partition(s) lack landed records of their window: {shown}{more}; {rerun_hint(keys)}"
+    )
 
 
 def _unplaced(settings: Settings, limit: int, as_json: bool) -> int:

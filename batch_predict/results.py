@@ -16,6 +16,7 @@ from batch_predict.models.types import LoadedModel
 from batch_predict.monitoring import DriftReport
 from batch_predict.partition_run import PartitionResult, failed_share
 from batch_predict.scoring import probability_column
+from batch_predict.verdicts import rerun_hint
 from batch_predict.warehouse import PREDICTION_BASE_COLUMNS, InputStats
 from batch_predict.warehouse.schema import TYPES, dagster_columns
 from batch_predict.warehouse.schema import table as table_spec
@@ -170,15 +171,14 @@ def placed_check(unplaced: dict[str, int], late: dict[str, int] | None = None) -
         )
     if late:
         keys = sorted(late)
-        shown = ", ".join(
-            f"{key} ({f'{late[key]} more record(s)' if late[key] > 0 else 'other records'})" for key in keys[:10]
-        ) + (f" and {len(keys) - 10} more" if len(keys) > 10 else "")
+        shown = ", ".join(f"{key} ({late[key]} record(s))" for key in keys[:10]) + (
+            f" and {len(keys) - 10} more" if len(keys) > 10 else ""
+        )
         parts.append(
             f"{len(keys)} partition(s) snapshotted earlier lack landed records of their window: {shown}. Files "
             "landed (or were replaced) after their snapshot, so those records are in no partition's inputs yet, "
             "and a record id whose earliest copy is among them is rejected as a duplicate where it was. "
-            f"Materialize inputs and predictions of {keys[0] if len(keys) == 1 else 'those partitions'} again: "
-            f"a backfill in the UI, or `batch-predict backfill --from {keys[0]} --to {keys[-1]}`."
+            f"To place them, {rerun_hint(keys)}."
         )
     if not parts and waiting:
         parts.append(

@@ -146,3 +146,15 @@ class ModelAge:
         if self.level == AgeLevel.WARN:
             return f"past BATCH_PREDICT_MODEL_MAX_AGE_DAYS={self.max_age_days:g} (warn): retrain it"
         return f"within the {self.max_age_days:g}-day limit"
+
+
+def rerun_hint(late_keys: Iterable[str]) -> str:
+    """How to rerun the partitions a late file left lacking records: one backfill per partition, so that no
+    partition between them (which may have lost its landing files to retention since) is snapshotted again."""
+    keys = sorted(late_keys)
+    commands = "; ".join(f"batch-predict backfill --from {key} --to {key}" for key in keys[:3])
+    more = f" (and the same for the other {len(keys) - 3})" if len(keys) > 3 else ""
+    return (
+        f"materialize inputs and predictions of {'that partition' if len(keys) == 1 else 'those partitions'} again: "
+        f"a backfill of them in the UI, or {commands}{more}"
+    )

@@ -347,7 +347,11 @@ def placed(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
 
 
 def test_a_late_file_for_a_predicted_partition_is_flagged_until_that_partition_runs_again(
-    settings: Settings, landing: Path, registry: Registry
+    settings: Settings,
+    landing: Path,
+    registry: Registry,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A file lands for a day already predicted, with new records and earlier copies of the next day's ids;
     then only the next day runs (as the schedule would): the day that lacks them must be named."""
@@ -367,16 +371,41 @@ def test_a_late_file_for_a_predicted_partition_is_flagged_until_that_partition_r
     assert rerun.success
     check = placed(rerun)
     assert not check.passed and check.metadata["late_partitions"].value == {"2026-03-01": 13}
-    assert "2026-03-01 (13 more record(s))" in str(check.description)
+    assert "2026-03-01 (13 record(s))" in str(check.description)
     assert "batch-predict backfill --from 2026-03-01 --to 2026-03-01" in str(check.description)
     # Any later snapshot still names it: the day after is not the one that lacks the records.
     assert placed(run_assets(settings, ["inputs"], "2026-03-03")).metadata["late_partitions"].value == {
         "2026-03-01": 13
     }
+    # So does the status, which reads only the warehouse.
+    for name, value in {
+        "BATCH_PREDICT_WAREHOUSE": settings.warehouse,
+        "BATCH_PREDICT_LANDING": settings.landing,
+        "BATCH_PREDICT_MODELS": settings.models,
+        "BATCH_PREDICT_START": "2026-03-01",
+    }.items():
+        monkeypatch.setenv(name, str(value))
+
+    def status() -> tuple[list[str], dict[str, Any]]:
+        assert main(["status"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert main(["status", "--json"]) == 0
+        rows = {row["partition_key"]: row["late_records"] for row in json.loads(capsys.readouterr().out)}
+        return [line for line in lines if line.startswith("late files:")], rows
+
+    assert status() == (
+        [
+            "late files: 1 partition(s) lack landed records of their window: 2026-03-01 (13 records); "
+            "materialize inputs and predictions of that partition again: a backfill of them in the UI, or "
+            "batch-predict backfill --from 2026-03-01 --to 2026-03-01"
+        ],
+        {"2026-03-01": 13, "2026-03-02": None, "2026-03-03": None},
+    )
 
     again = run_assets(settings, ["inputs", "predictions"], "2026-03-01")
     check = placed(again)
     assert check.passed and check.metadata["late_partitions"].value == {}
+    assert status() == ([], {"2026-03-01": None, "2026-03-02": None, "2026-03-03": None})
     for record_id in ids:
         where = "SELECT partition_key FROM predictions WHERE record_id = $r"
         assert query(settings.warehouse, where, {"r": record_id}) == [("2026-03-01",)], record_id
@@ -388,13 +417,51 @@ def test_a_late_file_for_a_predicted_partition_is_flagged_until_that_partition_r
     assert landed == stored
 
 
-def test_a_landing_file_moved_away_is_not_a_late_file(settings: Settings, landing: Path, registry: Registry) -> None:
-    """A retention job that moves an old day's files away leaves that day's snapshot as it was, unflagged."""
+def landing_changes() -> dict[str, Callable[[Path], None]]:
+    def retention(landing: Path) -> None:  # an old day's files moved away
+        shutil.rmtree(landing / "2026-03-01")
+
+    def partial_retention(landing: Path) -> None:
+        next(iter(sorted((landing / "2026-03-01").iterdir()))).unlink()
+
+    def rename(landing: Path) -> None:  # the same rows under another path
+        first = sorted((landing / "2026-03-01").iterdir())[0]
+        first.rename(landing / "2026-03-01" / "renamed.parquet")
+
+    def folder_moved(landing: Path) -> None:
+        shutil.move(landing / "2026-03-01", landing / "archive-2026-03-01")
+
+    def replaced_by_fewer_others(landing: Path) -> None:  # 5 records the snapshot never took, fewer rows
+        shutil.rmtree(landing / "2026-03-01")
+        write(landing / "2026-03-01" / "again.parquet", [f"n{i}" for i in range(5)], [DAY + timedelta(hours=2)] * 5)
+
+    def touched(landing: Path) -> None:
+        for path in (landing / "2026-03-01").iterdir():
+            path.write_bytes(path.read_bytes())
+
+    return {
+        "retention": retention,
+        "partial_retention": partial_retention,
+        "rename": rename,
+        "folder_moved": folder_moved,
+        "replaced_by_fewer_others": replaced_by_fewer_others,
+        "touched": touched,
+    }
+
+
+@pytest.mark.parametrize("change", sorted(landing_changes()))
+def test_only_records_a_snapshot_lacks_make_its_partition_late(
+    settings: Settings, landing: Path, registry: Registry, change: str
+) -> None:
+    """Files moved away, renamed or rewritten as they were are no late file; records the snapshot never took
+    are, even in a window that holds fewer rows than it took."""
     for key in ("2026-03-01", "2026-03-02"):
         assert run_assets(settings, ["inputs"], key).success
-    shutil.rmtree(landing / "2026-03-01")
+    landing_changes()[change](landing)
     check = placed(run_assets(settings, ["inputs"], "2026-03-02"))
-    assert check.passed and check.metadata["late_partitions"].value == {}
+    expected = {"2026-03-01": 5} if change == "replaced_by_fewer_others" else {}
+    assert check.metadata["late_partitions"].value == expected
+    assert check.passed == (not expected)
 
 
 # -- 6. data errors at read time --------------------------------------------------------------
@@ -456,12 +523,16 @@ def test_a_json_event_time_that_is_a_number_leaves_only_its_record_unplaced(
         f'{{"record_id": "a", "event_time": "2026-03-01T01:00:00Z", {features}}}\n'
         f'{{"record_id": "b", "event_time": 17, {features}}}\n'
         f'{{"record_id": "c", "event_time": null, {features}}}\n'
+        f'{{"record_id": "d", "event_time": " ", {features}}}\n'
+        f'{{"record_id": "e", "event_time": "nope", {features}}}\n'
     )
     stats = warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r")
-    assert (stats.valid_rows, stats.unplaced_by_reason) == (1, {"unparseable_event_time": 1, "missing_event_time": 1})
+    assert (stats.valid_rows, stats.unplaced_by_reason) == (1, {"unparseable_event_time": 2, "missing_event_time": 2})
     assert query(warehouse.path, "SELECT record_id, raw_event_time FROM unplaced_inputs ORDER BY 1") == [
         ("b", "17"),
         ("c", None),
+        ("d", " "),
+        ("e", "nope"),
     ]
 
 
@@ -512,7 +583,7 @@ def test_a_ragged_csv_row_near_the_top_names_the_file_and_line(
     count = len(fields.split(",")) + 2
     with pytest.raises(
         SourceError,
-        match=rf"CSV file\(s\) {source.root / 'a.csv'} \(line 4 has {count} fields, the header 6\).*nothing",
+        match=rf"CSV file\(s\) {source.root / 'a.csv'} \(line 4 has {count} field\(s\), the header 6\).*nothing",
     ):
         warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r")
     assert not warehouse.exists() or query(warehouse.path, "SELECT count(*) FROM input_stats") == [(0,)]
@@ -526,6 +597,15 @@ def test_a_malformed_json_line_names_the_file_and_its_line(warehouse: Warehouse,
     (source.root / "a.jsonl").write_text(f"{good}\n{good}\n{bad}\n{good}\n")
     with pytest.raises(SourceError, match=rf"The unreadable file is {source.root / 'a.jsonl'}, line 3\."):
         warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r")
+
+
+def test_a_csv_column_named_like_a_header_line_is_just_a_column(warehouse: Warehouse, tmp_path: Path) -> None:
+    source = Source(tmp_path / "src", "*.csv")
+    source.root.mkdir()
+    (source.root / "a.csv").write_text(
+        HEADER.rstrip("\n") + ',"note;record_id"\n' + "a,2026-03-01T01:00:00Z,5.1,3.5,1.4,0.2,x\n"
+    )
+    assert warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r").valid_rows == 1
 
 
 def test_a_file_gone_mid_read_is_an_io_error_to_retry(warehouse: Warehouse, tmp_path: Path) -> None:

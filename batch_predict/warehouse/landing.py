@@ -80,6 +80,8 @@ class Landing:
 
     def __init__(self, contract: FeatureContract) -> None:
         self.contract = contract
+        # The column types `_check` read, by the fingerprint of the files it read them from.
+        self._described: dict[str, dict[str, str]] = {}
 
     def source_relation(self, source: Source) -> str:
         return f"{source.reader}($pattern, union_by_name = true, filename = true, hive_partitioning = false)"
@@ -176,12 +178,13 @@ class Landing:
             paths = None  # the check below says what is wrong
         files = self._fingerprint(con, source, paths) if paths is not None else ""
         if not (files and self._done(con, "checked", files)):
-            self._check(con, source)
+            columns = self._check(con, source)
             if files:
                 self._record(con, "checked", files)
+                self._described = {files: columns}
         return self.source_files(con, source) if paths is None else paths
 
-    def _check(self, con: Any, source: Source) -> None:
+    def _check(self, con: Any, source: Source) -> dict[str, str]:
         try:
             described = con.execute(
                 f"DESCRIBE SELECT * FROM {self.landing_relation(source)}", {"pattern": source.pattern}
@@ -217,6 +220,7 @@ class Landing:
                 "so its records cannot be placed in partitions. Write it as a timestamp (ISO 8601 text in CSV), "
                 "or set BATCH_PREDICT_TIME_COLUMN to the right column."
             )
+        return columns
 
     def _check_csv_dialect(self, con: Any, source: Source, columns: dict[str, str]) -> None:
         """Name the CSV files DuckDB read as one column, the whole header line its name.
@@ -240,9 +244,11 @@ class Landing:
             if header is not None and len(described) <= 2:  # the one column, and the file column
                 delimiter = _header_line(header, self.contract.required_columns) or ","
                 problems.append(f"{path} ({_ragged_line(Path(path), delimiter)})")
+        if not problems:
+            return  # a column merely named like a header line, in files whose columns DuckDB did tell apart
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise SourceError(
-            f"Cannot tell the columns of the CSV file(s) {shown or ', '.join(map(repr, merged))}: DuckDB reads each as "
+            f"Cannot tell the columns of the CSV file(s) {shown}: DuckDB reads each as "
             "one column named by its whole header line, because a row near the top has more or fewer fields than "
             "the header, so no delimiter fits. Fix or remove that row (or move the file out of the landing folder) "
             "and rerun the partition; nothing was written."
@@ -352,7 +358,7 @@ class Landing:
         files = self._fingerprint(con, source, paths)
         placeable = f"{params['placeable_start']}|{params['placeable_end']}|{files}"
         if not (files and self._done(con, "staged", placeable)):
-            self._stage_all(con, source, params)
+            self._stage_all(con, source, params, self._described.get(files))
             # The rows are what the glob matched when they were read: reusable only if that is still the
             # list fingerprinted (a file that came or went meanwhile is read again next time).
             if files and self.source_files(con, source) == paths:
@@ -412,7 +418,9 @@ class Landing:
             {"step": step, "fingerprint": fingerprint},
         )
 
-    def _stage_all(self, con: Any, source: Source, params: dict[str, Any]) -> None:
+    def _stage_all(
+        self, con: Any, source: Source, params: dict[str, Any], columns: dict[str, str] | None = None
+    ) -> None:
         """Read every landing row into the engine's temp table `landing_all`; the placed
         rows whose record id has another placed copy into `landing_copies`, and the rows whose event time
         places them in no partition into `landing_unplaced`."""
@@ -422,11 +430,13 @@ class Landing:
         raw_time = f"s.{ident(c.time_column)}"
         event_time = f"TRY_CAST({raw_time} AS TIMESTAMPTZ)"
         row_number = "s.file_row_number" if source.reader == "read_parquet" else "CAST(NULL AS BIGINT)"
-        json = self._json_columns(con, source)
-        if c.time_column in json:  # a JSON string is parsed as a time; any other JSON value is no time
-            event_time = (
-                f"TRY_CAST(CASE WHEN json_type({raw_time}) = 'VARCHAR' THEN json_extract_string({raw_time}, '$') "
-                "END AS TIMESTAMPTZ)"
+        json = self._json_columns(con, source, columns)
+        if c.time_column in json:
+            # A JSON string is parsed as a time, and kept without its quotes; any other JSON value is no time.
+            text = f"json_type({raw_time}) = 'VARCHAR'"
+            event_time = f"TRY_CAST(CASE WHEN {text} THEN json_extract_string({raw_time}, '$') END AS TIMESTAMPTZ)"
+            raw_time = (
+                f"CASE WHEN {text} THEN json_extract_string({raw_time}, '$') ELSE CAST({raw_time} AS VARCHAR) END"
             )
         record_id, non_integer_id = record_id_sql(
             "s." + ident(c.id_column), source.reader == "read_csv", json=c.id_column in json
@@ -467,17 +477,15 @@ class Landing:
 
     def window_digests(self, con: Any, windows: str) -> dict[str, tuple[int, str]]:
         """For each window of the engine table `windows` (partition_key, window_start, window_end; windows that
-        do not overlap), the staged landing rows whose event time falls in it: how many, and a digest of which
-        rows they are (record id, event time, file and row in the file). The same rows give the same digest.
-
-        Windows without a landed row are left out."""
+        do not overlap), the staged landing rows whose event time falls in it: how many, and a digest of their
+        record ids and event times (a sum, so that rows repeated in pairs still count). The same records give
+        the same digest whichever files hold them. Windows without a landed row are left out."""
         rows = con.execute(
             f"""
             WITH placed AS (
-                SELECT event_time, hash(record_id, event_time, source_file, source_row) AS row_hash
-                FROM landing_all WHERE unplaced IS NULL
+                SELECT event_time, hash(record_id, event_time) AS row_hash FROM landing_all WHERE unplaced IS NULL
             )
-            SELECT w.partition_key, count(*), CAST(bit_xor(p.row_hash) AS VARCHAR)
+            SELECT w.partition_key, count(*), CAST(sum(p.row_hash) AS VARCHAR)
             FROM placed AS p ASOF JOIN (SELECT * FROM {windows} ORDER BY window_start) AS w
               ON p.event_time >= w.window_start
             WHERE p.event_time < w.window_end
@@ -486,19 +494,47 @@ class Landing:
         ).fetchall()
         return {str(key): (int(n), str(digest)) for key, n, digest in rows}
 
-    def _json_columns(self, con: Any, source: Source) -> set[str]:
+    def rows_not_stored(self, con: Any, windows: str, keys: Sequence[str], stored: str) -> dict[str, int]:
+        """Per partition of `keys` (windows in the engine table `windows`), how many staged landing rows of its
+        window have a record id and event time that none of its rows in the engine table `stored`
+        (partition_key, record_id, event_time) has; partitions with none are left out."""
+        rows = con.execute(
+            f"""
+            WITH placed AS (
+                SELECT w.partition_key, l.record_id, l.event_time
+                FROM (SELECT record_id, event_time FROM landing_all WHERE unplaced IS NULL) AS l
+                ASOF JOIN (SELECT * FROM {windows} WHERE list_contains($keys, partition_key) ORDER BY window_start) AS w
+                  ON l.event_time >= w.window_start
+                WHERE l.event_time < w.window_end
+            )
+            SELECT p.partition_key, count(*) FROM placed AS p
+            WHERE NOT EXISTS (
+                SELECT 1 FROM {stored} AS s
+                WHERE s.partition_key = p.partition_key AND s.record_id IS NOT DISTINCT FROM p.record_id
+                  AND s.event_time = p.event_time
+            )
+            GROUP BY p.partition_key
+            """,
+            {"keys": list(keys)},
+        ).fetchall()
+        return {str(key): int(n) for key, n in rows}
+
+    def _json_columns(self, con: Any, source: Source, columns: dict[str, str] | None) -> set[str]:
         """The contract's id and event-time columns that DuckDB reads as JSON: JSON files that give a column
-        values of several types (the number `5` in one, the string `"5"` in another) make it a JSON column."""
+        values of several types (the number `5` in one, the string `"5"` in another) make it a JSON column.
+        `columns`: the column types `_check` read from these files, if it did."""
         if source.reader != "read_json":
             return set()
-        try:
-            described = con.execute(
-                f"DESCRIBE SELECT * FROM {self.landing_relation(source)}", {"pattern": source.pattern}
-            ).fetchall()
-        except duckdb.Error as error:
-            self.raise_read_failure(con, source, error)
+        if columns is None:
+            try:
+                described = con.execute(
+                    f"DESCRIBE SELECT * FROM {self.landing_relation(source)}", {"pattern": source.pattern}
+                ).fetchall()
+            except duckdb.Error as error:
+                self.raise_read_failure(con, source, error)
+            columns = {row[0]: str(row[1]) for row in described}
         wanted = (self.contract.id_column, self.contract.time_column)
-        return {row[0] for row in described if row[0] in wanted and str(row[1]) == "JSON"}
+        return {name for name in wanted if columns.get(name) == "JSON"}
 
     def classify(self, con: Any) -> None:
         """From the tables `stage` made and `stored_copies` (record_id, event_time, source_file: the copies of the
@@ -603,9 +639,10 @@ def _ragged_line(path: Path, delimiter: str) -> str:
         with path.open(newline="", encoding="utf-8", errors="replace") as handle:
             rows = csv.reader(handle, delimiter=delimiter)
             fields = len(next(rows, []))
-            for number, row in enumerate(rows, start=2):
+            for row in rows:
                 if row and len(row) != fields:
-                    return f"line {number} has {len(row)} fields, the header {fields}"
+                    # The line the record ends on (a quoted field may hold line breaks).
+                    return f"line {rows.line_num} has {len(row)} field(s), the header {fields}"
     except (OSError, csv.Error) as error:
         return f"unreadable: {error}"
     return f"no row has another number of fields than the header's {fields}"

@@ -130,6 +130,21 @@ def tables(contract: FeatureContract) -> tuple[Table, ...]:
             indexes=(("source_file",),),
         ),
         Table(
+            # Partitions snapshotted earlier whose window holds landed records their snapshot lacks (a late or
+            # replaced file), as the newest snapshot found them: each snapshot replaces the rows.
+            "late_partitions",
+            (
+                Column("partition_key", "text"),
+                Column("snapshot_rows", "bigint"),
+                Column("landed_rows", "bigint"),
+                # Landed rows of the window whose record id and event time the partition's snapshot lacks.
+                Column("missing_rows", "bigint"),
+                Column("checked_at", "timestamptz"),
+                Column("checked_by_run", "text"),
+            ),
+            primary_key="partition_key",
+        ),
+        Table(
             "input_stats",
             (
                 Column("partition_key", "text"),

@@ -147,6 +147,11 @@ class Snapshots(WarehouseCore):
             # The range's rows stream from the engine to the warehouse: a range of big partitions need not fit
             # in memory.
             session.adopt("window_ids", engine.sql("SELECT * FROM window_ids").to_arrow_reader(_BATCH_ROWS))
+            # The landed rows in every window snapshotted before, counted before the lock is taken (a pass over
+            # the staged landing); compared with what each snapshot took under it (`_late_partitions`).
+            digests = self._window_digests(
+                engine, windows, session.arrow("SELECT partition_key, window_start, window_end FROM input_stats")
+            )
             # All or nothing from here on.
             with session.transaction():
                 # The exclusive lock keeps out every other writer (each takes `lock_all` first), so the
@@ -199,20 +204,14 @@ class Snapshots(WarehouseCore):
                     """
                 ):
                     by_reason[str(key)][str(reason)] = int(n)
-                snapshotted = session.arrow(
-                    "SELECT partition_key, window_start, window_end, source_rows, landing_digest FROM input_stats"
-                )
-                in_range = set(keys)
-                stored = {
-                    key: rows
-                    for key, rows in zip(
-                        snapshotted.column("partition_key").to_pylist(),
-                        snapshotted.column("source_rows").to_pylist(),
-                        strict=True,
+                snapshotted = {
+                    str(key): (int(rows or 0), digest)
+                    for key, rows, digest in session.fetchall(
+                        "SELECT partition_key, source_rows, landing_digest FROM input_stats"
                     )
-                    if key in in_range
                 }
-                digests, late = self._landing_digests(engine, windows, snapshotted)
+                stored = {key: snapshotted[key][0] for key in keys if key in snapshotted}
+                late = self._late_partitions(session, engine, keys, snapshotted, digests)
                 for key in keys:
                     self._check_counts(
                         source,
@@ -285,6 +284,7 @@ class Snapshots(WarehouseCore):
                 )
                 self._refresh_unplaced(session, files, run_id)
                 unplaced = self._unplaced_counts(session)
+                self._refresh_late(session, late, snapshotted, digests, run_id)
         results: dict[str, InputStats] = {}
         for key in keys:
             source_rows, valid_rows = counts.get(key, (0, 0))
@@ -301,18 +301,61 @@ class Snapshots(WarehouseCore):
             )
         return results
 
-    def _landing_digests(
-        self, engine: Any, windows: Sequence[tuple[str, datetime, datetime]], snapshotted: pa.Table
-    ) -> tuple[dict[str, tuple[int, str]], dict[str, int]]:
-        """The landed rows of the range's windows and of every partition snapshotted before (`snapshotted`, the
-        rows of input_stats): per window, how many and their digest (`Landing.window_digests`); and the
-        partitions outside the range whose snapshot lacks landed records of its window, with how many more
-        records the window holds now.
+    @staticmethod
+    def _refresh_late(
+        session: Session,
+        late: dict[str, int],
+        snapshotted: dict[str, tuple[int, str | None]],
+        digests: dict[str, tuple[int, str]],
+        run_id: str,
+    ) -> None:
+        """Replace the rows of `late_partitions` with what this snapshot found."""
+        session.execute("DELETE FROM late_partitions")
+        if not late:
+            return
+        keys = sorted(late)
+        session.adopt(
+            "late_found",
+            pa.table(
+                {
+                    "partition_key": keys,
+                    "snapshot_rows": [snapshotted[key][0] for key in keys],
+                    "landed_rows": [digests.get(key, (0, ""))[0] for key in keys],
+                    "missing_rows": [late[key] for key in keys],
+                },
+                schema=pa.schema(
+                    [
+                        ("partition_key", pa.string()),
+                        ("snapshot_rows", pa.int64()),
+                        ("landed_rows", pa.int64()),
+                        ("missing_rows", pa.int64()),
+                    ]
+                ),
+            ),
+        )
+        session.execute(
+            """
+            INSERT INTO late_partitions
+                (partition_key, snapshot_rows, landed_rows, missing_rows, checked_at, checked_by_run)
+            SELECT partition_key, snapshot_rows, landed_rows, missing_rows, now(), $run_id FROM late_found
+            """,
+            {"run_id": run_id},
+        )
 
-        A window holding more landed records than its snapshot took gained a late file; one holding as
-        many, but other rows, had a file replaced. One holding fewer lost files (they were moved away, as a
-        retention job does): its snapshot keeps what it took, and a rerun says so (the shrink check).
-        """
+    def late_partitions(self) -> dict[str, dict[str, Any]]:
+        """The partitions the newest snapshot found lacking landed records of their window (a late file)."""
+        with self.session(read_only=True) as session:
+            if not session.has_table("late_partitions"):
+                return {}
+            rows = session.records("SELECT * FROM late_partitions ORDER BY partition_key")
+        return {str(row["partition_key"]): row for row in rows}
+
+    def _window_digests(
+        self, engine: Any, windows: Sequence[tuple[str, datetime, datetime]], snapshotted: pa.Table
+    ) -> dict[str, tuple[int, str]]:
+        """The landed rows of the range's windows and of every partition snapshotted before (`snapshotted`:
+        partition_key, window_start, window_end of input_stats): per window, how many and their digest
+        (`Landing.window_digests`)."""
         keys = {key for key, _, _ in windows}
         others = snapshotted.filter(pc.invert(pc.is_in(snapshotted["partition_key"], pa.array(sorted(keys)))))
         table = pa.concat_tables(
@@ -329,18 +372,53 @@ class Snapshots(WarehouseCore):
             ]
         )
         adopt(engine, "digest_windows", table)
-        digests = self.landing.window_digests(engine, "digest_windows")
-        late: dict[str, int] = {}
-        for key, source_rows, digest in zip(
-            others.column("partition_key").to_pylist(),
-            others.column("source_rows").to_pylist(),
-            others.column("landing_digest").to_pylist(),
-            strict=True,
-        ):
+        return self.landing.window_digests(engine, "digest_windows")
+
+    def _late_partitions(
+        self,
+        session: Session,
+        engine: Any,
+        keys: Sequence[str],
+        snapshotted: dict[str, tuple[int, str | None]],
+        digests: dict[str, tuple[int, str]],
+    ) -> dict[str, int]:
+        """The partitions outside the range whose snapshot lacks landed records of their window, with how many:
+        the landed rows whose record id and event time none of the partition's stored rows (inputs and
+        rejected_inputs) has. `snapshotted`: source_rows and landing_digest of every input_stats row.
+
+        A window whose rows are those its snapshot took (same count and digest) is not looked at further:
+        the digest leaves out the file, so a file moved or renamed, or the landing folder mounted elsewhere,
+        changes nothing. One with fewer rows may only have lost files to a retention job, which is not late.
+        A partition snapshotted before its digest was kept is judged by its count only: late if its window
+        holds more landed rows than it took.
+        """
+        in_range = set(keys)
+        candidates = []
+        for key, (source_rows, digest) in snapshotted.items():
             landed, now = digests.get(key, (0, ""))
-            if landed > (source_rows or 0) or (landed == source_rows and digest and digest != now):
-                late[key] = landed - (source_rows or 0)
-        return digests, late
+            if key in in_range or landed == 0:
+                continue
+            if digest is None and landed <= source_rows:
+                continue
+            if landed == source_rows and digest == now:
+                continue
+            candidates.append(key)
+        if not candidates:
+            return {}
+        adopt(
+            engine,
+            "late_stored",
+            session.arrow(
+                f"""
+                SELECT partition_key, record_id, event_time FROM inputs WHERE {in_list("partition_key", "keys")}
+                UNION ALL
+                SELECT partition_key, record_id, event_time FROM rejected_inputs
+                WHERE {in_list("partition_key", "keys")}
+                """,
+                {"keys": sorted(candidates)},
+            ),
+        )
+        return self.landing.rows_not_stored(engine, "digest_windows", sorted(candidates), "late_stored")
 
     @staticmethod
     def _check_counts(
