@@ -176,8 +176,7 @@ def placed_check(unplaced: dict[str, int], late: dict[str, int] | None = None) -
         )
         parts.append(
             f"{len(keys)} partition(s) snapshotted earlier lack landed records of their window: {shown}. Files "
-            "landed (or were replaced) after their snapshot, so those records are in no partition's inputs yet, "
-            "and a record id whose earliest copy is among them is rejected as a duplicate where it was. "
+            "landed (or were replaced) after their snapshot, so those records are in no partition's inputs yet. "
             f"To place them, {rerun_hint(keys)}."
         )
     if not parts and waiting:

@@ -247,9 +247,9 @@ def test_the_winning_copy_does_not_depend_on_snapshot_order(settings: Settings, 
 def test_many_copies_in_shuffled_files_end_the_same_whether_the_staged_rows_are_reused_or_not(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each window reads its own rows and the record ids with several placed copies, found once per staging:
-    the outcome is the same as snapshotting each partition afresh in the opposite order, and every row
-    ends in exactly one place."""
+    """Each window reads its own rows from the landing staged once: the outcome is the same as snapshotting
+    each partition afresh in the opposite order (where later partitions keep an id until an earlier copy's
+    partition takes it), and every row ends in exactly one place."""
     import random
 
     from batch_predict.warehouse import landing as landing_module
@@ -369,6 +369,10 @@ def test_a_late_file_for_a_predicted_partition_is_flagged_until_that_partition_r
 
     rerun = run_assets(settings, ["inputs", "predictions"], "2026-03-02")
     assert rerun.success
+    # The copied ids keep their predictions where they are: no partition stores their earlier copies yet.
+    for record_id in copied:
+        where = "SELECT partition_key FROM predictions WHERE record_id = $r"
+        assert query(settings.warehouse, where, {"r": record_id}) == [("2026-03-02",)], record_id
     check = placed(rerun)
     assert not check.passed and check.metadata["late_partitions"].value == {"2026-03-01": 13}
     assert "2026-03-01 (13 record(s))" in str(check.description)

@@ -337,19 +337,18 @@ class Landing:
 
     def stage(self, con: Any, source: Source, params: dict[str, Any], paths: list[str] | None = None) -> None:
         """Make the engine's tables for the partition being snapshotted: `window_rows`, every landing row
-        whose event time falls in its window; `window_copies`, the placed rows elsewhere that share a record
-        id with the window; `window_ids`, the window's record ids, whose copies other partitions store decide
-        who keeps each id too; and `unplaced_rows`, every row whose event time places it in no partition.
+        whose event time falls in its window; `window_ids`, the window's record ids, whose copies other
+        partitions store decide who keeps each id too; and `unplaced_rows`, every row whose event time places
+        it in no partition.
         Each row has its record id, event time, cast features, `unplaced` (the reason its event time places
         it in no partition, else NULL) and `in_window`.
 
-        Every snapshot reads every landing file (a record id's copies may sit in any of them). So the
-        rows are read once into `landing_all`, and a later snapshot on the same connection (a run of many
-        partitions) reads them from there while the files matched, their sizes and modification times,
-        and the placeable range are what they were. A window then reads the rows whose event time falls
-        in it (a scan of one column; where the files come in time order DuckDB skips row groups by their
-        bounds) and the rows whose record id has more than one placed copy, found once when the files
-        were staged, instead of judging every staged row.
+        Every snapshot reads every landing file (the records in no partition are counted, and the windows
+        of the partitions snapshotted before are checked for late files). So the rows are read once into
+        `landing_all`, and a later snapshot on the same connection (a run of many partitions) reads them
+        from there while the files matched, their sizes and modification times, and the placeable range
+        are what they were. A window then reads the rows whose event time falls in it (a scan of one
+        column; where the files come in time order DuckDB skips row groups by their bounds).
 
         `params`: pattern, window_start, window_end, placeable_start, placeable_end; `paths`: the files the
         source matched a moment ago, if the caller has them.
@@ -373,10 +372,6 @@ class Landing:
         con.execute(
             "CREATE OR REPLACE TEMP TABLE window_ids AS "
             "SELECT DISTINCT record_id FROM window_rows WHERE record_id IS NOT NULL"
-        )
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE window_copies AS SELECT *, false AS in_window FROM landing_copies "
-            f"WHERE NOT ({window}) AND record_id IN (SELECT record_id FROM window_ids)"
         )
         con.execute(
             "CREATE OR REPLACE TEMP VIEW unplaced_rows AS "
@@ -421,8 +416,7 @@ class Landing:
     def _stage_all(
         self, con: Any, source: Source, params: dict[str, Any], columns: dict[str, str] | None = None
     ) -> None:
-        """Read every landing row into the engine's temp table `landing_all`; the placed
-        rows whose record id has another placed copy into `landing_copies`, and the rows whose event time
+        """Read every landing row into the engine's temp table `landing_all`, and the rows whose event time
         places them in no partition into `landing_unplaced`."""
         c = self.contract
         raw_columns = ", ".join(f"s.{ident(f)} AS {ident('raw__' + f)}" for f in c.features)
@@ -463,14 +457,6 @@ class Landing:
             con.execute(sql, {name: params[name] for name in ("pattern", "placeable_start", "placeable_end")})
         except duckdb.Error as error:
             self.raise_read_failure(con, source, error)
-        con.execute(
-            """
-            CREATE OR REPLACE TEMP TABLE landing_copies AS
-            SELECT * FROM landing_all WHERE unplaced IS NULL AND record_id IN (
-                SELECT record_id FROM landing_all WHERE unplaced IS NULL AND record_id IS NOT NULL
-                GROUP BY record_id HAVING count(*) > 1)
-            """
-        )
         con.execute(
             "CREATE OR REPLACE TEMP TABLE landing_unplaced AS SELECT * FROM landing_all WHERE unplaced IS NOT NULL"
         )
@@ -542,12 +528,15 @@ class Landing:
         window's rows, each with its rejection `reason` and `detail` (NULL when valid), and the rows whose
         event time places them in no partition, each with its `unplaced` reason.
 
-        A record id belongs to its earliest valid copy that has a partition: the smallest
-        (event time, source file, row in the file), among the copies in the landing files
-        (whichever window they fall in) and those other partitions store (their files may be
-        gone). So which copy wins does not depend on the order partitions are snapshotted in.
-        A stored copy wins a tie with a landing one: it is the same row, already placed. An
-        invalid copy never takes the id: it is rejected for its own reason.
+        A record id belongs to its earliest valid copy: the smallest (event time, source file, row
+        in the file), among the copies in the window and those other partitions store (their files
+        may be gone). A copy in the landing files that another partition's window holds takes the id
+        only once that partition is snapshotted (it then demotes the later stored copy), so that a
+        record is never rejected for a copy no partition stores: a late file for a partition already
+        snapshotted leaves the ids it repeats where they are until that partition runs again. Once
+        every partition holding a copy is snapshotted, which copy wins does not depend on the order.
+        A stored copy wins a tie with a landing one: it is the same row, already placed. An invalid
+        copy never takes the id: it is rejected for its own reason.
         """
         c = self.contract
         whens: list[str] = []
@@ -582,7 +571,7 @@ class Landing:
                        -- The last tie-break between copies: needed only where no row number tells
                        -- them apart (CSV), and costly to write for every row.
                        CASE WHEN source_row IS NULL THEN {raw_text} END AS tie_values
-                FROM (SELECT * FROM window_rows UNION ALL BY NAME SELECT * FROM window_copies)
+                FROM window_rows
                 WHERE unplaced IS NULL
             ),
             copies AS (

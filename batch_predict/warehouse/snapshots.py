@@ -244,6 +244,7 @@ class Snapshots(WarehouseCore):
                 )
                 holders = sorted(set(copies.column("partition_key").to_pylist()))
                 demoted = self._demote_later_copies(session, keys, holders, run_id)
+                self._name_new_keepers(session, keys)
                 taken_from = {key for by_key in demoted.values() for key in by_key}
                 archived = self._archive_orphans(session, [*keys, *sorted(taken_from)], run_id, bool(demoted))
                 session.adopt(
@@ -451,6 +452,21 @@ class Snapshots(WarehouseCore):
                 "Check the files and the BATCH_PREDICT_*_COLUMN / FEATURES settings, or raise the share "
                 "to accept these rejections."
             )
+
+    @staticmethod
+    def _name_new_keepers(session: Session, keys: Sequence[str]) -> None:
+        """Copies rejected earlier in other partitions as duplicates of a record id the range's partitions keep
+        now name the copy that keeps it now (the copy they named may have lost the id since)."""
+        session.execute(
+            f"""
+            UPDATE rejected_inputs AS r
+            SET detail = {literal(DUPLICATE_DETAIL)} || CAST(k.event_time AS VARCHAR) || ' in ' || k.source_file
+            FROM (SELECT record_id, event_time, source_file FROM inputs WHERE {in_list("partition_key", "keys")}) AS k
+            WHERE r.record_id = k.record_id AND r.reason = {literal(rules.DUPLICATE_RECORD_ID)}
+              AND NOT {in_list("r.partition_key", "keys")}
+            """,
+            {"keys": list(keys)},
+        )
 
     def _demote_later_copies(
         self, session: Session, partition_keys: Sequence[str], holders: Sequence[str], run_id: str
