@@ -311,3 +311,58 @@ def test_a_warehouse_of_an_earlier_release_gets_its_model_versions_filled_in(
         pass
     assert stored_rows(older, "SELECT model_versions FROM prediction_stats") == [("v1,v2",)]
     assert older.model_versions() == scanned_versions(older) == {DAYS[0]: ["v1", "v2"]}
+
+
+class _SnapshotMidway:
+    """An estimator that, before its first prediction, lets `midway` run (another run's snapshot)."""
+
+    def __init__(self, estimator: Any, midway: Any) -> None:
+        self._estimator, self._midway = estimator, midway
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._estimator, name)
+
+    def predict_proba(self, features: Any) -> Any:
+        midway, self._midway = self._midway, None
+        if midway is not None:
+            midway()
+        return self._estimator.predict_proba(features)
+
+
+@BOTH_BACKENDS
+def test_a_record_taken_by_another_partition_while_predicting_is_not_predicted_twice(
+    warehouse: Warehouse, registry: Registry, tmp_path: Path, settings: Settings
+) -> None:
+    """Day 2 keeps an id whose earlier copy sits in day 1's window (day 1 is not snapshotted yet) and reads its
+    work; day 1's snapshot takes the id meanwhile; day 2's publish must not store a prediction for it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source = Source(tmp_path / "src")
+    source.root.mkdir()
+    day1, day2 = (datetime(2026, 3, d, tzinfo=UTC) for d in (1, 2))
+    ids = ["x", *(f"b{i}" for i in range(20))]
+    columns = {"record_id": ids, "event_time": [day2 + timedelta(hours=1)] * len(ids)}
+    pq.write_table(pa.table(columns | {f: [1.0] * len(ids) for f in IRIS_FEATURES}), source.root / "b.parquet")
+    columns = {"record_id": ["x", "a"], "event_time": [day1 + timedelta(hours=1)] * 2}
+    pq.write_table(pa.table(columns | {f: [2.0] * 2 for f in IRIS_FEATURES}), source.root / "a.parquet")
+    placeable = (day1, day2 + timedelta(days=1))
+    warehouse.snapshot_inputs(source, DAYS[1], day2, day2 + timedelta(days=1), "inputs-2", placeable=placeable)
+    assert ("x",) in stored_rows(warehouse, "SELECT record_id FROM inputs WHERE partition_key = $k", k=DAYS[1])
+
+    other = Warehouse(settings.warehouse, warehouse.contract, staging_root=warehouse.staging_root)
+    clean = registry.load("champion")
+    model = LoadedModel(
+        clean.metadata,
+        _SnapshotMidway(
+            clean.estimator,
+            lambda: other.snapshot_inputs(source, DAYS[0], day1, day2, "inputs-1", placeable=placeable),
+        ),
+        clean.path,
+    )
+    outcome = run(warehouse, model, DAYS[1], OnFailure.RETRY_ALL)
+    assert outcome.scored.model_calls == 1  # the snapshot in the middle did not fail the prediction
+    assert outcome.published.completeness.passed
+    assert ledger(warehouse, DAYS[1]) == {"inputs": 20, "predicted": 20, "failed": 0}
+    run(warehouse, registry.load("champion"), DAYS[0], OnFailure.RETRY_ALL)
+    assert stored_rows(warehouse, "SELECT partition_key FROM predictions WHERE record_id = 'x'") == [(DAYS[0],)]

@@ -190,8 +190,10 @@ class Ledger(Snapshots):
                 {**key, "max_attempts": run.max_attempts},
             )
         completeness, tally = self._outcomes(session, run.partition_key)
-        if not completeness.passed and run.mode == OnFailure.RETRY_FAILED:
-            # Outcomes of records that left the partition's inputs when it was re-snapshotted.
+        if not completeness.passed:
+            # Outcomes of records that left the partition's inputs after the work was read: the partition was
+            # re-snapshotted, or another partition's snapshot took a record id with an earlier copy. Such a
+            # record is no longer this partition's (the partition that took it predicts it).
             for table in ("predictions", "prediction_errors"):
                 session.execute(
                     f"""
