@@ -176,8 +176,9 @@ def placed_check(unplaced: dict[str, int], late: dict[str, int] | None = None) -
         )
         parts.append(
             f"{len(keys)} partition(s) snapshotted earlier lack landed records of their window: {shown}. Files "
-            "landed (or were replaced) after their snapshot, so those records are in no partition's inputs yet. "
-            f"To place them, {rerun_hint(keys)}."
+            "landed (or were replaced) after their snapshot, or a copy that kept a record id lost it (table "
+            f"late_partitions says which), so those records are not in their partition's inputs yet. To place them, "
+            f"{rerun_hint(keys)}."
         )
     if not parts and waiting:
         parts.append(

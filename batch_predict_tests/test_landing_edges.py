@@ -468,6 +468,45 @@ def test_only_records_a_snapshot_lacks_make_its_partition_late(
     assert check.passed == (not expected)
 
 
+def test_a_copy_that_loses_its_record_id_names_the_partition_whose_copy_should_keep_it(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    """Day 1 keeps x and day 2 rejects its own x as a duplicate; then day 1's file is corrected and its x turns
+    invalid. Day 2's copy should keep x now: day 2 is named until it runs again, and then keeps it."""
+    source = Source(tmp_path / "src")
+    days = [DAY + timedelta(days=i) for i in range(3)]
+    windows = {f"{day:%Y-%m-%d}": (day, day + timedelta(days=1)) for day in days}
+    placeable = (days[0], days[-1] + timedelta(days=1))
+    write(source.root / "d1.parquet", ["x", "a"], [days[0] + timedelta(hours=2)] * 2)
+    write(source.root / "d2.parquet", ["x", "b"], [days[1] + timedelta(hours=2)] * 2)
+
+    def snapshot(key: str) -> Any:
+        return warehouse.snapshot_inputs(source, key, *windows[key], f"r-{key}", placeable=placeable)
+
+    snapshot("2026-03-01")
+    assert snapshot("2026-03-02").late == {}
+    write(source.root / "d1.parquet", ["x", "a"], [days[0] + timedelta(hours=2)] * 2, petal_width=[-0.2, 1.0])
+    assert snapshot("2026-03-01").late == {"2026-03-02": 1}
+    # A later day that also holds x keeps it meanwhile, but day 2 stays named, and its detail is left alone.
+    write(source.root / "d3.parquet", ["x"], [days[2] + timedelta(hours=2)])
+    assert snapshot("2026-03-03").late == {"2026-03-02": 1}
+    assert snapshot("2026-03-02").late == {}
+    kept = "SELECT partition_key FROM inputs WHERE record_id = 'x'"
+    assert query(warehouse.path, kept) == [("2026-03-02",)]
+    assert query(warehouse.path, "SELECT count(*) FROM late_partitions") == [(0,)]
+
+
+def test_a_late_copy_with_a_stored_id_and_time_but_other_values_is_named(warehouse: Warehouse, tmp_path: Path) -> None:
+    source = Source(tmp_path / "src")
+    placeable = (DAY, NEXT + timedelta(days=1))
+    write(source.root / "b.parquet", ["a", "b"], [DAY + timedelta(hours=1)] * 2, petal_width=[0.5, 0.5])
+    warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r1", placeable=placeable)
+    # A correction that sorts first: the same record id and event time, other values.
+    write(source.root / "a.parquet", ["a"], [DAY + timedelta(hours=1)], petal_width=[9.9])
+    stats = warehouse.snapshot_inputs(source, "2026-03-02", NEXT, NEXT + timedelta(days=1), "r2", placeable=placeable)
+    assert stats.late == {"2026-03-01": 1}
+
+
 # -- 6. data errors at read time --------------------------------------------------------------
 
 

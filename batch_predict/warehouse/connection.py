@@ -1146,6 +1146,8 @@ class PostgresBackend(Backend):
             raise _pg_error(error, self.location, self.url) from None
         try:
             con.execute("SET TimeZone = 'UTC'")
+            # Times cast to text (a duplicate's detail) and read back as ISO, whatever the database's DateStyle.
+            con.execute("SET DateStyle = 'ISO, MDY'")
             # Text crosses in UTF-8 whatever the database's encoding: binary COPY sends its bytes as they
             # are, read in the client encoding (a LATIN1 database would store 'è' as two characters).
             con.execute("SET client_encoding = 'UTF8'")

@@ -130,11 +130,14 @@ def tables(contract: FeatureContract) -> tuple[Table, ...]:
             indexes=(("source_file",),),
         ),
         Table(
-            # Partitions snapshotted earlier whose window holds landed records their snapshot lacks (a late or
-            # replaced file), as the newest snapshot found them: each snapshot replaces the rows.
+            # Partitions snapshotted earlier that lack records they should hold now, and why: `late_file`, landed
+            # rows of their window their snapshot lacks, as the newest snapshot found them (each snapshot
+            # replaces these rows); `keeper_lost`, rows rejected as duplicates of a copy that no longer keeps
+            # the record id, or keeps it though it sorts after them (kept until the partition runs again).
             "late_partitions",
             (
                 Column("partition_key", "text"),
+                Column("reason", "text"),
                 Column("snapshot_rows", "bigint"),
                 Column("landed_rows", "bigint"),
                 # Landed rows of the window whose record id and event time the partition's snapshot lacks.
@@ -142,7 +145,6 @@ def tables(contract: FeatureContract) -> tuple[Table, ...]:
                 Column("checked_at", "timestamptz"),
                 Column("checked_by_run", "text"),
             ),
-            primary_key="partition_key",
         ),
         Table(
             "input_stats",

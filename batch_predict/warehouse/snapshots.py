@@ -19,6 +19,8 @@ from batch_predict.warehouse.schema import alter_probability_columns, record_mod
 from batch_predict.warehouse.sql import ident, in_list, literal
 from batch_predict.warehouse.types import InputStats, PartitionCheckError
 
+# A rejected duplicate `r` sorts before the copy `k` that keeps its record id (then it should keep the id).
+_SORTS_BEFORE = "r.event_time < k.event_time OR (r.event_time = k.event_time AND r.source_file < k.source_file)"
 _WINDOWS_SCHEMA = pa.schema(
     [
         ("partition_key", pa.string()),
@@ -223,6 +225,17 @@ class Snapshots(WarehouseCore):
                         max_shrink_share,
                         allow_shrink,
                     )
+                # The record ids the range keeps that other partitions reject as duplicates of its copies: if the
+                # range no longer keeps one, or keeps it with a later copy, those partitions must run again.
+                session.temp_table(
+                    "kept_with_duplicates",
+                    f"""
+                    SELECT DISTINCT i.record_id FROM inputs AS i JOIN rejected_inputs AS r ON r.record_id = i.record_id
+                    WHERE {in_list("i.partition_key", "keys")} AND NOT {in_list("r.partition_key", "keys")}
+                      AND r.reason = {literal(rules.DUPLICATE_RECORD_ID)}
+                    """,
+                    {"keys": keys},
+                )
                 for table in ("inputs", "rejected_inputs", "input_stats"):
                     session.execute(f"DELETE FROM {table} WHERE {in_list('partition_key', 'keys')}", {"keys": keys})
                 session.execute(
@@ -245,6 +258,7 @@ class Snapshots(WarehouseCore):
                 holders = sorted(set(copies.column("partition_key").to_pylist()))
                 demoted = self._demote_later_copies(session, keys, holders, run_id)
                 self._name_new_keepers(session, keys)
+                keeper_lost = self._keeper_lost(session, keys)
                 taken_from = {key for by_key in demoted.values() for key in by_key}
                 archived = self._archive_orphans(session, [*keys, *sorted(taken_from)], run_id, bool(demoted))
                 session.adopt(
@@ -285,7 +299,7 @@ class Snapshots(WarehouseCore):
                 )
                 self._refresh_unplaced(session, files, run_id)
                 unplaced = self._unplaced_counts(session)
-                self._refresh_late(session, late, snapshotted, digests, run_id)
+                late = self._refresh_late(session, keys, late, keeper_lost, snapshotted, digests, run_id)
         results: dict[str, InputStats] = {}
         for key in keys:
             source_rows, valid_rows = counts.get(key, (0, 0))
@@ -305,51 +319,79 @@ class Snapshots(WarehouseCore):
     @staticmethod
     def _refresh_late(
         session: Session,
+        keys: Sequence[str],
         late: dict[str, int],
+        keeper_lost: dict[str, int],
         snapshotted: dict[str, tuple[int, str | None]],
         digests: dict[str, tuple[int, str]],
         run_id: str,
-    ) -> None:
-        """Replace the rows of `late_partitions` with what this snapshot found."""
-        session.execute("DELETE FROM late_partitions")
-        if not late:
-            return
-        keys = sorted(late)
-        session.adopt(
-            "late_found",
-            pa.table(
-                {
-                    "partition_key": keys,
-                    "snapshot_rows": [snapshotted[key][0] for key in keys],
-                    "landed_rows": [digests.get(key, (0, ""))[0] for key in keys],
-                    "missing_rows": [late[key] for key in keys],
-                },
-                schema=pa.schema(
-                    [
-                        ("partition_key", pa.string()),
-                        ("snapshot_rows", pa.int64()),
-                        ("landed_rows", pa.int64()),
-                        ("missing_rows", pa.int64()),
-                    ]
-                ),
-            ),
-        )
+    ) -> dict[str, int]:
+        """Record in `late_partitions` what this snapshot found: the late files it saw replace those the last
+        snapshot saw; a partition's `keeper_lost` rows stay until it runs again (only the snapshot that
+        changed the keeper can see them). Returns, per partition in the table now, its records to place."""
         session.execute(
-            """
-            INSERT INTO late_partitions
-                (partition_key, snapshot_rows, landed_rows, missing_rows, checked_at, checked_by_run)
-            SELECT partition_key, snapshot_rows, landed_rows, missing_rows, now(), $run_id FROM late_found
-            """,
-            {"run_id": run_id},
+            f"DELETE FROM late_partitions WHERE reason = 'late_file' OR {in_list('partition_key', 'keys')}",
+            {"keys": list(keys)},
         )
+        found = [("late_file", key, n) for key, n in sorted(late.items())]
+        found += [("keeper_lost", key, n) for key, n in sorted(keeper_lost.items())]
+        if keeper_lost:
+            session.execute(
+                f"DELETE FROM late_partitions WHERE reason = 'keeper_lost' AND {in_list('partition_key', 'lost')}",
+                {"lost": sorted(keeper_lost)},
+            )
+        if found:
+            session.adopt(
+                "late_found",
+                pa.table(
+                    {
+                        "reason": [reason for reason, _, _ in found],
+                        "partition_key": [key for _, key, _ in found],
+                        "snapshot_rows": [snapshotted.get(key, (0, None))[0] for _, key, _ in found],
+                        "landed_rows": [digests.get(key, (0, ""))[0] for _, key, _ in found],
+                        "missing_rows": [n for _, _, n in found],
+                    },
+                    schema=pa.schema(
+                        [
+                            ("reason", pa.string()),
+                            ("partition_key", pa.string()),
+                            ("snapshot_rows", pa.int64()),
+                            ("landed_rows", pa.int64()),
+                            ("missing_rows", pa.int64()),
+                        ]
+                    ),
+                ),
+            )
+            session.execute(
+                """
+                INSERT INTO late_partitions
+                    (partition_key, reason, snapshot_rows, landed_rows, missing_rows, checked_at, checked_by_run)
+                SELECT partition_key, reason, snapshot_rows, landed_rows, missing_rows, now(), $run_id FROM late_found
+                """,
+                {"run_id": run_id},
+            )
+        return {
+            str(key): int(n)
+            for key, n in session.fetchall(
+                "SELECT partition_key, sum(missing_rows) FROM late_partitions GROUP BY partition_key"
+            )
+        }
 
     def late_partitions(self) -> dict[str, dict[str, Any]]:
-        """The partitions the newest snapshot found lacking landed records of their window (a late file)."""
+        """The partitions that lack records they should hold now (a late file, a copy that lost its record id),
+        as the snapshots found them: per partition, `missing_rows` and the `reasons`."""
         with self.session(read_only=True) as session:
             if not session.has_table("late_partitions"):
                 return {}
-            rows = session.records("SELECT * FROM late_partitions ORDER BY partition_key")
-        return {str(row["partition_key"]): row for row in rows}
+            rows = session.fetchall(
+                "SELECT partition_key, reason, missing_rows FROM late_partitions ORDER BY partition_key, reason"
+            )
+        found: dict[str, dict[str, Any]] = {}
+        for key, reason, n in rows:
+            entry = found.setdefault(str(key), {"missing_rows": 0, "reasons": []})
+            entry["missing_rows"] += int(n or 0)
+            entry["reasons"].append(str(reason))
+        return found
 
     def _window_digests(
         self, engine: Any, windows: Sequence[tuple[str, datetime, datetime]], snapshotted: pa.Table
@@ -419,7 +461,14 @@ class Snapshots(WarehouseCore):
                 {"keys": sorted(candidates)},
             ),
         )
-        return self.landing.rows_not_stored(engine, "digest_windows", sorted(candidates), "late_stored")
+        late = self.landing.rows_not_stored(engine, "digest_windows", sorted(candidates), "late_stored")
+        for key in candidates:
+            # More rows than the snapshot took, each with a record id and event time it stores: copies with
+            # other values (a file landed that repeats records with corrections).
+            landed, source_rows = digests.get(key, (0, ""))[0], snapshotted[key][0]
+            if key not in late and landed > source_rows:
+                late[key] = landed - source_rows
+        return late
 
     @staticmethod
     def _check_counts(
@@ -463,10 +512,32 @@ class Snapshots(WarehouseCore):
             SET detail = {literal(DUPLICATE_DETAIL)} || CAST(k.event_time AS VARCHAR) || ' in ' || k.source_file
             FROM (SELECT record_id, event_time, source_file FROM inputs WHERE {in_list("partition_key", "keys")}) AS k
             WHERE r.record_id = k.record_id AND r.reason = {literal(rules.DUPLICATE_RECORD_ID)}
-              AND NOT {in_list("r.partition_key", "keys")}
+              AND NOT {in_list("r.partition_key", "keys")} AND NOT ({_SORTS_BEFORE})
+              AND r.detail IS DISTINCT FROM {literal(DUPLICATE_DETAIL)} || CAST(k.event_time AS VARCHAR) || ' in '
+                  || k.source_file
             """,
             {"keys": list(keys)},
         )
+
+    @staticmethod
+    def _keeper_lost(session: Session, keys: Sequence[str]) -> dict[str, int]:
+        """Per other partition, its rows rejected as duplicates of a record id the range kept before this snapshot
+        and no longer keeps (`kept_with_duplicates`: those ids), or keeps now with a copy that sorts after
+        them: such a row should keep the id, which its partition's next run does."""
+        rows = session.fetchall(
+            f"""
+            SELECT r.partition_key, count(*) FROM rejected_inputs AS r
+            LEFT JOIN (SELECT record_id, event_time, source_file FROM inputs WHERE {in_list("partition_key", "keys")})
+                AS k ON k.record_id = r.record_id
+            WHERE r.reason = {literal(rules.DUPLICATE_RECORD_ID)} AND NOT {in_list("r.partition_key", "keys")}
+              AND CASE WHEN k.record_id IS NULL
+                       THEN r.record_id IN (SELECT record_id FROM kept_with_duplicates)
+                       ELSE {_SORTS_BEFORE} END
+            GROUP BY r.partition_key
+            """,
+            {"keys": list(keys)},
+        )
+        return {str(key): int(n) for key, n in rows}
 
     def _demote_later_copies(
         self, session: Session, partition_keys: Sequence[str], holders: Sequence[str], run_id: str
