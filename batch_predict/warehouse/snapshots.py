@@ -145,15 +145,16 @@ class Snapshots(WarehouseCore):
         """The warehouse side of `snapshot_range`, once the landing rows are staged on `engine`."""
         landing = self.landing
         keys = [key for key, _, _ in windows]
+        # The landed rows in every window snapshotted before, counted while no session holds the warehouse (a
+        # pass over the staged landing; a held connection is let go meanwhile after its idle time), and
+        # compared under the lock with what each snapshot took (`_late_partitions`).
+        with self.session() as session:
+            snapshotted_windows = session.arrow("SELECT partition_key, window_start, window_end FROM input_stats")
+        digests = self._window_digests(engine, windows, snapshotted_windows)
         with self.session() as session:
             # The range's rows stream from the engine to the warehouse: a range of big partitions need not fit
             # in memory.
             session.adopt("window_ids", engine.sql("SELECT * FROM window_ids").to_arrow_reader(_BATCH_ROWS))
-            # The landed rows in every window snapshotted before, counted before the lock is taken (a pass over
-            # the staged landing); compared with what each snapshot took under it (`_late_partitions`).
-            digests = self._window_digests(
-                engine, windows, session.arrow("SELECT partition_key, window_start, window_end FROM input_stats")
-            )
             # All or nothing from here on.
             with session.transaction():
                 # The exclusive lock keeps out every other writer (each takes `lock_all` first), so the
