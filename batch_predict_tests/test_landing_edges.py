@@ -524,22 +524,35 @@ def test_a_bad_csv_value_is_the_same_rejection_wherever_it_sits(
     assert query(warehouse.path, "SELECT record_id FROM rejected_inputs") == [(f"r{bad_row}",)]
 
 
+def jsonl_source(root: Path, files: dict[str, list[tuple[str, str]]]) -> Source:
+    """JSON Lines files of records given as (record id, event time) JSON texts, every feature 1.0."""
+    root.mkdir()
+    features = ", ".join(f'"{name}": 1.0' for name in IRIS_FEATURES)
+    for name, records in files.items():
+        (root / name).write_text(
+            "".join(f'{{"record_id": {rid}, "event_time": {time}, {features}}}\n' for rid, time in records)
+        )
+    return Source(root, "*.jsonl")
+
+
 def test_json_files_that_disagree_on_the_id_type_give_one_id_without_quotes(
     warehouse: Warehouse, tmp_path: Path
 ) -> None:
     """`5` in one file and `"5"` in another make DuckDB read the column as JSON: still the one record `5`."""
-    source = Source(tmp_path / "src", "*.jsonl")
-    source.root.mkdir()
-    features = ", ".join(f'"{name}": 1.0' for name in IRIS_FEATURES)
-    (source.root / "a.jsonl").write_text(
-        f'{{"record_id": 5, "event_time": "2026-03-01T01:00:00Z", {features}}}\n'
-        f'{{"record_id": 7.0, "event_time": "2026-03-01T01:30:00Z", {features}}}\n'
-        f'{{"record_id": 7.5, "event_time": "2026-03-01T01:40:00Z", {features}}}\n'
-    )
-    (source.root / "b.jsonl").write_text(
-        f'{{"record_id": "5", "event_time": "2026-03-01T02:00:00Z", {features}}}\n'
-        f'{{"record_id": "A-1", "event_time": "2026-03-01T03:00:00Z", {features}}}\n'
-        f'{{"record_id": null, "event_time": "2026-03-01T04:00:00Z", {features}}}\n'
+    source = jsonl_source(
+        tmp_path / "src",
+        {
+            "a.jsonl": [
+                ("5", '"2026-03-01T01:00:00Z"'),
+                ("7.0", '"2026-03-01T01:30:00Z"'),
+                ("7.5", '"2026-03-01T01:40:00Z"'),
+            ],
+            "b.jsonl": [
+                ('"5"', '"2026-03-01T02:00:00Z"'),
+                ('"A-1"', '"2026-03-01T03:00:00Z"'),
+                ("null", '"2026-03-01T04:00:00Z"'),
+            ],
+        },
     )
     stats = warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r")
     assert sorted(r for (r,) in query(warehouse.path, "SELECT record_id FROM inputs")) == ["5", "7", "A-1"]
@@ -559,16 +572,8 @@ def test_an_empty_or_blank_record_id_is_a_missing_one(warehouse: Warehouse, tmp_
 def test_a_json_event_time_that_is_a_number_leaves_only_its_record_unplaced(
     warehouse: Warehouse, tmp_path: Path
 ) -> None:
-    source = Source(tmp_path / "src", "*.jsonl")
-    source.root.mkdir()
-    features = ", ".join(f'"{name}": 1.0' for name in IRIS_FEATURES)
-    (source.root / "a.jsonl").write_text(
-        f'{{"record_id": "a", "event_time": "2026-03-01T01:00:00Z", {features}}}\n'
-        f'{{"record_id": "b", "event_time": 17, {features}}}\n'
-        f'{{"record_id": "c", "event_time": null, {features}}}\n'
-        f'{{"record_id": "d", "event_time": " ", {features}}}\n'
-        f'{{"record_id": "e", "event_time": "nope", {features}}}\n'
-    )
+    records = [('"a"', '"2026-03-01T01:00:00Z"'), ('"b"', "17"), ('"c"', "null"), ('"d"', '" "'), ('"e"', '"nope"')]
+    source = jsonl_source(tmp_path / "src", {"a.jsonl": records})
     stats = warehouse.snapshot_inputs(source, "2026-03-01", DAY, NEXT, "r")
     assert (stats.valid_rows, stats.unplaced_by_reason) == (1, {"unparseable_event_time": 2, "missing_event_time": 2})
     assert query(warehouse.path, "SELECT record_id, raw_event_time FROM unplaced_inputs ORDER BY 1") == [

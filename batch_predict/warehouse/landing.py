@@ -12,7 +12,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -233,13 +233,7 @@ class Landing:
         if not merged:
             return
         problems = []
-        for path in self.source_files(con, source):
-            try:
-                described = con.execute(
-                    f"DESCRIBE SELECT * FROM {self.landing_relation(source)}", {"pattern": path}
-                ).fetchall()
-            except duckdb.Error:
-                continue
+        for path, described in self._each_file_described(con, source):
             header = next((row[0] for row in described if row[0] in merged), None)
             if header is not None and len(described) <= 2:  # the one column, and the file column
                 delimiter = _header_line(header, self.contract.required_columns) or ","
@@ -253,6 +247,20 @@ class Landing:
             "the header, so no delimiter fits. Fix or remove that row (or move the file out of the landing folder) "
             "and rerun the partition; nothing was written."
         )
+
+    def _each_file_described(self, con: Any, source: Source) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+        """Each source file with its columns as DuckDB reads it alone (`DESCRIBE` rows); a file that does not
+        read is left out (the read of all files says why)."""
+        for path in self.source_files(con, source):
+            try:
+                yield (
+                    path,
+                    con.execute(
+                        f"DESCRIBE SELECT * FROM {self.landing_relation(source)}", {"pattern": path}
+                    ).fetchall(),
+                )
+            except duckdb.Error:
+                continue
 
     def _check_name_case(self, con: Any, source: Source, columns: dict[str, str]) -> None:
         """Name the files whose column differs from a configured name only in case.
@@ -269,13 +277,7 @@ class Landing:
         if not clashes:
             return
         found_in: dict[str, list[str]] = {}
-        for path in self.source_files(con, source):
-            try:
-                described = con.execute(
-                    f"DESCRIBE SELECT * FROM {self.landing_relation(source)}", {"pattern": path}
-                ).fetchall()
-            except duckdb.Error:
-                continue
+        for path, described in self._each_file_described(con, source):
             for column in (row[0] for row in described):
                 if column.lower() in {name.lower() for name in clashes} and column not in clashes:
                     found_in.setdefault(column, []).append(path)
