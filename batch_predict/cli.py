@@ -501,16 +501,17 @@ def unplaced_line(settings: Settings) -> str | None:
 
 
 def late_line(settings: Settings) -> str | None:
-    """`late files: ...` while partitions snapshotted earlier lack landed records of their window, else None."""
+    """`late files: ...` while partitions snapshotted earlier lack records their window holds (`late_file`: a file
+    landed after their snapshot; `keeper_lost`: a copy they rejected should keep its record id now), else None."""
     late = open_warehouse(settings).late_partitions()
     if not late:
         return None
     keys = sorted(late)
-    shown = ", ".join(f"{key} ({late[key]['missing_rows']} records)" for key in keys[:10])
-    more = f" and {len(keys) - 10} more" if len(keys) > 10 else ""
-    return (
-        f"late files: {len(keys)} partition(s) lack landed records of their window: {shown}{more}; {rerun_hint(keys)}"
+    shown = ", ".join(
+        f"{key} ({late[key]['missing_rows']} records, {'+'.join(late[key]['reasons'])})" for key in keys[:10]
     )
+    more = f" and {len(keys) - 10} more" if len(keys) > 10 else ""
+    return f"late files: {len(keys)} partition(s) lack records their window holds: {shown}{more}; {rerun_hint(keys)}"
 
 
 def _unplaced(settings: Settings, limit: int, as_json: bool) -> int:
