@@ -154,7 +154,8 @@ def rerun_hint(late_keys: Iterable[str]) -> str:
     keys = sorted(late_keys)
     commands = "; ".join(f"batch-predict backfill --from {key} --to {key}" for key in keys[:3])
     more = f" (and the same for the other {len(keys) - 3})" if len(keys) > 3 else ""
+    one = len(keys) == 1
     return (
-        f"materialize inputs and predictions of {'that partition' if len(keys) == 1 else 'those partitions'} again: "
-        f"a backfill of them in the UI, or {commands}{more}"
+        f"materialize inputs and predictions of {'that partition' if one else 'those partitions'} again: "
+        f"a backfill of {'it' if one else 'them'} in the UI, or {commands}{more}"
     )
