@@ -114,6 +114,18 @@ def change_stored_rows(warehouse: Warehouse, *statements: str, **params: Any) ->
             session.execute(sql, params)
 
 
+def use_settings_in_environment(settings: Settings, monkeypatch: pytest.MonkeyPatch, **extra: str) -> None:
+    """Point the CLI, which reads its settings from the environment, at the test's warehouse, landing and models."""
+    for name, value in {
+        "BATCH_PREDICT_WAREHOUSE": settings.warehouse,
+        "BATCH_PREDICT_LANDING": settings.landing,
+        "BATCH_PREDICT_MODELS": settings.models,
+        "BATCH_PREDICT_START": "2026-03-01",
+        **extra,
+    }.items():
+        monkeypatch.setenv(name, str(value))
+
+
 def run_assets(
     settings: Settings, selection: list[str], partition_key: str | None = None, **kwargs: Any
 ) -> dg.ExecuteInProcessResult:

@@ -6,16 +6,12 @@ import pytest
 from batch_predict.cli import main
 from batch_predict.settings import Settings
 
+from .conftest import use_settings_in_environment
+
 
 @pytest.fixture
 def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    for name, value in {
-        "BATCH_PREDICT_WAREHOUSE": settings.warehouse,
-        "BATCH_PREDICT_LANDING": settings.landing,
-        "BATCH_PREDICT_MODELS": settings.models,
-        "BATCH_PREDICT_START": "2026-03-01",
-    }.items():
-        monkeypatch.setenv(name, str(value))
+    use_settings_in_environment(settings, monkeypatch)
     monkeypatch.setenv("DAGSTER_HOME", str(Path(settings.warehouse).parent / "dagster_home"))
     (Path(settings.warehouse).parent / "dagster_home").mkdir()
     return settings

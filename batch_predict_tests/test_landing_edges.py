@@ -19,7 +19,7 @@ from batch_predict.models.registry import Registry
 from batch_predict.settings import IRIS_FEATURES, Settings, SettingsError
 from batch_predict.warehouse import Source, SourceError, Warehouse
 
-from .conftest import ROWS_PER_DAY, run_assets
+from .conftest import ROWS_PER_DAY, run_assets, use_settings_in_environment
 
 DAY = datetime(2026, 3, 1, tzinfo=UTC)
 NEXT = DAY + timedelta(days=1)
@@ -175,14 +175,7 @@ def test_records_without_a_partition_are_listed_and_checked(
     assert run_assets(settings, ["inputs"], "2026-03-01").success
     assert query(settings.warehouse, unplaced) == rows
 
-    for name, value in {
-        "BATCH_PREDICT_WAREHOUSE": settings.warehouse,
-        "BATCH_PREDICT_LANDING": settings.landing,
-        "BATCH_PREDICT_MODELS": settings.models,
-        "BATCH_PREDICT_SOURCE_GLOB": "*.csv",
-        "BATCH_PREDICT_START": "2026-03-01",
-    }.items():
-        monkeypatch.setenv(name, str(value))
+    use_settings_in_environment(settings, monkeypatch, BATCH_PREDICT_SOURCE_GLOB="*.csv")
     assert main(["unplaced", "--json", "--limit", "2"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert (listed["total"], len(listed["records"])) == (4, 2)
@@ -382,13 +375,7 @@ def test_a_late_file_for_a_predicted_partition_is_flagged_until_that_partition_r
         "2026-03-01": 13
     }
     # So does the status, which reads only the warehouse.
-    for name, value in {
-        "BATCH_PREDICT_WAREHOUSE": settings.warehouse,
-        "BATCH_PREDICT_LANDING": settings.landing,
-        "BATCH_PREDICT_MODELS": settings.models,
-        "BATCH_PREDICT_START": "2026-03-01",
-    }.items():
-        monkeypatch.setenv(name, str(value))
+    use_settings_in_environment(settings, monkeypatch)
 
     def status() -> tuple[list[str], dict[str, Any]]:
         assert main(["status"]) == 0
