@@ -74,8 +74,10 @@ def fill_inputs(root: Path, rows: int, days: list[str]) -> None:
                 {"day": day, "rows": rows},
             )
             con.execute(
-                "INSERT INTO input_stats VALUES ($day, CAST($day AS TIMESTAMPTZ), CAST($day AS TIMESTAMPTZ) + "
-                "INTERVAL 1 DAY, $rows, $rows, 0, '{}', 'bench', now())",
+                "INSERT INTO input_stats BY NAME SELECT $day AS partition_key, CAST($day AS TIMESTAMPTZ) AS "
+                "window_start, CAST($day AS TIMESTAMPTZ) + INTERVAL 1 DAY AS window_end, $rows AS source_rows, "
+                "$rows AS valid_rows, 0 AS rejected_rows, '{}' AS rejected_by_reason, 'bench' AS run_id, "
+                "now() AS loaded_at",
                 {"day": day, "rows": rows},
             )
 
