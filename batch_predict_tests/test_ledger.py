@@ -286,9 +286,14 @@ def test_the_kept_model_versions_follow_every_change_of_the_predictions(
         snapshotted, "UPDATE prediction_stats SET model_versions = NULL WHERE partition_key = $k", k=DAYS[1]
     )
     assert agrees()[DAYS[1]] == ["v1", "v2"]  # a row a process of an earlier release wrote: read from predictions
-    # A rerun of the whole partition leaves its own version alone, also where every record fails.
+    # A rerun of the whole partition leaves its own version alone, also where every record fails; what the
+    # other version made goes to history (the partition is not one version's, so its rows are looked at).
+    made_by_v1 = "SELECT record_id FROM {} WHERE partition_key = $k AND model_version = 'v1' ORDER BY record_id"
+    v1_rows = stored_rows(snapshotted, made_by_v1.format("predictions"), k=DAYS[1])
+    assert v1_rows
     run(snapshotted, v2, DAYS[1], OnFailure.RETRY_ALL)
     assert agrees()[DAYS[1]] == ["v2"]
+    assert stored_rows(snapshotted, made_by_v1.format("predictions_history"), k=DAYS[1]) == v1_rows
     run(snapshotted, flaky(registry, share=1.0), DAYS[0], OnFailure.RETRY_ALL)
     assert stored_rows(snapshotted, "SELECT count(*) FROM predictions WHERE partition_key = $k", k=DAYS[0]) == [(0,)]
     assert stored_rows(

@@ -56,6 +56,12 @@ HOLD_SECONDS = 10.0
 IDLE_SECONDS = 0.25
 MIN_HOLD_SECONDS = 1.5
 YIELD_SECONDS = 0.5
+# A DuckDB transaction that appends at least this many rows checkpoints at its commit, instead of writing
+# them to the write-ahead log and into the file again at the close: 100,000 predictions took 110 against
+# 131 ms from the commit to the closed file (a write-ahead log of 12 MB; measured 2026-12-03). Small
+# commits keep the log, which DuckDB checkpoints once it reaches 16 MB: a checkpoint per commit of a
+# 10,000-row partition would add its fixed cost 365 times to a year's backfill.
+LARGE_COMMIT_ROWS = 50_000
 # How long a process waiting for another's DuckDB lock sleeps between tries, at most.
 _MAX_RETRY_DELAY = 0.25
 # How many engine rows cross into PostgreSQL per COPY buffer.
@@ -411,6 +417,7 @@ class DuckDBSession(Session):
         self._columns = {} if columns is None else columns
         # Readers handed out: each keeps DuckDB's database open until it is read to the end or closed.
         self._readers: list[pa.RecordBatchReader] = []
+        self._appended = 0  # rows `insert_arrow` appended in the open transaction
 
     def close_readers(self) -> None:
         """Close the readers this session handed out, so that closing the connection closes the file."""
@@ -443,9 +450,20 @@ class DuckDBSession(Session):
     @contextmanager
     def transaction(self) -> Iterator[None]:
         self.con.execute("BEGIN TRANSACTION")
+        self._appended = 0
         try:
             yield
-            self.con.execute("COMMIT")
+            large = self._appended >= LARGE_COMMIT_ROWS
+            if large:
+                # Checkpoint at the commit: the rows go into the file once, not into the write-ahead log
+                # first and into the file again when the connection closes.
+                self.con.execute("SET checkpoint_threshold = '0KB'")
+            try:
+                self.con.execute("COMMIT")
+            finally:
+                if large:
+                    with suppress(duckdb.Error):  # must not hide why the commit failed
+                        self.con.execute("RESET checkpoint_threshold")
         except BaseException:
             self._columns.clear()  # columns read after a rolled-back ALTER are gone again
             self.con.execute("ROLLBACK")
@@ -518,7 +536,9 @@ class DuckDBSession(Session):
         self._appended_columns(table, rows, constants)
         self.con.register("appended_rows", rows)
         try:
-            return self._insert_from(table, "appended_rows", rows.schema.names, constants)
+            appended = self._insert_from(table, "appended_rows", rows.schema.names, constants)
+            self._appended += appended
+            return appended
         except duckdb.ConversionException as error:
             raise WarehouseError(f"Cannot insert into {table}: a value does not fit its column ({error}).") from error
         finally:
