@@ -195,6 +195,9 @@ def predict_partition(
                 None if effective == OnFailure.RETRY_ALL else work_chunks(staging / "work"),
             ),
         )
+        # The manifest goes first: a removal cut short (a kill) leaves a folder the next run reads anew,
+        # never one it would resume with chunk files gone.
+        (staging / "manifest.json").unlink(missing_ok=True)
         shutil.rmtree(staging, ignore_errors=True)
     return BatchOutcome(
         mode=effective.value,

@@ -89,6 +89,40 @@ def test_a_rerun_predicts_only_the_chunks_not_staged(warehouse: Warehouse, regis
     assert not staging_dir(warehouse, "2026-03-01").exists()
 
 
+def test_a_run_killed_while_it_removes_its_staging_leaves_nothing_the_next_run_trips_on(
+    warehouse: Warehouse, registry: Registry, partition: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The publish is done; the process dies while it removes the staging folder, one chunk's predictions
+    file gone and its `done` marker still there. The next run reads the work anew: it does not resume
+    the half-removed folder and fail on the missing file."""
+    import batch_predict.batch as batch
+
+    loaded = registry.load("champion")
+    remove = batch.shutil.rmtree
+
+    def dies_part_way(path: Path, ignore_errors: bool = False) -> None:
+        staged = Path(path) / "chunks" / "000000.predictions.arrow"
+        if not staged.exists():  # the clearing of a folder before the work is read
+            remove(path, ignore_errors=ignore_errors)
+            return
+        staged.unlink()
+        raise Died()
+
+    monkeypatch.setattr(batch.shutil, "rmtree", dies_part_way)
+    with pytest.raises(Died):
+        predict_partition(warehouse, loaded, "2026-03-01", "dies while cleaning", CHUNK)
+    monkeypatch.setattr(batch.shutil, "rmtree", remove)
+    assert predictions(warehouse) == (partition, partition)  # published before the cleanup
+    assert (staging_dir(warehouse, "2026-03-01") / "chunks" / "000000.done").exists()
+
+    counting = CountingModel(loaded.estimator)
+    outcome = predict_partition(warehouse, wrap(loaded, counting), "2026-03-01", "next", CHUNK)
+    assert outcome.scored.resumed == 0
+    assert counting.rows == partition
+    assert predictions(warehouse) == (partition, partition)
+    assert outcome.published.completeness.passed
+
+
 def test_a_rerun_with_another_model_starts_over(warehouse: Warehouse, registry: Registry, partition: int) -> None:
     loaded = registry.load("champion")
     with pytest.raises(Died):

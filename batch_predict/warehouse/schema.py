@@ -331,15 +331,6 @@ def record_model_versions(session: Session, scope: str, params: Params = None) -
     )
 
 
-def made_only_by(session: Session, partition_key: str, version: str) -> bool:
-    """Whether `prediction_stats.model_versions` records that `version` made every prediction of the
-    partition (or that it has none). Every statement that changes a partition's predictions records
-    its versions in the same transaction (`record_model_versions`); a partition without that record
-    (no stats row, or a list that names several versions) is not known to be one version's."""
-    row = session.fetchone("SELECT model_versions FROM prediction_stats WHERE partition_key = $p", {"p": partition_key})
-    return row is not None and row[0] is not None and row[0] in ("", version) and "," not in version
-
-
 def missing_probability_columns(session: Session, names: Sequence[str]) -> bool:
     """Whether `predictions` or `predictions_history` lacks one of the columns, or history lacks one of
     the current table's (a class of an earlier model, in a warehouse made before history existed)."""
