@@ -21,6 +21,13 @@ from batch_predict.warehouse.types import InputStats, PartitionCheckError
 
 # A rejected duplicate `r` sorts before the copy `k` that keeps its record id (then it should keep the id).
 _SORTS_BEFORE = "r.event_time < k.event_time OR (r.event_time = k.event_time AND r.source_file < k.source_file)"
+
+
+def _range_copies() -> str:
+    """The copies the range's partitions (`$keys`) keep: each kept record id with its event time and file."""
+    return f"(SELECT record_id, event_time, source_file FROM inputs WHERE {in_list('partition_key', 'keys')})"
+
+
 _WINDOWS_SCHEMA = pa.schema(
     [
         ("partition_key", pa.string()),
@@ -330,17 +337,17 @@ class Snapshots(WarehouseCore):
         """Record in `late_partitions` what this snapshot found: the late files it saw replace those the last
         snapshot saw; a partition's `keeper_lost` rows stay until it runs again (only the snapshot that
         changed the keeper can see them). Returns, per partition in the table now, its records to place."""
+        # What this snapshot finds again: every late file, the range's own rows, and the partitions it finds a
+        # keeper lost for.
         session.execute(
-            f"DELETE FROM late_partitions WHERE reason = 'late_file' OR {in_list('partition_key', 'keys')}",
-            {"keys": list(keys)},
+            f"""
+            DELETE FROM late_partitions WHERE reason = 'late_file' OR {in_list("partition_key", "keys")}
+                OR (reason = 'keeper_lost' AND {in_list("partition_key", "lost")})
+            """,
+            {"keys": list(keys), "lost": sorted(keeper_lost)},
         )
         found = [("late_file", key, n) for key, n in sorted(late.items())]
         found += [("keeper_lost", key, n) for key, n in sorted(keeper_lost.items())]
-        if keeper_lost:
-            session.execute(
-                f"DELETE FROM late_partitions WHERE reason = 'keeper_lost' AND {in_list('partition_key', 'lost')}",
-                {"lost": sorted(keeper_lost)},
-            )
         if found:
             session.adopt(
                 "late_found",
@@ -507,15 +514,14 @@ class Snapshots(WarehouseCore):
     def _name_new_keepers(session: Session, keys: Sequence[str]) -> None:
         """Copies rejected earlier in other partitions as duplicates of a record id the range's partitions keep
         now name the copy that keeps it now (the copy they named may have lost the id since)."""
+        detail = f"{literal(DUPLICATE_DETAIL)} || CAST(k.event_time AS VARCHAR) || ' in ' || k.source_file"
         session.execute(
             f"""
             UPDATE rejected_inputs AS r
-            SET detail = {literal(DUPLICATE_DETAIL)} || CAST(k.event_time AS VARCHAR) || ' in ' || k.source_file
-            FROM (SELECT record_id, event_time, source_file FROM inputs WHERE {in_list("partition_key", "keys")}) AS k
+            SET detail = {detail}
+            FROM {_range_copies()} AS k
             WHERE r.record_id = k.record_id AND r.reason = {literal(rules.DUPLICATE_RECORD_ID)}
-              AND NOT {in_list("r.partition_key", "keys")} AND NOT ({_SORTS_BEFORE})
-              AND r.detail IS DISTINCT FROM {literal(DUPLICATE_DETAIL)} || CAST(k.event_time AS VARCHAR) || ' in '
-                  || k.source_file
+              AND NOT {in_list("r.partition_key", "keys")} AND NOT ({_SORTS_BEFORE}) AND r.detail IS DISTINCT FROM {detail}
             """,
             {"keys": list(keys)},
         )
@@ -528,8 +534,7 @@ class Snapshots(WarehouseCore):
         rows = session.fetchall(
             f"""
             SELECT r.partition_key, count(*) FROM rejected_inputs AS r
-            LEFT JOIN (SELECT record_id, event_time, source_file FROM inputs WHERE {in_list("partition_key", "keys")})
-                AS k ON k.record_id = r.record_id
+            LEFT JOIN {_range_copies()} AS k ON k.record_id = r.record_id
             WHERE r.reason = {literal(rules.DUPLICATE_RECORD_ID)} AND NOT {in_list("r.partition_key", "keys")}
               AND CASE WHEN k.record_id IS NULL
                        THEN r.record_id IN (SELECT record_id FROM kept_with_duplicates)
