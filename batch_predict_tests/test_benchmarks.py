@@ -5,8 +5,11 @@ No figure is checked against a target here: speed is the benchmarks' business, n
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+from contextlib import suppress
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -14,14 +17,26 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_the_quick_bench_of_the_throughput_parts_runs_and_writes_their_keys(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
-    done = subprocess.run(
+    bench = subprocess.Popen(
         [sys.executable, "benchmarks/run.py", "--quick", "--only", "lr,naive,postgres", "--out", str(out)],
         cwd=ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=600,
+        start_new_session=True,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
+    try:
+        stdout, stderr = bench.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        # SIGTERM first: the bench stops the PostgreSQL server it started (in a session of its own).
+        bench.terminate()
+        try:
+            bench.communicate(timeout=60)
+        finally:
+            with suppress(ProcessLookupError):
+                os.killpg(bench.pid, signal.SIGKILL)
+        raise
+    assert bench.returncode == 0, stderr[-3000:]
     results = json.loads(out.read_text())
     for key in (
         "floor_ratio_lr",
@@ -31,4 +46,4 @@ def test_the_quick_bench_of_the_throughput_parts_runs_and_writes_their_keys(tmp_
         "pg_floor_ratio_lr",
     ):
         assert results[key] > 0, (key, results[key])
-    assert "pg_floor_ratio_lr" in done.stdout  # the printed table has the PostgreSQL row
+    assert "pg_floor_ratio_lr" in stdout  # the printed table has the PostgreSQL row

@@ -454,11 +454,11 @@ class DuckDBSession(Session):
         try:
             yield
             large = self._appended >= LARGE_COMMIT_ROWS
-            if large:
-                # Checkpoint at the commit: the rows go into the file once, not into the write-ahead log
-                # first and into the file again when the connection closes.
-                self.con.execute("SET checkpoint_threshold = '0KB'")
             try:
+                if large:
+                    # Checkpoint at the commit: the rows go into the file once, not into the write-ahead
+                    # log first and into the file again when the connection closes.
+                    self.con.execute("SET checkpoint_threshold = '0KB'")
                 self.con.execute("COMMIT")
             finally:
                 if large:
@@ -466,7 +466,10 @@ class DuckDBSession(Session):
                         self.con.execute("RESET checkpoint_threshold")
         except BaseException:
             self._columns.clear()  # columns read after a rolled-back ALTER are gone again
-            self.con.execute("ROLLBACK")
+            # A COMMIT that failed has already ended the transaction, and a connection DuckDB invalidated
+            # refuses the ROLLBACK: either way the error to raise is the one that got here.
+            with suppress(duckdb.Error):
+                self.con.execute("ROLLBACK")
             raise
 
     @property
@@ -891,12 +894,16 @@ class PostgresSession(Session):
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
+        import psycopg
+
         # psycopg opened the transaction with the session's first statement; end it here.
         try:
             yield
             self.con.commit()
         except BaseException:
-            self.con.rollback()
+            # A lost connection refuses the rollback too: the error to raise is the one that got here.
+            with suppress(psycopg.Error):
+                self.con.rollback()
             raise
 
     @property
