@@ -8,6 +8,7 @@ from typing import Any, NamedTuple, TypeVar
 import dagster as dg
 from pydantic import Field
 
+from batch_predict.batch import StagingError
 from batch_predict.contract import FeatureContract
 from batch_predict.models.source import RunModels
 from batch_predict.models.types import LoadedModel, ModelError
@@ -80,7 +81,8 @@ def placeable_range(partitions_def: dg.TimeWindowPartitionsDefinition) -> tuple[
 
 @contextmanager
 def deterministic_failures() -> Iterator[None]:
-    """Fail without step retries on bad data, a bad model or a bad setting: retrying cannot help.
+    """Fail without step retries on bad data, a bad model or a bad setting (a staging folder that is none):
+    retrying cannot help.
 
     Everything else (I/O errors, a warehouse lock held too long, a block of the warehouse file that
     cannot be read) stays retryable.
@@ -89,7 +91,7 @@ def deterministic_failures() -> Iterator[None]:
         yield
     except RETRYABLE_WAREHOUSE_ERRORS:
         raise
-    except (SourceError, ModelError, SettingsError, WarehouseError) as error:
+    except (SourceError, ModelError, SettingsError, StagingError, WarehouseError) as error:
         raise dg.Failure(description=str(error), allow_retries=False) from error
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -12,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 from batch_predict.models.types import LoadedModel
 from batch_predict.scoring import (
@@ -55,6 +57,22 @@ class Manifest:
 # The staging folder's format (staging.py); a folder in another format is not resumed.
 LAYOUT = 2
 
+# Errors of a staging root that no retry mends: it is not a writable folder of this process.
+_SETUP_ERRNOS = {
+    errno.EACCES,
+    errno.EPERM,
+    errno.EEXIST,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EROFS,
+    errno.ELOOP,
+    errno.ENAMETOOLONG,
+}
+
+
+class StagingError(RuntimeError):
+    """The staging root cannot be used: a setting to fix, not an error to retry."""
+
 
 def staging_dir(warehouse: Warehouse, partition_key: str) -> Path:
     """The partition's staging folder under the warehouse's staging root (local to this machine)."""
@@ -68,9 +86,8 @@ def _exclusive(path: Path, before_waiting: Callable[[], None] = lambda: None) ->
     `before_waiting` runs before this run waits for another's lock: the other may need what
     this run holds (the warehouse) to finish.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        with path.open("a") as handle:
+        with _open_lock(path) as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -85,6 +102,22 @@ def _exclusive(path: Path, before_waiting: Callable[[], None] = lambda: None) ->
                     fcntl.flock(handle, fcntl.LOCK_UN)
                 return
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _open_lock(path: Path) -> IO[str]:
+    """Open (make) the lock file `path` in the staging root, failing clearly if the root is no folder to write in."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.open("a")
+    except OSError as error:
+        if error.errno not in _SETUP_ERRNOS:
+            raise  # a passing I/O error: the step's retries may get past it
+        raise StagingError(
+            f"Cannot use the staging folder {path.parent} ({error.strerror or error}: {error.filename}). Runs "
+            "stage their work there: set BATCH_PREDICT_STAGING to a folder this process can create and write, "
+            "on a disk of this machine (empty: `staging` beside the DuckDB file, or `data/staging` for a "
+            "PostgreSQL warehouse)."
+        ) from error
 
 
 def _same_file(descriptor: int, path: Path) -> bool:

@@ -818,7 +818,7 @@ class _Runs:
 
         assert self.instance is not None
         run_id = str(uuid.uuid4())
-        tags = {**kwargs.pop("tags", {}), **worker_tags()}
+        tags = {**kwargs.pop("tags", {}), **worker_tags(run_id)}
         self.current = run_id
         result = None
         try:

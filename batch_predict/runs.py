@@ -3,10 +3,12 @@
 A SIGKILLed run worker (the daemon's, `dagster asset materialize`, `batch-predict materialize`)
 cannot report its own end, so its run stays STARTED and keeps a slot of
 `max_concurrent_runs`. Each run of this code location records the host, PID and process start
-time of its worker as tags; `sweep_dead_runs` then marks an in-flight run of this host failed
-when that process no longer exists, so run retries relaunch it and the slot is free. A run
-killed before its resources started has no such tags; on an instance whose runs are stored on
-this machine, its worker is the process that emitted its RUN_START event.
+time of its worker as tags, with the run's own id (a retry inherits its parent's tags); `sweep_dead_runs`
+then marks an in-flight run of this host failed when that process no longer exists, so run retries
+relaunch it and the slot is free. A run `batch-predict` executes in-process has the tags from its
+creation, so one killed before it started is found too. A run killed before its resources started
+has no tags of its own; on an instance whose runs are stored on this machine, its worker is the
+process that emitted its RUN_START event.
 """
 
 from __future__ import annotations
@@ -24,8 +26,15 @@ PID_TAG = "batch_predict/worker_pid"
 # The kernel's start time of the process (clock ticks since boot): a PID reused by another
 # process after the worker died has another start time, so it is not mistaken for the worker.
 PID_START_TAG = "batch_predict/worker_started"
+# The run the tags were recorded for: a retry inherits its parent's tags (Dagster copies them), which
+# name the parent's worker, not its own, until its own worker records them.
+RUN_TAG = "batch_predict/worker_run"
 
 _IN_FLIGHT = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+# A run that `batch-predict` creates in-process carries its worker tags from its creation, so a kill
+# before its RUN_START leaves it NOT_STARTED with the tags of a process that is gone (the daemon's
+# runs are queued when created, and tagged only once their worker starts).
+_SWEPT = [dg.DagsterRunStatus.NOT_STARTED, *_IN_FLIGHT]
 _NOT_YET_TAGGED = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
@@ -41,10 +50,21 @@ def process_start_time(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None
 
 
-def worker_tags(pid: int | None = None) -> dict[str, str]:
-    """The tags that identify the process running a run: this process unless `pid` is given."""
+def worker_tags(run_id: str, pid: int | None = None) -> dict[str, str]:
+    """The tags that identify the process running run `run_id`: this process unless `pid` is given."""
     pid = os.getpid() if pid is None else pid
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), PID_START_TAG: process_start_time(pid) or ""}
+    return {
+        HOST_TAG: socket.gethostname(),
+        PID_TAG: str(pid),
+        PID_START_TAG: process_start_time(pid) or "",
+        RUN_TAG: run_id,
+    }
+
+
+def own_worker_tags(run: dg.DagsterRun) -> bool:
+    """Whether the run's worker tags were recorded for it, not inherited from the run it retries
+    (tags of an earlier release, without RUN_TAG, count as its own)."""
+    return PID_TAG in run.tags and run.tags.get(RUN_TAG, run.run_id) == run.run_id
 
 
 def record_worker(instance: dg.DagsterInstance | None, run_id: str | None) -> None:
@@ -52,7 +72,7 @@ def record_worker(instance: dg.DagsterInstance | None, run_id: str | None) -> No
     if instance is None or run_id is None:
         return
     run = instance.get_run_by_id(run_id)
-    mine = worker_tags()
+    mine = worker_tags(run_id)
     if run is not None and {key: run.tags.get(key) for key in mine} != mine:
         instance.add_run_tags(run_id, mine)
 
@@ -94,18 +114,18 @@ class SweptRun:
 def sweep_dead_runs(instance: dg.DagsterInstance) -> list[SweptRun]:
     """Fail the in-flight runs of this host whose recorded worker process is gone.
 
-    A STARTING or STARTED run is reported failed (run retries relaunch the runs the daemon
+    A NOT_STARTED, STARTING or STARTED run is reported failed (run retries relaunch the runs the daemon
     launched); a CANCELING one is reported canceled, as was asked. Runs of other hosts are left
-    alone (run monitoring covers the daemon's). A STARTING or STARTED run without a recorded
-    worker (killed before its resources started) is judged by the process that emitted its
-    RUN_START event, but only when the instance's runs are stored on this machine: elsewhere a
-    bare PID may be another host's, and such runs are left alone. A process with that
-    PID counts as its worker (there is no start time to tell a reused PID); a run with no
-    RUN_START event yet is left to run monitoring's start timeout.
+    alone (run monitoring covers the daemon's). A STARTING or STARTED run without a worker recorded
+    for it (killed before its resources started, or a retry whose tags still name its parent's
+    worker) is judged by the process that emitted its RUN_START event, but only when the instance's
+    runs are stored on this machine: elsewhere a bare PID may be another host's, and such runs are
+    left alone. A process with that PID counts as its worker (there is no start time to tell a
+    reused PID); a run with no RUN_START event yet is left to run monitoring's start timeout.
     """
     swept = []
     host = socket.gethostname()
-    records = list(instance.get_run_records(filters=dg.RunsFilter(statuses=_IN_FLIGHT, tags={HOST_TAG: host})))
+    records = list(instance.get_run_records(filters=dg.RunsFilter(statuses=_SWEPT, tags={HOST_TAG: host})))
     if run_storage_is_local(instance):
         records += [
             record
@@ -114,10 +134,12 @@ def sweep_dead_runs(instance: dg.DagsterInstance) -> list[SweptRun]:
         ]
     for record in records:
         run = record.dagster_run
-        if PID_TAG in run.tags:
+        if own_worker_tags(run):
             if worker_alive(run.tags) is not False:
                 continue
             pid, identified = run.tags[PID_TAG], ""
+        elif run.status not in _NOT_YET_TAGGED or not run_storage_is_local(instance):
+            continue  # nothing here tells which process runs it
         else:
             start_pid = run_start_pid(instance, run.run_id)
             if start_pid is None or process_start_time(start_pid) is not None:
@@ -130,8 +152,10 @@ def sweep_dead_runs(instance: dg.DagsterInstance) -> list[SweptRun]:
         )
         # Another sweep (the sensor and a CLI verb) may have got there first.
         current = instance.get_run_by_id(run.run_id)
-        if current is None or current.status not in _IN_FLIGHT:
+        if current is None or current.status not in _SWEPT:
             continue
+        if current.status == dg.DagsterRunStatus.NOT_STARTED:
+            message = message.replace("crashed before it could", "crashed before the run started, so it could not")
         if current.status == dg.DagsterRunStatus.CANCELING:
             instance.report_run_canceled(current, message=message + " It was being canceled; marked canceled.")
         else:

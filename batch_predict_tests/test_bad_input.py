@@ -115,6 +115,12 @@ def not_duckdb(settings: Settings) -> tuple[Settings, list[str]]:
     return load_settings(_env(settings, BATCH_PREDICT_WAREHOUSE=str(impostor))), ["inputs"]
 
 
+def staging_is_a_file(settings: Settings) -> tuple[Settings, list[str]]:
+    taken = Path(settings.warehouse).parent / "staging-notes.txt"
+    taken.write_text("not a folder")
+    return load_settings(_env(settings, BATCH_PREDICT_STAGING=str(taken))), ["predictions"]
+
+
 def _env(settings: Settings, **overrides: str) -> dict[str, str]:
     return {
         "BATCH_PREDICT_WAREHOUSE": str(settings.warehouse),
@@ -137,6 +143,10 @@ CASES: dict[str, tuple[Callable[[Settings], tuple[Settings, list[str]]], list[st
         ["expects features ['height', 'width', 'depth']", "BATCH_PREDICT_FEATURES"],
     ),
     "warehouse is not DuckDB": (not_duckdb, ["notes.duckdb as a DuckDB database", "BATCH_PREDICT_WAREHOUSE"]),
+    "staging folder is a file": (
+        staging_is_a_file,
+        ["Cannot use the staging folder", "staging-notes.txt", "set BATCH_PREDICT_STAGING to a folder"],
+    ),
 }
 
 
@@ -149,6 +159,15 @@ def test_bad_input_names_the_problem_and_changes_nothing(good: Settings, case: s
     for text in expected:
         assert text in message, message
     assert snapshot(good.warehouse) == before
+
+
+def test_an_unusable_staging_folder_fails_at_once_without_retries(good: Settings) -> None:
+    """A setup error is no passing I/O error: the step is not retried (each retry waits seconds)."""
+    settings, _ = staging_is_a_file(good)
+    result = run(settings, ["predictions"], "2026-03-01")
+    assert "StagingError" in failure_message(result)
+    kinds = [event.event_type_value for event in result.all_events]
+    assert kinds.count("STEP_FAILURE") == 1 and "STEP_UP_FOR_RETRY" not in kinds, kinds
 
 
 def test_a_bad_setting_names_the_variable() -> None:

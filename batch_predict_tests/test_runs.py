@@ -18,7 +18,7 @@ import pytest
 from batch_predict.definitions import build_definitions
 from batch_predict.demo import train_demo_model, write_landing
 from batch_predict.models.registry import Registry
-from batch_predict.runs import HOST_TAG, PID_START_TAG, PID_TAG
+from batch_predict.runs import HOST_TAG, PID_START_TAG, PID_TAG, RUN_TAG, sweep_dead_runs, worker_tags
 from batch_predict.settings import load_settings
 from batch_predict_tests.slow_model import SlowClassifier
 
@@ -303,6 +303,48 @@ def test_an_in_process_run_records_its_worker(tmp_path: Path) -> None:
         run = instance.get_run_by_id(result.run_id)
     assert run is not None and run.tags[PID_TAG] == str(os.getpid())
     assert run.tags[HOST_TAG] and run.tags[PID_START_TAG]
+    assert run.tags[RUN_TAG] == run.run_id
+
+
+def dead_worker_tags(run_id: str) -> dict[str, str]:
+    """The worker tags of a process that has ended."""
+    process = subprocess.Popen(["sleep", "60"])
+    tags = worker_tags(run_id, pid=process.pid)
+    process.kill()
+    process.wait(timeout=30)
+    assert tags[PID_START_TAG]
+    return tags
+
+
+def test_a_cli_run_killed_before_it_started_is_failed(tmp_path: Path) -> None:
+    """`batch-predict` creates its in-process runs with their worker tags: a kill between the run's creation
+    and its RUN_START leaves it NOT_STARTED, and the sweep fails it (it would show as in progress for good)."""
+    with dg.DagsterInstance.ephemeral() as instance:
+        dead = dg.DagsterRun(job_name="predictions_job", run_id="1" * 36, status=dg.DagsterRunStatus.NOT_STARTED)
+        instance.add_run(dead.with_tags(dead_worker_tags(dead.run_id)))
+        alive = dg.DagsterRun(job_name="predictions_job", run_id="2" * 36, status=dg.DagsterRunStatus.NOT_STARTED)
+        instance.add_run(alive.with_tags(worker_tags(alive.run_id)))
+
+        [swept] = sweep_dead_runs(instance)
+        assert swept.run_id == dead.run_id
+        assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE  # type: ignore[union-attr]
+        [failure] = instance.all_logs(dead.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+        assert "before the run started" in (failure.message or "")
+        assert instance.get_run_by_id(alive.run_id).status == dg.DagsterRunStatus.NOT_STARTED  # type: ignore[union-attr]
+
+
+def test_a_retry_is_not_failed_for_its_parents_dead_worker(tmp_path: Path) -> None:
+    """Dagster's run retries copy the parent's tags, so a retry starting names the parent's (dead) worker until
+    its own records itself: it is left alone. Tags of an earlier release, without the run's id, still count."""
+    with dg.DagsterInstance.ephemeral() as instance:
+        parent_tags = dead_worker_tags("4" * 36)
+        retry = dg.DagsterRun(job_name="predictions_job", run_id="5" * 36, status=dg.DagsterRunStatus.STARTING)
+        instance.add_run(retry.with_tags({**parent_tags, "dagster/parent_run_id": "4" * 36}))
+        earlier = dg.DagsterRun(job_name="predictions_job", run_id="6" * 36, status=dg.DagsterRunStatus.STARTED)
+        instance.add_run(earlier.with_tags({k: v for k, v in parent_tags.items() if k != RUN_TAG}))
+
+        assert [run.run_id for run in sweep_dead_runs(instance)] == [earlier.run_id]
+        assert instance.get_run_by_id(retry.run_id).status == dg.DagsterRunStatus.STARTING  # type: ignore[union-attr]
 
 
 BLOCKED_DEFINITIONS = """
