@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import subprocess
@@ -86,6 +87,10 @@ def _count(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # A line per partition as it is done, also into a file or a pipe (where Python buffers blocks): a run
+    # stopped or killed part-way has printed what it finished.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
     parser = _Parser(prog="batch-predict", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 

@@ -242,3 +242,30 @@ def test_a_closed_pipe_ends_the_output_quietly(env: Settings) -> None:
     err = process.stderr.read()
     assert process.wait(timeout=120) == 141
     assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+def test_output_into_a_pipe_is_written_line_by_line(tmp_path: Path) -> None:
+    """A `batch-predict` killed after printing a line (a long `materialize` killed part-way) has still
+    written that line into a pipe or a file, where Python would otherwise hold it in a block buffer."""
+    import os
+    import subprocess
+    import sys
+
+    child = (
+        "import os, signal\n"
+        "from batch_predict.cli import main\n"
+        "main(['demo-data', '--days', '1', '--rows-per-day', '5', '--start', '2026-03-01'])\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", child],
+        env={
+            **{k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
+            "BATCH_PREDICT_LANDING": str(tmp_path / "landing"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == -9
+    assert done.stdout.startswith("wrote 1 days x 5 records"), (done.stdout, done.stderr[-2000:])

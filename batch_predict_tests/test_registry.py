@@ -55,6 +55,14 @@ def test_unknown_alias_lists_versions(registry: Registry) -> None:
         registry.load("challenger")
 
 
+def test_an_unreadable_alias_file_names_the_command_that_sets_it(registry: Registry) -> None:
+    (registry.root / "aliases" / "champion.json").write_text("{not json")
+    with pytest.raises(
+        ModelError, match=r"unreadable .*`batch-predict model promote VERSION --alias champion` \(versions: v1\)"
+    ):
+        registry.load("champion")
+
+
 def test_corrupt_artifact_is_refused_before_loading(registry: Registry) -> None:
     artifact = registry.root / "v1" / ARTIFACT
     artifact.write_bytes(artifact.read_bytes()[:-10] + b"0123456789")

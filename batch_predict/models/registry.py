@@ -108,7 +108,10 @@ class Registry:
                 "`batch-predict model train-demo`, or set BATCH_PREDICT_MODEL_ALIAS."
             ) from None
         except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise ModelError(f"The alias file {path} is unreadable ({error}); set the alias again.") from None
+            raise ModelError(
+                f"The alias file {path} is unreadable ({error}); set the alias again: "
+                f"`batch-predict model promote VERSION --alias {alias}` (versions: {', '.join(self.versions()) or 'none'})."
+            ) from None
         if not isinstance(version, str) or VERSION_PATTERN.fullmatch(version) is None:
             raise ModelError(
                 f"The alias file {path} points {alias!r} at {version!r}, which is not a version of this registry "
