@@ -149,13 +149,17 @@ class ModelAge:
 
 
 def rerun_hint(late_keys: Iterable[str]) -> str:
-    """How to rerun the partitions a late file left lacking records: one backfill per partition, so that no
-    partition between them (which may have lost its landing files to retention since) is snapshotted again."""
+    """How to rerun the partitions a late file left lacking records: one backfill (or in-process run) per
+    partition, so that no partition between them (which may have lost its landing files to retention since) is
+    snapshotted again."""
     keys = sorted(late_keys)
     commands = "; ".join(f"batch-predict backfill --from {key} --to {key}" for key in keys[:3])
     more = f" (and the same for the other {len(keys) - 3})" if len(keys) > 3 else ""
     one = len(keys) == 1
+    partition = keys[0] if one else "KEY"
     return (
         f"materialize inputs and predictions of {'that partition' if one else 'those partitions'} again: "
-        f"a backfill of {'it' if one else 'them'} in the UI, or {commands}{more}"
+        f"a backfill of {'it' if one else 'them'} in the UI, or {commands}{more} (both run by the daemon), or "
+        f"without a daemon dagster asset materialize -m batch_predict.definitions --select inputs,predictions "
+        f"--partition {partition}{'' if one else ' for each'}"
     )

@@ -388,7 +388,9 @@ def test_a_late_file_for_a_predicted_partition_is_flagged_until_that_partition_r
         [
             "late files: 1 partition(s) lack records their window holds: 2026-03-01 (13 records, late_file); "
             "materialize inputs and predictions of that partition again: a backfill of it in the UI, or "
-            "batch-predict backfill --from 2026-03-01 --to 2026-03-01"
+            "batch-predict backfill --from 2026-03-01 --to 2026-03-01 (both run by the daemon), or without a "
+            "daemon dagster asset materialize -m batch_predict.definitions --select inputs,predictions "
+            "--partition 2026-03-01"
         ],
         {"2026-03-01": 13, "2026-03-02": None, "2026-03-03": None},
     )
