@@ -62,9 +62,12 @@ def worker_tags(run_id: str, pid: int | None = None) -> dict[str, str]:
 
 
 def own_worker_tags(run: dg.DagsterRun) -> bool:
-    """Whether the run's worker tags were recorded for it, not inherited from the run it retries
-    (tags of an earlier release, without RUN_TAG, count as its own)."""
-    return PID_TAG in run.tags and run.tags.get(RUN_TAG, run.run_id) == run.run_id
+    """Whether the run's worker tags were recorded for it, not inherited from the run it retries or
+    re-executes. Tags of an earlier release have no RUN_TAG: they count as the run's own unless the run
+    has a parent, whose tags they may be."""
+    retried = run.parent_run_id or run.tags.get("dagster/parent_run_id")
+    recorded_for = run.tags.get(RUN_TAG, None if retried else run.run_id)
+    return PID_TAG in run.tags and recorded_for == run.run_id
 
 
 def record_worker(instance: dg.DagsterInstance | None, run_id: str | None) -> None:

@@ -335,16 +335,28 @@ def test_a_cli_run_killed_before_it_started_is_failed(tmp_path: Path) -> None:
 
 def test_a_retry_is_not_failed_for_its_parents_dead_worker(tmp_path: Path) -> None:
     """Dagster's run retries copy the parent's tags, so a retry starting names the parent's (dead) worker until
-    its own records itself: it is left alone. Tags of an earlier release, without the run's id, still count."""
+    its own records itself: it is left alone. Tags of an earlier release, without the run's id, still count,
+    unless the run has a parent."""
     with dg.DagsterInstance.ephemeral() as instance:
         parent_tags = dead_worker_tags("4" * 36)
         retry = dg.DagsterRun(job_name="predictions_job", run_id="5" * 36, status=dg.DagsterRunStatus.STARTING)
         instance.add_run(retry.with_tags({**parent_tags, "dagster/parent_run_id": "4" * 36}))
+        earlier_tags = {k: v for k, v in parent_tags.items() if k != RUN_TAG}
         earlier = dg.DagsterRun(job_name="predictions_job", run_id="6" * 36, status=dg.DagsterRunStatus.STARTED)
-        instance.add_run(earlier.with_tags({k: v for k, v in parent_tags.items() if k != RUN_TAG}))
+        instance.add_run(earlier.with_tags(earlier_tags))
+        # A retry of a run an earlier release tagged: its tags may be the parent's, so they are not its own.
+        earlier_retry = dg.DagsterRun(
+            job_name="predictions_job",
+            run_id="7" * 36,
+            status=dg.DagsterRunStatus.NOT_STARTED,
+            parent_run_id=earlier.run_id,
+            root_run_id=earlier.run_id,
+        )
+        instance.add_run(earlier_retry.with_tags(earlier_tags))
 
         assert [run.run_id for run in sweep_dead_runs(instance)] == [earlier.run_id]
         assert instance.get_run_by_id(retry.run_id).status == dg.DagsterRunStatus.STARTING  # type: ignore[union-attr]
+        assert instance.get_run_by_id(earlier_retry.run_id).status == dg.DagsterRunStatus.NOT_STARTED  # type: ignore[union-attr]
 
 
 BLOCKED_DEFINITIONS = """
