@@ -128,8 +128,9 @@ def sweep_dead_runs(instance: dg.DagsterInstance) -> list[SweptRun]:
     """
     swept = []
     host = socket.gethostname()
+    local = run_storage_is_local(instance)
     records = list(instance.get_run_records(filters=dg.RunsFilter(statuses=_SWEPT, tags={HOST_TAG: host})))
-    if run_storage_is_local(instance):
+    if local:
         records += [
             record
             for record in instance.get_run_records(filters=dg.RunsFilter(statuses=_NOT_YET_TAGGED))
@@ -141,7 +142,7 @@ def sweep_dead_runs(instance: dg.DagsterInstance) -> list[SweptRun]:
             if worker_alive(run.tags) is not False:
                 continue
             pid, identified = run.tags[PID_TAG], ""
-        elif run.status not in _NOT_YET_TAGGED or not run_storage_is_local(instance):
+        elif run.status not in _NOT_YET_TAGGED or not local:
             continue  # nothing here tells which process runs it
         else:
             start_pid = run_start_pid(instance, run.run_id)
@@ -149,16 +150,19 @@ def sweep_dead_runs(instance: dg.DagsterInstance) -> list[SweptRun]:
                 continue
             pid = str(start_pid)
             identified = " It was identified by the run's RUN_START event: it died before recording its worker tags."
-        message = (
-            f"The process that ran this run (PID {pid} on {run.tags.get(HOST_TAG, host)}) is gone: it was killed or "
-            "crashed before it could record the run's end." + identified
-        )
         # Another sweep (the sensor and a CLI verb) may have got there first.
         current = instance.get_run_by_id(run.run_id)
         if current is None or current.status not in _SWEPT:
             continue
-        if current.status == dg.DagsterRunStatus.NOT_STARTED:
-            message = message.replace("crashed before it could", "crashed before the run started, so it could not")
+        when = (
+            "before the run started, so it could not"
+            if current.status == dg.DagsterRunStatus.NOT_STARTED
+            else "before it could"
+        )
+        message = (
+            f"The process that ran this run (PID {pid} on {run.tags.get(HOST_TAG, host)}) is gone: it was killed or "
+            f"crashed {when} record the run's end." + identified
+        )
         if current.status == dg.DagsterRunStatus.CANCELING:
             instance.report_run_canceled(current, message=message + " It was being canceled; marked canceled.")
         else:
