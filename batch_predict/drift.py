@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -306,6 +307,11 @@ _CHUNK = 25_000
 
 # The folder where simulated thresholds are kept across processes, while `threshold_cache` is in effect.
 _THRESHOLD_FOLDER: ContextVar[Path | None] = ContextVar("threshold_folder", default=None)
+# Thresholds kept at most (one per distribution and partition size: an hourly year of partitions of
+# varying sizes makes tens of thousands); past it, the oldest written are removed down to half.
+KEPT_THRESHOLDS = 20_000
+# A temporary file older than this was left by a process killed between its write and its rename.
+_STALE_TEMPORARY_SECONDS = 3600
 
 
 @contextmanager
@@ -313,12 +319,53 @@ def threshold_cache(folder: Path) -> Iterator[None]:
     """Keep the thresholds `psi_threshold` simulates in `folder` (one small file each) and read them back from
     there, also in later processes: each run of a backfill is a new process, and a range of small
     partitions needs dozens of simulations of about 10 ms (one per distribution and partition size).
-    A threshold is a pure function of its inputs (the simulation is seeded), so a stored one is exact."""
+    A threshold is a pure function of its inputs (the simulation is seeded), so a stored one is exact.
+    The folder is kept bounded (`prune_thresholds`) as the cache is entered."""
+    prune_thresholds(folder)
     token = _THRESHOLD_FOLDER.set(folder)
     try:
         yield
     finally:
         _THRESHOLD_FOLDER.reset(token)
+
+
+def prune_thresholds(folder: Path, keep: int | None = None) -> int:
+    """Remove the temporary files of killed writers, and past `keep` (default `KEPT_THRESHOLDS`) thresholds
+    the oldest written, down to half of it; return how many files went. A threshold removed while another
+    process reads it is simulated again there: removal costs time, never a wrong threshold."""
+    keep = KEPT_THRESHOLDS if keep is None else keep
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:  # not there yet, or unreadable: nothing to bound
+        return 0
+    stale_before = time.time() - _STALE_TEMPORARY_SECONDS
+    removed, kept = 0, []
+    for entry in entries:
+        try:
+            if entry.name.endswith(".tmp"):
+                if entry.stat().st_mtime < stale_before:
+                    os.unlink(entry.path)
+                    removed += 1
+            elif entry.name.endswith(".txt"):
+                kept.append(entry)
+        except OSError:  # gone meanwhile (another process pruned it), or not ours to remove
+            continue
+    if len(kept) <= keep:
+        return removed
+
+    def written(entry: os.DirEntry[str]) -> float:
+        try:
+            return entry.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    for entry in sorted(kept, key=written)[: len(kept) - keep // 2]:
+        try:
+            os.unlink(entry.path)
+            removed += 1
+        except OSError:
+            continue
+    return removed
 
 
 @lru_cache(maxsize=2048)

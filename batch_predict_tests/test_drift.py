@@ -376,3 +376,39 @@ def test_simulated_thresholds_are_kept_for_later_processes(tmp_path: Path, monke
         assert psi_threshold(shares, 137, 1000, floor=0.0) == plain
     assert simulated == [1, 1]
     drift_module._null_quantile.cache_clear()
+
+
+def test_the_threshold_folder_stays_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entering the cache removes the temporary files a killed writer left (older than an hour, not a live
+    writer's), and past the limit the oldest written thresholds, down to half; the newest stay and are read back."""
+    import os
+    import time
+
+    from batch_predict import drift as drift_module
+
+    folder = tmp_path / "thresholds"
+    folder.mkdir()
+    now = time.time()
+    for i in range(12):
+        path = folder / f"{i:02d}.txt"
+        path.write_text("0.5")
+        os.utime(path, (now - 1000 + i, now - 1000 + i))  # 00 written first, 11 last
+    old_tmp, live_tmp = folder / "a.txt.1.tmp", folder / "b.txt.2.tmp"
+    for path, age in ((old_tmp, 7200), (live_tmp, 60)):
+        path.write_text("0.")
+        os.utime(path, (now - age, now - age))
+    monkeypatch.setattr(drift_module, "KEPT_THRESHOLDS", 10)
+    shares = (0.5, 0.3, 0.2)
+    drift_module._null_quantile.cache_clear()
+    with drift_module.threshold_cache(folder):
+        value = psi_threshold(shares, 211, 1000, floor=0.0)
+    names = sorted(path.name for path in folder.iterdir())
+    written = {f"{i:02d}.txt" for i in range(12)}
+    new = [name for name in names if name not in written and name.endswith(".txt")]
+    assert [name for name in names if name in written] == [f"{i:02d}.txt" for i in range(7, 12)]
+    assert live_tmp.name in names and old_tmp.name not in names
+    assert len(new) == 1 and float((folder / new[0]).read_text()) == value
+    # Under the limit nothing is removed; a folder that is not there is nothing to bound.
+    assert drift_module.prune_thresholds(folder) == 0 and len(list(folder.iterdir())) == len(names)
+    assert drift_module.prune_thresholds(tmp_path / "missing") == 0
+    drift_module._null_quantile.cache_clear()
