@@ -312,6 +312,7 @@ _THRESHOLD_FOLDER: ContextVar[Path | None] = ContextVar("threshold_folder", defa
 KEPT_THRESHOLDS = 20_000
 # A temporary file older than this was left by a process killed between its write and its rename.
 _STALE_TEMPORARY_SECONDS = 3600
+_PRUNED: set[Path] = set()  # the folders this process has bounded already
 
 
 @contextmanager
@@ -320,8 +321,11 @@ def threshold_cache(folder: Path) -> Iterator[None]:
     there, also in later processes: each run of a backfill is a new process, and a range of small
     partitions needs dozens of simulations of about 10 ms (one per distribution and partition size).
     A threshold is a pure function of its inputs (the simulation is seeded), so a stored one is exact.
-    The folder is kept bounded (`prune_thresholds`) as the cache is entered."""
-    prune_thresholds(folder)
+    The folder is kept bounded (`prune_thresholds`) the first time a process enters the cache on it: a
+    run in carry-over mode enters it once a partition, and listing a full folder takes about 10 ms."""
+    if folder not in _PRUNED:
+        _PRUNED.add(folder)
+        prune_thresholds(folder)
     token = _THRESHOLD_FOLDER.set(folder)
     try:
         yield

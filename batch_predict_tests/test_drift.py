@@ -398,6 +398,7 @@ def test_the_threshold_folder_stays_bounded(tmp_path: Path, monkeypatch: pytest.
         path.write_text("0.")
         os.utime(path, (now - age, now - age))
     monkeypatch.setattr(drift_module, "KEPT_THRESHOLDS", 10)
+    monkeypatch.setattr(drift_module, "_PRUNED", set())
     shares = (0.5, 0.3, 0.2)
     drift_module._null_quantile.cache_clear()
     with drift_module.threshold_cache(folder):
@@ -408,6 +409,15 @@ def test_the_threshold_folder_stays_bounded(tmp_path: Path, monkeypatch: pytest.
     assert [name for name in names if name in written] == [f"{i:02d}.txt" for i in range(7, 12)]
     assert live_tmp.name in names and old_tmp.name not in names
     assert len(new) == 1 and float((folder / new[0]).read_text()) == value
+    # Bounded once a process: entering the cache again lists the folder no more.
+    for i in range(20):
+        (folder / f"more{i:02d}.txt").write_text("0.5")
+    with drift_module.threshold_cache(folder):
+        pass
+    assert len(list(folder.iterdir())) == len(names) + 20
+    names = sorted(path.name for path in folder.iterdir())
+    assert drift_module.prune_thresholds(folder) == len(names) - 1 - 5  # all but the live temporary and 5
+    names = sorted(path.name for path in folder.iterdir())
     # Under the limit nothing is removed; a folder that is not there is nothing to bound.
     assert drift_module.prune_thresholds(folder) == 0 and len(list(folder.iterdir())) == len(names)
     assert drift_module.prune_thresholds(tmp_path / "missing") == 0
