@@ -44,6 +44,7 @@ def test_the_quick_bench_of_the_throughput_parts_runs_and_writes_their_keys(tmp_
         "naive_ratio_lr_1m",
         "naive_ratio_lr_10m",
         "pg_floor_ratio_lr",
+        "naive_floor_s_lr_100k",
     ):
         assert results[key] > 0, (key, results[key])
     assert "pg_floor_ratio_lr" in stdout  # the printed table has the PostgreSQL row
