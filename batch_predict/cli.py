@@ -11,7 +11,7 @@ import sys
 import uuid
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -61,6 +61,35 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> Any:
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+@contextmanager
+def dotenv_applied(folder: Path) -> Iterator[None]:
+    """The settings of `folder`'s `.env` over the environment for one command, as every `dagster` command
+    started in that folder reads them (their values win over the environment's): `batch-predict` and
+    `dagster` see the same warehouse."""
+    path = folder / ".env"
+    values: dict[str, str] = {}
+    if path.exists():
+        from dotenv import dotenv_values
+
+        try:
+            values = {key: value for key, value in dotenv_values(path).items() if value is not None}
+        except (OSError, UnicodeDecodeError) as error:
+            raise SettingsError(
+                f"Cannot read {path} ({error}). Every batch-predict and dagster command started in {folder} reads "
+                "its settings: make it a readable UTF-8 file of NAME=value lines, or remove it."
+            ) from None
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def open_warehouse(settings: Settings) -> Warehouse:
@@ -207,9 +236,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from batch_predict.interrupts import stop_signals_handled
 
     runs = _Runs()
-    with stop_signals_handled(runs.cancel_current) as received:
+    with stop_signals_handled(runs.cancel_current) as received, ExitStack() as scope:
         runs.received = received
         try:
+            scope.enter_context(dotenv_applied(Path.cwd()))
             settings = load_settings()
             if args.command == "demo-data":
                 return _demo_data(settings, args)
@@ -677,6 +707,10 @@ def _materialize(settings: Settings, last: int, runs: _Runs, allow_shrink: bool 
 
     from batch_predict.definitions import build_definitions
 
+    warehouse = open_warehouse(settings)
+    if warehouse.dialect == "postgres":
+        # A server that refuses or cannot be reached fails here in one line, not in every run's step.
+        warehouse.query("SELECT 1 AS reachable")
     defs = build_definitions(settings)
     partitions_def = defs.resolve_job_def("predictions_job").partitions_def
     assert partitions_def is not None

@@ -25,6 +25,9 @@ _SECRET_PARAMETER = re.compile(
     flags=re.IGNORECASE,
 )
 
+# The user names the examples in messages use: no secret, and masked they would garble the example.
+_PLACEHOLDERS = frozenset({"user", "USER"})
+
 
 def redact(text: str) -> str:
     """`text` (a URI, or a message quoting URIs) with passwords, tokens and secret query values masked."""
@@ -33,6 +36,8 @@ def redact(text: str) -> str:
 
 def _mask_userinfo(match: re.Match[str]) -> str:
     user, colon, _ = match["userinfo"].partition(":")
+    if not colon and user in _PLACEHOLDERS:
+        return match[0]  # a message's example of the form (postgresql://user@host:port/database)
     # A userinfo without a password is often a token used as the user name (https://TOKEN@host).
     shown = f"{user}:{MASK}" if colon else MASK
     return f"{match['scheme']}{shown}@"

@@ -368,7 +368,8 @@ SETTINGS: tuple[Setting, ...] = (
         "a DuckDB file path or a PostgreSQL URL postgresql://user@host:port/database",
         "Where inputs, rejected inputs, predictions, the error ledger and stats live: a DuckDB file (one machine), "
         "or a PostgreSQL database that many writers share (put the password in PGPASSWORD or ~/.pgpass rather "
-        "than in the URL; see docs/cluster.md). Another URL scheme fails at load.",
+        "than in the URL; see docs/cluster.md). Another URL scheme, a mistyped `postgresql://`, or a URL that "
+        "names no database (without PGDATABASE) fails at load.",
         _warehouse_setting,
     ),
     Setting(
@@ -896,9 +897,9 @@ def settings_doc() -> str:
         "",
         "Environment variables, read when the definitions load (each run loads them anew). Unset or blank means",
         "the default. A bad value fails at load with a message naming the variable and the values it accepts.",
-        "`dagster dev` also reads a `.env` file in the directory it starts in (its values override the",
-        "environment's): copy [`.env.example`](../.env.example). Relative paths are taken from the directory the",
-        "process runs in (the repository root for `make demo` and `dagster dev`).",
+        "`batch-predict` and every `dagster` command also read a `.env` file in the directory they start in (its",
+        "values override the environment's): copy [`.env.example`](../.env.example). Relative paths are taken from",
+        "the directory the process runs in (the repository root for `make demo` and `dagster dev`).",
         "",
         "| variable | default | accepts | meaning |",
         "|---|---|---|---|",
@@ -970,14 +971,33 @@ def _bad(name: str, value: str, allowed: str) -> str:
     return f"{name}={value!r} is not valid: use {allowed} (or unset it for the default {DEFAULTS[name]!r})."
 
 
+# A value meant as a PostgreSQL URL whose "://" is mistyped (postgresql//…, postgresql:/…), a URL's
+# user@host:port without its scheme, or libpq's "host=… dbname=…" form: taken as a file path, each
+# would make a DuckDB file of that name.
+_URL_LIKE = re.compile(
+    r"^postgres(?:ql)?(?::|//)|^[^/@\s]+@[^/@\s]+:\d+(?:/|$)|^\s*(?:host|hostaddr|dbname|user|port)\s*=",
+    re.IGNORECASE,
+)
+
+
 def _warehouse(value: str) -> str:
     """A PostgreSQL URL as given, or a DuckDB file path resolved; any other URL is an error."""
     scheme, separator, _ = value.partition("://")
     if not separator:
+        if _URL_LIKE.search(value):
+            raise SettingsError(
+                _bad(
+                    "BATCH_PREDICT_WAREHOUSE",
+                    redact(re.sub(r"(?<=:)[^:@/\s]+(?=@)", "***", value)),  # no scheme: redact sees no userinfo
+                    "a PostgreSQL URL written postgresql://user@host:port/database (this value looks like one with a "
+                    "mistyped or missing 'postgresql://', and as a file path it would make a DuckDB file of that name)",
+                )
+            )
         return str(_path(value))
     if value.startswith(("postgresql://", "postgres://")):
         try:
-            _ = urlsplit(value).port  # a port that is not a number fails here, not at the first connection
+            parts = urlsplit(value)
+            _ = parts.port  # a port that is not a number fails here, not at the first connection
         except ValueError as error:
             raise SettingsError(
                 _bad(
@@ -986,6 +1006,15 @@ def _warehouse(value: str) -> str:
                     f"a PostgreSQL URL postgresql://user@host:port/database with a port from 1 to 65535 ({error})",
                 )
             ) from None
+        if parts.path.strip("/") == "" and "dbname=" not in parts.query and not os.environ.get("PGDATABASE"):
+            # libpq would connect to the database named as the user (often `postgres`, the server's own).
+            raise SettingsError(
+                _bad(
+                    "BATCH_PREDICT_WAREHOUSE",
+                    redact(value),
+                    "a PostgreSQL URL that names its database: postgresql://user@host:port/database (or set PGDATABASE)",
+                )
+            )
         return value
     raise SettingsError(
         _bad(

@@ -269,3 +269,25 @@ def test_output_into_a_pipe_is_written_line_by_line(tmp_path: Path) -> None:
     )
     assert done.returncode == -9
     assert done.stdout.startswith("wrote 1 days x 5 records"), (done.stdout, done.stderr[-2000:])
+
+
+def test_the_folders_dotenv_is_read_as_dagster_reads_it(
+    env: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`batch-predict` takes a `.env` in the folder it starts in over the environment, as every `dagster`
+    command there does, for the command only; an unreadable one is a one-line error."""
+    import os
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / ".env").write_text(f"BATCH_PREDICT_WAREHOUSE={folder / 'from-dotenv.duckdb'}\n")
+    monkeypatch.setenv("BATCH_PREDICT_WAREHOUSE", str(tmp_path / "from-environment.duckdb"))
+    monkeypatch.chdir(folder)
+    assert main(["status"]) == 2
+    err = capsys.readouterr().err
+    assert f"No warehouse at {folder / 'from-dotenv.duckdb'}" in err, err
+    assert os.environ["BATCH_PREDICT_WAREHOUSE"] == str(tmp_path / "from-environment.duckdb")
+    (folder / ".env").write_bytes(b"BATCH_PREDICT_WAREHOUSE=\xff\xfe\n")
+    assert main(["status"]) == 2
+    err = capsys.readouterr().err
+    assert f"Cannot read {folder / '.env'}" in err and "Traceback" not in err, err

@@ -24,8 +24,9 @@ from batch_predict.contract import FeatureContract
 from batch_predict.demo import train_demo_model, write_landing
 from batch_predict.models.registry import Registry
 from batch_predict.models.types import LoadedModel
-from batch_predict.settings import IRIS_FEATURES
-from batch_predict.warehouse import Source, Warehouse
+from batch_predict.servers import PostgresServer
+from batch_predict.settings import IRIS_FEATURES, Settings
+from batch_predict.warehouse import Source, Warehouse, WarehouseError
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 CONTRACT = FeatureContract("record_id", "event_time", IRIS_FEATURES)
@@ -309,3 +310,97 @@ def test_a_malformed_warehouse_url_is_a_clear_error_without_its_password(locatio
         Warehouse(location, CONTRACT, lock_timeout_seconds=2).partition_status(1)
     assert "Hunter2Secret" not in str(raised.value) and raised.value.__cause__ is None
     assert "BATCH_PREDICT_WAREHOUSE" in str(raised.value)
+
+
+def _refusing_urls(server: PostgresServer, url: str) -> dict[str, str]:
+    """URLs the server refuses: a database and a role that do not exist, and a wrong password (a role
+    that logs in with scram-sha-256, added for the test)."""
+    with psycopg.connect(server.url(), autocommit=True) as con:
+        if not con.execute("SELECT 1 FROM pg_roles WHERE rolname = 'pwcheck'").fetchone():
+            con.execute("CREATE ROLE pwcheck LOGIN PASSWORD 'RightPassword'")
+            hba = server.data / "pg_hba.conf"
+            hba.write_text("host all pwcheck 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+            con.execute("SELECT pg_reload_conf()")
+    base = f"127.0.0.1:{server.port}"
+    database = url.rsplit("/", 1)[1]
+    return {
+        "missing database": f"postgresql://postgres@{base}/nosuchdb",
+        "missing role": f"postgresql://nosuchrole@{base}/{database}",
+        "wrong password": f"postgresql://pwcheck:Hunter2Secret@{base}/{database}",
+    }
+
+
+@pytest.mark.parametrize("case", ["missing database", "missing role", "wrong password"])
+def test_a_refused_connection_is_not_retried_and_says_what_to_check(
+    case: str, postgres_server: PostgresServer, postgres_url: str
+) -> None:
+    """A wrong password, or a user or database that does not exist, fails at once: no retry can fix it."""
+    from batch_predict.warehouse import WarehouseLockTimeout
+
+    url = _refusing_urls(postgres_server, postgres_url)[case]
+    with pytest.raises(WarehouseError) as raised:
+        Warehouse(url, CONTRACT, lock_timeout_seconds=2).partition_status(1)
+    message = str(raised.value)
+    assert not isinstance(raised.value, WarehouseLockTimeout), message
+    assert "refused the connection" in message and "BATCH_PREDICT_WAREHOUSE" in message, message
+    assert "Hunter2Secret" not in message
+
+
+def test_materialize_against_a_refusing_warehouse_is_one_line(
+    postgres_server: PostgresServer,
+    postgres_url: str,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`batch-predict materialize` checks the server before it starts any run."""
+    from batch_predict.cli import main
+
+    from .conftest import use_settings_in_environment
+
+    use_settings_in_environment(settings, monkeypatch)
+    home = Path(settings.warehouse).parent / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("BATCH_PREDICT_WAREHOUSE", _refusing_urls(postgres_server, postgres_url)["missing database"])
+    assert main(["materialize", "--last", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "refused the connection" in err, err
+    assert not (home / "storage").exists()  # no run was started
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "postgresql//alice:Hunter2Secret@127.0.0.1:5432/wh",
+        "postgresql:/alice:Hunter2Secret@127.0.0.1:5432/wh",
+        "alice:Hunter2Secret@127.0.0.1:5432/wh",
+        "host=127.0.0.1 password=Hunter2Secret dbname=wh",
+    ],
+)
+def test_a_mistyped_postgresql_url_is_not_taken_for_a_file_path(
+    location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A URL whose "://" is mistyped would otherwise become a DuckDB file named after it, password and all."""
+    from batch_predict.settings import SettingsError, load_settings
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SettingsError, match="looks like one with a mistyped or missing 'postgresql://'") as raised:
+        load_settings({"BATCH_PREDICT_WAREHOUSE": location})
+    assert "Hunter2Secret" not in str(raised.value)
+    assert list(tmp_path.iterdir()) == []
+    for path in ("postgres.duckdb", "data/postgresql/wh.duckdb"):  # file paths that only start alike
+        assert load_settings({"BATCH_PREDICT_WAREHOUSE": path}).warehouse == str(tmp_path / path)
+
+
+def test_a_postgresql_url_without_its_database_fails_at_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """libpq would connect to the database named as the user, often the server's own `postgres`."""
+    from batch_predict.settings import SettingsError, load_settings
+
+    monkeypatch.delenv("PGDATABASE", raising=False)
+    for location in ("postgresql://alice@127.0.0.1:5432", "postgresql://alice@127.0.0.1:5432/"):
+        with pytest.raises(SettingsError, match="names its database"):
+            load_settings({"BATCH_PREDICT_WAREHOUSE": location})
+    assert load_settings({"BATCH_PREDICT_WAREHOUSE": "postgresql://alice@h:5432/?dbname=wh"}).warehouse.endswith("wh")
+    monkeypatch.setenv("PGDATABASE", "wh")
+    assert load_settings({"BATCH_PREDICT_WAREHOUSE": "postgresql://alice@h:5432"}).warehouse

@@ -14,6 +14,9 @@ from batch_predict.redaction import redact
         ("postgresql+psycopg2://alice:p@ss:w0rd@db/mlflow", "postgresql+psycopg2://alice:***@db/mlflow"),
         ("mysql://alice:@db/mlflow", "mysql://alice:***@db/mlflow"),
         ("https://ghp_token@github.com/org/repo", "https://***@github.com/org/repo"),
+        # The example of the form in messages stays readable; a real name without a password is masked.
+        ("use postgresql://user@host:port/database", "use postgresql://user@host:port/database"),
+        ("postgresql://username@db/x", "postgresql://***@db/x"),
         ("http://host:5000/?token=abc&x=1", "http://host:5000/?token=***&x=1"),
         ("http://host/?Password=abc;api_key=def#top", "http://host/?Password=***;api_key=***#top"),
         (

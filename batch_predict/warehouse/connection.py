@@ -79,6 +79,14 @@ _RETRYABLE_SQLSTATE = {
     "57P03": "the server is starting up",
     "57P05": "the server ended an idle session",
 }
+# What the server or libpq says when it refuses a connection for a reason no retry changes. A failed
+# connection carries no SQLSTATE in psycopg, only this text (in English unless the server's lc_messages
+# says otherwise; a refusal in another language is then retried, as an outage is).
+_REFUSED_CONNECTION = re.compile(
+    r"password authentication failed|no password supplied|authentication failed|"
+    r'database ".*" does not exist|role ".*" does not exist|no pg_hba\.conf entry|pg_hba\.conf rejects|'
+    r"permission denied for database|is not permitted to log in"
+)
 
 Params = Mapping[str, Any] | None
 
@@ -817,9 +825,17 @@ def _pg_error(error: Exception, location: str, url: str = "") -> Exception:
             "what this one needed; the step is retried. If it keeps happening, raise BATCH_PREDICT_LOCK_TIMEOUT_SECONDS."
         )
     if type(error).__name__ == "OperationalError" and not state:
+        refused = _REFUSED_CONNECTION.search(text)
+        if refused:
+            reason = text[refused.start() :].splitlines()[0]
+            return WarehouseError(
+                f"The warehouse {location} refused the connection: {redact(reason)}. Check the user, password "
+                "and database of BATCH_PREDICT_WAREHOUSE (a password can also come from PGPASSWORD or ~/.pgpass) "
+                "and that the database exists; trying again cannot help, so nothing is retried."
+            )
         return WarehouseUnavailable(
             f"Cannot reach the warehouse {location} ({first}). Check that the PostgreSQL server is up and "
-            "BATCH_PREDICT_WAREHOUSE is right; the step is retried."
+            "BATCH_PREDICT_WAREHOUSE is right; a run's step tries again on this error."
         )
     return WarehouseError(
         f"The warehouse {location} refused the work ({type(error).__name__}{f' {state}' if state else ''}: {first}). "
