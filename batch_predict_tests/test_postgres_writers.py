@@ -353,7 +353,8 @@ def test_materialize_against_a_refusing_warehouse_is_one_line(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """`batch-predict materialize` checks the server before it starts any run."""
+    """`batch-predict materialize` checks the server before it starts any run; with a server that takes it,
+    it runs."""
     from batch_predict.cli import main
 
     from .conftest import use_settings_in_environment
@@ -367,6 +368,11 @@ def test_materialize_against_a_refusing_warehouse_is_one_line(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "refused the connection" in err, err
     assert not (home / "storage").exists()  # no run was started
+    monkeypatch.setenv("BATCH_PREDICT_WAREHOUSE", postgres_url)
+    assert main(["demo-data", "--days", "2", "--rows-per-day", "100"]) == 0
+    assert main(["model", "train-demo"]) == 0
+    assert main(["materialize", "--last", "1"]) == 0
+    assert _rows(postgres_url, "SELECT count(*) > 0 FROM predictions") == [(True,)]
 
 
 @pytest.mark.parametrize(
