@@ -25,7 +25,7 @@ from batch_predict.models.types import ModelError
 from batch_predict.redaction import redact
 from batch_predict.settings import Settings, SettingsError, load_settings, split_names
 from batch_predict.verdicts import PENDING, ModelAge, deadline_summary, deadline_verdict, rerun_hint
-from batch_predict.warehouse import SourceError, Warehouse, WarehouseError
+from batch_predict.warehouse import SourceError, Warehouse, WarehouseError, WarehouseUnavailable
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -81,8 +81,14 @@ def dotenv_applied(folder: Path) -> Iterator[None]:
                 "its settings: make it a readable UTF-8 file of NAME=value lines, or remove it."
             ) from None
     saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
     try:
+        try:
+            os.environ.update(values)
+        except ValueError as error:  # a NUL byte, or a name no environment takes ("A=B")
+            raise SettingsError(
+                f"Cannot use {path} ({error}). Every batch-predict and dagster command started in {folder} reads "
+                "its settings: make each line NAME=value, with a plain variable name and no NUL byte."
+            ) from None
         yield
     finally:
         for key, value in saved.items():
@@ -710,7 +716,12 @@ def _materialize(settings: Settings, last: int, runs: _Runs, allow_shrink: bool 
     warehouse = open_warehouse(settings)
     if warehouse.dialect == "postgres":
         # A server that refuses or cannot be reached fails here in one line, not in every run's step.
-        warehouse.query("SELECT 1 AS reachable")
+        try:
+            warehouse.query("SELECT 1 AS reachable")
+        except WarehouseUnavailable as error:
+            raise WarehouseUnavailable(
+                error.reason, then="no run was started: run materialize again once it is up"
+            ) from None
     defs = build_definitions(settings)
     partitions_def = defs.resolve_job_def("predictions_job").partitions_def
     assert partitions_def is not None

@@ -308,11 +308,12 @@ _CHUNK = 25_000
 # The folder where simulated thresholds are kept across processes, while `threshold_cache` is in effect.
 _THRESHOLD_FOLDER: ContextVar[Path | None] = ContextVar("threshold_folder", default=None)
 # Thresholds kept at most (one per distribution and partition size: an hourly year of partitions of
-# varying sizes makes tens of thousands); past it, the oldest written are removed down to half.
+# varying sizes makes tens of thousands); past it, the least recently used are removed down to half.
 KEPT_THRESHOLDS = 20_000
 # A temporary file older than this was left by a process killed between its write and its rename.
 _STALE_TEMPORARY_SECONDS = 3600
 _PRUNED: set[Path] = set()  # the folders this process has bounded already
+_WRITTEN: dict[Path, int] = {}  # thresholds this process has stored in each folder since it bounded it
 
 
 @contextmanager
@@ -335,8 +336,9 @@ def threshold_cache(folder: Path) -> Iterator[None]:
 
 def prune_thresholds(folder: Path, keep: int | None = None) -> int:
     """Remove the temporary files of killed writers, and past `keep` (default `KEPT_THRESHOLDS`) thresholds
-    the oldest written, down to half of it; return how many files went. A threshold removed while another
-    process reads it is simulated again there: removal costs time, never a wrong threshold."""
+    the least recently used (written or read), down to half of it; return how many files went. A threshold
+    removed while another process reads it is simulated again there: removal costs time, never a wrong
+    threshold."""
     keep = KEPT_THRESHOLDS if keep is None else keep
     try:
         entries = list(os.scandir(folder))
@@ -392,8 +394,9 @@ def _null_quantile(shares: tuple[float, ...], n: int, n_reference: int, level: f
     try:
         stored = float(path.read_text())
         if math.isfinite(stored) and stored >= 0:
+            os.utime(path)  # its time is its last use: the least used go first when the folder is bounded
             return stored
-    except (OSError, ValueError):  # not there yet, or unreadable: simulate it again
+    except (OSError, ValueError):  # not there yet, unreadable, or removed meanwhile: simulate it again
         pass
     value = _simulated_quantile(shares, n, n_reference, level, pseudo_count)
     temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
@@ -402,7 +405,11 @@ def _null_quantile(shares: tuple[float, ...], n: int, n_reference: int, level: f
         temporary.write_text(repr(value))  # repr of a float reads back as the same float
         os.replace(temporary, path)
     except OSError:
-        pass  # a threshold that cannot be kept costs only the time to simulate it again
+        return value  # a threshold that cannot be kept costs only the time to simulate it again
+    _WRITTEN[folder] = _WRITTEN.get(folder, 0) + 1
+    if _WRITTEN[folder] >= KEPT_THRESHOLDS // 2:  # a long process (a year's range in one run) bounds it again
+        _WRITTEN[folder] = 0
+        prune_thresholds(folder)
     return value
 
 

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from batch_predict.models.names import NAME_RULE, valid_name
 from batch_predict.redaction import redact
@@ -369,7 +369,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Where inputs, rejected inputs, predictions, the error ledger and stats live: a DuckDB file (one machine), "
         "or a PostgreSQL database that many writers share (put the password in PGPASSWORD or ~/.pgpass rather "
         "than in the URL; see docs/cluster.md). Another URL scheme, a mistyped `postgresql://`, or a URL that "
-        "names no database (without PGDATABASE) fails at load.",
+        "names no database (without PGDATABASE or a libpq service naming one) fails at load.",
         _warehouse_setting,
     ),
     Setting(
@@ -971,59 +971,103 @@ def _bad(name: str, value: str, allowed: str) -> str:
     return f"{name}={value!r} is not valid: use {allowed} (or unset it for the default {DEFAULTS[name]!r})."
 
 
-# A value meant as a PostgreSQL URL whose "://" is mistyped (postgresql//…, postgresql:/…), a URL's
-# user@host:port without its scheme, or libpq's "host=… dbname=…" form: taken as a file path, each
-# would make a DuckDB file of that name.
+# A value meant as a PostgreSQL URL whose "://" is mistyped (postgresql//…, postgresql:/…, postgresql:://…),
+# a URL's user:password@ or user@host:port without its scheme, or libpq's "host=… dbname=…" form: taken as a
+# file path, each would make a DuckDB file of that name. A file whose name looks like one is written ./name.
 _URL_LIKE = re.compile(
-    r"^postgres(?:ql)?(?::|//)|^[^/@\s]+@[^/@\s]+:\d+(?:/|$)|^\s*(?:host|hostaddr|dbname|user|port)\s*=",
+    r"^\s*postgres(?:ql)?\s*(?:(?::\s*)*/|::)"
+    r"|^[^/@\s:]+:[^@]*@"
+    r"|^[^/@\s]+@[^/@\s]+:\d+(?:/|$)"
+    r"|^\s*(?:host|hostaddr|dbname|user|port|password|passfile|service|sslmode)\s*=",
     re.IGNORECASE,
 )
+# libpq's password=value, the value bare or quoted (spaces are allowed around "=").
+_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'?|\S+)", re.IGNORECASE)
+# What was typed for a scheme: postgresql however mistyped (postgresql:, postgresql//, postgresql ://), or any
+# scheme followed by ":" and "/".
+_SCHEME_LIKE = re.compile(r"^\s*(?:postgres(?:ql)?\s*:*\s*/*|[a-z][a-z0-9+.-]*\s*:+\s*/+)", re.IGNORECASE)
+
+
+def _masked_url(value: str) -> str:
+    """`value`, meant as a PostgreSQL URL however mistyped, with its password masked: the userinfo runs from
+    after the scheme (or what was typed for it) to the last "@", so a password with "@", "/", ":" or spaces
+    in it is masked whole; a libpq password=… is masked too."""
+    value = _KEYWORD_PASSWORD.sub(r"\1***", value)
+    scheme = _SCHEME_LIKE.match(value)
+    prefix = scheme[0] if scheme else ""
+    rest = value[len(prefix) :]
+    userinfo, at, host = rest.rpartition("@")
+    if at and ":" in userinfo:
+        rest = f"{userinfo.partition(':')[0]}:***@{host}"
+    return redact(prefix + rest)
 
 
 def _warehouse(value: str) -> str:
     """A PostgreSQL URL as given, or a DuckDB file path resolved; any other URL is an error."""
-    scheme, separator, _ = value.partition("://")
-    if not separator:
-        if _URL_LIKE.search(value):
-            raise SettingsError(
-                _bad(
-                    "BATCH_PREDICT_WAREHOUSE",
-                    redact(re.sub(r"(?<=:)[^:@/\s]+(?=@)", "***", value)),  # no scheme: redact sees no userinfo
-                    "a PostgreSQL URL written postgresql://user@host:port/database (this value looks like one with a "
-                    "mistyped or missing 'postgresql://', and as a file path it would make a DuckDB file of that name)",
-                )
-            )
-        return str(_path(value))
     if value.startswith(("postgresql://", "postgres://")):
-        try:
-            parts = urlsplit(value)
-            _ = parts.port  # a port that is not a number fails here, not at the first connection
-        except ValueError as error:
+        return _postgres_url(value)
+    scheme = re.match(r"([a-z][a-z0-9+.-]*)://", value, re.IGNORECASE)
+    if scheme and not scheme[1].lower().startswith("postgres"):
+        raise SettingsError(
+            _bad(
+                "BATCH_PREDICT_WAREHOUSE",
+                _masked_url(value),
+                "a DuckDB file path (data/warehouse.duckdb) or a PostgreSQL URL (postgresql://user@host:port/database); "
+                f"the scheme {scheme[1]!r} is not supported",
+            )
+        )
+    if _URL_LIKE.search(value) or "://" in value:
+        raise SettingsError(
+            _bad(
+                "BATCH_PREDICT_WAREHOUSE",
+                _masked_url(value),
+                "a PostgreSQL URL written postgresql://user@host:port/database (this value looks like one with a "
+                "mistyped or missing 'postgresql://', and as a file path it would make a DuckDB file of that name; "
+                "to mean a file of that name, write it ./NAME or as an absolute path)",
+            )
+        )
+    return str(_path(value))
+
+
+def _postgres_url(value: str) -> str:
+    """A PostgreSQL URL, checked as far as it can be without a server: its hosts' ports and its database."""
+    shown = _masked_url(value)
+    if re.search(r"\s", value):
+        raise SettingsError(
+            _bad(
+                "BATCH_PREDICT_WAREHOUSE",
+                shown,
+                "a PostgreSQL URL without spaces: percent-encode a space, @, / or : in the password "
+                "(%20, %40, %2F, %3A), or leave the password out and put it in PGPASSWORD or ~/.pgpass",
+            )
+        )
+    parts = urlsplit(value)
+    hosts = parts.netloc.rpartition("@")[2]
+    for host in hosts.split(","):  # libpq takes several hosts: host1:port1,host2:port2
+        port = host.rpartition("]")[2].rpartition(":")
+        if port[1] and port[2] and not (port[2].isdigit() and 1 <= int(port[2]) <= 65535):
             raise SettingsError(
                 _bad(
                     "BATCH_PREDICT_WAREHOUSE",
-                    redact(value),
-                    f"a PostgreSQL URL postgresql://user@host:port/database with a port from 1 to 65535 ({error})",
-                )
-            ) from None
-        if parts.path.strip("/") == "" and "dbname=" not in parts.query and not os.environ.get("PGDATABASE"):
-            # libpq would connect to the database named as the user (often `postgres`, the server's own).
-            raise SettingsError(
-                _bad(
-                    "BATCH_PREDICT_WAREHOUSE",
-                    redact(value),
-                    "a PostgreSQL URL that names its database: postgresql://user@host:port/database (or set PGDATABASE)",
+                    shown,
+                    "a PostgreSQL URL postgresql://user@host:port/database with a port from 1 to 65535 (percent-encode "
+                    "an @, / or : in the password: %40, %2F, %3A)",
                 )
             )
-        return value
-    raise SettingsError(
-        _bad(
-            "BATCH_PREDICT_WAREHOUSE",
-            redact(value),
-            "a DuckDB file path (data/warehouse.duckdb) or a PostgreSQL URL (postgresql://user@host:port/database); "
-            f"the scheme {scheme!r} is not supported",
+    query = parse_qs(parts.query)
+    # Without a database, libpq connects to the one named as the user (often `postgres`, the server's own).
+    # What libpq itself reads (the process environment, a service file) can name it instead.
+    named = parts.path.strip("/") or "dbname" in query or "service" in query
+    if not named and not os.environ.get("PGDATABASE") and not os.environ.get("PGSERVICE"):
+        raise SettingsError(
+            _bad(
+                "BATCH_PREDICT_WAREHOUSE",
+                shown,
+                "a PostgreSQL URL that names its database: postgresql://user@host:port/database (or set PGDATABASE, "
+                "or name a service that does)",
+            )
         )
-    )
+    return value
 
 
 def default_staging(warehouse: str) -> Path:

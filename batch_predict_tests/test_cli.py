@@ -291,3 +291,9 @@ def test_the_folders_dotenv_is_read_as_dagster_reads_it(
     assert main(["status"]) == 2
     err = capsys.readouterr().err
     assert f"Cannot read {folder / '.env'}" in err and "Traceback" not in err, err
+    for content in (b"BATCH_PREDICT_WAREHOUSE=/tmp/a\x00b\n", b"'A=B'=x\n"):  # no environment takes them
+        (folder / ".env").write_bytes(b"BATCH_PREDICT_CADENCE=hourly\n" + content)
+        assert main(["status"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"Cannot use {folder / '.env'}" in err, err
+        assert "BATCH_PREDICT_CADENCE" not in os.environ  # what was set before the bad line is taken back

@@ -422,3 +422,40 @@ def test_the_threshold_folder_stays_bounded(tmp_path: Path, monkeypatch: pytest.
     assert drift_module.prune_thresholds(folder) == 0 and len(list(folder.iterdir())) == len(names)
     assert drift_module.prune_thresholds(tmp_path / "missing") == 0
     drift_module._null_quantile.cache_clear()
+
+
+def test_the_threshold_folder_keeps_the_thresholds_in_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A threshold read back counts as used: bounding the folder removes the least recently used, not the
+    first written. A long process bounds it again after it has stored half the limit."""
+    import os
+    import time
+
+    from batch_predict import drift as drift_module
+
+    folder = tmp_path / "thresholds"
+    shares = (0.5, 0.3, 0.2)
+    monkeypatch.setattr(drift_module, "_PRUNED", set())
+    monkeypatch.setattr(drift_module, "_WRITTEN", {})
+    drift_module._null_quantile.cache_clear()
+    with drift_module.threshold_cache(folder):
+        psi_threshold(shares, 211, 1000, floor=0.0)
+    (in_use,) = folder.iterdir()
+    now = time.time()
+    os.utime(in_use, (now - 5000, now - 5000))  # written long ago
+    for i in range(6):
+        other = folder / f"other{i}.txt"
+        other.write_text("0.5")
+        os.utime(other, (now - 1000 + i, now - 1000 + i))  # written after it
+    drift_module._null_quantile.cache_clear()  # a later process: read from the folder
+    with drift_module.threshold_cache(folder):
+        psi_threshold(shares, 211, 1000, floor=0.0)
+    assert drift_module.prune_thresholds(folder, keep=4) == 5
+    assert sorted(path.name for path in folder.iterdir()) == sorted([in_use.name, "other5.txt"])
+
+    monkeypatch.setattr(drift_module, "KEPT_THRESHOLDS", 6)
+    drift_module._null_quantile.cache_clear()
+    with drift_module.threshold_cache(folder):
+        for n in range(300, 320):  # 20 thresholds stored by one process
+            psi_threshold(shares, n, 1000, floor=0.0)
+    assert len(list(folder.iterdir())) <= 6
+    drift_module._null_quantile.cache_clear()

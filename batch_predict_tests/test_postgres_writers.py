@@ -318,6 +318,7 @@ def _refusing_urls(server: PostgresServer, url: str) -> dict[str, str]:
     with psycopg.connect(server.url(), autocommit=True) as con:
         if not con.execute("SELECT 1 FROM pg_roles WHERE rolname = 'pwcheck'").fetchone():
             con.execute("CREATE ROLE pwcheck LOGIN PASSWORD 'RightPassword'")
+            con.execute("CREATE ROLE cannotlogin NOLOGIN")
             hba = server.data / "pg_hba.conf"
             hba.write_text("host all pwcheck 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
             con.execute("SELECT pg_reload_conf()")
@@ -327,10 +328,25 @@ def _refusing_urls(server: PostgresServer, url: str) -> dict[str, str]:
         "missing database": f"postgresql://postgres@{base}/nosuchdb",
         "missing role": f"postgresql://nosuchrole@{base}/{database}",
         "wrong password": f"postgresql://pwcheck:Hunter2Secret@{base}/{database}",
+        # masked in the server's words, this password would make them "authentication *** for user"
+        "wrong password that reads failed": f"postgresql://pwcheck:failed@{base}/{database}",
+        "role that cannot log in": f"postgresql://cannotlogin@{base}/{database}",
     }
 
 
-@pytest.mark.parametrize("case", ["missing database", "missing role", "wrong password"])
+_NAMED = {"missing database": "nosuchdb", "missing role": "nosuchrole", "role that cannot log in": "cannotlogin"}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing database",
+        "missing role",
+        "wrong password",
+        "wrong password that reads failed",
+        "role that cannot log in",
+    ],
+)
 def test_a_refused_connection_is_not_retried_and_says_what_to_check(
     case: str, postgres_server: PostgresServer, postgres_url: str
 ) -> None:
@@ -344,6 +360,7 @@ def test_a_refused_connection_is_not_retried_and_says_what_to_check(
     assert not isinstance(raised.value, WarehouseLockTimeout), message
     assert "refused the connection" in message and "BATCH_PREDICT_WAREHOUSE" in message, message
     assert "Hunter2Secret" not in message
+    assert f'"{_NAMED.get(case, "pwcheck")}"' in message, message  # the server's words name who or what
 
 
 def test_materialize_against_a_refusing_warehouse_is_one_line(
@@ -367,6 +384,14 @@ def test_materialize_against_a_refusing_warehouse_is_one_line(
     assert main(["materialize", "--last", "1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "refused the connection" in err, err
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("BATCH_PREDICT_WAREHOUSE", f"postgresql://alice@127.0.0.1:{port}/db")
+    assert main(["materialize", "--last", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Cannot reach the warehouse" in err and "no run was started" in err, err
+    assert "tries again" not in err, err
     assert not (home / "storage").exists()  # no run was started
     monkeypatch.setenv("BATCH_PREDICT_WAREHOUSE", postgres_url)
     assert main(["demo-data", "--days", "2", "--rows-per-day", "100"]) == 0
@@ -382,6 +407,21 @@ def test_materialize_against_a_refusing_warehouse_is_one_line(
         "postgresql:/alice:Hunter2Secret@127.0.0.1:5432/wh",
         "alice:Hunter2Secret@127.0.0.1:5432/wh",
         "host=127.0.0.1 password=Hunter2Secret dbname=wh",
+        # passwords of every shape libpq and a typo allow: quoted, with spaces, "@", "/" or ":" in them
+        "host=h user=alice password='Hunter2 Secret' dbname=wh",
+        'user=alice password="Hunter2Secret"',
+        "host=h password = Hunter2Secret dbname=wh",
+        "password=Hunter2Secret host=h dbname=wh",
+        "postgresql//alice:Hunter2/Secret@h/wh",
+        "postgresql//alice:Hunter2 Secret@h/wh",
+        "alice:Hunter2:Secret@h:5432/wh",
+        "postgresql:/alice:Hunter2@Secret@h/wh",
+        "alice:Hunter2Secret@h/wh",
+        "alice:Hunter2@Secret@h:5432/wh",
+        "alice:Hunter2 Secret@h:5432/wh",
+        "postgresql:://alice:Hunter2Secret@h/wh",
+        "postgresql ://alice:Hunter2Secret@h/wh",
+        "postgresql:alice:Hunter2Secret@h/wh",
     ],
 )
 def test_a_mistyped_postgresql_url_is_not_taken_for_a_file_path(
@@ -393,10 +433,47 @@ def test_a_mistyped_postgresql_url_is_not_taken_for_a_file_path(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SettingsError, match="looks like one with a mistyped or missing 'postgresql://'") as raised:
         load_settings({"BATCH_PREDICT_WAREHOUSE": location})
-    assert "Hunter2Secret" not in str(raised.value)
+    assert "Hunter2" not in str(raised.value) and "Secret" not in str(raised.value), raised.value
     assert list(tmp_path.iterdir()) == []
-    for path in ("postgres.duckdb", "data/postgresql/wh.duckdb"):  # file paths that only start alike
-        assert load_settings({"BATCH_PREDICT_WAREHOUSE": path}).warehouse == str(tmp_path / path)
+    # File paths that only start alike, and a name that looks like a URL written as the message says.
+    for path in ("postgres.duckdb", "data/postgresql/wh.duckdb", "postgres:archive.duckdb", "./a@h:5432/wh.duckdb"):
+        assert load_settings({"BATCH_PREDICT_WAREHOUSE": path}).warehouse == str((tmp_path / path).resolve())
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "postgresql://alice:Hunter2/Secret@h/wh",
+        "postgresql://alice:Hunter2 Secret@h/wh",
+        "mysql://alice:Hunter2Secret@h/db",
+    ],
+)
+def test_a_warehouse_url_that_libpq_would_misread_fails_at_load_without_its_password(location: str) -> None:
+    """A raw "/" or space in the password would be read as the end of the host or of the URL."""
+    from batch_predict.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="BATCH_PREDICT_WAREHOUSE") as raised:
+        load_settings({"BATCH_PREDICT_WAREHOUSE": location})
+    assert "Hunter2" not in str(raised.value) and "Secret" not in str(raised.value), raised.value
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "postgresql://h1:5432,h2:5433/wh",  # several hosts, tried in turn
+        "postgresql://alice@127.0.0.1:5432/?service=wh",  # a service file names the database
+        "postgresql://alice:p%40ss@[::1]:5432/wh",  # IPv6, a percent-encoded password
+        "postgresql://alice@[fe80::1%25eth0]:5432/wh",
+        "postgresql:///wh?host=/var/run/postgresql",  # a Unix socket
+        "postgres://alice@h/wh",
+    ],
+)
+def test_a_valid_postgresql_url_is_taken_as_it_is(location: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from batch_predict.settings import load_settings
+
+    monkeypatch.delenv("PGDATABASE", raising=False)
+    monkeypatch.delenv("PGSERVICE", raising=False)
+    assert load_settings({"BATCH_PREDICT_WAREHOUSE": location}).warehouse == location
 
 
 def test_a_postgresql_url_without_its_database_fails_at_load(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -409,4 +486,7 @@ def test_a_postgresql_url_without_its_database_fails_at_load(monkeypatch: pytest
             load_settings({"BATCH_PREDICT_WAREHOUSE": location})
     assert load_settings({"BATCH_PREDICT_WAREHOUSE": "postgresql://alice@h:5432/?dbname=wh"}).warehouse.endswith("wh")
     monkeypatch.setenv("PGDATABASE", "wh")
+    assert load_settings({"BATCH_PREDICT_WAREHOUSE": "postgresql://alice@h:5432"}).warehouse
+    monkeypatch.delenv("PGDATABASE")
+    monkeypatch.setenv("PGSERVICE", "wh")  # a service of the service file may name it
     assert load_settings({"BATCH_PREDICT_WAREHOUSE": "postgresql://alice@h:5432"}).warehouse

@@ -85,7 +85,7 @@ _RETRYABLE_SQLSTATE = {
 _REFUSED_CONNECTION = re.compile(
     r"password authentication failed|no password supplied|authentication failed|"
     r'database ".*" does not exist|role ".*" does not exist|no pg_hba\.conf entry|pg_hba\.conf rejects|'
-    r"permission denied for database|is not permitted to log in"
+    r'permission denied for database|role ".*" is not permitted to log in'
 )
 
 Params = Mapping[str, Any] | None
@@ -814,7 +814,10 @@ def _pg_error(error: Exception, location: str, url: str = "") -> Exception:
     again can help (a lock wait, a deadlock, a server that is down), else a `WarehouseError` (a wrong
     password or database name, a malformed URL, missing rights), which no retry can fix."""
     state = getattr(error, "sqlstate", None)
-    text = str(error).strip()
+    raw = str(error).strip()
+    # Judged on the driver's own words: a password such as "failed" masked in them would hide a refusal.
+    refused = _REFUSED_CONNECTION.search(raw) if type(error).__name__ == "OperationalError" and not state else None
+    text = raw
     password = _password(url)
     if password:
         text = text.replace(password, "***")
@@ -825,9 +828,11 @@ def _pg_error(error: Exception, location: str, url: str = "") -> Exception:
             "what this one needed; the step is retried. If it keeps happening, raise BATCH_PREDICT_LOCK_TIMEOUT_SECONDS."
         )
     if type(error).__name__ == "OperationalError" and not state:
-        refused = _REFUSED_CONNECTION.search(text)
         if refused:
-            reason = text[refused.start() :].splitlines()[0]
+            # The line that says it, from the server's FATAL on (it names the user or database) if it has one.
+            line = text.split("\n")[raw[: refused.end()].count("\n")]
+            fatal = line.find("FATAL:")
+            reason = line[fatal:] if fatal >= 0 else line.removeprefix("connection failed: ")
             return WarehouseError(
                 f"The warehouse {location} refused the connection: {redact(reason)}. Check the user, password "
                 "and database of BATCH_PREDICT_WAREHOUSE (a password can also come from PGPASSWORD or ~/.pgpass) "
@@ -835,7 +840,7 @@ def _pg_error(error: Exception, location: str, url: str = "") -> Exception:
             )
         return WarehouseUnavailable(
             f"Cannot reach the warehouse {location} ({first}). Check that the PostgreSQL server is up and "
-            "BATCH_PREDICT_WAREHOUSE is right; a run's step tries again on this error."
+            "BATCH_PREDICT_WAREHOUSE is right"
         )
     return WarehouseError(
         f"The warehouse {location} refused the work ({type(error).__name__}{f' {state}' if state else ''}: {first}). "

@@ -19,7 +19,12 @@ class WarehouseLockTimeout(WarehouseError):
 
 
 class WarehouseUnavailable(WarehouseLockTimeout):
-    """The warehouse server could not be reached or dropped the connection; worth retrying."""
+    """The warehouse server could not be reached or dropped the connection; worth retrying. `reason` is the
+    message without what a run does about it, for a caller that does otherwise."""
+
+    def __init__(self, reason: str, *, then: str = "a run's step tries again on this error") -> None:
+        super().__init__(f"{reason}; {then}.")
+        self.reason = reason
 
 
 class WarehouseDamaged(WarehouseError):
