@@ -82,20 +82,22 @@ def dotenv_applied(folder: Path) -> Iterator[None]:
             ) from None
     saved = {key: os.environ.get(key) for key in values}
     try:
-        try:
-            os.environ.update(values)
-        except ValueError as error:  # a NUL byte, or a name no environment takes ("A=B")
-            raise SettingsError(
-                f"Cannot use {path} ({error}). Every batch-predict and dagster command started in {folder} reads "
-                "its settings: make each line NAME=value, with a plain variable name and no NUL byte."
-            ) from None
+        for key, value in values.items():
+            try:
+                os.environ[key] = value
+            except ValueError as error:  # a NUL byte, or a name no environment takes ("A=B")
+                raise SettingsError(
+                    f"Cannot use {path}: its line for {key!r} cannot be set ({error}). Every batch-predict and dagster "
+                    f"command started in {folder} reads its settings: make each line NAME=value, with a plain "
+                    "variable name and no NUL byte."
+                ) from None
         yield
     finally:
-        for key, value in saved.items():
-            if value is None:
+        for key, before in saved.items():
+            if before is None:
                 os.environ.pop(key, None)
             else:
-                os.environ[key] = value
+                os.environ[key] = before
 
 
 def open_warehouse(settings: Settings) -> Warehouse:

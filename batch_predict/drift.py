@@ -25,7 +25,7 @@ import math
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -393,11 +393,12 @@ def _null_quantile(shares: tuple[float, ...], n: int, n_reference: int, level: f
     path = folder / (hashlib.sha256(repr(inputs).encode()).hexdigest() + ".txt")
     try:
         stored = float(path.read_text())
-        if math.isfinite(stored) and stored >= 0:
-            os.utime(path)  # its time is its last use: the least used go first when the folder is bounded
-            return stored
     except (OSError, ValueError):  # not there yet, unreadable, or removed meanwhile: simulate it again
-        pass
+        stored = math.nan
+    if math.isfinite(stored) and stored >= 0:
+        with suppress(OSError):  # a file of another user, a read-only folder: used all the same
+            os.utime(path)  # its time is its last use: the least used go first when the folder is bounded
+        return stored
     value = _simulated_quantile(shares, n, n_reference, level, pseudo_count)
     temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:

@@ -41,3 +41,30 @@ def _mask_userinfo(match: re.Match[str]) -> str:
     # A userinfo without a password is often a token used as the user name (https://TOKEN@host).
     shown = f"{user}:{MASK}" if colon else MASK
     return f"{match['scheme']}{shown}@"
+
+
+# In one value meant as a database URL or libpq string: a key naming a secret (password=, sslpassword=, a
+# query's ?password=) and its value, which runs to the next "key=" or the end, quotes and spaces included.
+_SECRET_KEYWORD = re.compile(
+    r"(?P<key>\b[a-z_]*(?:pass|pwd|secret|token)[a-z_]*\s*=\s*)(?P<value>.*?)(?=[\s&;]+[a-z_][a-z0-9_.-]*\s*=|$)",
+    flags=re.IGNORECASE | re.DOTALL,
+)
+# What was typed for a scheme: postgresql however mistyped (postgresql:, postgresql//, postgresql ://), or
+# any scheme followed by ":" and "/".
+_SCHEME_LIKE = re.compile(r"^\s*(?:postgres(?:ql)?\s*:*\s*/*|[a-z][a-z0-9+.-]*\s*:+\s*/+)", re.IGNORECASE)
+
+
+def redact_url(value: str) -> str:
+    """`value`, one database URL or libpq connection string however typed, with every character of its
+    password masked: the userinfo runs from after the scheme (or what was typed for it) to the last "@",
+    so a password holding "@", "/", ":", quotes or spaces is masked whole, and a secret key's value runs
+    to the next key. Stricter than `redact`, which must leave the text around a URI alone."""
+    value = _SECRET_KEYWORD.sub(rf"\g<key>{MASK}", value)
+    scheme = _SCHEME_LIKE.match(value)
+    prefix = scheme[0] if scheme else ""
+    userinfo, at, rest = value[len(prefix) :].rpartition("@")
+    if not at:
+        return redact(value)
+    user, colon, _ = userinfo.partition(":")
+    shown = f"{user}:{MASK}" if colon else userinfo if userinfo in _PLACEHOLDERS else MASK  # as `redact` does
+    return redact(f"{prefix}{shown}@{rest}")

@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from batch_predict.models.names import NAME_RULE, valid_name
-from batch_predict.redaction import redact
+from batch_predict.redaction import redact, redact_url
 
 
 class OnFailure(StrEnum):
@@ -971,35 +971,22 @@ def _bad(name: str, value: str, allowed: str) -> str:
     return f"{name}={value!r} is not valid: use {allowed} (or unset it for the default {DEFAULTS[name]!r})."
 
 
+# libpq's connection keywords: a value that starts with one of them, or holds two key=value words, is its
+# "host=… dbname=…" form (a folder named like `run=1/` is a path).
+_LIBPQ_KEYWORDS = (
+    "host|hostaddr|port|dbname|user|password|passfile|service|sslmode|sslpassword|connect_timeout|"
+    "application_name|options|target_session_attrs|channel_binding|gssencmode|requiressl|krbsrvname"
+)
 # A value meant as a PostgreSQL URL whose "://" is mistyped (postgresql//…, postgresql:/…, postgresql:://…),
 # a URL's user:password@ or user@host:port without its scheme, or libpq's "host=… dbname=…" form: taken as a
 # file path, each would make a DuckDB file of that name. A file whose name looks like one is written ./name.
 _URL_LIKE = re.compile(
-    r"^\s*postgres(?:ql)?\s*(?:(?::\s*)*/|::)"
+    r"^\s*postgres(?:ql)?\s*(?://|:+\s*/|::)"
     r"|^[^/@\s:]+:[^@]*@"
     r"|^[^/@\s]+@[^/@\s]+:\d+(?:/|$)"
-    r"|^\s*(?:host|hostaddr|dbname|user|port|password|passfile|service|sslmode)\s*=",
+    rf"|^\s*(?:{_LIBPQ_KEYWORDS})\s*=|^\s*[a-z_]+\s*=\S*\s+[a-z_]+\s*=|(?:^|\s)(?:ssl)?password\s*=",
     re.IGNORECASE,
 )
-# libpq's password=value, the value bare or quoted (spaces are allowed around "=").
-_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'?|\S+)", re.IGNORECASE)
-# What was typed for a scheme: postgresql however mistyped (postgresql:, postgresql//, postgresql ://), or any
-# scheme followed by ":" and "/".
-_SCHEME_LIKE = re.compile(r"^\s*(?:postgres(?:ql)?\s*:*\s*/*|[a-z][a-z0-9+.-]*\s*:+\s*/+)", re.IGNORECASE)
-
-
-def _masked_url(value: str) -> str:
-    """`value`, meant as a PostgreSQL URL however mistyped, with its password masked: the userinfo runs from
-    after the scheme (or what was typed for it) to the last "@", so a password with "@", "/", ":" or spaces
-    in it is masked whole; a libpq password=… is masked too."""
-    value = _KEYWORD_PASSWORD.sub(r"\1***", value)
-    scheme = _SCHEME_LIKE.match(value)
-    prefix = scheme[0] if scheme else ""
-    rest = value[len(prefix) :]
-    userinfo, at, host = rest.rpartition("@")
-    if at and ":" in userinfo:
-        rest = f"{userinfo.partition(':')[0]}:***@{host}"
-    return redact(prefix + rest)
 
 
 def _warehouse(value: str) -> str:
@@ -1011,7 +998,7 @@ def _warehouse(value: str) -> str:
         raise SettingsError(
             _bad(
                 "BATCH_PREDICT_WAREHOUSE",
-                _masked_url(value),
+                redact_url(value),
                 "a DuckDB file path (data/warehouse.duckdb) or a PostgreSQL URL (postgresql://user@host:port/database); "
                 f"the scheme {scheme[1]!r} is not supported",
             )
@@ -1020,52 +1007,51 @@ def _warehouse(value: str) -> str:
         raise SettingsError(
             _bad(
                 "BATCH_PREDICT_WAREHOUSE",
-                _masked_url(value),
-                "a PostgreSQL URL written postgresql://user@host:port/database (this value looks like one with a "
-                "mistyped or missing 'postgresql://', and as a file path it would make a DuckDB file of that name; "
-                "to mean a file of that name, write it ./NAME or as an absolute path)",
+                redact_url(value),
+                "a PostgreSQL URL written postgresql://user@host:port/database, its scheme in lower case (this value "
+                "looks like one with a mistyped or missing 'postgresql://', and as a file path it would make a "
+                "DuckDB file of that name; to mean a file of that name, write it ./NAME or as an absolute path)",
             )
         )
     return str(_path(value))
 
 
+_PERCENT_ENCODE = "percent-encode a space, @, /, ?, # or : in the password (%20, %40, %2F, %3F, %23, %3A), or leave the password out and put it in PGPASSWORD or ~/.pgpass"
+
+
 def _postgres_url(value: str) -> str:
-    """A PostgreSQL URL, checked as far as it can be without a server: its hosts' ports and its database."""
-    shown = _masked_url(value)
+    """A PostgreSQL URL, checked as far as it can be without a server, read as libpq reads it: the user and
+    password up to an "@" before any "/", then the hosts (host:port, comma-separated), then /database?query."""
+
+    def refused(allowed: str) -> SettingsError:
+        return SettingsError(_bad("BATCH_PREDICT_WAREHOUSE", redact_url(value), allowed))
+
     if re.search(r"\s", value):
-        raise SettingsError(
-            _bad(
-                "BATCH_PREDICT_WAREHOUSE",
-                shown,
-                "a PostgreSQL URL without spaces: percent-encode a space, @, / or : in the password "
-                "(%20, %40, %2F, %3A), or leave the password out and put it in PGPASSWORD or ~/.pgpass",
-            )
-        )
-    parts = urlsplit(value)
-    hosts = parts.netloc.rpartition("@")[2]
+        raise refused(f"a PostgreSQL URL without spaces: {_PERCENT_ENCODE}")
+    rest = value.partition("://")[2]
+    credentials = re.match(r"[^@/]*@", rest)
+    rest = rest[credentials.end() :] if credentials else rest
+    hosts = re.match(r"[^/?#]*", rest)[0]  # type: ignore[index]  # matches always, maybe empty
+    path, _, query = rest[len(hosts) :].partition("?")
+    if "@" in path or "@" in hosts:  # a raw "/" in the password ended libpq's user part early
+        raise refused(f"a PostgreSQL URL postgresql://user@host:port/database with one '@': {_PERCENT_ENCODE}")
     for host in hosts.split(","):  # libpq takes several hosts: host1:port1,host2:port2
-        port = host.rpartition("]")[2].rpartition(":")
-        if port[1] and port[2] and not (port[2].isdigit() and 1 <= int(port[2]) <= 65535):
-            raise SettingsError(
-                _bad(
-                    "BATCH_PREDICT_WAREHOUSE",
-                    shown,
-                    "a PostgreSQL URL postgresql://user@host:port/database with a port from 1 to 65535 (percent-encode "
-                    "an @, / or : in the password: %40, %2F, %3A)",
-                )
+        name, bracket, after = host.partition("]")
+        if (name.startswith("[") and not bracket) or (bracket and not name.startswith("[")) or "[" in name[1:]:
+            raise refused("a PostgreSQL URL with an IPv6 host in brackets: postgresql://user@[::1]:5432/database")
+        port = (after if bracket else host).rpartition(":")
+        if port[1] and port[2] and not (re.fullmatch(r"[0-9]{1,5}", port[2]) and 1 <= int(port[2]) <= 65535):
+            raise refused(
+                f"a PostgreSQL URL postgresql://user@host:port/database with a port from 1 to 65535 ({_PERCENT_ENCODE})"
             )
-    query = parse_qs(parts.query)
     # Without a database, libpq connects to the one named as the user (often `postgres`, the server's own).
     # What libpq itself reads (the process environment, a service file) can name it instead.
-    named = parts.path.strip("/") or "dbname" in query or "service" in query
+    parameters = parse_qs(query.partition("#")[0])
+    named = path.partition("#")[0].strip("/") or "dbname" in parameters or "service" in parameters
     if not named and not os.environ.get("PGDATABASE") and not os.environ.get("PGSERVICE"):
-        raise SettingsError(
-            _bad(
-                "BATCH_PREDICT_WAREHOUSE",
-                shown,
-                "a PostgreSQL URL that names its database: postgresql://user@host:port/database (or set PGDATABASE, "
-                "or name a service that does)",
-            )
+        raise refused(
+            "a PostgreSQL URL that names its database: postgresql://user@host:port/database (or set PGDATABASE, "
+            "or name a service that does)"
         )
     return value
 

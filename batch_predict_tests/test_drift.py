@@ -451,6 +451,20 @@ def test_the_threshold_folder_keeps_the_thresholds_in_use(tmp_path: Path, monkey
         psi_threshold(shares, 211, 1000, floor=0.0)
     assert drift_module.prune_thresholds(folder, keep=4) == 5
     assert sorted(path.name for path in folder.iterdir()) == sorted([in_use.name, "other5.txt"])
+    # A file this process may read but not touch (another user's) is used all the same, not simulated again.
+    drift_module._null_quantile.cache_clear()
+
+    def refused(*_: object) -> None:
+        raise PermissionError("not the owner")
+
+    def simulated(*_: object) -> float:
+        raise AssertionError("a stored threshold was simulated again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "utime", refused)
+        patched.setattr(drift_module, "_simulated_quantile", simulated)
+        with drift_module.threshold_cache(folder):
+            psi_threshold(shares, 211, 1000, floor=0.0)
 
     monkeypatch.setattr(drift_module, "KEPT_THRESHOLDS", 6)
     drift_module._null_quantile.cache_clear()

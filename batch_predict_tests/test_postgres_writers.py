@@ -266,17 +266,21 @@ def test_a_lock_wait_past_the_timeout_is_a_retryable_error_and_changes_nothing(
     assert _rows(postgres_url, "SELECT DISTINCT run_id FROM inputs") == [("first",)]
 
 
-def test_an_unreachable_server_is_a_retryable_error_naming_it_without_its_password() -> None:
+@pytest.mark.parametrize(
+    ("password", "query"), [("hunter2", ""), ("hunter2'q", ""), ("hunter2?q", ""), ("", "?password='hunter2'")]
+)
+def test_an_unreachable_server_is_a_retryable_error_naming_it_without_its_password(password: str, query: str) -> None:
     from batch_predict.warehouse import WarehouseUnavailable
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    warehouse = Warehouse(f"postgresql://alice:hunter2@127.0.0.1:{port}/db", CONTRACT, lock_timeout_seconds=2)
+    userinfo = f"alice:{password}" if password else "alice"
+    warehouse = Warehouse(f"postgresql://{userinfo}@127.0.0.1:{port}/db{query}", CONTRACT, lock_timeout_seconds=2)
     with pytest.raises(WarehouseUnavailable) as raised:
         warehouse.partition_status(1)
-    assert f"postgresql://alice:***@127.0.0.1:{port}/db" in str(raised.value)
-    assert "hunter2" not in str(raised.value)
+    assert f"@127.0.0.1:{port}/db" in str(raised.value), raised.value
+    assert "hunter2" not in str(raised.value), raised.value
 
 
 @pytest.mark.parametrize("location", ["mysql://u@h/db", "s3://bucket/warehouse.duckdb", "sqlite:///x.db"])
@@ -331,6 +335,8 @@ def _refusing_urls(server: PostgresServer, url: str) -> dict[str, str]:
         # masked in the server's words, this password would make them "authentication *** for user"
         "wrong password that reads failed": f"postgresql://pwcheck:failed@{base}/{database}",
         "role that cannot log in": f"postgresql://cannotlogin@{base}/{database}",
+        # masked in the server's words, this password would hide the role it names
+        "wrong password that is the role's name": f"postgresql://pwcheck:pwcheck@{base}/{database}",
     }
 
 
@@ -345,6 +351,7 @@ _NAMED = {"missing database": "nosuchdb", "missing role": "nosuchrole", "role th
         "wrong password",
         "wrong password that reads failed",
         "role that cannot log in",
+        "wrong password that is the role's name",
     ],
 )
 def test_a_refused_connection_is_not_retried_and_says_what_to_check(
@@ -422,6 +429,11 @@ def test_materialize_against_a_refusing_warehouse_is_one_line(
         "postgresql:://alice:Hunter2Secret@h/wh",
         "postgresql ://alice:Hunter2Secret@h/wh",
         "postgresql:alice:Hunter2Secret@h/wh",
+        "postgresql//h/wh?password=Hunter2 Secret",
+        "host=h password=Hunter2\\ Secret dbname=wh",
+        "host=h sslpassword='Hunter2 Secret'",
+        "connect_timeout=5 password=Hunter2Secret host=h",
+        "options=-c password=Hunter2Secret",
     ],
 )
 def test_a_mistyped_postgresql_url_is_not_taken_for_a_file_path(
@@ -436,7 +448,14 @@ def test_a_mistyped_postgresql_url_is_not_taken_for_a_file_path(
     assert "Hunter2" not in str(raised.value) and "Secret" not in str(raised.value), raised.value
     assert list(tmp_path.iterdir()) == []
     # File paths that only start alike, and a name that looks like a URL written as the message says.
-    for path in ("postgres.duckdb", "data/postgresql/wh.duckdb", "postgres:archive.duckdb", "./a@h:5432/wh.duckdb"):
+    for path in (
+        "postgres.duckdb",
+        "data/postgresql/wh.duckdb",
+        "postgres/wh.duckdb",
+        "postgres:archive.duckdb",
+        "run=1/wh.duckdb",
+        "./a@h:5432/wh.duckdb",
+    ):
         assert load_settings({"BATCH_PREDICT_WAREHOUSE": path}).warehouse == str((tmp_path / path).resolve())
 
 
@@ -444,7 +463,11 @@ def test_a_mistyped_postgresql_url_is_not_taken_for_a_file_path(
     "location",
     [
         "postgresql://alice:Hunter2/Secret@h/wh",
+        "postgresql://alice:1234/Hunter2Secret@h/wh",  # libpq would take alice:1234 for the host and port
         "postgresql://alice:Hunter2 Secret@h/wh",
+        "postgresql://h/wh?password=Hunter2 Secret",
+        "postgresql://alice:Hunter2Secret@[::1/wh",
+        "postgresql://alice:Hunter2Secret@h]:5432/wh",
         "mysql://alice:Hunter2Secret@h/db",
     ],
 )
@@ -466,6 +489,7 @@ def test_a_warehouse_url_that_libpq_would_misread_fails_at_load_without_its_pass
         "postgresql://alice@[fe80::1%25eth0]:5432/wh",
         "postgresql:///wh?host=/var/run/postgresql",  # a Unix socket
         "postgres://alice@h/wh",
+        "postgresql://alice:ab?c@h/wh",  # libpq reads the password up to the "@"
     ],
 )
 def test_a_valid_postgresql_url_is_taken_as_it_is(location: str, monkeypatch: pytest.MonkeyPatch) -> None:

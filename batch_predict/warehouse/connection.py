@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 
-from batch_predict.redaction import redact
+from batch_predict.redaction import redact, redact_url
 from batch_predict.warehouse import pgcopy, turns
 from batch_predict.warehouse.sql import ident, literal, parameter_names, postgres_statement
 from batch_predict.warehouse.types import WarehouseDamaged, WarehouseError, WarehouseLockTimeout, WarehouseUnavailable
@@ -829,10 +829,13 @@ def _pg_error(error: Exception, location: str, url: str = "") -> Exception:
         )
     if type(error).__name__ == "OperationalError" and not state:
         if refused:
-            # The line that says it, from the server's FATAL on (it names the user or database) if it has one.
-            line = text.split("\n")[raw[: refused.end()].count("\n")]
+            # The line that says it: from the server's FATAL on, as the server wrote it (it names the user or
+            # database, never the password, which masking there could garble); else libpq's line, masked.
+            line = raw.split("\n")[raw[: refused.end()].count("\n")]
             fatal = line.find("FATAL:")
             reason = line[fatal:] if fatal >= 0 else line.removeprefix("connection failed: ")
+            if fatal < 0 and password:
+                reason = reason.replace(password, "***")
             return WarehouseError(
                 f"The warehouse {location} refused the connection: {redact(reason)}. Check the user, password "
                 "and database of BATCH_PREDICT_WAREHOUSE (a password can also come from PGPASSWORD or ~/.pgpass) "
@@ -1138,7 +1141,7 @@ class PostgresBackend(Backend):
     ) -> None:
         super().__init__(ensure_schema, memory_limit, threads)
         self.url = url
-        self.location = redact(url)
+        self.location = redact_url(url)
         self.lock_timeout_seconds = lock_timeout_seconds
         self._staging_root = staging_root
 

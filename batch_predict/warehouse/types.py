@@ -22,9 +22,12 @@ class WarehouseUnavailable(WarehouseLockTimeout):
     """The warehouse server could not be reached or dropped the connection; worth retrying. `reason` is the
     message without what a run does about it, for a caller that does otherwise."""
 
-    def __init__(self, reason: str, *, then: str = "a run's step tries again on this error") -> None:
+    def __init__(self, reason: str, then: str = "a run's step tries again on this error") -> None:
         super().__init__(f"{reason}; {then}.")
-        self.reason = reason
+        self.reason, self.then = reason, then
+
+    def __reduce__(self) -> tuple[type[WarehouseUnavailable], tuple[str, str]]:
+        return type(self), (self.reason, self.then)  # a copy or a pickle says it once
 
 
 class WarehouseDamaged(WarehouseError):
