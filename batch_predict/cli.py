@@ -22,7 +22,7 @@ from batch_predict.interrupts import Stopped
 from batch_predict.models.names import check_name
 from batch_predict.models.registry import Registry
 from batch_predict.models.types import ModelError
-from batch_predict.redaction import redact
+from batch_predict.redaction import redact, shown_warehouse
 from batch_predict.settings import Settings, SettingsError, load_settings, split_names
 from batch_predict.verdicts import PENDING, ModelAge, deadline_summary, deadline_verdict, rerun_hint
 from batch_predict.warehouse import SourceError, Warehouse, WarehouseError, WarehouseUnavailable
@@ -506,7 +506,7 @@ def _status(settings: Settings, last: int, as_json: bool) -> int:
     if late:
         print(late)
     if not rows:
-        print(f"no partitions in {redact(settings.warehouse)} yet")
+        print(f"no partitions in {shown_warehouse(settings.warehouse)} yet")
         return 0
     table = [[header for _, header in STATUS_COLUMNS]]
     for row in rows:

@@ -11,6 +11,7 @@ stay, so a message still says which store it is about.
 from __future__ import annotations
 
 import re
+from urllib.parse import quote, unquote
 
 MASK = "***"
 
@@ -43,11 +44,13 @@ def _mask_userinfo(match: re.Match[str]) -> str:
     return f"{match['scheme']}{shown}@"
 
 
-# In one value meant as a database URL or libpq string: a key naming a secret (password=, sslpassword=, a
-# query's ?password=) and its value, which runs to the next "key=" or the end, quotes and spaces included.
-_SECRET_KEYWORD = re.compile(
-    r"(?P<key>\b[a-z_]*(?:pass|pwd|secret|token)[a-z_]*\s*=\s*)(?P<value>.*?)(?=[\s&;]+[a-z_][a-z0-9_.-]*\s*=|$)",
-    flags=re.IGNORECASE | re.DOTALL,
+# A key that names a secret (password, sslpassword, pwd, a token), matched on its decoded name.
+_SECRET_KEY = re.compile(r"pass|pwd|secret|token", re.IGNORECASE)
+# libpq's "key=value key=value" form: a value is quoted ('…' with \' inside; "…" as people type it) or runs to
+# the next whitespace that is not escaped.
+_KEYWORD_PAIR = re.compile(
+    r"(?P<key>[a-z_][a-z0-9_]*)(?P<equals>\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'?|\"[^\"]*\"?|(?:[^\s\\]|\\.)*)",
+    re.IGNORECASE | re.DOTALL,
 )
 # What was typed for a scheme: postgresql however mistyped (postgresql:, postgresql//, postgresql ://), or
 # any scheme followed by ":" and "/".
@@ -56,15 +59,68 @@ _SCHEME_LIKE = re.compile(r"^\s*(?:postgres(?:ql)?\s*:*\s*/*|[a-z][a-z0-9+.-]*\s
 
 def redact_url(value: str) -> str:
     """`value`, one database URL or libpq connection string however typed, with every character of its
-    password masked: the userinfo runs from after the scheme (or what was typed for it) to the last "@",
-    so a password holding "@", "/", ":", quotes or spaces is masked whole, and a secret key's value runs
-    to the next key. Stricter than `redact`, which must leave the text around a URI alone."""
-    value = _SECRET_KEYWORD.sub(rf"\g<key>{MASK}", value)
+    password masked. In a URL the userinfo runs from after the scheme (or what was typed for it) to the
+    last "@", so a password holding "@", "/", "?", ":", quotes or spaces is masked whole; a secret query
+    parameter's value runs to the next "&". In libpq's "key=value" form a secret key's value is masked
+    whole, quoted or escaped. Stricter than `redact`, which must leave the text around a URI alone; for a
+    URL libpq reads, `shown_postgres_url` is exact."""
+    if re.match(r"\s*[a-z_][a-z0-9_]*\s*=", value, re.IGNORECASE) and "://" not in value:
+        return redact(_KEYWORD_PAIR.sub(_mask_keyword, value))
     scheme = _SCHEME_LIKE.match(value)
     prefix = scheme[0] if scheme else ""
     userinfo, at, rest = value[len(prefix) :].rpartition("@")
-    if not at:
-        return redact(value)
-    user, colon, _ = userinfo.partition(":")
-    shown = f"{user}:{MASK}" if colon else userinfo if userinfo in _PLACEHOLDERS else MASK  # as `redact` does
-    return redact(f"{prefix}{shown}@{rest}")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        shown = f"{user}:{MASK}" if colon else userinfo if userinfo in _PLACEHOLDERS else MASK  # as `redact` does
+        head = f"{prefix}{shown}@"
+    else:
+        head, rest = "", value
+    path, question, query = rest.partition("?")
+    if question:
+        parameters = []
+        for parameter in query.split("&"):
+            key, equals, _ = parameter.partition("=")
+            parameters.append(f"{key}={MASK}" if equals and _SECRET_KEY.search(unquote(key)) else parameter)
+        rest = f"{path}?{'&'.join(parameters)}"
+    return redact(head + rest)
+
+
+def _mask_keyword(match: re.Match[str]) -> str:
+    if not _SECRET_KEY.search(match["key"]):
+        return match[0]
+    return f"{match['key']}{match['equals']}{MASK}"
+
+
+def shown_warehouse(location: str) -> str:
+    """BATCH_PREDICT_WAREHOUSE as messages and the UI show it: a PostgreSQL URL by `shown_postgres_url`,
+    a DuckDB file path as it is."""
+    return shown_postgres_url(location) if location.startswith(("postgresql://", "postgres://")) else location
+
+
+def shown_postgres_url(url: str) -> str:
+    """A PostgreSQL URL as messages and the UI show it: rebuilt from what libpq reads in it (user, hosts,
+    ports, database, the parameters that are not secret), so no character of a password can show, however
+    it was written; a URL libpq cannot read is masked by `redact_url`."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        parts = {key: str(value) for key, value in conninfo_to_dict(url).items()}
+    except Exception:
+        return redact_url(url)
+    user = quote(parts.pop("user", ""), safe="")
+    password = parts.pop("password", None)
+    userinfo = f"{user}:{MASK}@" if password is not None else f"{user}@" if user else ""
+    hosts = parts.pop("host", "").split(",")
+    ports = parts.pop("port", "").split(",")
+    ports += [ports[-1]] * (len(hosts) - len(ports))  # libpq: one port for every host, or the last for the rest
+    pairs = list(zip(hosts, ports, strict=False))
+    sockets = [host for host, _ in pairs if host.startswith("/")]
+    netloc = ",".join(
+        (f"[{quote(host, safe=':')}]" if ":" in host else host) + (f":{port}" if port else "")
+        for host, port in pairs
+        if not host.startswith("/")
+    )
+    database = quote(parts.pop("dbname", ""), safe="")
+    query = [f"host={quote(host, safe='/')}" for host in sockets]
+    query += [f"{key}={MASK if _SECRET_KEY.search(key) else quote(value, safe='')}" for key, value in parts.items()]
+    return f"postgresql://{userinfo}{netloc}/{database}" + (f"?{'&'.join(query)}" if query else "")

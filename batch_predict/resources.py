@@ -9,7 +9,7 @@ import dagster as dg
 from batch_predict.contract import FeatureContract
 from batch_predict.models.source import ModelSource
 from batch_predict.partition_run import BatchSettings
-from batch_predict.redaction import redact
+from batch_predict.redaction import redact, shown_warehouse
 from batch_predict.settings import FeatureRange, Settings
 from batch_predict.warehouse import Source, Warehouse
 
@@ -182,6 +182,6 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
 def _secret_free(value: str, name: str) -> Any:
     """The value, or, if it carries a password and comes from the environment, a reference to the
     variable: the UI shows resource config, and the run worker reads the variable itself."""
-    if redact(value) != value and os.environ.get(name, "").strip() == value:
+    if (redact(value) != value or shown_warehouse(value) != value) and os.environ.get(name, "").strip() == value:
         return dg.EnvVar(name)
     return value

@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 from batch_predict.models.names import NAME_RULE, valid_name
 from batch_predict.redaction import redact, redact_url
@@ -192,7 +191,7 @@ def _plain(value: str, name: str, _: Mapping[str, Any]) -> str:
 
 
 def _path_setting(value: str, name: str, _: Mapping[str, Any]) -> Path:
-    return _path(value)
+    return _path(value, name)
 
 
 def _column(value: str, name: str, _: Mapping[str, Any]) -> str:
@@ -343,7 +342,7 @@ def _warehouse_setting(value: str, name: str, _: Mapping[str, Any]) -> str:
 
 
 def _staging(value: str, name: str, parsed: Mapping[str, Any]) -> Path:
-    return _path(value) if value else default_staging(parsed["warehouse"])
+    return _path(value, name) if value else default_staging(parsed["warehouse"])
 
 
 def _alias_setting(value: str, name: str, _: Mapping[str, Any]) -> str:
@@ -1013,41 +1012,45 @@ def _warehouse(value: str) -> str:
                 "DuckDB file of that name; to mean a file of that name, write it ./NAME or as an absolute path)",
             )
         )
-    return str(_path(value))
+    return str(_path(value, "BATCH_PREDICT_WAREHOUSE"))
 
 
-_PERCENT_ENCODE = "percent-encode a space, @, /, ?, # or : in the password (%20, %40, %2F, %3F, %23, %3A), or leave the password out and put it in PGPASSWORD or ~/.pgpass"
+_PERCENT_ENCODE = (
+    "percent-encode a space, %, @, /, ? or # in the password (%20, %25, %40, %2F, %3F, %23), or leave the password "
+    "out and put it in PGPASSWORD or ~/.pgpass"
+)
 
 
 def _postgres_url(value: str) -> str:
-    """A PostgreSQL URL, checked as far as it can be without a server, read as libpq reads it: the user and
-    password up to an "@" before any "/", then the hosts (host:port, comma-separated), then /database?query."""
+    """A PostgreSQL URL, checked as far as it can be without a server, as libpq itself reads it: what it
+    cannot parse, ports that are not numbers (an IPv6 host without its brackets reads as one), a password
+    whose raw "/" ended the user part early, and a URL that names no database."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
 
     def refused(allowed: str) -> SettingsError:
         return SettingsError(_bad("BATCH_PREDICT_WAREHOUSE", redact_url(value), allowed))
 
-    if re.search(r"\s", value):
-        raise refused(f"a PostgreSQL URL without spaces: {_PERCENT_ENCODE}")
-    rest = value.partition("://")[2]
-    credentials = re.match(r"[^@/]*@", rest)
-    rest = rest[credentials.end() :] if credentials else rest
-    hosts = re.match(r"[^/?#]*", rest)[0]  # type: ignore[index]  # matches always, maybe empty
-    path, _, query = rest[len(hosts) :].partition("?")
-    if "@" in path or "@" in hosts:  # a raw "/" in the password ended libpq's user part early
-        raise refused(f"a PostgreSQL URL postgresql://user@host:port/database with one '@': {_PERCENT_ENCODE}")
-    for host in hosts.split(","):  # libpq takes several hosts: host1:port1,host2:port2
-        name, bracket, after = host.partition("]")
-        if (name.startswith("[") and not bracket) or (bracket and not name.startswith("[")) or "[" in name[1:]:
-            raise refused("a PostgreSQL URL with an IPv6 host in brackets: postgresql://user@[::1]:5432/database")
-        port = (after if bracket else host).rpartition(":")
-        if port[1] and port[2] and not (re.fullmatch(r"[0-9]{1,5}", port[2]) and 1 <= int(port[2]) <= 65535):
+    try:
+        parts = {key: str(part) for key, part in conninfo_to_dict(value).items()}
+    except psycopg.Error as error:
+        # libpq quotes the part it could not read, which may be the password: the quotes are dropped.
+        reason = re.sub(r'"[^"]*"', "…", str(error).strip().splitlines()[0] if str(error).strip() else "")
+        raise refused(f"a PostgreSQL URL libpq can read ({reason}): {_PERCENT_ENCODE}") from None
+    for port in parts.get("port", "").split(","):
+        if port and not (re.fullmatch(r"[0-9]{1,5}", port) and 1 <= int(port) <= 65535):
             raise refused(
-                f"a PostgreSQL URL postgresql://user@host:port/database with a port from 1 to 65535 ({_PERCENT_ENCODE})"
+                "a PostgreSQL URL postgresql://user@host:port/database with a port from 1 to 65535 for each host, an IPv6 host in "
+                f"brackets (postgresql://user@[::1]:5432/database); {_PERCENT_ENCODE}"
             )
+    if "@" in parts.get("dbname", "") and "/" in parts.get("dbname", ""):
+        # postgresql://alice:12/34@host/db: libpq ends the user part at the "/", reads host alice, port 12
+        raise refused(
+            f"a PostgreSQL URL postgresql://user@host:port/database with one '@' before the host: {_PERCENT_ENCODE}"
+        )
     # Without a database, libpq connects to the one named as the user (often `postgres`, the server's own).
     # What libpq itself reads (the process environment, a service file) can name it instead.
-    parameters = parse_qs(query.partition("#")[0])
-    named = path.partition("#")[0].strip("/") or "dbname" in parameters or "service" in parameters
+    named = parts.get("dbname") or parts.get("service")
     if not named and not os.environ.get("PGDATABASE") and not os.environ.get("PGSERVICE"):
         raise refused(
             "a PostgreSQL URL that names its database: postgresql://user@host:port/database (or set PGDATABASE, "
@@ -1063,10 +1066,15 @@ def default_staging(warehouse: str) -> Path:
     return Path(warehouse).parent / "staging"
 
 
-def _path(value: str) -> Path:
+def _path(value: str, name: str = "") -> Path:
     # Relative paths are taken from the directory the process runs in (the repository
     # root for `make demo` and `dagster dev`), and fixed there for the whole process.
-    return Path(value).expanduser().resolve()
+    try:
+        return Path(value).expanduser().resolve()
+    except RuntimeError as error:  # ~user of a user this machine does not have
+        raise SettingsError(
+            f"{name + '=' if name else ''}{value!r} is not a path this machine can resolve ({error}): write it in full."
+        ) from None
 
 
 # The settings that name one source column: the value is the name exactly as written.

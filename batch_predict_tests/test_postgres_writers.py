@@ -467,7 +467,6 @@ def test_a_mistyped_postgresql_url_is_not_taken_for_a_file_path(
         "postgresql://alice:Hunter2 Secret@h/wh",
         "postgresql://h/wh?password=Hunter2 Secret",
         "postgresql://alice:Hunter2Secret@[::1/wh",
-        "postgresql://alice:Hunter2Secret@h]:5432/wh",
         "mysql://alice:Hunter2Secret@h/db",
     ],
 )

@@ -52,3 +52,64 @@ def test_credentials_are_masked(text: str, masked: str) -> None:
 )
 def test_text_without_credentials_is_unchanged(text: str) -> None:
     assert redact(text) == text
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://alice:hunter2@db:5432/wh", "postgresql://alice:***@db:5432/wh"),
+        # passwords of every shape libpq reads: "=", "&", ";", "?", "#", quotes, an encoded "@"
+        ("postgresql://u:MyHunter2=2024@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:x7&token=hunter2@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:hunter2;pwd=9@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:hunter2?q@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:hunter2#q@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:hunter2'q@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:hunter2%40q@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://h/db?%70assword=hunter2", "postgresql://:***@h/db"),  # libpq decodes the key
+        ("postgresql://h/db?password=hunter2&sslmode=require", "postgresql://:***@h/db?sslmode=require"),
+        # what is not secret stays: several hosts, IPv6, a socket, a user without a password, parameters
+        ("postgresql://h1:5432,h2:5433/wh", "postgresql://h1:5432,h2:5433/wh"),
+        ("postgresql://alice@[fe80::1%25eth0]:5432/wh", "postgresql://alice@[fe80::1%25eth0]:5432/wh"),
+        ("postgresql:///wh?host=/var/run/postgresql", "postgresql:///wh?host=/var/run/postgresql"),
+        ("postgres://u:pw@h/db?application_name=a@b", "postgresql://u:***@h/db?application_name=a%40b"),
+    ],
+)
+def test_a_postgresql_url_is_shown_as_libpq_reads_it_without_its_password(url: str, shown: str) -> None:
+    from batch_predict.redaction import shown_postgres_url
+
+    assert shown_postgres_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "host=h password='hun ter=2' dbname=d",
+        "host=h password='a\\'hun ter2' dbname=d",
+        'host=h password="hun ter2" dbname=d',
+        "host=h password=hun\\ ter2 dbname=d",
+        "host=h sslpassword='hun ter2'",
+        "postgresql//h/db?password=hun ter=2",
+        "postgresql//h/db?password=hun;ter=2&x=1",
+        "postgresql//u:MyHun=ter2@h/db",
+        "mysql://u:hun&ter=2@h/db",
+    ],
+)
+def test_a_mistyped_url_is_shown_without_any_of_its_password(value: str) -> None:
+    from batch_predict.redaction import redact_url
+
+    shown = redact_url(value)
+    assert "hun" not in shown and "ter" not in shown, shown
+
+
+def test_the_ui_is_given_the_variable_not_a_url_with_a_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resource config shows in the UI: a warehouse URL with a password, however written, goes as EnvVar."""
+    import dagster as dg
+
+    from batch_predict.resources import _secret_free
+
+    for url in ("postgresql://u:hunter2@h/db", "postgresql://u:hunter2?q@h/db", "postgresql://h/db?%70assword=x"):
+        monkeypatch.setenv("BATCH_PREDICT_WAREHOUSE", url)
+        assert isinstance(_secret_free(url, "BATCH_PREDICT_WAREHOUSE"), dg.EnvVar), url
+    monkeypatch.setenv("BATCH_PREDICT_WAREHOUSE", "/data/warehouse.duckdb")
+    assert _secret_free("/data/warehouse.duckdb", "BATCH_PREDICT_WAREHOUSE") == "/data/warehouse.duckdb"

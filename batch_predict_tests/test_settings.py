@@ -164,3 +164,9 @@ def test_auto_ranges_are_a_month_of_hours_a_quarter_of_days_weeks_and_a_year_of_
             env["BATCH_PREDICT_MAX_PARTITIONS_PER_RUN"] = value
         assert load_settings(env).max_partitions_per_run == per_run
     assert load_settings(env | {"BATCH_PREDICT_MAX_PARTITIONS_PER_RUN": "7"}).max_partitions_per_run == 7
+
+
+@pytest.mark.parametrize("name", ["BATCH_PREDICT_WAREHOUSE", "BATCH_PREDICT_LANDING", "BATCH_PREDICT_STAGING"])
+def test_a_path_of_a_user_this_machine_does_not_have_fails_at_load(name: str) -> None:
+    with pytest.raises(SettingsError, match=f"{name}='~nosuchuser12/x' is not a path this machine can resolve"):
+        load_settings({name: "~nosuchuser12/x"})
