@@ -11,7 +11,7 @@ stay, so a message still says which store it is about.
 from __future__ import annotations
 
 import re
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 MASK = "***"
 
@@ -45,7 +45,7 @@ def _mask_userinfo(match: re.Match[str]) -> str:
 
 
 # A key that names a secret (password, sslpassword, pwd, a token), matched on its decoded name.
-_SECRET_KEY = re.compile(r"pass|pwd|secret|token", re.IGNORECASE)
+_SECRET_KEY = re.compile(r"pass(?!file)|pwd|secret|token", re.IGNORECASE)
 # libpq's "key=value key=value" form: a value is quoted ('…' with \' inside; "…" as people type it) or runs to
 # the next whitespace that is not escaped.
 _KEYWORD_PAIR = re.compile(
@@ -57,13 +57,14 @@ _KEYWORD_PAIR = re.compile(
 _SCHEME_LIKE = re.compile(r"^\s*(?:postgres(?:ql)?\s*:*\s*/*|[a-z][a-z0-9+.-]*\s*:+\s*/+)", re.IGNORECASE)
 
 
-def redact_url(value: str) -> str:
+def redact_url(value: str, *, read_by_libpq: bool = False) -> str:
     """`value`, one database URL or libpq connection string however typed, with every character of its
     password masked. In a URL the userinfo runs from after the scheme (or what was typed for it) to the
-    last "@", so a password holding "@", "/", "?", ":", quotes or spaces is masked whole; a secret query
-    parameter's value runs to the next "&". In libpq's "key=value" form a secret key's value is masked
-    whole, quoted or escaped. Stricter than `redact`, which must leave the text around a URI alone; for a
-    URL libpq reads, `shown_postgres_url` is exact."""
+    last "@", so a password holding "@", "/", "?", ":", quotes or spaces is masked whole. In the query,
+    everything after a secret parameter's "=" is masked; with `read_by_libpq` (the URL passed the warehouse
+    setting's check: libpq reads it, and its one raw "@" ends the userinfo) only up to the next "&", where
+    libpq ends the value. In libpq's "key=value" form a secret key's value is masked whole, quoted or
+    escaped. Stricter than `redact`, which must leave the text around a URI alone."""
     if re.match(r"\s*[a-z_][a-z0-9_]*\s*=", value, re.IGNORECASE) and "://" not in value:
         return redact(_KEYWORD_PAIR.sub(_mask_keyword, value))
     scheme = _SCHEME_LIKE.match(value)
@@ -80,7 +81,12 @@ def redact_url(value: str) -> str:
         parameters = []
         for parameter in query.split("&"):
             key, equals, _ = parameter.partition("=")
-            parameters.append(f"{key}={MASK}" if equals and _SECRET_KEY.search(unquote(key)) else parameter)
+            if equals and _SECRET_KEY.search(unquote(key)):
+                parameters.append(f"{key}={MASK}")
+                if not read_by_libpq:
+                    break  # typed by hand, the secret may hold an "&": nothing after it is shown
+            else:
+                parameters.append(parameter)
         rest = f"{path}?{'&'.join(parameters)}"
     return redact(head + rest)
 
@@ -92,35 +98,8 @@ def _mask_keyword(match: re.Match[str]) -> str:
 
 
 def shown_warehouse(location: str) -> str:
-    """BATCH_PREDICT_WAREHOUSE as messages and the UI show it: a PostgreSQL URL by `shown_postgres_url`,
-    a DuckDB file path as it is."""
-    return shown_postgres_url(location) if location.startswith(("postgresql://", "postgres://")) else location
-
-
-def shown_postgres_url(url: str) -> str:
-    """A PostgreSQL URL as messages and the UI show it: rebuilt from what libpq reads in it (user, hosts,
-    ports, database, the parameters that are not secret), so no character of a password can show, however
-    it was written; a URL libpq cannot read is masked by `redact_url`."""
-    try:
-        from psycopg.conninfo import conninfo_to_dict
-
-        parts = {key: str(value) for key, value in conninfo_to_dict(url).items()}
-    except Exception:
-        return redact_url(url)
-    user = quote(parts.pop("user", ""), safe="")
-    password = parts.pop("password", None)
-    userinfo = f"{user}:{MASK}@" if password is not None else f"{user}@" if user else ""
-    hosts = parts.pop("host", "").split(",")
-    ports = parts.pop("port", "").split(",")
-    ports += [ports[-1]] * (len(hosts) - len(ports))  # libpq: one port for every host, or the last for the rest
-    pairs = list(zip(hosts, ports, strict=False))
-    sockets = [host for host, _ in pairs if host.startswith("/")]
-    netloc = ",".join(
-        (f"[{quote(host, safe=':')}]" if ":" in host else host) + (f":{port}" if port else "")
-        for host, port in pairs
-        if not host.startswith("/")
-    )
-    database = quote(parts.pop("dbname", ""), safe="")
-    query = [f"host={quote(host, safe='/')}" for host in sockets]
-    query += [f"{key}={MASK if _SECRET_KEY.search(key) else quote(value, safe='')}" for key, value in parts.items()]
-    return f"postgresql://{userinfo}{netloc}/{database}" + (f"?{'&'.join(query)}" if query else "")
+    """BATCH_PREDICT_WAREHOUSE as messages and the UI show it: a PostgreSQL URL (checked at load) without its
+    password, a DuckDB file path as it is."""
+    if location.startswith(("postgresql://", "postgres://")):
+        return redact_url(location, read_by_libpq=True)
+    return location

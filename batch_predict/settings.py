@@ -1016,38 +1016,39 @@ def _warehouse(value: str) -> str:
 
 
 _PERCENT_ENCODE = (
-    "percent-encode a space, %, @, /, ? or # in the password (%20, %25, %40, %2F, %3F, %23), or leave the password "
-    "out and put it in PGPASSWORD or ~/.pgpass"
+    "percent-encode a space, %, @, /, ? or # in the password (%20, %25, %40, %2F, %3F, %23) and an @ elsewhere, or "
+    "leave the password out and put it in PGPASSWORD or ~/.pgpass"
 )
 
 
 def _postgres_url(value: str) -> str:
-    """A PostgreSQL URL, checked as far as it can be without a server, as libpq itself reads it: what it
-    cannot parse, ports that are not numbers (an IPv6 host without its brackets reads as one), a password
-    whose raw "/" ended the user part early, and a URL that names no database."""
+    """A PostgreSQL URL, checked as far as it can be without a server: one raw "@", before the host (a raw
+    "/" in the password would end libpq's user part early, and its tail would be read as host, port or
+    database), what libpq itself cannot read, ports that are not numbers (an IPv6 host without its brackets
+    reads as one), and a URL that names no database."""
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
     def refused(allowed: str) -> SettingsError:
         return SettingsError(_bad("BATCH_PREDICT_WAREHOUSE", redact_url(value), allowed))
 
+    rest = value.partition("://")[2]
+    if rest.count("@") > 1 or ("@" in rest and "/" in rest[: rest.index("@")]):
+        raise refused(f"a PostgreSQL URL with one raw '@', the one before the host: {_PERCENT_ENCODE}")
     try:
         parts = {key: str(part) for key, part in conninfo_to_dict(value).items()}
-    except psycopg.Error as error:
-        # libpq quotes the part it could not read, which may be the password: the quotes are dropped.
-        reason = re.sub(r'"[^"]*"', "…", str(error).strip().splitlines()[0] if str(error).strip() else "")
+    except (psycopg.Error, UnicodeError, ValueError) as error:
+        # libpq quotes what it could not read, unescaped, and that may be the password: only its words before
+        # the first quote are shown.
+        words = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        reason = words.partition('"')[0].rstrip(" :")
         raise refused(f"a PostgreSQL URL libpq can read ({reason}): {_PERCENT_ENCODE}") from None
     for port in parts.get("port", "").split(","):
         if port and not (re.fullmatch(r"[0-9]{1,5}", port) and 1 <= int(port) <= 65535):
             raise refused(
-                "a PostgreSQL URL postgresql://user@host:port/database with a port from 1 to 65535 for each host, an IPv6 host in "
-                f"brackets (postgresql://user@[::1]:5432/database); {_PERCENT_ENCODE}"
+                "a PostgreSQL URL postgresql://user@host:port/database with a port from 1 to 65535 for each host, an "
+                f"IPv6 host in brackets (postgresql://user@[::1]:5432/database); {_PERCENT_ENCODE}"
             )
-    if "@" in parts.get("dbname", "") and "/" in parts.get("dbname", ""):
-        # postgresql://alice:12/34@host/db: libpq ends the user part at the "/", reads host alice, port 12
-        raise refused(
-            f"a PostgreSQL URL postgresql://user@host:port/database with one '@' before the host: {_PERCENT_ENCODE}"
-        )
     # Without a database, libpq connects to the one named as the user (often `postgres`, the server's own).
     # What libpq itself reads (the process environment, a service file) can name it instead.
     named = parts.get("dbname") or parts.get("service")

@@ -467,6 +467,13 @@ def test_a_mistyped_postgresql_url_is_not_taken_for_a_file_path(
         "postgresql://alice:Hunter2 Secret@h/wh",
         "postgresql://h/wh?password=Hunter2 Secret",
         "postgresql://alice:Hunter2Secret@[::1/wh",
+        "postgresql://alice:Hunter2@Secret@h/db",  # libpq would take Secret@h for the host
+        "postgresql://alice:1234/Hunter2Secret@h",  # ... host alice, port 1234, database Hunter2Secret@h
+        "postgresql://alice:/Hunter2Secret@h?sslmode=require",
+        'postgresql://alice:Hunter2"Secret@[::1/db',  # libpq quotes what it cannot read, unescaped
+        'postgresql://alice:Hunter2 "Secret@h/db',
+        'postgresql://alice:Hunter2"Secret%zz@h/db',
+        "postgresql://alice:Hunter2%ffSecret@h/db",  # not UTF-8 once decoded
         "mysql://alice:Hunter2Secret@h/db",
     ],
 )

@@ -58,7 +58,8 @@ def test_text_without_credentials_is_unchanged(text: str) -> None:
     ("url", "shown"),
     [
         ("postgresql://alice:hunter2@db:5432/wh", "postgresql://alice:***@db:5432/wh"),
-        # passwords of every shape libpq reads: "=", "&", ";", "?", "#", quotes, an encoded "@"
+        # passwords of every shape libpq reads in a URL the warehouse setting takes: "=", "&", ";", "?", "#",
+        # quotes, an encoded "@"
         ("postgresql://u:MyHunter2=2024@h/db", "postgresql://u:***@h/db"),
         ("postgresql://u:x7&token=hunter2@h/db", "postgresql://u:***@h/db"),
         ("postgresql://u:hunter2;pwd=9@h/db", "postgresql://u:***@h/db"),
@@ -66,19 +67,22 @@ def test_text_without_credentials_is_unchanged(text: str) -> None:
         ("postgresql://u:hunter2#q@h/db", "postgresql://u:***@h/db"),
         ("postgresql://u:hunter2'q@h/db", "postgresql://u:***@h/db"),
         ("postgresql://u:hunter2%40q@h/db", "postgresql://u:***@h/db"),
-        ("postgresql://h/db?%70assword=hunter2", "postgresql://:***@h/db"),  # libpq decodes the key
-        ("postgresql://h/db?password=hunter2&sslmode=require", "postgresql://:***@h/db?sslmode=require"),
-        # what is not secret stays: several hosts, IPv6, a socket, a user without a password, parameters
+        ("postgresql://h/db?%70assword=hunter2", "postgresql://h/db?%70assword=***"),  # libpq decodes the key
+        ("postgresql://h/db?password=hunter2&sslmode=require", "postgresql://h/db?password=***&sslmode=require"),
+        ("postgresql://h/db?sslpassword=hunter2&sslmode=require", "postgresql://h/db?sslpassword=***&sslmode=require"),
+        # what is not secret stays as written: several hosts, IPv6, a socket, parameters
         ("postgresql://h1:5432,h2:5433/wh", "postgresql://h1:5432,h2:5433/wh"),
-        ("postgresql://alice@[fe80::1%25eth0]:5432/wh", "postgresql://alice@[fe80::1%25eth0]:5432/wh"),
-        ("postgresql:///wh?host=/var/run/postgresql", "postgresql:///wh?host=/var/run/postgresql"),
-        ("postgres://u:pw@h/db?application_name=a@b", "postgresql://u:***@h/db?application_name=a%40b"),
+        ("postgresql://[fe80::1%25eth0]:5432/wh", "postgresql://[fe80::1%25eth0]:5432/wh"),
+        ("postgresql:///wh?host=/tmp&port=5433", "postgresql:///wh?host=/tmp&port=5433"),
+        ("postgres://u:pw@h/db?application_name=a%40b", "postgres://u:***@h/db?application_name=a%40b"),
     ],
 )
-def test_a_postgresql_url_is_shown_as_libpq_reads_it_without_its_password(url: str, shown: str) -> None:
-    from batch_predict.redaction import shown_postgres_url
+def test_a_postgresql_url_the_setting_takes_is_shown_without_its_password(url: str, shown: str) -> None:
+    from batch_predict.redaction import shown_warehouse
+    from batch_predict.settings import load_settings
 
-    assert shown_postgres_url(url) == shown
+    assert load_settings({"BATCH_PREDICT_WAREHOUSE": url}).warehouse == url  # the setting takes it as it is
+    assert shown_warehouse(url) == shown
 
 
 @pytest.mark.parametrize(
@@ -91,6 +95,7 @@ def test_a_postgresql_url_is_shown_as_libpq_reads_it_without_its_password(url: s
         "host=h sslpassword='hun ter2'",
         "postgresql//h/db?password=hun ter=2",
         "postgresql//h/db?password=hun;ter=2&x=1",
+        "postgresql://alice@h/db?password=hun&ter2",
         "postgresql//u:MyHun=ter2@h/db",
         "mysql://u:hun&ter=2@h/db",
     ],

@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 
-from batch_predict.redaction import redact, shown_postgres_url
+from batch_predict.redaction import redact, shown_warehouse
 from batch_predict.warehouse import pgcopy, turns
 from batch_predict.warehouse.sql import ident, literal, parameter_names, postgres_statement
 from batch_predict.warehouse.types import WarehouseDamaged, WarehouseError, WarehouseLockTimeout, WarehouseUnavailable
@@ -1141,7 +1141,7 @@ class PostgresBackend(Backend):
     ) -> None:
         super().__init__(ensure_schema, memory_limit, threads)
         self.url = url
-        self.location = shown_postgres_url(url)
+        self.location = shown_warehouse(url)
         self.lock_timeout_seconds = lock_timeout_seconds
         self._staging_root = staging_root
 
