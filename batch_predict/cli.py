@@ -22,10 +22,10 @@ from batch_predict.interrupts import Stopped
 from batch_predict.models.names import check_name
 from batch_predict.models.registry import Registry
 from batch_predict.models.types import ModelError
-from batch_predict.redaction import redact, shown_warehouse
+from batch_predict.redaction import redact
 from batch_predict.settings import Settings, SettingsError, load_settings, split_names
 from batch_predict.verdicts import PENDING, ModelAge, deadline_summary, deadline_verdict, rerun_hint
-from batch_predict.warehouse import SourceError, Warehouse, WarehouseError, WarehouseUnavailable
+from batch_predict.warehouse import SourceError, Warehouse, WarehouseError, WarehouseUnavailable, shown_warehouse
 
 if TYPE_CHECKING:
     import dagster as dg

@@ -322,8 +322,9 @@ def threshold_cache(folder: Path) -> Iterator[None]:
     there, also in later processes: each run of a backfill is a new process, and a range of small
     partitions needs dozens of simulations of about 10 ms (one per distribution and partition size).
     A threshold is a pure function of its inputs (the simulation is seeded), so a stored one is exact.
-    The folder is kept bounded (`prune_thresholds`) the first time a process enters the cache on it: a
-    run in carry-over mode enters it once a partition, and listing a full folder takes about 10 ms."""
+    The folder is kept bounded (`prune_thresholds`) the first time a process enters the cache on it (a
+    run in carry-over mode enters it once a partition, and listing a full folder takes about 10 ms), and
+    again after every `KEPT_THRESHOLDS // 2` this process stores there."""
     if folder not in _PRUNED:
         _PRUNED.add(folder)
         prune_thresholds(folder)

@@ -95,11 +95,3 @@ def _mask_keyword(match: re.Match[str]) -> str:
     if not _SECRET_KEY.search(match["key"]):
         return match[0]
     return f"{match['key']}{match['equals']}{MASK}"
-
-
-def shown_warehouse(location: str) -> str:
-    """BATCH_PREDICT_WAREHOUSE as messages and the UI show it: a PostgreSQL URL (checked at load) without its
-    password, a DuckDB file path as it is."""
-    if location.startswith(("postgresql://", "postgres://")):
-        return redact_url(location, read_by_libpq=True)
-    return location

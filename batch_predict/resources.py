@@ -9,9 +9,9 @@ import dagster as dg
 from batch_predict.contract import FeatureContract
 from batch_predict.models.source import ModelSource
 from batch_predict.partition_run import BatchSettings
-from batch_predict.redaction import redact, shown_warehouse
+from batch_predict.redaction import redact
 from batch_predict.settings import FeatureRange, Settings
-from batch_predict.warehouse import Source, Warehouse
+from batch_predict.warehouse import Source, Warehouse, shown_warehouse
 
 
 class SourceResource(dg.ConfigurableResource):

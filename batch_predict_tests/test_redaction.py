@@ -78,8 +78,8 @@ def test_text_without_credentials_is_unchanged(text: str) -> None:
     ],
 )
 def test_a_postgresql_url_the_setting_takes_is_shown_without_its_password(url: str, shown: str) -> None:
-    from batch_predict.redaction import shown_warehouse
     from batch_predict.settings import load_settings
+    from batch_predict.warehouse import shown_warehouse
 
     assert load_settings({"BATCH_PREDICT_WAREHOUSE": url}).warehouse == url  # the setting takes it as it is
     assert shown_warehouse(url) == shown

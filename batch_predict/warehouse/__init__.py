@@ -9,7 +9,7 @@ behind the one seam in `connection.py`; an in-process DuckDB engine reads the la
 the one table spec every DDL and Arrow schema comes from.
 """
 
-from batch_predict.warehouse.connection import POSTGRES_SCHEMES, check_location
+from batch_predict.warehouse.connection import POSTGRES_SCHEMES, check_location, shown_warehouse
 from batch_predict.warehouse.landing import DUPLICATE_DETAIL, READERS, SOURCE_FILE_COLUMN, Source
 from batch_predict.warehouse.schema import PREDICTION_BASE_COLUMNS
 from batch_predict.warehouse.sql import record_id_sql
@@ -63,4 +63,5 @@ __all__ = [
     "WorkSet",
     "check_location",
     "record_id_sql",
+    "shown_warehouse",
 ]

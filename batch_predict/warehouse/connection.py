@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 
-from batch_predict.redaction import redact, shown_warehouse
+from batch_predict.redaction import redact, redact_url
 from batch_predict.warehouse import pgcopy, turns
 from batch_predict.warehouse.sql import ident, literal, parameter_names, postgres_statement
 from batch_predict.warehouse.types import WarehouseDamaged, WarehouseError, WarehouseLockTimeout, WarehouseUnavailable
@@ -1231,6 +1231,14 @@ def open_backend(
         )
     check_location(location)
     return DuckDBBackend(Path(location), ensure_schema, lock_timeout_seconds, memory_limit, threads)
+
+
+def shown_warehouse(location: str) -> str:
+    """BATCH_PREDICT_WAREHOUSE as messages and the UI show it: a PostgreSQL URL (checked at load) without its
+    password, a DuckDB file path as it is."""
+    if location.startswith(POSTGRES_SCHEMES):
+        return redact_url(location, read_by_libpq=True)
+    return location
 
 
 def check_location(location: str) -> None:
